@@ -1,0 +1,110 @@
+"""Versioned model artifacts: weights + parameters + metrics, each version written atomically.
+
+Layout::
+
+    <root>/v0001/weights.pt   torch state of the MLPClassifier
+    <root>/v0001/model.json   name, number, created, sha256 of weights, recipe, metrics, extra info
+
+A version is assembled in a hidden temporary folder, fsynced, then renamed into place: a crash
+leaves either no new version or a complete one, and earlier versions are never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from agile_modeling.classifier.mlp import MLPClassifier
+from agile_modeling.errors import SessionError
+from agile_modeling.store.embedding_store import fsync_dir
+
+_VERSION_DIR = re.compile(r"^v(\d{4,})$")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One saved model: ``name`` is stable (``<prefix>-v<number>``) and names a real artifact."""
+
+    name: str
+    number: int
+    path: Path
+    info: dict
+
+    @property
+    def metrics(self) -> dict:
+        return self.info.get("metrics", {})
+
+    def load(self) -> MLPClassifier:
+        state = torch.load(self.path / "weights.pt", map_location="cpu", weights_only=True)
+        return MLPClassifier.from_state(state)
+
+
+class ModelRegistry:
+    """The model versions of one concept."""
+
+    def __init__(self, root: str | Path, prefix: str) -> None:
+        self.root = Path(root)
+        self.prefix = prefix
+        self.root.mkdir(parents=True, exist_ok=True)
+        for leftover in self.root.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def _numbers(self) -> list[int]:
+        return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _VERSION_DIR.match(p.name)))
+
+    def save(self, classifier: MLPClassifier, metrics: dict | None = None, **info) -> ModelVersion:
+        """Write a new version and return it. Extra keyword ``info`` is stored in ``model.json``."""
+        tmp = self.root / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
+        tmp.mkdir()
+        weights = tmp / "weights.pt"
+        torch.save(classifier.state(), weights)
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        while True:
+            number = (self._numbers() or [0])[-1] + 1
+            record = {
+                "name": f"{self.prefix}-v{number}",
+                "number": number,
+                "created": time.time(),
+                "weights_sha256": digest,
+                "recipe": classifier.recipe.as_dict(),
+                "metrics": metrics or {},
+                **info,
+            }
+            (tmp / "model.json").write_text(json.dumps(record, indent=2, default=float))
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            try:
+                os.rename(tmp, self.root / f"v{number:04d}")
+                break
+            except OSError:  # another process took this number first: take the next
+                if not (self.root / f"v{number:04d}").exists():
+                    raise
+        fsync_dir(self.root)
+        return self.get(record["name"])
+
+    def versions(self) -> list[ModelVersion]:
+        return [self._read(n) for n in self._numbers()]
+
+    def latest(self) -> ModelVersion | None:
+        numbers = self._numbers()
+        return self._read(numbers[-1]) if numbers else None
+
+    def get(self, name: str) -> ModelVersion:
+        match = re.fullmatch(re.escape(self.prefix) + r"-v(\d+)", name)
+        if not match or not (self.root / f"v{int(match.group(1)):04d}").is_dir():
+            raise SessionError(f"no model version {name!r} in {self.root}")
+        return self._read(int(match.group(1)))
+
+    def _read(self, number: int) -> ModelVersion:
+        path = self.root / f"v{number:04d}"
+        info = json.loads((path / "model.json").read_text())
+        return ModelVersion(name=info["name"], number=number, path=path, info=info)

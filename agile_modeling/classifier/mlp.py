@@ -1,0 +1,161 @@
+"""The concept classifier: a small MLP on frozen image embeddings, scikit-learn style."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from agile_modeling.classifier.recipe import DEFAULT_RECIPE, TrainingRecipe
+from agile_modeling.errors import NotEnoughLabelsError
+
+
+def build_mlp(dim: int, hidden: tuple[int, ...], dropout: float) -> nn.Sequential:
+    """``dim -> hidden[0] -> ... -> 1`` with ReLU and dropout after every hidden layer."""
+    layers: list[nn.Module] = []
+    width = dim
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+        width = h
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
+def balanced_epoch_plan(
+    n_pos: int, n_neg: int, n_random: int, recipe: TrainingRecipe, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices drawn for every epoch: ``(pos, neg, rand)``, each ``(epochs, count)``.
+
+    Positives fill ``positive_fraction`` of an epoch, labeled negatives ``negative_fraction``
+    and random pool negatives the rest (labeled negatives' share goes to random ones when the
+    user has rated none, and vice versa).
+    """
+    size = recipe.epoch_size
+    pos = int(round(size * recipe.positive_fraction))
+    neg = int(round(size * recipe.negative_fraction)) if n_neg else 0
+    rand = size - pos - neg if n_random else 0
+    if not n_random:
+        neg = size - pos
+    e = recipe.epochs
+    return (
+        rng.integers(0, n_pos, size=(e, pos)),
+        rng.integers(0, max(n_neg, 1), size=(e, neg)),
+        rng.integers(0, max(n_random, 1), size=(e, rand)),
+    )
+
+
+class MLPClassifier:
+    """Binary concept classifier trained with the paper's recipe.
+
+    ``fit`` takes the labeled embeddings and, separately, random pool embeddings that are
+    assumed negative (they prevent over-triggering on a pool where the concept is rare).
+    Deterministic for a fixed ``recipe.seed`` on one machine.
+    """
+
+    def __init__(self, recipe: TrainingRecipe = DEFAULT_RECIPE) -> None:
+        self.recipe = recipe
+        self.model: nn.Sequential | None = None
+        self.dim: int | None = None
+        self.history: list[float] = []
+
+    # --- training ----------------------------------------------------------------------------
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        random_negatives: np.ndarray | None = None,
+        progress: Callable[[int, float], None] | None = None,
+    ) -> "MLPClassifier":
+        """Train from scratch.
+
+        Args:
+            x: ``(n, d)`` embeddings of the rated images.
+            y: ``(n,)`` labels in {0, 1}.
+            random_negatives: ``(m, d)`` random pool embeddings labeled negative (may be empty).
+            progress: called as ``progress(epoch, mean_loss)`` after every epoch.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        y = np.asarray(y).astype(np.int64)
+        if x.ndim != 2 or y.shape != (len(x),):
+            raise ValueError(f"x must be (n, d) and y (n,); got {x.shape} and {y.shape}")
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError("labels must be 0 (negative) or 1 (positive)")
+        if not (y == 1).any():
+            raise NotEnoughLabelsError("no positive label yet: rate at least one image as positive")
+        rnd = np.zeros((0, x.shape[1]), np.float32) if random_negatives is None else np.asarray(random_negatives, np.float32)
+        if not (y == 0).any() and not len(rnd):
+            raise NotEnoughLabelsError("no negative label and no random negatives: nothing to contrast with")
+
+        rec = self.recipe
+        torch.manual_seed(rec.seed)
+        rng = np.random.default_rng(rec.seed)
+        self.dim = x.shape[1]
+        self.model = build_mlp(self.dim, rec.hidden, rec.dropout)
+        optimiser = torch.optim.Adam(self.model.parameters(), lr=rec.learning_rate, weight_decay=rec.weight_decay)
+        loss_fn = nn.BCEWithLogitsLoss()
+
+        pos_x, neg_x = torch.from_numpy(x[y == 1]), torch.from_numpy(x[y == 0])
+        rnd_x = torch.from_numpy(rnd)
+        pos_i, neg_i, rnd_i = balanced_epoch_plan(len(pos_x), len(neg_x), len(rnd_x), rec, rng)
+        self.model.train()
+        self.history = []
+        for epoch in range(rec.epochs):
+            ex = torch.cat([pos_x[pos_i[epoch]], neg_x[neg_i[epoch]] if len(neg_x) else pos_x[:0], rnd_x[rnd_i[epoch]] if len(rnd_x) else pos_x[:0]])
+            ey = torch.cat([torch.ones(pos_i.shape[1]), torch.zeros(len(ex) - pos_i.shape[1])])
+            order = torch.from_numpy(rng.permutation(len(ex)))
+            total = 0.0
+            for start in range(0, len(ex), rec.batch_size):
+                batch = order[start : start + rec.batch_size]
+                optimiser.zero_grad(set_to_none=True)
+                loss = loss_fn(self.model(ex[batch]).squeeze(1), ey[batch])
+                loss.backward()
+                optimiser.step()
+                total += loss.item() * len(batch)
+            self.history.append(total / len(ex))
+            if progress:
+                progress(epoch, self.history[-1])
+        self.model.eval()
+        return self
+
+    # --- inference ---------------------------------------------------------------------------
+    def _require_fitted(self) -> nn.Sequential:
+        if self.model is None:
+            raise RuntimeError("this classifier is not trained yet: call fit() or load()")
+        return self.model
+
+    @torch.inference_mode()
+    def decision_function(self, x: np.ndarray, chunk_rows: int = 1 << 16) -> np.ndarray:
+        """Logits ``(n,)`` float32 in plain fp32 (the reference the fast pool scorer must match)."""
+        model = self._require_fitted()
+        out = np.empty(len(x), dtype=np.float32)
+        for start in range(0, len(x), chunk_rows):
+            block = torch.from_numpy(np.asarray(x[start : start + chunk_rows], dtype=np.float32))
+            out[start : start + len(block)] = model(block).squeeze(1).numpy()
+        return out
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Probability that each image ``(n, d)`` shows the concept: ``(n,)`` float32."""
+        return (1.0 / (1.0 + np.exp(-self.decision_function(x).astype(np.float64)))).astype(np.float32)
+
+    def predict(self, x: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        return (self.predict_proba(x) >= threshold).astype(np.int64)
+
+    def linear_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``[(weight (out, in), bias (out,)), ...]`` of every layer, input first (ReLU between)."""
+        return [(m.weight.detach(), m.bias.detach()) for m in self._require_fitted() if isinstance(m, nn.Linear)]
+
+    # --- persistence -------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"dim": self.dim, "recipe": self.recipe.as_dict(), "weights": self._require_fitted().state_dict()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "MLPClassifier":
+        recipe = state["recipe"]
+        clf = cls(TrainingRecipe(**{**recipe, "hidden": tuple(recipe["hidden"])}))
+        clf.dim = int(state["dim"])
+        clf.model = build_mlp(clf.dim, clf.recipe.hidden, clf.recipe.dropout)
+        clf.model.load_state_dict(state["weights"])
+        clf.model.eval()
+        return clf

@@ -1,0 +1,65 @@
+"""A text encoder backed by a table of precomputed phrase embeddings.
+
+Used where no text tower can be loaded (offline machines, the simulations over the shared CLIP
+embeddings): phrases are looked up by name, normalised the way a user would type them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from agile_modeling.encoders.base import TextEncoder, l2_normalise
+from agile_modeling.errors import UnknownPhraseError
+
+
+def normalise_phrase(phrase: str) -> str:
+    """``"Stop Sign"``, ``"stop_sign"`` and ``" stop-sign "`` all become ``"stop sign"``."""
+    return " ".join(phrase.lower().replace("_", " ").replace("-", " ").split())
+
+
+class VocabularyTextEncoder(TextEncoder):
+    """Looks phrases up in a ``{phrase: vector}`` table; unknown phrases raise a clear error."""
+
+    def __init__(self, table: Mapping[str, np.ndarray]) -> None:
+        if not table:
+            raise ValueError("a vocabulary encoder needs at least one phrase")
+        self._table = {normalise_phrase(k): l2_normalise(np.asarray(v)[None])[0] for k, v in table.items()}
+        self._dim = len(next(iter(self._table.values())))
+
+    @classmethod
+    def from_npz(cls, path: str | Path) -> "VocabularyTextEncoder":
+        """Load the ``text_vocabulary.npz`` layout: ``<set>_emb`` ``(n, d)`` beside ``<set>_names`` ``(n,)``."""
+        data = np.load(path)
+        table: dict[str, np.ndarray] = {}
+        for key in data.files:
+            if key.endswith("_emb"):
+                names = data[key[: -len("_emb")] + "_names"]
+                for name, vec in zip(names, data[key]):
+                    table.setdefault(normalise_phrase(str(name)), vec.astype(np.float32))
+        return cls(table)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def phrases(self) -> list[str]:
+        return sorted(self._table)
+
+    def __contains__(self, phrase: str) -> bool:
+        return normalise_phrase(phrase) in self._table
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        missing = [t for t in texts if normalise_phrase(t) not in self._table]
+        if missing:
+            raise UnknownPhraseError(
+                f"no embedding for {missing!r}: this offline text encoder knows {len(self._table)} "
+                "phrases (see `agile vocabulary`); pick one of them, or configure an open_clip model "
+                "with weights to embed free text."
+            )
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        return np.stack([self._table[normalise_phrase(t)] for t in texts]).astype(np.float32)

@@ -1,0 +1,152 @@
+"""One concept's agile loop: seed batch, retrain on every label, next batch by active learning.
+
+The loop only computes and records: who rates the images (a person in Label Studio, a crowd, a
+simulated user) is the caller's business. Each step reads its inputs from the session, so a
+process that crashed mid-round resumes by calling the same methods again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agile_modeling.classifier import DEFAULT_RECIPE, MLPClassifier, ModelRegistry, ModelVersion, TrainingRecipe, recipe_for_round
+from agile_modeling.encoders.base import TextEncoder
+from agile_modeling.errors import SessionError
+from agile_modeling.index.base import NeighbourIndex
+from agile_modeling.scoring import PoolScorer
+from agile_modeling.seeding import NEIGHBOURS_PER_QUERY, SEED_BATCH_SIZE, seed_batch
+from agile_modeling.selection import strategy_by_name
+from agile_modeling.session import USER, Session
+from agile_modeling.store.embedding_store import PoolView
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Parameters of the loop (defaults: the paper's section 4.2)."""
+
+    seed_size: int = SEED_BATCH_SIZE
+    neighbours_per_query: int = NEIGHBOURS_PER_QUERY
+    batch_size: int = 100
+    strategy: str = "margin"
+    recipe: TrainingRecipe = field(default_factory=lambda: DEFAULT_RECIPE)
+    label_source: str = USER
+    seed: int = 0
+
+
+class AgileLoop:
+    """Drives one concept's session over a pool.
+
+    Args:
+        session: the concept's persistent state.
+        pool: every pool embedding (memory-mapped).
+        index: nearest-neighbour search over the same pool.
+        text_encoder: embeds the concept's phrases.
+        registry: where model versions are written.
+        config: loop parameters.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        pool: PoolView,
+        index: NeighbourIndex,
+        text_encoder: TextEncoder,
+        registry: ModelRegistry,
+        config: LoopConfig = LoopConfig(),
+    ) -> None:
+        self.session = session
+        self.pool = pool
+        self.index = index
+        self.text_encoder = text_encoder
+        self.registry = registry
+        self.config = config
+        self.strategy = strategy_by_name(config.strategy)
+
+    def query_vectors(self) -> np.ndarray:
+        """``(q, d)``: every phrase of the concept, then every example image."""
+        concept = self.session.concept
+        parts = [self.text_encoder.encode_texts(list(concept.phrases))]
+        if concept.example_ids:
+            parts.append(self.pool.take(list(concept.example_ids)).astype(np.float32))
+        return np.concatenate(parts)
+
+    def start(self) -> list[int]:
+        """The seed batch (round 0): created once, returned as recorded on later calls."""
+        if self.session.current_round() >= 0:
+            return self.session.batch(0)
+        ids = seed_batch(
+            self.index,
+            self.query_vectors(),
+            size=self.config.seed_size,
+            per_query=self.config.neighbours_per_query,
+            seed=self.config.seed,
+        )
+        self.session.start_round(0, "seed", ids.tolist())
+        return ids.tolist()
+
+    def training_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids (n,), x (n, d) float32, y (n,))`` of every label from the configured source."""
+        labels = self.session.labels(self.config.label_source)
+        ids = np.array(sorted(labels), dtype=np.int64)
+        y = np.array([labels[i] for i in ids], dtype=np.int64)
+        return ids, self.pool.take(ids).astype(np.float32), y
+
+    def random_negative_ids(self, recipe: TrainingRecipe, labeled: np.ndarray) -> np.ndarray:
+        """Random unlabeled pool images to use as negatives (seeded, at most ``max_random_negatives``).
+
+        Only as many distinct images as the epochs will draw are taken: sampling them from a
+        uniform random subset of ``max_random_negatives`` pool images is the same distribution.
+        """
+        n = len(self.pool)
+        want = int(recipe.epochs * recipe.epoch_size * (1 - recipe.positive_fraction - recipe.negative_fraction))
+        want = min(max(want, 1), recipe.max_random_negatives, max(n - len(labeled), 0))
+        if want == 0:
+            return np.zeros(0, dtype=np.int64)
+        rng = np.random.default_rng(recipe.seed + 7919 * (self.session.current_round() + 1))
+        draw = np.unique(rng.integers(0, n, size=int(want * 1.2) + 16))
+        draw = np.setdiff1d(draw, labeled, assume_unique=True)
+        return rng.permutation(draw)[:want]
+
+    def train(self, evaluate: Callable[[MLPClassifier], dict] | None = None) -> tuple[ModelVersion, MLPClassifier]:
+        """Train on every label so far and save a new model version.
+
+        The first model (only the seed batch rated) is the small 16-unit MLP; later ones 3x128.
+        ``evaluate`` may add metrics to the version (the simulation's test-set scores).
+        """
+        round_index = self.session.current_round()
+        if round_index < 0:
+            raise SessionError("nothing to train on: start the concept's seed batch first")
+        recipe = recipe_for_round(round_index, self.config.recipe)
+        ids, x, y = self.training_data()
+        neg_ids = self.random_negative_ids(recipe, ids)
+        classifier = MLPClassifier(recipe).fit(x, y, self.pool.take(neg_ids).astype(np.float32))
+        metrics = evaluate(classifier) if evaluate else {}
+        version = self.registry.save(
+            classifier, metrics, round=round_index, num_labels=int(len(y)), num_positive=int(y.sum())
+        )
+        self.session.record_model(version.name, round_index, int(len(y)), metrics)
+        log.info("trained %s on %d labels (%d positive)", version.name, len(y), int(y.sum()))
+        return version, classifier
+
+    def next_batch(self, classifier: MLPClassifier, size: int | None = None) -> list[int]:
+        """Select and record the next round's batch over the whole pool (idempotent per round).
+
+        Excludes every image already queued or labeled. If the current round still has unlabeled
+        images, that round is returned instead of starting a new one.
+        """
+        if self.session.pending(source=self.config.label_source):
+            return self.session.pending(source=self.config.label_source)
+        scorer = PoolScorer(classifier)
+        approx = scorer.approximate_logits(self.pool)
+        exclude = np.union1d(self.session.queued_ids(), list(self.session.labels(self.config.label_source)))
+        ids = self.strategy.select(
+            approx, size or self.config.batch_size, exclude.astype(np.int64), lambda i: scorer.exact_logits(self.pool, i)
+        )
+        self.session.start_round(self.session.current_round() + 1, self.strategy.name, ids.tolist())
+        return ids.tolist()

@@ -1,0 +1,243 @@
+"""Session state of concepts in SQLite: rounds and their batches, every label, model versions.
+
+Every write is its own committed transaction (WAL, synchronous=FULL), so a crash loses no label
+that was recorded, and a session reopened after a crash resumes from what is on disk: the open
+round's batch minus the images already labeled.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agile_modeling.concepts import Concept
+from agile_modeling.errors import SessionError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS concepts (
+    slug TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
+    positives TEXT NOT NULL, negatives TEXT NOT NULL, example_ids TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+    concept TEXT NOT NULL REFERENCES concepts(slug), round INTEGER NOT NULL, strategy TEXT NOT NULL,
+    created REAL NOT NULL, model_version TEXT, PRIMARY KEY (concept, round));
+CREATE TABLE IF NOT EXISTS batch_items (
+    concept TEXT NOT NULL, round INTEGER NOT NULL, image_id INTEGER NOT NULL, position INTEGER NOT NULL,
+    PRIMARY KEY (concept, image_id));
+CREATE TABLE IF NOT EXISTS labels (
+    id INTEGER PRIMARY KEY, concept TEXT NOT NULL, image_id INTEGER NOT NULL, value INTEGER NOT NULL,
+    rater TEXT NOT NULL, source TEXT NOT NULL, round INTEGER, created REAL NOT NULL, note TEXT,
+    external_id TEXT, UNIQUE (concept, source, external_id));
+CREATE INDEX IF NOT EXISTS labels_by_image ON labels(concept, image_id);
+CREATE TABLE IF NOT EXISTS model_versions (
+    concept TEXT NOT NULL, name TEXT NOT NULL, round INTEGER NOT NULL, created REAL NOT NULL,
+    num_labels INTEGER NOT NULL, metrics TEXT NOT NULL, PRIMARY KEY (concept, name));
+"""
+
+USER = "user"
+
+
+@dataclass(frozen=True)
+class Label:
+    """One rating of one image by one rater."""
+
+    image_id: int
+    value: int  # 1 positive, 0 negative
+    rater: str
+    source: str  # "user", "crowd", "import", "simulated-user", ...
+    round: int | None
+    created: float
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    round: int
+    strategy: str
+    created: float
+    model_version: str | None
+    batch: tuple[int, ...]
+    labeled: int
+
+
+class SessionStore:
+    """All concept sessions of one workspace (one SQLite file)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+
+    def create(self, concept: Concept) -> "Session":
+        """Start a session for a new concept (an existing concept of that name is an error)."""
+        try:
+            self.db.execute(
+                "INSERT INTO concepts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (concept.slug, concept.name, concept.description, json.dumps(concept.positives),
+                 json.dumps(concept.negatives), json.dumps(list(concept.example_ids)), time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise SessionError(f"a concept named {concept.name!r} exists already; open it instead") from None
+        return Session(self, concept.slug)
+
+    def open(self, name: str) -> "Session":
+        from agile_modeling.concepts import slugify
+
+        slug = slugify(name)
+        if not self.db.execute("SELECT 1 FROM concepts WHERE slug = ?", (slug,)).fetchone():
+            known = ", ".join(self.names()) or "none yet"
+            raise SessionError(f"no concept {name!r} in {self.path} (known: {known})")
+        return Session(self, slug)
+
+    def names(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM concepts ORDER BY created")]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class Session:
+    """The state of one concept. Cheap to construct; every read goes to the database."""
+
+    def __init__(self, store: SessionStore, slug: str) -> None:
+        self.store = store
+        self.db = store.db
+        self.slug = slug
+
+    @property
+    def concept(self) -> Concept:
+        name, desc, pos, neg, ex = self.db.execute(
+            "SELECT name, description, positives, negatives, example_ids FROM concepts WHERE slug = ?", (self.slug,)
+        ).fetchone()
+        return Concept(name, tuple(json.loads(pos)), tuple(json.loads(neg)), desc, tuple(json.loads(ex)))
+
+    # --- rounds ------------------------------------------------------------------------------
+    def start_round(self, round_index: int, strategy: str, image_ids: Sequence[int]) -> None:
+        """Record the batch of ``round_index``. Idempotent: starting a recorded round again is a no-op."""
+        with self._transaction():
+            if self.db.execute("SELECT 1 FROM rounds WHERE concept = ? AND round = ?", (self.slug, round_index)).fetchone():
+                return
+            expected = self.current_round() + 1
+            if round_index != expected:
+                raise SessionError(f"round {round_index} cannot start: the next round of {self.slug} is {expected}")
+            self.db.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, NULL)", (self.slug, round_index, strategy, time.time()))
+            self.db.executemany(
+                "INSERT OR IGNORE INTO batch_items VALUES (?, ?, ?, ?)",
+                [(self.slug, round_index, int(i), pos) for pos, i in enumerate(image_ids)],
+            )
+
+    def current_round(self) -> int:
+        """Index of the newest round, ``-1`` before the seed batch."""
+        row = self.db.execute("SELECT MAX(round) FROM rounds WHERE concept = ?", (self.slug,)).fetchone()
+        return -1 if row[0] is None else int(row[0])
+
+    def batch(self, round_index: int) -> list[int]:
+        return [r[0] for r in self.db.execute(
+            "SELECT image_id FROM batch_items WHERE concept = ? AND round = ? ORDER BY position", (self.slug, round_index))]
+
+    def queued_ids(self) -> list[int]:
+        """Every image ever put in a batch of this concept."""
+        return [r[0] for r in self.db.execute("SELECT image_id FROM batch_items WHERE concept = ?", (self.slug,))]
+
+    def pending(self, round_index: int | None = None, source: str = USER) -> list[int]:
+        """Images of the round's batch (default: the current one) that ``source`` has not labeled yet."""
+        r = self.current_round() if round_index is None else round_index
+        labeled = set(self.labels(source))
+        return [i for i in self.batch(r) if i not in labeled]
+
+    def rounds(self) -> list[RoundInfo]:
+        labeled = set(self.labels())
+        out = []
+        for r, strategy, created, version in self.db.execute(
+            "SELECT round, strategy, created, model_version FROM rounds WHERE concept = ? ORDER BY round", (self.slug,)
+        ).fetchall():
+            batch = tuple(self.batch(r))
+            out.append(RoundInfo(r, strategy, created, version, batch, sum(i in labeled for i in batch)))
+        return out
+
+    # --- labels ------------------------------------------------------------------------------
+    def record_label(
+        self,
+        image_id: int,
+        value: int | bool,
+        rater: str = USER,
+        source: str = USER,
+        round_index: int | None = None,
+        note: str | None = None,
+        external_id: str | None = None,
+        created: float | None = None,
+    ) -> bool:
+        """Store one rating (committed before returning).
+
+        ``external_id`` (an annotation id from a labeling tool) makes a repeated delivery a no-op.
+        Returns whether a new label was stored.
+        """
+        if int(value) not in (0, 1):
+            raise ValueError("a label is 1 (positive) or 0 (negative)")
+        if round_index is None:
+            row = self.db.execute(
+                "SELECT round FROM batch_items WHERE concept = ? AND image_id = ?", (self.slug, int(image_id))).fetchone()
+            round_index = row[0] if row else None
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO labels (concept, image_id, value, rater, source, round, created, note, external_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (self.slug, int(image_id), int(value), rater, source, round_index,
+             created if created is not None else time.time(), note, external_id),
+        )
+        return cur.rowcount == 1
+
+    def record_labels(self, labels: Iterable[tuple[int, int]], rater: str = USER, source: str = USER) -> int:
+        """Store many ``(image_id, value)`` ratings; returns how many were stored."""
+        return sum(self.record_label(i, v, rater=rater, source=source) for i, v in labels)
+
+    def labels(self, source: str = USER) -> dict[int, int]:
+        """``{image_id: value}`` from ``source``: each image's most recent rating."""
+        rows = self.db.execute(
+            "SELECT image_id, value FROM labels WHERE concept = ? AND source = ? ORDER BY created, id", (self.slug, source))
+        return {int(i): int(v) for i, v in rows}
+
+    def label_history(self) -> list[Label]:
+        return [Label(*r) for r in self.db.execute(
+            "SELECT image_id, value, rater, source, round, created, note FROM labels WHERE concept = ? ORDER BY id",
+            (self.slug,))]
+
+    # --- models ------------------------------------------------------------------------------
+    def record_model(self, name: str, round_index: int, num_labels: int, metrics: dict | None = None) -> None:
+        with self._transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO model_versions VALUES (?, ?, ?, ?, ?, ?)",
+                (self.slug, name, round_index, time.time(), num_labels, json.dumps(metrics or {}, default=float)),
+            )
+            self.db.execute("UPDATE rounds SET model_version = ? WHERE concept = ? AND round = ?", (name, self.slug, round_index))
+
+    def models(self) -> list[dict]:
+        return [
+            {"name": n, "round": r, "created": c, "num_labels": k, "metrics": json.loads(m)}
+            for n, r, c, k, m in self.db.execute(
+                "SELECT name, round, created, num_labels, metrics FROM model_versions WHERE concept = ? ORDER BY created",
+                (self.slug,))
+        ]
+
+    def _transaction(self):
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False

@@ -1,0 +1,86 @@
+"""The shared real CLIP embeddings as a labeled pool and test set for simulations.
+
+Pool = ``val`` + ``fewshotK`` rows of every dataset (unlabeled to the system, labeled to the
+simulated user); test = ``test`` rows. Phrases come from ``text_vocabulary.npz``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agile_modeling.encoders.vocabulary import VocabularyTextEncoder
+from agile_modeling.errors import DatasetNotFoundError
+
+DATASETS = ("caltech101", "oxford_pets", "oxford_flowers", "dtd", "fgvc_aircraft", "ucf101", "imagenet", "food101")
+ENV_VAR = "AGILE_SHARED_DATA"
+
+
+def find_data_dir(explicit: str | Path | None = None) -> Path:
+    """The ``clip-vit-b32`` folder: ``explicit``, ``$AGILE_SHARED_DATA``, or ``../shared/data/clip-vit-b32``
+    from the current folder or from this checkout."""
+    candidates = [Path(explicit)] if explicit else []
+    if os.environ.get(ENV_VAR):
+        candidates.append(Path(os.environ[ENV_VAR]))
+    here = Path(__file__).resolve().parents[2]
+    candidates += [Path.cwd().parent / "shared/data/clip-vit-b32", here.parent / "shared/data/clip-vit-b32"]
+    for c in candidates:
+        if (c / "text_vocabulary.npz").is_file():
+            return c
+    raise DatasetNotFoundError(
+        "the shared CLIP embeddings were not found (looked in: "
+        + ", ".join(str(c) for c in candidates)
+        + f"). Set {ENV_VAR} to the folder holding caltech101.npz ... text_vocabulary.npz."
+    )
+
+
+@dataclass(frozen=True)
+class LabeledSplit:
+    """Rows of one split: embeddings ``x`` ``(n, 512)`` float16, and per row its dataset and class."""
+
+    x: np.ndarray
+    dataset: np.ndarray  # (n,) str
+    label: np.ndarray  # (n,) int class index within its dataset
+    classnames: dict[str, list[str]]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def class_name(self, i: int) -> str:
+        names = self.classnames.get(str(self.dataset[i]))
+        return names[self.label[i]] if names else f"{self.dataset[i]}:{self.label[i]}"
+
+
+@dataclass(frozen=True)
+class SharedData:
+    pool: LabeledSplit
+    test: LabeledSplit
+    vocabulary: VocabularyTextEncoder
+    root: Path
+
+
+def _split(parts: list[tuple[str, np.ndarray, np.ndarray]], classnames: dict[str, list[str]]) -> LabeledSplit:
+    return LabeledSplit(
+        x=np.concatenate([p[1] for p in parts]).astype(np.float16),
+        dataset=np.concatenate([np.full(len(p[1]), p[0]) for p in parts]),
+        label=np.concatenate([p[2] for p in parts]).astype(np.int64),
+        classnames=classnames,
+    )
+
+
+def load_shared_data(root: str | Path | None = None) -> SharedData:
+    """Load every dataset of the shared folder (about 40k pool rows, 19k test rows)."""
+    root = find_data_dir(root)
+    pool, test, classnames = [], [], {}
+    for name in DATASETS:
+        data = np.load(root / f"{name}.npz")
+        if "classnames" in data.files:
+            classnames[name] = [str(c) for c in data["classnames"]]
+        keys = sorted(k[:-2] for k in data.files if k.endswith("_x"))
+        for key in keys:
+            target = test if key == "test" else pool
+            target.append((name, data[f"{key}_x"], data[f"{key}_y"]))
+    return SharedData(_split(pool, classnames), _split(test, classnames), VocabularyTextEncoder.from_npz(root / "text_vocabulary.npz"), root)

@@ -1,0 +1,116 @@
+"""The paper's simulated-user protocol: seed batch, then rounds of active learning, measured on test rows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agile_modeling.classifier import DEFAULT_RECIPE, ModelRegistry, TrainingRecipe
+from agile_modeling.index import ExactIndex, NeighbourIndex
+from agile_modeling.loop import AgileLoop, LoopConfig
+from agile_modeling.metrics import binary_metrics
+from agile_modeling.session import SessionStore
+from agile_modeling.simulate.data import SharedData
+from agile_modeling.simulate.suite import SimulatedConcept
+from agile_modeling.simulate.users import SimulatedUser
+from agile_modeling.store.embedding_store import PoolView
+from agile_modeling.zero_shot import CLIP_ZERO_SHOT_THRESHOLD, zero_shot_scores
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """The model trained after one round, measured on the test rows."""
+
+    round: int
+    num_labels: int
+    num_positive: int
+    model_version: str
+    metrics: dict
+    train_seconds: float
+    select_seconds: float
+
+
+@dataclass
+class SessionResult:
+    title: str
+    difficulty: str
+    strategy: str
+    batch_size: int
+    zero_shot: dict
+    test_positives: int
+    rounds: list[RoundResult] = field(default_factory=list)
+
+
+@dataclass
+class SimulationContext:
+    """What every simulated session shares: the data, the pool view and its index (built once)."""
+
+    data: SharedData
+    pool: PoolView
+    index: NeighbourIndex
+
+    @classmethod
+    def build(cls, data: SharedData) -> "SimulationContext":
+        pool = PoolView([data.pool.x], data.pool.x.shape[1])
+        return cls(data, pool, ExactIndex(pool))
+
+
+def simulate_session(
+    spec: SimulatedConcept,
+    ctx: SimulationContext,
+    workdir: str | Path,
+    rounds: int = 5,
+    batch_size: int = 100,
+    strategy: str = "margin",
+    recipe: TrainingRecipe = DEFAULT_RECIPE,
+    error_rate: float = 0.0,
+    seed: int = 0,
+    on_round: Callable[[RoundResult], None] | None = None,
+) -> SessionResult:
+    """Run one concept: seed of ``batch_size``... then ``rounds`` rounds, retraining after each.
+
+    The session, its labels and model versions are written under ``workdir`` with the real
+    session store and registry, exactly as the service would.
+    """
+    data = ctx.data
+    concept = spec.concept()
+    workdir = Path(workdir)
+    sessions = SessionStore(workdir / "sessions.sqlite")
+    session = sessions.create(concept)
+    registry = ModelRegistry(workdir / "models" / concept.slug, concept.slug)
+    config = LoopConfig(seed_size=batch_size, batch_size=batch_size, strategy=strategy, recipe=recipe.with_(seed=seed), seed=seed)
+    loop = AgileLoop(session, ctx.pool, ctx.index, data.vocabulary, registry, config)
+    user = SimulatedUser(spec.ground_truth(data.pool), error_rate, seed)
+    test_truth = spec.ground_truth(data.test)
+    test_x = data.test.x.astype(np.float32)
+
+    text = data.vocabulary.encode_texts([concept.name])[0]
+    result = SessionResult(
+        spec.title, spec.difficulty, strategy, batch_size,
+        binary_metrics(test_truth, zero_shot_scores(test_x, text), CLIP_ZERO_SHOT_THRESHOLD).as_dict(),
+        int(test_truth.sum()),
+    )
+
+    def evaluate(classifier) -> dict:
+        return binary_metrics(test_truth, classifier.predict_proba(test_x), 0.5).as_dict()
+
+    batch = loop.start()
+    for r in range(rounds + 1):
+        session.record_labels(zip(batch, user.rate(batch)), rater="simulated-user")
+        t0 = time.perf_counter()
+        version, classifier = loop.train(evaluate)
+        t1 = time.perf_counter()
+        if r < rounds:
+            batch = loop.next_batch(classifier)
+        t2 = time.perf_counter()
+        labels = session.labels()
+        rr = RoundResult(r, len(labels), sum(labels.values()), version.name, version.metrics, t1 - t0, t2 - t1 if r < rounds else 0.0)
+        result.rounds.append(rr)
+        if on_round:
+            on_round(rr)
+    sessions.close()
+    return result

@@ -1,0 +1,63 @@
+"""Concepts for simulations: what the user types, and which labeled rows they count as positive."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from agile_modeling.concepts import Concept
+from agile_modeling.simulate.data import LabeledSplit
+
+SUITE_FILE = "concepts.json"
+
+
+@dataclass(frozen=True)
+class SimulatedConcept:
+    """A concept with ground truth.
+
+    Attributes:
+        title: how people call it ("small dog breeds").
+        name: the phrase the user types first (must be in the text vocabulary).
+        positives, negatives: further phrases.
+        truth: ``{dataset: [class name or index, ...] or "all"}``: the rows the user counts positive.
+        difficulty: "easy" or "hard" (a subjective subset the phrase cannot separate).
+    """
+
+    title: str
+    name: str
+    positives: tuple[str, ...]
+    negatives: tuple[str, ...]
+    truth: dict
+    difficulty: str = "easy"
+
+    def concept(self) -> Concept:
+        return Concept(self.name, self.positives, self.negatives, description=self.title)
+
+    def ground_truth(self, split: LabeledSplit) -> np.ndarray:
+        """``(n,)`` bool: which rows of ``split`` the user calls positive."""
+        out = np.zeros(len(split), dtype=bool)
+        for dataset, classes in self.truth.items():
+            rows = split.dataset == dataset
+            if classes == "all":
+                out |= rows
+                continue
+            names = split.classnames.get(dataset, [])
+            wanted = {c if isinstance(c, int) else names.index(c) for c in classes}
+            out |= rows & np.isin(split.label, list(wanted))
+        return out
+
+
+def load_suite(path: str | Path | None = None) -> list[SimulatedConcept]:
+    """The concept suite (the packaged ``concepts.json`` unless ``path`` is given)."""
+    text = Path(path).read_text() if path else resources.files("agile_modeling.simulate").joinpath(SUITE_FILE).read_text()
+    return [
+        SimulatedConcept(
+            title=c["title"], name=c["name"], positives=tuple(c.get("positives", ())),
+            negatives=tuple(c.get("negatives", ())), truth=c["truth"], difficulty=c.get("difficulty", "easy"),
+        )
+        for c in json.loads(text)["concepts"]
+    ]

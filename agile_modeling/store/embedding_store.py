@@ -1,0 +1,297 @@
+"""The embedding store: append-only float16 shards read through memory maps, plus an image table.
+
+Layout of a store folder::
+
+    images.sqlite        images(id, uri, content_hash UNIQUE, caption, shard), shards(...), meta(...)
+    shards/00000.npy     (rows, d) float16, rows L2-normalised; image ``id`` = global row number
+
+Appending writes the shard file completely (temporary name, fsync, rename) before one SQLite
+transaction registers it and its images. A crash at any point leaves either the old store or the
+new one: an unregistered shard file is an orphan and is removed on the next open, and re-running
+the same add skips every image whose content hash is already registered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from agile_modeling.encoders.base import ImageEncoder
+from agile_modeling.errors import ImageReadError, StoreError
+from agile_modeling.store.image_source import LoadedImage, load_image
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS shards (
+    shard INTEGER PRIMARY KEY, file TEXT NOT NULL, first_id INTEGER NOT NULL, rows INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY, uri TEXT NOT NULL, content_hash TEXT NOT NULL UNIQUE,
+    caption TEXT, shard INTEGER NOT NULL REFERENCES shards(shard));
+CREATE INDEX IF NOT EXISTS images_uri ON images(uri);
+"""
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class PoolView:
+    """Read-only view of all shards as one ``(n, d)`` float16 matrix, without loading it.
+
+    Rows are memory-mapped; ``iter_chunks`` streams them in order and ``take`` gathers rows.
+    """
+
+    def __init__(self, shards: Sequence[np.ndarray], dim: int) -> None:
+        self.shards = list(shards)
+        self.dim = dim
+        self.offsets = np.cumsum([0] + [len(s) for s in self.shards]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self), self.dim)
+
+    def iter_chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_id, block)`` with ``block`` ``(m <= rows, d)`` float16, in id order."""
+        for base, shard in zip(self.offsets[:-1], self.shards):
+            for start in range(0, len(shard), rows):
+                yield int(base + start), shard[start : start + rows]
+
+    def take(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Rows ``ids`` as a new ``(len(ids), d)`` float16 array, in the order given."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
+            raise IndexError(f"image ids must lie in [0, {len(self)})")
+        out = np.empty((len(ids), self.dim), dtype=np.float16)
+        which = np.searchsorted(self.offsets, ids, side="right") - 1
+        for s in np.unique(which):
+            mask = which == s
+            local = ids[mask] - self.offsets[s]
+            order = np.argsort(local)  # sorted reads are kinder to the page cache
+            rows = self.shards[s][local[order]]
+            out[np.flatnonzero(mask)[order]] = rows
+        return out
+
+    def to_array(self) -> np.ndarray:
+        """All rows in memory as one ``(n, d)`` float16 array (small pools only)."""
+        if not self.shards:
+            return np.zeros((0, self.dim), dtype=np.float16)
+        return np.concatenate([np.asarray(s) for s in self.shards])
+
+
+@dataclass
+class AddReport:
+    """What an add did: ids of new images, how many were already there, what was skipped and why."""
+
+    added_ids: list[int] = field(default_factory=list)
+    already_present: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason)
+
+    def summary(self) -> str:
+        return (
+            f"added {len(self.added_ids)} images, {self.already_present} already in the store, "
+            f"{len(self.skipped)} skipped"
+        )
+
+
+class EmbeddingStore:
+    """Embeddings of a pool of images, keyed by a dense integer id (the global row number)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not (self.root / "images.sqlite").exists():
+            raise StoreError(f"no embedding store at {self.root} (create one with `agile pool add`)")
+        self._db = self._connect()
+        self.dim = int(self._meta("dim"))
+        self.encoder_name = self._meta("encoder")
+        self._view: PoolView | None = None
+        self._remove_orphans()
+
+    # --- creation and metadata -------------------------------------------------------------
+    @classmethod
+    def create(cls, root: str | Path, dim: int, encoder_name: str) -> "EmbeddingStore":
+        """Create an empty store (or open the existing one if it matches ``dim``)."""
+        root = Path(root)
+        if (root / "images.sqlite").exists():
+            store = cls(root)
+            if store.dim != dim:
+                raise StoreError(f"store at {root} holds {store.dim}-d embeddings, not {dim}-d")
+            return store
+        (root / "shards").mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(root / "images.sqlite.tmp")
+        db.executescript(_SCHEMA)
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [("dim", str(dim)), ("encoder", encoder_name)])
+        db.commit()
+        db.close()
+        os.replace(root / "images.sqlite.tmp", root / "images.sqlite")
+        return cls(root)
+
+    @classmethod
+    def open_or_create(cls, root: str | Path, dim: int, encoder_name: str) -> "EmbeddingStore":
+        return cls.create(root, dim, encoder_name)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.root / "images.sqlite", check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        return db
+
+    def _meta(self, key: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise StoreError(f"store at {self.root} has no {key!r} entry; it is damaged")
+        return row[0]
+
+    def _remove_orphans(self) -> None:
+        registered = {r[0] for r in self._db.execute("SELECT file FROM shards")}
+        for path in (self.root / "shards").iterdir():
+            if path.name not in registered:
+                log.warning("removing %s: left by an interrupted add", path)
+                path.unlink()
+        for name in registered:
+            if not (self.root / "shards" / name).exists():
+                raise StoreError(f"shard file {name} of store {self.root} is missing")
+
+    # --- reading -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    def vectors(self) -> PoolView:
+        """All embeddings as a memory-mapped :class:`PoolView` (re-opened after appends)."""
+        if self._view is None:
+            files = [r[0] for r in self._db.execute("SELECT file FROM shards ORDER BY shard")]
+            shards = [np.load(self.root / "shards" / f, mmap_mode="c") for f in files]
+            self._view = PoolView(shards, self.dim)
+        return self._view
+
+    def uris(self, ids: Sequence[int]) -> list[str]:
+        """The URI of every id, in order."""
+        found = dict(self._query_in("SELECT id, uri FROM images WHERE id IN ({})", [int(i) for i in ids]))
+        missing = [i for i in ids if int(i) not in found]
+        if missing:
+            raise StoreError(f"unknown image ids {missing[:5]}")
+        return [found[int(i)] for i in ids]
+
+    def ids_of_uris(self, uris: Sequence[str]) -> dict[str, int]:
+        """``{uri: id}`` for the URIs the store holds (others are absent from the result)."""
+        return dict(self._query_in("SELECT uri, id FROM images WHERE uri IN ({})", list(uris)))
+
+    def known_hashes(self, hashes: Sequence[str]) -> set[str]:
+        return {r[0] for r in self._query_in("SELECT content_hash FROM images WHERE content_hash IN ({})", list(hashes))}
+
+    def _query_in(self, sql: str, values: list) -> list[tuple]:
+        rows: list[tuple] = []
+        for start in range(0, len(values), 900):  # SQLite's bound-parameter limit
+            part = values[start : start + 900]
+            rows += self._db.execute(sql.format(",".join("?" * len(part))), part).fetchall()
+        return rows
+
+    # --- writing -----------------------------------------------------------------------------
+    def append(
+        self,
+        embeddings: np.ndarray,
+        uris: Sequence[str],
+        hashes: Sequence[str],
+        captions: Sequence[str | None] | None = None,
+    ) -> list[int]:
+        """Append rows whose content hash is new; returns their ids (duplicates are skipped).
+
+        Args:
+            embeddings: ``(n, d)`` L2-normalised vectors (any float dtype; stored as float16).
+            uris, hashes, captions: ``n`` entries each.
+        """
+        embeddings = np.asarray(embeddings)
+        n = len(uris)
+        if embeddings.shape != (n, self.dim) or len(hashes) != n:
+            raise StoreError(f"expected {n} rows of dimension {self.dim}, got embeddings {embeddings.shape}")
+        captions = list(captions) if captions is not None else [None] * n
+        known = self.known_hashes(list(hashes))
+        keep, seen = [], set()
+        for i, h in enumerate(hashes):
+            if h not in known and h not in seen:
+                keep.append(i)
+                seen.add(h)
+        if not keep:
+            return []
+        rows = embeddings[keep].astype(np.float16)
+        shard = int(self._db.execute("SELECT COALESCE(MAX(shard) + 1, 0) FROM shards").fetchone()[0])
+        first_id = int(self._db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM images").fetchone()[0])
+        name = f"{shard:05d}.npy"
+        tmp = self.root / "shards" / (name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, rows)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.root / "shards" / name)
+        fsync_dir(self.root / "shards")
+        ids = list(range(first_id, first_id + len(keep)))
+        with self._db:
+            self._db.execute("INSERT INTO shards VALUES (?, ?, ?, ?)", (shard, name, first_id, len(keep)))
+            self._db.executemany(
+                "INSERT INTO images VALUES (?, ?, ?, ?, ?)",
+                [(ids[j], uris[i], hashes[i], captions[i], shard) for j, i in enumerate(keep)],
+            )
+        self._view = None
+        return ids
+
+    def add_images(
+        self,
+        uris: Sequence[str],
+        encoder: ImageEncoder,
+        commit_every: int = 1024,
+        progress: bool = True,
+    ) -> AddReport:
+        """Embed and append images by path or URL.
+
+        Unreadable or corrupt images are skipped and listed in the report, never fatal. Work is
+        committed every ``commit_every`` new images, so an interrupted add loses at most that much
+        and the same call resumes where it stopped.
+        """
+        if encoder.dim != self.dim:
+            raise StoreError(f"encoder makes {encoder.dim}-d vectors but the store holds {self.dim}-d")
+        report = AddReport()
+        pending: list[LoadedImage] = []
+        seen: set[str] = set()
+
+        def flush() -> None:
+            if pending:
+                vecs = encoder.encode_images([p.image for p in pending])
+                report.added_ids += self.append(vecs, [p.uri for p in pending], [p.content_hash for p in pending])
+                pending.clear()
+
+        for uri in tqdm(uris, desc="embedding images", unit="img", disable=not progress or None):
+            try:
+                loaded = load_image(uri)
+            except ImageReadError as exc:
+                report.skipped.append((uri, str(exc)))
+                log.warning("skipped: %s", exc)
+                continue
+            if loaded.content_hash in seen or self.known_hashes([loaded.content_hash]):
+                report.already_present += 1
+                continue
+            seen.add(loaded.content_hash)
+            pending.append(loaded)
+            if len(pending) >= commit_every:
+                flush()
+        flush()
+        return report
+
+    def close(self) -> None:
+        self._db.close()
