@@ -1,0 +1,3 @@
+from agile_cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,335 @@
+"""``agile``: build an image classifier for a subjective concept, with its owner in the loop.
+
+Every subcommand explains itself with ``--help``. State lives in a workspace folder
+(``--workspace``, or ``$AGILE_WORKSPACE``, default ``./agile-workspace``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from agile_modeling.errors import AgileError
+
+EPILOG = """examples:
+  agile simulate                                   # the paper's protocol on the shared real embeddings
+  agile pool add ~/photos                          # embed a folder of images into the pool
+  agile pool import-embeddings laion-shard/        # or use precomputed clip-retrieval embeddings
+  agile concept new "gourmet tuna" --positive "seared tuna" "tuna sushi" --negative "canned tuna"
+  agile concept label "gourmet tuna" ratings.csv   # record ratings (image,label)
+  agile concept train "gourmet tuna"               # retrain, then pick the next batch by margin
+  agile concept status "gourmet tuna"
+"""
+
+
+def _workspace(args):
+    from agile_modeling.workspace import Workspace
+
+    return Workspace(args.workspace)
+
+
+def _encoder_spec(args):
+    from agile_modeling.encoders import OpenClipSpec
+
+    pretrained = args.checkpoint or (None if args.pretrained == "none" else args.pretrained)
+    return OpenClipSpec(model=args.model, pretrained=pretrained)
+
+
+# --- pool ----------------------------------------------------------------------------------------
+def cmd_pool_add(args) -> int:
+    from agile_modeling.store import list_image_files
+
+    ws = _workspace(args)
+    uris: list[str] = []
+    for source in args.sources:
+        path = Path(source)
+        if path.is_dir():
+            uris += list_image_files(path)
+        elif path.is_file() and path.suffix.lower() in (".txt", ".lst", ".csv"):
+            uris += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        else:
+            uris.append(source)
+    encoder = ws.image_encoder(_encoder_spec(args))
+    store = ws.store(encoder.dim, encoder.name)
+    report = store.add_images(uris, encoder, progress=not args.quiet)
+    print(report.summary())
+    for uri, reason in report.skipped:
+        print(f"  skipped {uri}: {reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_pool_import(args) -> int:
+    import numpy as np
+
+    from agile_modeling.store import import_clip_retrieval
+    from agile_modeling.store.clip_retrieval import pair_files
+
+    ws = _workspace(args)
+    first = np.load(pair_files(args.folder)[0][0], mmap_mode="r")
+    store = ws.store(int(first.shape[1]), args.encoder_name)
+    if args.text_vocabulary:
+        ws.set_config(text_vocabulary=str(Path(args.text_vocabulary).resolve()))
+    report = import_clip_retrieval(store, args.folder, progress=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def cmd_pool_info(args) -> int:
+    ws = _workspace(args)
+    store = ws.store()
+    view = store.vectors()
+    print(json.dumps({"workspace": str(ws.root), "images": len(store), "dim": store.dim,
+                      "encoder": store.encoder_name, "shards": len(view.shards)}, indent=2))
+    return 0
+
+
+# --- concepts ------------------------------------------------------------------------------------
+def cmd_concept_new(args) -> int:
+    from agile_modeling.concepts import Concept
+    from agile_modeling.loop import LoopConfig
+
+    ws = _workspace(args)
+    if args.text_vocabulary:
+        ws.set_config(text_vocabulary=str(Path(args.text_vocabulary).resolve()))
+    concept = Concept(args.name, tuple(args.positive), tuple(args.negative), args.description or "")
+    ws.text_encoder().encode_texts(list(concept.phrases))  # fail before anything is written
+    ws.sessions.create(concept)
+    batch = ws.loop(args.name, LoopConfig(seed_size=args.size, seed=args.seed)).start()
+    print(f"concept {concept.name!r}: seed batch of {len(batch)} images to rate (round 0)")
+    _print_batch(ws, batch)
+    return 0
+
+
+def _print_batch(ws, ids) -> None:
+    for image_id, uri in zip(ids, ws.store().uris(ids)):
+        print(f"{image_id}\t{uri}")
+
+
+def cmd_concept_label(args) -> int:
+    ws = _workspace(args)
+    session = ws.sessions.open(args.name)
+    store = ws.store()
+    values = {"1": 1, "positive": 1, "yes": 1, "true": 1, "0": 0, "negative": 0, "no": 0, "false": 0}
+    stored = 0
+    with open(args.csv, newline="") as fh:
+        for lineno, row in enumerate(csv.reader(fh), 1):
+            if not row or row[0].startswith("#") or row[0] in ("image", "id", "uri"):
+                continue
+            if len(row) < 2 or row[1].strip().lower() not in values:
+                raise AgileError(f"{args.csv}:{lineno}: expected 'image,label' with label positive/negative or 1/0")
+            image = row[0].strip()
+            image_id = int(image) if image.isdigit() else store.ids_of_uris([image]).get(image)
+            if image_id is None:
+                raise AgileError(f"{args.csv}:{lineno}: {image!r} is not in the pool")
+            stored += session.record_label(image_id, values[row[1].strip().lower()], rater=args.rater)
+    print(f"stored {stored} labels; {len(session.pending())} images of round {session.current_round()} still to rate")
+    return 0
+
+
+def cmd_concept_train(args) -> int:
+    from agile_modeling.loop import LoopConfig
+
+    ws = _workspace(args)
+    loop = ws.loop(args.name, LoopConfig(batch_size=args.batch_size, strategy=args.strategy))
+    version, classifier = loop.train()
+    print(f"trained {version.name} on {version.info['num_labels']} labels ({version.info['num_positive']} positive)")
+    batch = loop.next_batch(classifier)
+    print(f"next batch (round {loop.session.current_round()}, {args.strategy}): {len(batch)} images")
+    _print_batch(ws, batch)
+    return 0
+
+
+def cmd_concept_status(args) -> int:
+    ws = _workspace(args)
+    session = ws.sessions.open(args.name)
+    concept = session.concept
+    print(f"concept: {concept.name}  positives: {list(concept.positives)}  negatives: {list(concept.negatives)}")
+    labels = session.labels()
+    print(f"labels: {len(labels)} ({sum(labels.values())} positive)")
+    for r in session.rounds():
+        print(f"round {r.round} ({r.strategy}): {r.labeled}/{len(r.batch)} rated, model {r.model_version or '-'}")
+    for m in session.models():
+        print(f"model {m['name']}: {m['num_labels']} labels, metrics {json.dumps(m['metrics']) if m['metrics'] else '-'}")
+    return 0
+
+
+# --- simulate ------------------------------------------------------------------------------------
+def cmd_simulate(args) -> int:
+    from agile_modeling.classifier import DEFAULT_RECIPE
+    from agile_modeling.simulate import SimulationContext, load_shared_data, load_suite, simulate_session
+    from agile_modeling.simulate.report import results_table, write_report
+
+    data = load_shared_data(args.data)
+    suite = load_suite(args.suite)
+    if args.concept:
+        wanted = {c.lower() for c in args.concept}
+        suite = [s for s in suite if s.title.lower() in wanted or s.name.lower() in wanted]
+        if not suite:
+            raise AgileError(f"no concept named {args.concept} in the suite; see {args.suite or 'the packaged concepts.json'}")
+    print(f"pool: {len(data.pool)} real CLIP ViT-B/32 embeddings, test: {len(data.test)} (from {data.root})")
+    ctx = SimulationContext.build(data)
+    recipe = DEFAULT_RECIPE.with_(learning_rate=args.learning_rate or DEFAULT_RECIPE.learning_rate)
+    results = []
+    for spec in suite:
+        print(f"\n{spec.title} ({spec.difficulty}): phrases {list(spec.concept().phrases)}")
+        with tempfile.TemporaryDirectory() as tmp:
+            res = simulate_session(
+                spec, ctx, args.keep or tmp, rounds=args.rounds, batch_size=args.batch_size, strategy=args.strategy,
+                recipe=recipe, error_rate=args.error_rate, seed=args.seed,
+                on_round=lambda rr: print(
+                    f"  round {rr.round}: {rr.num_labels:4d} ratings ({rr.num_positive} positive)  "
+                    f"AUC-PR {rr.metrics['auc_pr']:.3f}  train {rr.train_seconds:.1f}s  select {rr.select_seconds:.2f}s"),
+            )
+        print(f"  zero-shot CLIP AUC-PR {res.zero_shot['auc_pr']:.3f}")
+        results.append(res)
+    config = {"rounds": args.rounds, "batch_size": args.batch_size, "strategy": args.strategy,
+              "error_rate": args.error_rate, "seed": args.seed, "recipe": recipe.as_dict()}
+    paths = write_report(results, args.out, config)
+    print("\n" + results_table(results))
+    print(f"\nwrote {paths['table']}, {paths['json']} and the plot {paths['plot']}")
+    return 0
+
+
+def cmd_vocabulary(args) -> int:
+    from agile_modeling.simulate import find_data_dir
+    from agile_modeling.encoders import VocabularyTextEncoder
+
+    path = args.file or find_data_dir() / "text_vocabulary.npz"
+    phrases = VocabularyTextEncoder.from_npz(path).phrases
+    for p in phrases:
+        if not args.grep or args.grep.lower() in p:
+            print(p)
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agile", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workspace", help="workspace folder (default: $AGILE_WORKSPACE or ./agile-workspace)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    pool = sub.add_parser("pool", help="the pool of unlabeled images (embedded once)", description="Manage the image pool.")
+    pool_sub = pool.add_subparsers(dest="pool_command", metavar="ACTION", required=True)
+    add = pool_sub.add_parser(
+        "add", help="embed images (folders, paths, URLs, or .txt lists of them) into the pool",
+        description="Embed images once and append them to the pool. Corrupt or unreadable images are "
+        "skipped and reported; re-running resumes (images already embedded are recognised by content hash).",
+    )
+    add.add_argument("sources", nargs="+", help="folder, image path or URL, or a .txt file with one per line")
+    add.add_argument("--model", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
+    add.add_argument("--pretrained", default="laion2b_s34b_b79k",
+                     help="open_clip pretrained tag (downloaded on first use), or 'none' for random weights")
+    add.add_argument("--checkpoint", help="local checkpoint file instead of a download (offline machines)")
+    add.add_argument("--quiet", action="store_true", help="no progress bar")
+    add.set_defaults(func=cmd_pool_add)
+    imp = pool_sub.add_parser(
+        "import-embeddings", help="import precomputed clip-retrieval embeddings (img_emb/ + metadata/)",
+        description="Append precomputed embeddings laid out by clip-retrieval (img_emb/*.npy and "
+        "metadata/*.parquet with url and caption columns); no image is downloaded or embedded.",
+    )
+    imp.add_argument("folder")
+    imp.add_argument("--encoder-name", default="precomputed", help="what made the embeddings (recorded)")
+    imp.add_argument("--text-vocabulary", help="npz of phrase embeddings to use as the text encoder (offline)")
+    imp.add_argument("--quiet", action="store_true")
+    imp.set_defaults(func=cmd_pool_import)
+    info = pool_sub.add_parser(
+        "info", help="size and encoder of the pool",
+        description="Print the workspace's pool as JSON: number of images, embedding dimension, the encoder "
+        "that made them and the number of shard files.",
+    )
+    info.set_defaults(func=cmd_pool_info)
+
+    concept = sub.add_parser("concept", help="create and train concept classifiers", description="Concept sessions.")
+    csub = concept.add_subparsers(dest="concept_command", metavar="ACTION", required=True)
+    new = csub.add_parser(
+        "new", help="create a concept and pick its seed batch",
+        description="Create a concept from its name and phrases. The 100 nearest pool images of every "
+        "phrase are pooled and 100 are drawn at random: the seed batch to rate.",
+    )
+    new.add_argument("name", help="the concept's name (also used as a positive phrase)")
+    new.add_argument("--positive", nargs="*", default=[], help="phrases for the concept or its visual modes")
+    new.add_argument("--negative", nargs="*", default=[], help="related phrases that are NOT the concept")
+    new.add_argument("--description", help="what raters are shown")
+    new.add_argument("--size", type=int, default=100, help="seed batch size (default 100)")
+    new.add_argument("--seed", type=int, default=0, help="random seed of the draw")
+    new.add_argument("--text-vocabulary", help="npz of phrase embeddings to use offline instead of a text tower")
+    new.set_defaults(func=cmd_concept_new)
+    lab = csub.add_parser(
+        "label", help="record ratings from a CSV (image id or URI, positive/negative)",
+        description="Record the user's ratings from a CSV file of 'image,label' rows. Each rating is committed "
+        "as it is read; re-running the same file stores the ratings again as newer ones (the latest counts).",
+    )
+    lab.add_argument("name")
+    lab.add_argument("csv", help="CSV rows 'image,label'; label is positive/negative, yes/no or 1/0")
+    lab.add_argument("--rater", default="user", help="who rated (default: user)")
+    lab.set_defaults(func=cmd_concept_label)
+    train = csub.add_parser(
+        "train", help="retrain on all labels, then select the next batch",
+        description="Train a new model version on every label so far (1x16 MLP on the seed batch, 3x128 "
+        "after), then select the next batch over the whole pool.",
+    )
+    train.add_argument("name")
+    train.add_argument("--batch-size", type=int, default=100)
+    train.add_argument("--strategy", choices=["margin", "margin+positive"], default="margin")
+    train.set_defaults(func=cmd_concept_train)
+    status = csub.add_parser(
+        "status", help="rounds, labels and model versions of a concept",
+        description="Show a concept's phrases, how many images are rated, every round with its batch and "
+        "model version, and the metrics recorded with each model.",
+    )
+    status.add_argument("name")
+    status.set_defaults(func=cmd_concept_status)
+
+    sim = sub.add_parser(
+        "simulate", help="run the paper's simulated-user protocol on the shared real embeddings",
+        description="Simulated users rate batches from ground truth over the shared CLIP ViT-B/32 embeddings "
+        "(pool: val + few-shot rows; test: test rows): a seed batch, then rounds of active learning. "
+        "Prints per-round AUC-PR beside zero-shot CLIP and writes a table, JSON and a PNG plot.",
+    )
+    sim.add_argument("--concept", nargs="*", help="concept titles or names from the suite (default: all)")
+    sim.add_argument("--suite", help="a concepts.json of your own")
+    sim.add_argument("--data", help="folder of the shared embeddings (default: ../shared/data/clip-vit-b32)")
+    sim.add_argument("--rounds", type=int, default=5, help="active-learning rounds after the seed (default 5)")
+    sim.add_argument("--batch-size", type=int, default=100, help="images per round (default 100)")
+    sim.add_argument("--strategy", choices=["margin", "margin+positive"], default="margin")
+    sim.add_argument("--error-rate", type=float, default=0.0, help="simulated user's error rate")
+    sim.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--out", default="agile-workspace/simulation", help="where results and the plot go")
+    sim.add_argument("--keep", help="keep the sessions and models in this folder")
+    sim.set_defaults(func=cmd_simulate)
+
+    voc = sub.add_parser(
+        "vocabulary", help="list the phrases the offline text encoder knows",
+        description="List the phrases of an offline phrase table (default: the shared text_vocabulary.npz). "
+        "Without a text tower, concept phrases must be chosen from this list.",
+    )
+    voc.add_argument("--grep", help="only phrases containing this")
+    voc.add_argument("--file", help="an npz phrase table (default: the shared text_vocabulary.npz)")
+    voc.set_defaults(func=cmd_vocabulary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except AgileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: everything recorded so far is saved; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

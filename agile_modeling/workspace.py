@@ -1,0 +1,97 @@
+"""A workspace folder: the embedding store, the sessions database and the model versions.
+
+Layout::
+
+    <root>/workspace.json     which encoder made the pool (and embeds new text and images)
+    <root>/pool/              the embedding store
+    <root>/sessions.sqlite    every concept's rounds, labels and model versions
+    <root>/models/<concept>/  versioned classifiers
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from functools import cached_property
+from pathlib import Path
+
+from agile_modeling.classifier import ModelRegistry
+from agile_modeling.concepts import slugify
+from agile_modeling.encoders import OpenClipEncoder, OpenClipSpec, TextEncoder, VocabularyTextEncoder
+from agile_modeling.errors import StoreError
+from agile_modeling.index import NeighbourIndex, build_index
+from agile_modeling.loop import AgileLoop, LoopConfig
+from agile_modeling.session import SessionStore
+from agile_modeling.store import EmbeddingStore
+
+DEFAULT_WORKSPACE = "agile-workspace"
+
+
+def default_workspace() -> Path:
+    return Path(os.environ.get("AGILE_WORKSPACE", DEFAULT_WORKSPACE))
+
+
+class Workspace:
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root else default_workspace()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # --- configuration ---------------------------------------------------------------------
+    @property
+    def _config_path(self) -> Path:
+        return self.root / "workspace.json"
+
+    def config(self) -> dict:
+        return json.loads(self._config_path.read_text()) if self._config_path.exists() else {}
+
+    def set_config(self, **values) -> None:
+        tmp = self._config_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.config(), **values}, indent=2))
+        os.replace(tmp, self._config_path)
+
+    def encoder_spec(self) -> OpenClipSpec:
+        saved = self.config().get("open_clip")
+        return OpenClipSpec(**saved) if saved else OpenClipSpec()
+
+    def image_encoder(self, spec: OpenClipSpec | None = None) -> OpenClipEncoder:
+        """The workspace's encoder; a different ``spec`` than the pool's is refused."""
+        current = self.config().get("open_clip")
+        if spec is None:
+            spec = self.encoder_spec()
+        elif current and OpenClipSpec(**current) != spec:
+            raise StoreError(
+                f"this workspace's pool was embedded with {current}; embedding with {asdict(spec)} would mix "
+                "two embedding spaces. Use another --workspace."
+            )
+        self.set_config(open_clip=asdict(spec))
+        return OpenClipEncoder(spec)
+
+    def text_encoder(self) -> TextEncoder:
+        """A phrase table if the workspace names one (offline), else the open_clip text tower."""
+        vocab = self.config().get("text_vocabulary")
+        return VocabularyTextEncoder.from_npz(vocab) if vocab else self.image_encoder()
+
+    # --- parts -------------------------------------------------------------------------------
+    def store(self, dim: int | None = None, encoder_name: str | None = None) -> EmbeddingStore:
+        if dim is not None:
+            return EmbeddingStore.open_or_create(self.root / "pool", dim, encoder_name or "unknown")
+        return EmbeddingStore(self.root / "pool")
+
+    @cached_property
+    def sessions(self) -> SessionStore:
+        return SessionStore(self.root / "sessions.sqlite")
+
+    def registry(self, concept_name: str) -> ModelRegistry:
+        slug = slugify(concept_name)
+        return ModelRegistry(self.root / "models" / slug, slug)
+
+    def index(self, store: EmbeddingStore) -> NeighbourIndex:
+        return build_index(store.vectors())
+
+    def loop(self, concept_name: str, config: LoopConfig = LoopConfig()) -> AgileLoop:
+        store = self.store()
+        return AgileLoop(
+            self.sessions.open(concept_name), store.vectors(), self.index(store), self.text_encoder(),
+            self.registry(concept_name), config,
+        )

@@ -1,0 +1,37 @@
+"""The simulated session on the shared real CLIP embeddings proves the engine end to end."""
+
+import numpy as np
+import pytest
+
+from agile_modeling.simulate import SimulatedUser, SimulationContext, load_suite, simulate_session
+from agile_modeling.simulate.report import results_table, write_report
+
+
+def test_simulated_user_answers_from_truth_with_its_error_rate():
+    truth = np.arange(10000) % 3 == 0
+    assert SimulatedUser(truth).rate([0, 1, 3]) == [1, 0, 1]
+    noisy = np.array(SimulatedUser(truth, error_rate=0.1, seed=1).rate(np.arange(10000)))
+    assert 0.08 < np.mean(noisy != truth) < 0.12
+
+
+def test_suite_ground_truth_names_real_classes(shared_data):
+    suite = load_suite()
+    assert len(suite) >= 6
+    for spec in suite:
+        assert spec.ground_truth(shared_data.pool).sum() > 20, spec.title
+        for phrase in spec.concept().phrases:
+            assert phrase in shared_data.vocabulary, phrase
+
+
+@pytest.mark.slow
+def test_small_dog_breeds_goes_far_beyond_zero_shot(shared_data, tmp_path):
+    spec = next(s for s in load_suite() if s.title == "small dog breeds")
+    ctx = SimulationContext.build(shared_data)
+    res = simulate_session(spec, ctx, tmp_path, rounds=5, batch_size=100)
+    auc = [r.metrics["auc_pr"] for r in res.rounds]
+    assert [r.num_labels for r in res.rounds] == [100, 200, 300, 400, 500, 600]
+    assert res.zero_shot["auc_pr"] < 0.4
+    assert auc[-1] >= 0.95 and auc[-1] > auc[0]
+    paths = write_report([res], tmp_path / "report", {"rounds": 5})
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "small dog breeds" in results_table([res])

@@ -1,0 +1,57 @@
+"""The loop on a small synthetic pool: seed, train, select, resume after a restart."""
+
+import numpy as np
+import pytest
+
+from agile_modeling.classifier import DEFAULT_RECIPE, ModelRegistry
+from agile_modeling.concepts import Concept
+from agile_modeling.encoders import VocabularyTextEncoder
+from agile_modeling.errors import SessionError
+from agile_modeling.index import ExactIndex
+from agile_modeling.loop import AgileLoop, LoopConfig
+from agile_modeling.session import SessionStore
+from agile_modeling.store import PoolView
+
+FAST = LoopConfig(seed_size=60, batch_size=40, recipe=DEFAULT_RECIPE.with_(epochs=3, epoch_size=1024))
+
+
+def make_loop(tmp_path, clustered_pool, create=True):
+    x, labels = clustered_pool
+    view = PoolView([x], x.shape[1])
+    # phrases embedded as the cluster centres: "alpha" is cluster 0, "beta" cluster 1
+    vocab = VocabularyTextEncoder({"alpha": x[labels == 0].astype(np.float32).mean(0), "beta": x[labels == 1].astype(np.float32).mean(0)})
+    store = SessionStore(tmp_path / "sessions.sqlite")
+    session = store.create(Concept("alpha", negatives=("beta",))) if create else store.open("alpha")
+    return AgileLoop(session, view, ExactIndex(view), vocab, ModelRegistry(tmp_path / "models", "alpha"), FAST), labels
+
+
+def test_seed_then_rounds_of_margin_over_the_whole_pool(tmp_path, clustered_pool):
+    loop, labels = make_loop(tmp_path, clustered_pool)
+    with pytest.raises(SessionError, match="seed batch first"):
+        loop.train()
+    seed = loop.start()
+    assert len(seed) == 60 and loop.start() == seed
+    assert set(labels[seed]) <= {0, 1}  # neighbours of the two phrases
+    loop.session.record_labels((i, int(labels[i] == 0)) for i in seed)
+    version, clf = loop.train()
+    assert version.name == "alpha-v1" and clf.recipe.hidden == (16,)
+    batch = loop.next_batch(clf)
+    assert len(batch) == 40 and not set(batch) & set(seed) and loop.session.current_round() == 1
+    assert loop.next_batch(clf) == batch  # nothing rated yet: the same batch, no new round
+    loop.session.record_labels((i, int(labels[i] == 0)) for i in batch)
+    version, clf = loop.train()
+    assert version.name == "alpha-v2" and clf.recipe.hidden == (128, 128, 128)
+    assert loop.session.models()[-1]["num_labels"] == 100
+
+
+def test_a_restarted_process_resumes_the_open_round(tmp_path, clustered_pool):
+    loop, labels = make_loop(tmp_path, clustered_pool)
+    seed = loop.start()
+    loop.session.record_labels((i, int(labels[i] == 0)) for i in seed[:25])
+    del loop  # the process dies mid-round
+    again, _ = make_loop(tmp_path, clustered_pool, create=False)
+    assert again.start() == seed
+    assert again.session.pending() == seed[25:]
+    again.session.record_labels((i, int(labels[i] == 0)) for i in seed[25:])
+    version, _ = again.train()
+    assert version.info["num_labels"] == 60
