@@ -4,7 +4,9 @@ Runs the simulated session (seed of 100 + 5 margin rounds of 100) over the conce
 grid of (learning rate, epoch size) and records the mean test AUC-PR after 100, 300 and 600
 ratings and the training time of the 3x128 model on 600 labels.
 
-    .venv/bin/python benchmarks/bench_recipe.py [--quick]
+    .venv/bin/python benchmarks/bench_recipe.py                      # the grid, seed 0
+    .venv/bin/python benchmarks/bench_recipe.py --learning-rates 3e-4 1e-3 --epoch-sizes 2048 8192 \
+        --seeds 1 2 3 --name recipe_finalists                          # the finalists, 3 more seeds
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def main() -> None:
     parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3])
     parser.add_argument("--epoch-sizes", type=int, nargs="+", default=[2048, 8192, 32768])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--name", default="recipe", help="results go to benchmarks/results/NAME.{json,md}")
     args = parser.parse_args()
     env = describe_environment()
     ctx = SimulationContext.build(load_shared_data())
@@ -53,7 +56,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "recipe.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=2))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=2))
     lines = [
         "# MLP recipe: learning rate and epoch size, measured",
         "",
@@ -71,7 +74,7 @@ def main() -> None:
             f"| {r['learning_rate']:g} | {r['epoch_size']} | {m[0]:.3f} ({h[0]:.3f}) | {m[2]:.3f} ({h[2]:.3f}) | "
             f"{m[-1]:.3f} ({h[-1]:.3f}) | {r['train_seconds_600']:.2f} |"
         )
-    (RESULTS / "recipe.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
