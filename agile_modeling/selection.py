@@ -3,7 +3,7 @@
 Strategies read approximate (bf16) logits of every pool image and return exactly the images
 that fp32 scoring would choose: they re-score a frontier of the best candidates in fp32 and
 widen it until the certificate holds (no image outside the frontier can beat the chosen ones
-given the rounding error observed on the frontier, with a safety factor).
+given the rounding error observed on the frontier, times a safety factor).
 """
 
 from __future__ import annotations
@@ -25,29 +25,30 @@ def _exact_smallest(
 ) -> np.ndarray:
     """Ids of the ``k`` smallest exact keys (ties by id), certified against the approximate keys.
 
-    ``approx_key`` ``(n,)`` holds ``inf`` for ineligible images.
+    Re-scores the ``frontier`` best approximate candidates exactly, then every image whose
+    approximate key lies within ``SAFETY_FACTOR`` x the largest observed error of the k-th exact
+    key, until no image outside the frontier could still beat it. ``approx_key`` ``(n,)`` holds
+    ``inf`` for ineligible images.
     """
     eligible = int(np.isfinite(approx_key).sum())
     k = min(k, eligible)
     if k == 0:
         return np.zeros(0, dtype=np.int64)
     m = min(max(frontier, k), eligible)
+    part = np.argpartition(approx_key, m - 1)[:m] if m < len(approx_key) else np.flatnonzero(np.isfinite(approx_key))
+    exact = exact_key(part)
     while True:
-        if m < len(approx_key):
-            order_all = np.argpartition(approx_key, m)
-            part, outside_best = order_all[:m], float(approx_key[order_all[m]])  # best one left out
-        else:
-            part, outside_best = np.arange(len(approx_key)), np.inf
-        part = part[np.isfinite(approx_key[part])]
-        exact = exact_key(part)
         order = np.lexsort((part, exact))
         chosen, kth = part[order[:k]], exact[order[k - 1]]
-        if m >= eligible:
+        if len(part) >= eligible:
             return chosen.astype(np.int64)
         error = float(np.max(np.abs(exact - approx_key[part])))
-        if outside_best - SAFETY_FACTOR * error - 1e-6 > kth:
+        could_beat = np.flatnonzero(approx_key <= kth + SAFETY_FACTOR * error + 1e-6)
+        missing = np.setdiff1d(could_beat, part, assume_unique=True)
+        if len(missing) == 0:
             return chosen.astype(np.int64)
-        m = min(4 * m, eligible)
+        part = np.concatenate([part, missing])
+        exact = np.concatenate([exact, exact_key(missing)])
 
 
 def _eligible_keys(key: np.ndarray, excluded: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from agile_modeling.bf16 import copy_fp16_to_bf16
 from agile_modeling.index.base import NeighbourIndex
 from agile_modeling.store.embedding_store import PoolView
 
@@ -24,11 +25,12 @@ BF16_DOT_ERROR = 2 * 2.0**-8 * 1.01 + 2.0**-8 * 1.01
 class ExactIndex(NeighbourIndex):
     """Exact inner-product search; keeps a bf16 copy of the pool in memory (``2 n d`` bytes)."""
 
-    def __init__(self, view: PoolView, chunk_rows: int = 1 << 18) -> None:
+    def __init__(self, view: PoolView, chunk_rows: int = 1 << 14) -> None:
         self.view = view
         self._bf16 = torch.empty((len(view), view.dim), dtype=torch.bfloat16)
+        staging = torch.empty((chunk_rows, view.dim), dtype=torch.float32)
         for start, block in view.iter_chunks(chunk_rows):
-            self._bf16[start : start + len(block)].copy_(torch.from_numpy(block))
+            copy_fp16_to_bf16(self._bf16[start:], block, staging)
 
     def __len__(self) -> int:
         return len(self.view)
