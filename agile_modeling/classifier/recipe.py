@@ -14,9 +14,11 @@ class TrainingRecipe:
     ``negative_fraction``, random pool images labeled negative the rest), up to 500k random pool
     images as the source of random negatives.
 
-    Chosen here by measurement (``benchmarks/bench_recipe.py``, results in ``benchmarks/results``):
-    ``learning_rate`` and ``epoch_size``. The paper's lr 1e-4 with epochs of a few thousand
-    samples leaves the MLP underfit on 100-600 labels.
+    Chosen here by measurement (``benchmarks/bench_recipe.py``, results in
+    ``benchmarks/results/recipe*.md``): ``learning_rate`` 1e-3 and ``epoch_size`` 8192 gave the best
+    mean test AUC-PR after 300 and 600 ratings on the shared real embeddings, hard concepts too,
+    training in under a second. The paper's lr 1e-4 with epochs of 2048 samples underfits
+    (mean AUC-PR 0.943 after 600 ratings against 0.993).
     """
 
     hidden: tuple[int, ...] = (128, 128, 128)
