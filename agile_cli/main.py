@@ -97,7 +97,8 @@ def cmd_concept_new(args) -> int:
     if args.text_vocabulary:
         ws.set_config(text_vocabulary=str(Path(args.text_vocabulary).resolve()))
     concept = Concept(args.name, tuple(args.positive), tuple(args.negative), args.description or "")
-    ws.text_encoder().encode_texts(list(concept.phrases))  # fail before anything is written
+    ws.store()  # fail before anything is written: no pool yet,
+    ws.text_encoder().encode_texts(list(concept.phrases))  # or a phrase that cannot be embedded
     ws.sessions.create(concept)
     batch = ws.loop(args.name, LoopConfig(seed_size=args.size, seed=args.seed)).start()
     print(f"concept {concept.name!r}: seed batch of {len(batch)} images to rate (round 0)")

@@ -55,7 +55,11 @@ class Workspace:
         return OpenClipSpec(**saved) if saved else OpenClipSpec()
 
     def image_encoder(self, spec: OpenClipSpec | None = None) -> OpenClipEncoder:
-        """The workspace's encoder; a different ``spec`` than the pool's is refused."""
+        """The workspace's encoder; a different ``spec`` than the pool's is refused.
+
+        A new spec is recorded only once its weights have loaded, so a failed download leaves
+        the workspace free to try another model.
+        """
         current = self.config().get("open_clip")
         if spec is None:
             spec = self.encoder_spec()
@@ -64,8 +68,11 @@ class Workspace:
                 f"this workspace's pool was embedded with {current}; embedding with {asdict(spec)} would mix "
                 "two embedding spaces. Use another --workspace."
             )
-        self.set_config(open_clip=asdict(spec))
-        return OpenClipEncoder(spec)
+        encoder = OpenClipEncoder(spec)
+        if not current:
+            encoder.dim  # loads the weights, or raises EncoderUnavailableError
+            self.set_config(open_clip=asdict(spec))
+        return encoder
 
     def text_encoder(self) -> TextEncoder:
         """A phrase table if the workspace names one (offline), else the open_clip text tower."""

@@ -89,8 +89,7 @@ class OpenClipEncoder(ImageEncoder, TextEncoder):
 
     @property
     def dim(self) -> int:
-        model = self._parts[0]
-        return int(model.text_projection.shape[1]) if hasattr(model, "text_projection") and model.text_projection is not None else int(model.visual.output_dim)
+        return int(self._parts[0].visual.output_dim)
 
     @torch.inference_mode()
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:

@@ -36,7 +36,7 @@ def test_every_subcommand_explains_itself(tmp_path):
 
 def test_errors_are_for_people(tmp_path):
     proc = agile("concept", "status", "nope", cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: no embedding store") or "no concept" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error: no concept 'nope'")
     assert "Traceback" not in proc.stderr
 
 
@@ -75,3 +75,13 @@ def test_simulate_prints_rounds_and_writes_a_plot(tmp_path, shared_data):
     assert "round 1:  100 ratings" in out and "zero-shot CLIP AUC-PR" in out
     assert (tmp_path / "sim" / "auc_pr.png").stat().st_size > 10_000
     assert "| sunflowers | easy |" in (tmp_path / "sim" / "results.md").read_text()
+
+
+def test_a_failed_step_leaves_the_workspace_usable(tmp_path, image_folder):
+    """No pool yet: concept creation fails cleanly and can be retried; a failed download records nothing."""
+    proc = agile("concept", "new", "red", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "agile pool add" in proc.stderr and "Traceback" not in proc.stderr
+    failed = agile("pool", "add", str(image_folder), "--model", "ViT-S-32", "--pretrained", "laion2b_s34b_b79k", "--quiet", cwd=tmp_path, check=False)
+    assert failed.returncode == 2 and "local checkpoint file" in failed.stderr
+    ok = agile("pool", "add", str(image_folder), "--model", "ViT-S-32", "--pretrained", "none", "--quiet", cwd=tmp_path)
+    assert "added 8 images" in ok.stdout
