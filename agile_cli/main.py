@@ -96,14 +96,25 @@ def cmd_concept_new(args) -> int:
     ws = _workspace(args)
     if args.text_vocabulary:
         ws.set_config(text_vocabulary=str(Path(args.text_vocabulary).resolve()))
-    concept = Concept(args.name, tuple(args.positive), tuple(args.negative), args.description or "")
-    ws.store()  # fail before anything is written: no pool yet,
+    store = ws.store()  # fail before anything is written: no pool yet,
+    examples = _pool_ids(store, args.example)  # an example image that is not in the pool,
+    concept = Concept(args.name, tuple(args.positive), tuple(args.negative), args.description or "", tuple(examples))
     ws.text_encoder().encode_texts(list(concept.phrases))  # or a phrase that cannot be embedded
     ws.sessions.create(concept)
     batch = ws.loop(args.name, LoopConfig(seed_size=args.size, seed=args.seed)).start()
     print(f"concept {concept.name!r}: seed batch of {len(batch)} images to rate (round 0)")
     _print_batch(ws, batch)
     return 0
+
+
+def _pool_ids(store, images: list[str]) -> list[int]:
+    """Pool ids of images given by id or URI; unknown ones are an error naming them."""
+    by_uri = store.ids_of_uris([i for i in images if not i.isdigit()])
+    ids = [int(i) if i.isdigit() else by_uri.get(i) for i in images]
+    missing = [i for i, j in zip(images, ids) if j is None or j >= len(store)]
+    if missing:
+        raise AgileError(f"not in the pool: {missing}; add them first with `agile pool add`")
+    return ids
 
 
 def _print_batch(ws, ids) -> None:
@@ -259,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--positive", nargs="*", default=[], help="phrases for the concept or its visual modes")
     new.add_argument("--negative", nargs="*", default=[], help="related phrases that are NOT the concept")
     new.add_argument("--description", help="what raters are shown")
+    new.add_argument("--example", nargs="*", default=[], metavar="IMAGE",
+                     help="pool images (id or path/URL) that show the concept: extra queries for the seed batch")
     new.add_argument("--size", type=int, default=100, help="seed batch size (default 100)")
     new.add_argument("--seed", type=int, default=0, help="random seed of the draw")
     new.add_argument("--text-vocabulary", help="npz of phrase embeddings to use offline instead of a text tower")

@@ -53,7 +53,10 @@ def test_a_whole_loop_from_the_command_line(tmp_path, image_folder, shared_data)
 
     enc = OpenClipEncoder(OpenClipSpec(model="ViT-S-32", pretrained=None))
     np.savez(tmp_path / "vocab.npz", my_emb=enc.encode_texts(["red", "blue"]), my_names=np.array(["red", "blue"]))
-    new = agile("concept", "new", "red", "--negative", "blue", "--size", "6", "--text-vocabulary", str(tmp_path / "vocab.npz"), cwd=tmp_path)
+    bad = agile("concept", "new", "red", "--example", "/no/such.png", "--text-vocabulary", str(tmp_path / "vocab.npz"), cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "not in the pool: ['/no/such.png']" in bad.stderr
+    new = agile("concept", "new", "red", "--negative", "blue", "--size", "6", "--example", str(image_folder / "img0.jpg"),
+                "--text-vocabulary", str(tmp_path / "vocab.npz"), cwd=tmp_path)
     batch = [line.split("\t") for line in new.stdout.splitlines()[1:]]
     assert len(batch) == 6
     with open(tmp_path / "ratings.csv", "w", newline="") as fh:
