@@ -140,8 +140,9 @@ class AgileLoop:
         Excludes every image already queued or labeled. If the current round still has unlabeled
         images, that round is returned instead of starting a new one.
         """
-        if self.session.pending(source=self.config.label_source):
-            return self.session.pending(source=self.config.label_source)
+        pending = self.session.pending(source=self.config.label_source)
+        if pending:
+            return pending
         scorer = PoolScorer(classifier)
         approx = scorer.approximate_logits(self.pool)
         exclude = np.union1d(self.session.queued_ids(), list(self.session.labels(self.config.label_source)))

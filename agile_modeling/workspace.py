@@ -82,7 +82,7 @@ class Workspace:
     # --- parts -------------------------------------------------------------------------------
     def store(self, dim: int | None = None, encoder_name: str | None = None) -> EmbeddingStore:
         if dim is not None:
-            return EmbeddingStore.open_or_create(self.root / "pool", dim, encoder_name or "unknown")
+            return EmbeddingStore.create(self.root / "pool", dim, encoder_name or "unknown")
         return EmbeddingStore(self.root / "pool")
 
     @cached_property

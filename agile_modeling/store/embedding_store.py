@@ -88,12 +88,6 @@ class PoolView:
             out[np.flatnonzero(mask)[order]] = rows
         return out
 
-    def to_array(self) -> np.ndarray:
-        """All rows in memory as one ``(n, d)`` float16 array (small pools only)."""
-        if not self.shards:
-            return np.zeros((0, self.dim), dtype=np.float16)
-        return np.concatenate([np.asarray(s) for s in self.shards])
-
 
 @dataclass
 class AddReport:
@@ -141,10 +135,6 @@ class EmbeddingStore:
         db.close()
         os.replace(root / "images.sqlite.tmp", root / "images.sqlite")
         return cls(root)
-
-    @classmethod
-    def open_or_create(cls, root: str | Path, dim: int, encoder_name: str) -> "EmbeddingStore":
-        return cls.create(root, dim, encoder_name)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.root / "images.sqlite", check_same_thread=False)
