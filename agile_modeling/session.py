@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agile_modeling.concepts import Concept
+from agile_modeling.concepts import Concept, slugify
 from agile_modeling.errors import SessionError
 
 _SCHEMA = """
@@ -87,8 +87,6 @@ class SessionStore:
         return Session(self, concept.slug)
 
     def open(self, name: str) -> "Session":
-        from agile_modeling.concepts import slugify
-
         slug = slugify(name)
         if not self.db.execute("SELECT 1 FROM concepts WHERE slug = ?", (slug,)).fetchone():
             known = ", ".join(self.names()) or "none yet"

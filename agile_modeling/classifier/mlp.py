@@ -102,7 +102,7 @@ class MLPClassifier:
         self.model.train()
         self.history = []
         for epoch in range(rec.epochs):
-            ex = torch.cat([pos_x[pos_i[epoch]], neg_x[neg_i[epoch]] if len(neg_x) else pos_x[:0], rnd_x[rnd_i[epoch]] if len(rnd_x) else pos_x[:0]])
+            ex = torch.cat([pos_x[pos_i[epoch]], neg_x[neg_i[epoch]], rnd_x[rnd_i[epoch]]])  # empty plans give empty parts
             ey = torch.cat([torch.ones(pos_i.shape[1]), torch.zeros(len(ex) - pos_i.shape[1])])
             order = torch.from_numpy(rng.permutation(len(ex)))
             total = 0.0
