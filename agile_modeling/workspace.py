@@ -20,7 +20,7 @@ from agile_modeling.classifier import ModelRegistry
 from agile_modeling.concepts import slugify
 from agile_modeling.encoders import OpenClipEncoder, OpenClipSpec, TextEncoder, VocabularyTextEncoder
 from agile_modeling.errors import StoreError
-from agile_modeling.index import NeighbourIndex, build_index
+from agile_modeling.index import LazyIndex, NeighbourIndex, build_index
 from agile_modeling.loop import AgileLoop, LoopConfig
 from agile_modeling.session import SessionStore
 from agile_modeling.store import EmbeddingStore
@@ -94,7 +94,9 @@ class Workspace:
         return ModelRegistry(self.root / "models" / slug, slug)
 
     def index(self, store: EmbeddingStore) -> NeighbourIndex:
-        return build_index(store.vectors())
+        """The pool's neighbour index, built on its first search."""
+        view = store.vectors()
+        return LazyIndex(lambda: build_index(view), len(view))
 
     def loop(self, concept_name: str, config: LoopConfig = LoopConfig()) -> AgileLoop:
         store = self.store()

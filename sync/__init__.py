@@ -1,4 +1,4 @@
-"""Sync worker (Celery): pushes batches to Label Studio, pulls annotations, retrains.
+"""The Label Studio side of the loop: client, project state, Celery worker tasks, local server.
 
-Built on the core engine by the Label Studio loop issue; the engine never imports this package.
+Imports the core engine; never imported by it.
 """

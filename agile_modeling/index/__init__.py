@@ -3,6 +3,7 @@
 from agile_modeling.index.base import NeighbourIndex
 from agile_modeling.index.exact import ExactIndex
 from agile_modeling.index.ivf import IVFIndex
+from agile_modeling.index.lazy import LazyIndex
 from agile_modeling.store.embedding_store import PoolView
 
 EXACT_LIMIT = 2_000_000
@@ -13,4 +14,4 @@ def build_index(view: PoolView, exact_limit: int = EXACT_LIMIT) -> NeighbourInde
     return ExactIndex(view) if len(view) <= exact_limit else IVFIndex(view)
 
 
-__all__ = ["NeighbourIndex", "ExactIndex", "IVFIndex", "build_index", "EXACT_LIMIT"]
+__all__ = ["NeighbourIndex", "ExactIndex", "IVFIndex", "LazyIndex", "build_index", "EXACT_LIMIT"]

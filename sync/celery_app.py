@@ -1,0 +1,56 @@
+"""The Celery application of the sync worker.
+
+Embedded default: a broker that is a folder in the workspace (kombu's filesystem transport), so
+nothing needs installing and the ML backend and the worker on this machine share it. Set
+``CELERY_BROKER_URL=redis://host:6379/0`` and the same code runs with workers anywhere.
+
+A beat schedule syncs every published concept every ``AGILE_SYNC_SECONDS`` (default 15): Label
+Studio sends webhooks once, with a 1 s timeout and no retry, so some are lost.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from sync.settings import Settings
+
+SYNC_SECONDS = float(os.environ.get("AGILE_SYNC_SECONDS", "15"))
+
+
+def broker_options(settings: Settings) -> tuple[str, dict]:
+    """``(broker URL, transport options)``: the configured broker, else a folder in the workspace."""
+    if settings.broker_url:
+        return settings.broker_url, {}
+    folder = (settings.workspace / "broker").resolve()
+    for sub in ("queue", "processed"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return "filesystem://", {
+        "data_folder_in": str(folder / "queue"),
+        "data_folder_out": str(folder / "queue"),
+        "processed_folder": str(folder / "processed"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings.from_env()
+    broker, options = broker_options(settings)
+    app = Celery("agile", broker=broker, include=["sync.tasks"])
+    app.conf.update(
+        broker_transport_options=options,
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        worker_prefetch_multiplier=1,
+        beat_schedule={"sync-all-concepts": {"task": "agile.sync_all", "schedule": SYNC_SECONDS}},
+        beat_schedule_filename=str((settings.workspace / "celerybeat-schedule").resolve()),
+    )
+    return app
+
+
+app = make_celery()

@@ -1,0 +1,169 @@
+"""The few Label Studio API calls the worker makes, through the official SDK (label-studio-sdk 2.x).
+
+Every call that fails for a reason a person can fix (server down, wrong token, unknown project)
+raises :class:`LabelStudioError` with that reason instead of an SDK or HTTP traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+from agile_modeling.errors import AgileError
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 500
+
+
+class LabelStudioError(AgileError):
+    """Label Studio could not be reached, refused our token, or rejected a request."""
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One annotation as the server holds it."""
+
+    id: int
+    task: int
+    result: list
+    completed_by: int | None
+    updated_at: str
+    lead_time: float | None = None
+    was_cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task: its data and every annotation on it."""
+
+    id: int
+    data: dict
+    annotations: tuple[Annotation, ...] = field(default_factory=tuple)
+    prediction_version: str | None = None  # model version of the task's newest prediction
+
+
+def _field(obj, name, default=None):
+    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+
+
+def _annotation(raw, task_id: int) -> Annotation:
+    completed_by = _field(raw, "completed_by")
+    if isinstance(completed_by, dict):
+        completed_by = completed_by.get("id")
+    updated = _field(raw, "updated_at") or _field(raw, "created_at") or ""
+    return Annotation(
+        id=int(_field(raw, "id")),
+        task=task_id,
+        result=list(_field(raw, "result") or []),
+        completed_by=completed_by,
+        updated_at=str(updated),
+        lead_time=_field(raw, "lead_time"),
+        was_cancelled=bool(_field(raw, "was_cancelled", False)),
+    )
+
+
+class LabelStudioClient:
+    """A connection to one Label Studio server."""
+
+    def __init__(self, url: str | None, api_key: str | None, timeout: float = 30.0) -> None:
+        if not url or not api_key:
+            raise LabelStudioError(
+                "Label Studio is not configured: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
+                "(or run `agile up`, which starts a local server and sets both)"
+            )
+        self.url = url.rstrip("/")
+        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            if exc.status_code in (401, 403):
+                raise LabelStudioError(f"Label Studio at {self.url} refused the API key while trying to {what}: "
+                                       "check LABEL_STUDIO_API_KEY") from None
+            if exc.status_code == 404:
+                raise LabelStudioError(f"Label Studio at {self.url} has no such object ({what}); "
+                                       "was the project deleted?") from None
+            raise LabelStudioError(f"Label Studio at {self.url} rejected the request to {what}: "
+                                   f"HTTP {exc.status_code} {str(exc.body)[:300]}") from None
+        except httpx.HTTPError as exc:
+            raise LabelStudioError(f"cannot reach Label Studio at {self.url} to {what} ({exc.__class__.__name__}: "
+                                   f"{exc}); is the server running?") from None
+
+    # --- projects ----------------------------------------------------------------------------
+    def create_project(self, title: str, label_config: str, description: str = "", **settings) -> int:
+        project = self._call("create a project", self.sdk.projects.create,
+                             title=title, label_config=label_config, description=description, **settings)
+        return int(project.id)
+
+    def project_label_config(self, project_id: int) -> str:
+        project = self._call(f"read project {project_id}", self.sdk.projects.get, id=project_id)
+        return project.label_config or ""
+
+    def find_ml_backend(self, project_id: int, url: str) -> int | None:
+        backends = self._call("list ML backends", self.sdk.ml.list, project=project_id)
+        for backend in backends or []:
+            if _field(backend, "url", "").rstrip("/") == url.rstrip("/"):
+                return int(_field(backend, "id"))
+        return None
+
+    def connect_ml_backend(self, project_id: int, url: str, title: str, basic_auth: tuple[str, str] | None = None) -> int:
+        """Register our backend for a project (once); Label Studio then also sends it every webhook."""
+        existing = self.find_ml_backend(project_id, url)
+        if existing is not None:
+            return existing
+        auth = dict(auth_method="BASIC_AUTH", basic_auth_user=basic_auth[0], basic_auth_pass=basic_auth[1]) if basic_auth else {}
+        backend = self._call("connect the ML backend", self.sdk.ml.create, project=project_id, url=url, title=title,
+                             is_interactive=False, **auth)
+        return int(backend.id)
+
+    def ensure_webhook(self, project_id: int, url: str, headers: dict | None = None) -> int:
+        hooks = self._call("list webhooks", self.sdk.webhooks.list, project=str(project_id))
+        for hook in hooks or []:
+            if _field(hook, "url", "").rstrip("/") == url.rstrip("/") and _field(hook, "project") == project_id:
+                return int(_field(hook, "id"))
+        hook = self._call("create a webhook", self.sdk.webhooks.create, url=url, project=project_id, send_payload=True,
+                          actions=["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"],
+                          headers=headers or {})
+        return int(hook.id)
+
+    # --- tasks -------------------------------------------------------------------------------
+    def iter_tasks(self, project_id: int) -> Iterator[TaskRecord]:
+        """Every task of a project with its annotations (all pages)."""
+        pager = self._call(f"list the tasks of project {project_id}", self.sdk.tasks.list,
+                           project=project_id, fields="all", page_size=PAGE_SIZE)
+        try:
+            for task in pager:
+                task_id = int(_field(task, "id"))
+                annotations = tuple(_annotation(a, task_id) for a in (_field(task, "annotations") or []))
+                predictions = _field(task, "predictions") or []
+                newest = max(predictions, key=lambda p: _field(p, "id") or 0) if predictions else None
+                yield TaskRecord(id=task_id, data=dict(_field(task, "data") or {}), annotations=annotations,
+                                 prediction_version=_field(newest, "model_version") if newest else None)
+        except ApiError as exc:
+            raise LabelStudioError(f"listing tasks of project {project_id} failed: HTTP {exc.status_code}") from None
+        except httpx.HTTPError as exc:
+            raise LabelStudioError(f"cannot reach Label Studio at {self.url} while listing tasks ({exc})") from None
+
+    def import_tasks(self, project_id: int, tasks: Sequence[dict]) -> list[int]:
+        if not tasks:
+            return []
+        response = self._call(f"import {len(tasks)} tasks", self.sdk.projects.import_tasks,
+                              id=project_id, request=list(tasks), return_task_ids=True)
+        return [int(t) for t in (response.task_ids or [])]
+
+    def import_predictions(self, project_id: int, predictions: Sequence[dict]) -> None:
+        if predictions:
+            self._call(f"import {len(predictions)} predictions", self.sdk.projects.import_predictions,
+                       id=project_id, request=list(predictions))
+
+    def create_annotation(self, task_id: int, result: list, lead_time: float | None = None, **extra) -> int:
+        annotation = self._call(f"annotate task {task_id}", self.sdk.annotations.create,
+                                id=task_id, result=result, lead_time=lead_time, **extra)
+        return int(annotation.id)

@@ -1,0 +1,310 @@
+"""The agile loop, driven through a Label Studio project.
+
+:class:`ConceptSync` publishes a concept (project, ML backend, seed batch) and *syncs* it: it
+reads the project's annotations from the server, records new ones as labels, pushes whatever
+tasks of the current round are missing, and, once the round is fully rated, retrains, selects
+the next batch by margin over the whole pool and pushes it with the new model's predictions.
+
+Every step reads its state from the server and the session first, so a sync can run any number
+of times, after lost or repeated webhooks or a worker killed half-way, and never duplicates a
+task or a label. All the computing is the core engine's (``AgileLoop``); this module only moves
+data between it and Label Studio.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from agile_modeling.classifier import MLPClassifier, ModelVersion
+from agile_modeling.concepts import slugify
+from agile_modeling.loop import AgileLoop, LoopConfig
+from agile_modeling.session import USER, Session
+from agile_modeling.workspace import Workspace
+from label_config import RatingSchema, load_config, parse_rating_config
+from sync.client import LabelStudioClient, TaskRecord
+from sync.settings import Settings
+from sync.state import RATING, ProjectLink, SyncState
+
+log = logging.getLogger(__name__)
+
+IMAGE_ID = "agile_image_id"
+ROUND = "agile_round"
+LABEL_STUDIO_RATER = "label-studio-user"
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What one sync did."""
+
+    concept: str
+    project_id: int
+    round: int
+    new_labels: int
+    pending: int
+    pushed: int
+    trained: str | None = None
+    refreshed: int = 0
+    skipped: bool = False
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"{self.concept}: already synced"
+        parts = [f"{self.concept}: round {self.round}, {self.new_labels} new labels, {self.pending} to rate"]
+        if self.trained:
+            parts.append(f"trained {self.trained}")
+        if self.pushed:
+            parts.append(f"pushed {self.pushed} tasks")
+        if self.refreshed:
+            parts.append(f"refreshed {self.refreshed} predictions")
+        return "; ".join(parts)
+
+
+def _timestamp(value: str) -> float | None:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except (AttributeError, ValueError):
+        return None
+
+
+def latest_annotation(task: TaskRecord):
+    """The task's most recently updated annotation that was not skipped, or None."""
+    live = [a for a in task.annotations if not a.was_cancelled]
+    return max(live, key=lambda a: (a.updated_at, a.id)) if live else None
+
+
+class ConceptSync:
+    """Publishes and syncs concepts of one workspace with one Label Studio server."""
+
+    def __init__(self, settings: Settings, workspace: Workspace | None = None,
+                 client: LabelStudioClient | None = None) -> None:
+        self.settings = settings
+        self.workspace = workspace or Workspace(settings.workspace)
+        self.client = client or LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
+        self.state = SyncState(self.workspace.root / "label_studio.sqlite")
+
+    # --- helpers -----------------------------------------------------------------------------
+    @contextmanager
+    def _concept_lock(self, slug: str):
+        """One sync per concept at a time, across worker processes sharing this workspace."""
+        path = self.workspace.root / "locks" / f"{slug}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def loop(self, link: ProjectLink) -> AgileLoop:
+        return self.workspace.loop(link.concept, LoopConfig(
+            seed_size=link.seed_size, batch_size=link.batch_size, strategy=link.strategy, seed=link.seed))
+
+    def image_urls(self, ids: Sequence[int]) -> list[str]:
+        """URLs the browser can load: web and data URIs as they are, local files through our image route."""
+        uris = self.workspace.store().uris(ids)
+        base = self.settings.images_base_url
+        out = []
+        for image_id, uri in zip(ids, uris):
+            if uri.startswith(("http://", "https://", "data:")):
+                out.append(uri)
+            elif base:
+                out.append(f"{base}/{int(image_id)}")
+            else:
+                out.append(uri)
+        return out
+
+    def _task_payloads(self, session: Session, round_index: int, ids: Sequence[int],
+                       model: tuple[ModelVersion, MLPClassifier] | None, schema: RatingSchema) -> list[dict]:
+        concept = session.concept
+        urls = self.image_urls(ids)
+        probs = self._probabilities(model[1], ids) if model else None
+        tasks = []
+        for n, (image_id, url) in enumerate(zip(ids, urls)):
+            task = {"data": {schema.image_field: url, "concept": concept.name,
+                             "description": concept.description or _describe(concept),
+                             IMAGE_ID: int(image_id), ROUND: int(round_index)}}
+            if probs is not None:
+                task["predictions"] = [{"model_version": model[0].name, "score": float(probs[n]),
+                                        "result": schema.prediction(float(probs[n]))}]
+            tasks.append(task)
+        return tasks
+
+    def _probabilities(self, classifier: MLPClassifier, ids: Sequence[int]) -> np.ndarray:
+        x = self.workspace.store().vectors().take(np.asarray(ids, dtype=np.int64)).astype(np.float32)
+        return classifier.predict_proba(x)
+
+    def _schema(self, link: ProjectLink) -> RatingSchema:
+        return parse_rating_config(self.client.project_label_config(link.project_id))
+
+    # --- publish -----------------------------------------------------------------------------
+    def publish(self, concept_name: str, seed_size: int = 100, batch_size: int = 100, strategy: str = "margin",
+                seed: int = 0) -> SyncReport:
+        """Create the concept's project (once), connect our ML backend, and push the seed batch.
+
+        The concept's session must exist (``agile concept new``). Calling it again only pushes
+        what is missing.
+        """
+        session = self.workspace.sessions.open(concept_name)
+        slug = session.slug
+        with self._concept_lock(slug):
+            link = self.state.for_concept(slug)
+            if link is None:
+                config = load_config(self.settings.label_config)
+                schema = parse_rating_config(config)  # our own file: fails loudly if edited badly
+                project_id = self.client.create_project(
+                    title=f"{session.concept.name}"[:50], label_config=config,
+                    description=f"agile-modeling concept: {_describe(session.concept)}",
+                    show_skip_button=False, show_collab_predictions=True)
+                link = self.state.link(ProjectLink(slug, RATING, project_id, self.settings.label_config,
+                                                   seed_size, batch_size, strategy, seed))
+                log.info("created Label Studio project %d for %s", project_id, slug)
+            self._connect_backend(link)
+        return self.sync(concept_name)
+
+    def _connect_backend(self, link: ProjectLink) -> None:
+        if not self.settings.backend_url:
+            log.warning("AGILE_BACKEND_URL is not set: project %d gets no ML backend (no /predict, no webhooks)",
+                        link.project_id)
+            return
+        auth = None
+        if self.settings.basic_auth_user and self.settings.basic_auth_pass:
+            auth = (self.settings.basic_auth_user, self.settings.basic_auth_pass)
+        self.client.connect_ml_backend(link.project_id, self.settings.backend_url, "agile-modeling", auth)
+
+    # --- sync --------------------------------------------------------------------------------
+    def sync(self, concept_name: str, requested_at: float | None = None, force_retrain: bool = False) -> SyncReport:
+        """Bring the concept's session and project up to date with each other (idempotent).
+
+        ``requested_at`` (an event's time) lets a burst of webhooks cost one sync: if a sync
+        started after the event, it already saw it.
+        """
+        slug = slugify(concept_name)
+        link = self.state.for_concept(slug)
+        if link is None:
+            return self.publish(concept_name)
+        with self._concept_lock(slug):
+            link = self.state.for_concept(slug)
+            if requested_at is not None and link.last_sync > requested_at and not force_retrain:
+                return SyncReport(slug, link.project_id, -1, 0, 0, 0, skipped=True)
+            started = time.time()
+            report = self._sync_locked(link, force_retrain)
+            self.state.mark_synced(link.project_id, started)
+            return report
+
+    def sync_project(self, project_id: int, requested_at: float | None = None) -> SyncReport:
+        return self.sync(self.state.for_project(project_id).concept, requested_at)
+
+    def _sync_locked(self, link: ProjectLink, force_retrain: bool) -> SyncReport:
+        loop = self.loop(link)
+        session = loop.session
+        schema = self._schema(link)
+        tasks = list(self.client.iter_tasks(link.project_id))
+        new_labels = self._record_annotations(session, tasks, schema)
+
+        if session.current_round() < 0:
+            loop.start()
+        model = self._current_model(loop)
+        pushed = len(self._push_missing(link, session, tasks, model, schema))
+        trained, refreshed = None, 0
+        round_done = not session.pending() and bool(session.batch(session.current_round()))
+        if force_retrain or round_done:
+            model = self._model_for_labels(loop, force=force_retrain)
+            trained = model[0].name
+            if round_done:
+                loop.next_batch(model[1])
+                log.info("%s: round %d selected (%d images)", link.concept, session.current_round(),
+                         len(session.batch(session.current_round())))
+                pushed += len(self._push_missing(link, session, tasks, model, schema))
+            refreshed = self._refresh_open_predictions(link, tasks, model, schema)
+        return SyncReport(link.concept, link.project_id, session.current_round(), new_labels,
+                          len(session.pending()), pushed,
+                          trained, refreshed)
+
+    def _record_annotations(self, session: Session, tasks: Iterable[TaskRecord], schema: RatingSchema) -> int:
+        """Record each task's latest annotation as a label (a repeated one is a no-op)."""
+        new = 0
+        for task in tasks:
+            image_id = task.data.get(IMAGE_ID)
+            annotation = latest_annotation(task)
+            if annotation is None or not isinstance(image_id, int):
+                continue
+            value, note = schema.label_of(annotation.result)
+            if value is None:
+                continue
+            new += session.record_label(
+                image_id, value, rater=f"{LABEL_STUDIO_RATER}:{annotation.completed_by}", source=USER,
+                round_index=task.data.get(ROUND), note=note,
+                external_id=f"label-studio:{annotation.id}:{annotation.updated_at}",
+                created=_timestamp(annotation.updated_at))
+        return new
+
+    def _current_model(self, loop: AgileLoop) -> tuple[ModelVersion, MLPClassifier] | None:
+        version = loop.registry.latest()
+        return (version, version.load()) if version else None
+
+    def _model_for_labels(self, loop: AgileLoop, force: bool = False) -> tuple[ModelVersion, MLPClassifier]:
+        """The model trained on exactly the current labels: reused if a crash came after training."""
+        n_labels = len(loop.session.labels())
+        latest = loop.registry.latest()
+        if (not force and latest is not None and latest.info.get("num_labels") == n_labels
+                and latest.info.get("round") == loop.session.current_round()):
+            return latest, latest.load()
+        return loop.train()
+
+    def _push_missing(self, link: ProjectLink, session: Session, tasks: list[TaskRecord],
+                      model: tuple[ModelVersion, MLPClassifier] | None, schema: RatingSchema) -> list[int]:
+        """Import the current round's images that have no task yet (so a crash mid-push resumes).
+
+        The new tasks are appended to ``tasks`` (with the model version their prediction came
+        from) and their ids returned.
+        """
+        round_index = session.current_round()
+        present = {t.data.get(IMAGE_ID) for t in tasks}
+        missing = [i for i in session.batch(round_index) if i not in present]
+        if not missing:
+            return []
+        payloads = self._task_payloads(session, round_index, missing, model, schema)
+        task_ids = self.client.import_tasks(link.project_id, payloads)
+        version = model[0].name if model else None
+        tasks.extend(TaskRecord(tid, p["data"], prediction_version=version) for tid, p in zip(task_ids, payloads))
+        log.info("%s: pushed %d tasks of round %d", link.concept, len(missing), round_index)
+        return task_ids
+
+    def _refresh_open_predictions(self, link: ProjectLink, tasks: Sequence[TaskRecord],
+                                  model: tuple[ModelVersion, MLPClassifier], schema: RatingSchema) -> int:
+        """Attach the new model's prediction to every task still waiting for a rating."""
+        open_tasks = [t for t in tasks if latest_annotation(t) is None and isinstance(t.data.get(IMAGE_ID), int)
+                      and t.prediction_version != model[0].name]
+        if not open_tasks:
+            return 0
+        probs = self._probabilities(model[1], [t.data[IMAGE_ID] for t in open_tasks])
+        self.client.import_predictions(link.project_id, [
+            {"task": t.id, "result": schema.prediction(float(p)), "score": float(p), "model_version": model[0].name}
+            for t, p in zip(open_tasks, probs)])
+        return len(open_tasks)
+
+    def retrain(self, concept_name: str) -> SyncReport:
+        """Train now on every label so far, and refresh the predictions of open tasks."""
+        return self.sync(concept_name, force_retrain=True)
+
+    def sync_all(self) -> list[SyncReport]:
+        """Sync every published concept (the periodic safety net for lost webhooks)."""
+        reports = []
+        for link in self.state.all():
+            reports.append(self.sync(link.concept))
+        return reports
+
+
+def _describe(concept) -> str:
+    if concept.description:
+        return concept.description
+    text = f"positive: {', '.join(concept.positives)}"
+    return text + (f"; not: {', '.join(concept.negatives)}" if concept.negatives else "")

@@ -1,0 +1,71 @@
+"""Configuration of the Label Studio side, from the environment (the ML backend world's names).
+
+=========================  ==========================================================================
+``LABEL_STUDIO_URL``       where the Label Studio server is (``http://127.0.0.1:8080``)
+``LABEL_STUDIO_API_KEY``   its API token (legacy token or personal access token)
+``AGILE_WORKSPACE``        the workspace folder (pool, sessions, models); ``MODEL_DIR`` is an alias
+``AGILE_BACKEND_URL``      where Label Studio reaches our ML backend (``http://127.0.0.1:9090``)
+``AGILE_IMAGE_URL``        base URL the browser loads local pool images from (default: backend/images)
+``BASIC_AUTH_USER/PASS``   credentials the ML backend demands (and Label Studio is told to send)
+``AGILE_WEBHOOK_SECRET``   shared secret Label Studio sends with webhooks (header X-Agile-Secret)
+``CELERY_BROKER_URL``      ``redis://...`` to run workers distributed; default a local folder broker
+``AGILE_LABEL_CONFIG``     ``rating`` (default) or ``rating-note`` (adds a free-text note)
+=========================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from agile_modeling.workspace import DEFAULT_WORKSPACE
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = field(default=None, repr=False)
+    workspace: Path = Path(DEFAULT_WORKSPACE)
+    backend_url: str | None = None
+    image_url: str | None = None
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = field(default=None, repr=False)
+    webhook_secret: str | None = field(default=None, repr=False)
+    broker_url: str | None = None
+    label_config: str = "rating"
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        """Settings from the environment; keyword arguments win over it."""
+        values = dict(
+            label_studio_url=(_env("LABEL_STUDIO_URL") or "").rstrip("/") or None,
+            label_studio_api_key=_env("LABEL_STUDIO_API_KEY"),
+            workspace=Path(_env("AGILE_WORKSPACE") or _env("MODEL_DIR") or DEFAULT_WORKSPACE),
+            backend_url=(_env("AGILE_BACKEND_URL") or "").rstrip("/") or None,
+            image_url=(_env("AGILE_IMAGE_URL") or "").rstrip("/") or None,
+            basic_auth_user=_env("BASIC_AUTH_USER"),
+            basic_auth_pass=_env("BASIC_AUTH_PASS"),
+            webhook_secret=_env("AGILE_WEBHOOK_SECRET"),
+            broker_url=_env("CELERY_BROKER_URL"),
+            label_config=_env("AGILE_LABEL_CONFIG", "rating"),
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values["workspace"], str):
+            values["workspace"] = Path(values["workspace"])
+        return cls(**values)
+
+    def with_(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+    @property
+    def images_base_url(self) -> str | None:
+        """Base URL of local pool images as the browser sees them, or None if nothing serves them."""
+        if self.image_url:
+            return self.image_url
+        return f"{self.backend_url}/images" if self.backend_url else None

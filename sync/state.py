@@ -1,0 +1,85 @@
+"""Which Label Studio project belongs to which concept, and the loop settings it was published with.
+
+A small SQLite file in the workspace (``label_studio.sqlite``), beside the core's sessions: it is
+Label Studio knowledge, so the core engine never sees it. The server stays the source of truth
+for tasks and annotations; this table only names projects.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agile_modeling.errors import AgileError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    concept TEXT NOT NULL, purpose TEXT NOT NULL, project_id INTEGER NOT NULL UNIQUE,
+    label_config TEXT NOT NULL, seed_size INTEGER NOT NULL, batch_size INTEGER NOT NULL,
+    strategy TEXT NOT NULL, seed INTEGER NOT NULL, created REAL NOT NULL, last_sync REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (concept, purpose));
+"""
+
+RATING = "rating"
+
+
+class UnknownProjectError(AgileError):
+    """A Label Studio project that no concept of this workspace published."""
+
+
+@dataclass(frozen=True)
+class ProjectLink:
+    """One concept's project and the loop settings it runs with."""
+
+    concept: str  # the concept's slug
+    purpose: str
+    project_id: int
+    label_config: str
+    seed_size: int
+    batch_size: int
+    strategy: str
+    seed: int
+    last_sync: float = 0.0
+
+
+class SyncState:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+
+    _COLUMNS = "concept, purpose, project_id, label_config, seed_size, batch_size, strategy, seed, last_sync"
+
+    def link(self, link: ProjectLink) -> ProjectLink:
+        """Record a concept's project; if one is already recorded, that one is returned."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO projects (concept, purpose, project_id, label_config, seed_size, batch_size, strategy,"
+            " seed, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (link.concept, link.purpose, link.project_id, link.label_config, link.seed_size, link.batch_size,
+             link.strategy, link.seed, time.time()),
+        )
+        return self.for_concept(link.concept, link.purpose)
+
+    def for_concept(self, concept: str, purpose: str = RATING) -> ProjectLink | None:
+        row = self.db.execute(f"SELECT {self._COLUMNS} FROM projects WHERE concept = ? AND purpose = ?",
+                              (concept, purpose)).fetchone()
+        return ProjectLink(*row) if row else None
+
+    def for_project(self, project_id: int) -> ProjectLink:
+        row = self.db.execute(f"SELECT {self._COLUMNS} FROM projects WHERE project_id = ?", (int(project_id),)).fetchone()
+        if not row:
+            raise UnknownProjectError(
+                f"Label Studio project {project_id} belongs to no concept of this workspace; "
+                "publish one with `agile concept new ...` (or check AGILE_WORKSPACE)")
+        return ProjectLink(*row)
+
+    def all(self) -> list[ProjectLink]:
+        return [ProjectLink(*r) for r in self.db.execute(f"SELECT {self._COLUMNS} FROM projects ORDER BY created")]
+
+    def mark_synced(self, project_id: int, started: float) -> None:
+        self.db.execute("UPDATE projects SET last_sync = MAX(last_sync, ?) WHERE project_id = ?", (started, project_id))
