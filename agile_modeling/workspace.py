@@ -81,9 +81,15 @@ class Workspace:
 
     # --- parts -------------------------------------------------------------------------------
     def store(self, dim: int | None = None, encoder_name: str | None = None) -> EmbeddingStore:
-        if dim is not None:
-            return EmbeddingStore.create(self.root / "pool", dim, encoder_name or "unknown")
-        return EmbeddingStore(self.root / "pool")
+        """The pool's embedding store (created if ``dim`` is given); opened once per workspace object."""
+        if getattr(self, "_store", None) is None:
+            if dim is not None:
+                self._store = EmbeddingStore.create(self.root / "pool", dim, encoder_name or "unknown")
+            else:
+                self._store = EmbeddingStore(self.root / "pool")
+        elif dim is not None and self._store.dim != dim:
+            raise StoreError(f"store at {self.root / 'pool'} holds {self._store.dim}-d embeddings, not {dim}-d")
+        return self._store
 
     @cached_property
     def sessions(self) -> SessionStore:

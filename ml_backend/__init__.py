@@ -1,5 +1,1 @@
-"""Label Studio ML backend (Flask): /health /setup /predict /webhook /metrics.
-
-Built on the core engine by the Label Studio loop issue; nothing here yet re-implements engine
-logic, and the engine never imports this package.
-"""
+"""The Label Studio ML backend of agile-modeling (Flask; run under gunicorn): ``create_app()``."""

@@ -13,10 +13,12 @@ the same add skips every image whose content hash is already registered.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,13 +151,30 @@ class EmbeddingStore:
             raise StoreError(f"store at {self.root} has no {key!r} entry; it is damaged")
         return row[0]
 
+    @contextmanager
+    def _write_lock(self, blocking: bool = True):
+        """Yields whether this process holds the store's write lock (one writer across processes)."""
+        with open(self.root / "write.lock", "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def _remove_orphans(self) -> None:
-        registered = {r[0] for r in self._db.execute("SELECT file FROM shards")}
-        for path in (self.root / "shards").iterdir():
-            if path.name not in registered:
-                log.warning("removing %s: left by an interrupted add", path)
-                path.unlink()
-        for name in registered:
+        with self._write_lock(blocking=False) as locked:
+            if not locked:  # another process is appending: its new shard is not an orphan
+                return
+            registered = {r[0] for r in self._db.execute("SELECT file FROM shards")}
+            for path in (self.root / "shards").iterdir():
+                if path.name not in registered:
+                    log.warning("removing %s: left by an interrupted add", path)
+                    path.unlink()
+        for (name,) in self._db.execute("SELECT file FROM shards"):
             if not (self.root / "shards" / name).exists():
                 raise StoreError(f"shard file {name} of store {self.root} is missing")
 
@@ -164,9 +183,9 @@ class EmbeddingStore:
         return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
     def vectors(self) -> PoolView:
-        """All embeddings as a memory-mapped :class:`PoolView` (re-opened after appends)."""
-        if self._view is None:
-            files = [r[0] for r in self._db.execute("SELECT file FROM shards ORDER BY shard")]
+        """All embeddings as a memory-mapped :class:`PoolView` (re-opened after appends, also by other processes)."""
+        files = [r[0] for r in self._db.execute("SELECT file FROM shards ORDER BY shard")]
+        if self._view is None or len(self._view.shards) != len(files):
             shards = [np.load(self.root / "shards" / f, mmap_mode="c") for f in files]
             self._view = PoolView(shards, self.dim)
         return self._view
@@ -221,23 +240,24 @@ class EmbeddingStore:
         if not keep:
             return []
         rows = embeddings[keep].astype(np.float16)
-        shard = int(self._db.execute("SELECT COALESCE(MAX(shard) + 1, 0) FROM shards").fetchone()[0])
-        first_id = int(self._db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM images").fetchone()[0])
-        name = f"{shard:05d}.npy"
-        tmp = self.root / "shards" / (name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, rows)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.root / "shards" / name)
-        fsync_dir(self.root / "shards")
-        ids = list(range(first_id, first_id + len(keep)))
-        with self._db:
-            self._db.execute("INSERT INTO shards VALUES (?, ?, ?, ?)", (shard, name, first_id, len(keep)))
-            self._db.executemany(
-                "INSERT INTO images VALUES (?, ?, ?, ?, ?)",
-                [(ids[j], uris[i], hashes[i], captions[i], shard) for j, i in enumerate(keep)],
-            )
+        with self._write_lock():
+            shard = int(self._db.execute("SELECT COALESCE(MAX(shard) + 1, 0) FROM shards").fetchone()[0])
+            first_id = int(self._db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM images").fetchone()[0])
+            name = f"{shard:05d}.npy"
+            tmp = self.root / "shards" / (name + ".tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, rows)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.root / "shards" / name)
+            fsync_dir(self.root / "shards")
+            ids = list(range(first_id, first_id + len(keep)))
+            with self._db:
+                self._db.execute("INSERT INTO shards VALUES (?, ?, ?, ?)", (shard, name, first_id, len(keep)))
+                self._db.executemany(
+                    "INSERT INTO images VALUES (?, ?, ?, ?, ?)",
+                    [(ids[j], uris[i], hashes[i], captions[i], shard) for j, i in enumerate(keep)],
+                )
         self._view = None
         return ids
 

@@ -1,0 +1,189 @@
+"""The Label Studio ML backend HTTP protocol, on Flask.
+
+Routes: ``GET /health``, ``POST /setup``, ``POST /predict``, ``POST /webhook``, ``GET /metrics``
+(Prometheus), ``GET /images/<id>`` (local pool images, for the browser). Run it under gunicorn::
+
+    gunicorn 'ml_backend.app:create_app()' --bind 127.0.0.1:9090 --threads 4
+
+Every error is JSON ``{"error": reason}`` with a 4xx status when the request is at fault; nothing
+returns a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import mimetypes
+import time
+from pathlib import Path
+
+from flask import Flask, Response, jsonify, request, send_file
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound, Unauthorized
+
+from agile_modeling.errors import AgileError, EncoderUnavailableError, ImageReadError, StoreError
+from agile_modeling.workspace import Workspace
+from label_config import LabelConfigError
+from ml_backend import requests as parse
+from ml_backend.predictor import Predictor
+from sync.settings import Settings
+from sync.state import UnknownProjectError
+
+log = logging.getLogger("agile.backend")
+
+ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
+TRAIN_EVENTS = {"START_TRAINING"}
+OPEN_ROUTES = {"health", "index", "images", "metrics"}
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("agile_backend_requests", "Requests by route and status", ["route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("agile_backend_request_seconds", "Request latency by route", ["route"],
+                                 registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+        self.tasks = Counter("agile_backend_predicted_tasks", "Tasks answered by /predict", registry=self.registry)
+        self.embedded = Counter("agile_backend_images_embedded", "Task images embedded on the fly", registry=self.registry)
+        self.events = Counter("agile_backend_webhook_events", "Webhook events by action and outcome",
+                              ["action", "outcome"], registry=self.registry)
+
+
+def _default_enqueue(kind: str, **kwargs) -> None:
+    """Hand work to the sync worker through the Celery broker."""
+    from sync import tasks
+
+    if kind == "sync":
+        tasks.sync_project.delay(kwargs["project_id"], kwargs["requested_at"])
+    elif kind == "retrain":
+        tasks.retrain.delay(kwargs["concept"])
+
+
+def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
+    """The backend for ``settings`` (default: from the environment).
+
+    ``enqueue(kind, **kwargs)`` hands webhook work to the worker; the default sends Celery tasks.
+    """
+    settings = settings or Settings.from_env()
+    app = Flask("agile_modeling_backend")
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
+    workspace = Workspace(settings.workspace)
+    predictor = Predictor(workspace)
+    metrics = _Metrics()
+    enqueue = enqueue or _default_enqueue
+    app.extensions["agile"] = {"predictor": predictor, "metrics": metrics, "settings": settings}
+
+    @app.before_request
+    def _authenticate():
+        request.environ["agile.start"] = time.perf_counter()
+        if not (settings.basic_auth_user and settings.basic_auth_pass) or request.endpoint in OPEN_ROUTES:
+            return None
+        auth = request.authorization
+        ok = (auth is not None and auth.type == "basic"
+              and hmac.compare_digest(auth.username or "", settings.basic_auth_user)
+              and hmac.compare_digest(auth.password or "", settings.basic_auth_pass))
+        if not ok:
+            raise Unauthorized("this ML backend requires basic auth (BASIC_AUTH_USER / BASIC_AUTH_PASS)")
+        return None
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        route = request.endpoint or "unknown"
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        start = request.environ.get("agile.start")
+        if start is not None:
+            metrics.latency.labels(route).observe(time.perf_counter() - start)
+        if response.status_code == 401:
+            response.headers["WWW-Authenticate"] = 'Basic realm="agile-modeling"'
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        return jsonify(error=exc.description), exc.code
+
+    @app.errorhandler(UnknownProjectError)
+    def _unknown_project(exc):
+        return jsonify(error=str(exc)), 404
+
+    @app.errorhandler(LabelConfigError)
+    @app.errorhandler(ImageReadError)
+    def _bad_input(exc):
+        return jsonify(error=str(exc)), 422
+
+    @app.errorhandler(EncoderUnavailableError)
+    @app.errorhandler(StoreError)
+    def _unavailable(exc):
+        return jsonify(error=str(exc)), 503
+
+    @app.errorhandler(AgileError)
+    def _agile_error(exc):
+        return jsonify(error=str(exc)), 409
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc):
+        log.exception("unexpected error on %s", request.path)
+        return jsonify(error=f"internal error ({type(exc).__name__}); see the backend's log"), 500
+
+    @app.get("/")
+    def index():
+        return jsonify(status="UP", model_class="agile-modeling MLP on image-text embeddings")
+
+    @app.get("/health")
+    def health():
+        return jsonify(status="UP", model_class="agile-modeling MLP on image-text embeddings")
+
+    @app.post("/setup")
+    def setup():
+        body = parse.json_body(request)
+        project_id = parse.project_id(body.get("project"))
+        if body.get("schema") not in (None, ""):
+            predictor.schema(body.get("schema"), project_id)
+        return jsonify(model_version=predictor.model_version(project_id))
+
+    @app.post("/predict")
+    def predict():
+        body = parse.json_body(request)
+        tasks = parse.tasks(body)
+        project_id = parse.project_id(body.get("project"))
+        schema = predictor.schema(body.get("label_config"), project_id)
+        results, fresh = predictor.predict(project_id, tasks, schema)
+        metrics.tasks.inc(len(tasks))
+        metrics.embedded.inc(fresh)
+        version = next((r[0]["model_version"] for r in results if r), None)
+        return jsonify(results=results, model_version=version)
+
+    @app.post("/webhook")
+    def webhook():
+        body = parse.json_body(request)
+        action = body.get("action")
+        if not isinstance(action, str) or not action:
+            raise BadRequest('"action" must be a Label Studio event name such as "ANNOTATION_CREATED"')
+        if action not in ANNOTATION_EVENTS | TRAIN_EVENTS:
+            metrics.events.labels(action[:40], "ignored").inc()
+            return jsonify(status="ignored", action=action)
+        project_id = parse.project_id(body.get("project"))
+        link = predictor.link(project_id)
+        if action in TRAIN_EVENTS:
+            enqueue("retrain", concept=link.concept)
+        else:
+            enqueue("sync", project_id=project_id, requested_at=time.time())
+        metrics.events.labels(action, "queued").inc()
+        return jsonify(status="queued", action=action, project=project_id), 202
+
+    @app.get("/metrics")
+    def metrics_route():
+        return Response(generate_latest(metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.get("/images/<int:image_id>")
+    def images(image_id: int):
+        """A local pool image (only files registered in the pool: no path comes from the request)."""
+        store = workspace.store()
+        if image_id >= len(store):
+            raise NotFound(f"no image {image_id} in the pool")
+        uri = store.uris([image_id])[0]
+        path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        if not path.is_file():
+            raise NotFound(f"image {image_id} ({uri[:80]}) is not a local file this backend can serve")
+        return send_file(path, mimetype=mimetypes.guess_type(path.name)[0] or "application/octet-stream", max_age=3600)
+
+    return app

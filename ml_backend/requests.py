@@ -1,0 +1,42 @@
+"""Validation of what Label Studio sends the backend: every malformed field becomes a 400 with a reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from werkzeug.exceptions import BadRequest
+
+
+def json_body(request) -> dict:
+    """The request's JSON object, or 400 saying what is wrong with it."""
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("the body must be a JSON object (Content-Type: application/json)")
+    if not isinstance(body, dict):
+        raise BadRequest(f"the body must be a JSON object, not a {type(body).__name__}")
+    return body
+
+
+def project_id(value: Any) -> int:
+    """Label Studio names a project ``"<id>.<created timestamp>"`` (``/setup``, ``/predict``), an int
+    or ``{"id": ...}`` (webhooks)."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.split(".", 1)[0].isdigit():
+        return int(value.split(".", 1)[0])
+    raise BadRequest('"project" must be a project id such as 12, "12.1700000000" or {"id": 12}')
+
+
+def tasks(body: dict) -> list[dict]:
+    """The ``tasks`` list of a ``/predict`` request: objects with an integer ``id`` and a ``data`` object."""
+    items = body.get("tasks")
+    if not isinstance(items, list):
+        raise BadRequest('"tasks" must be a list of task objects')
+    for n, task in enumerate(items):
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            raise BadRequest(f'task #{n} must be an object with a "data" object')
+    return items

@@ -1,0 +1,135 @@
+"""Every endpoint of the ML backend, with good and malformed input (Flask test client)."""
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from label_config import load_config
+from ml_backend.app import create_app
+from sync.settings import Settings
+from tests.ml_backend.conftest import PROJECT, train_model
+
+
+def predict_body(*tasks, project=f"{PROJECT}.1700000000", config=None):
+    return {"tasks": list(tasks), "project": project, "label_config": config or load_config("rating"),
+            "params": {"login": None, "password": None, "context": None}}
+
+
+def data_url(color=(200, 10, 10)) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), color).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_health_and_setup_report_the_real_model_version(client, backend_workspace):
+    assert client.get("/health").json["status"] == "UP"
+    body = {"project": f"{PROJECT}.1700000000", "schema": load_config("rating"), "hostname": "x", "access_token": "t"}
+    assert client.post("/setup", json=body).json == {"model_version": None}  # nothing trained yet
+    name = train_model(backend_workspace)
+    assert client.post("/setup", json=body).json == {"model_version": name} and name == "red-things-v1"
+
+
+def test_predict_answers_one_result_per_task_in_order(client, backend_workspace):
+    tasks = [{"id": 10 + i, "data": {"image": "http://127.0.0.1:1/images/%d" % i, "agile_image_id": i}} for i in range(8)]
+    before = client.post("/predict", json=predict_body(*tasks)).json
+    assert before["results"] == [[] for _ in tasks]  # no model yet: no prediction, not a made-up one
+    train_model(backend_workspace)
+    results = client.post("/predict", json=predict_body(*tasks)).json["results"]
+    clf = backend_workspace.registry("red things").latest().load()
+    expected = clf.predict_proba(backend_workspace.store().vectors().take(np.arange(8)).astype(np.float32))
+    assert len(results) == 8
+    for (pred,), p in zip(results, expected):
+        assert pred["model_version"] == "red-things-v1" and pred["score"] == pytest.approx(float(p), abs=1e-6)
+        assert pred["result"][0]["value"]["choices"] == ["Positive" if p >= 0.5 else "Negative"]
+        assert pred["result"][0]["from_name"] == "label" and pred["result"][0]["to_name"] == "image"
+
+
+def test_predict_embeds_an_unseen_image_on_the_fly_and_loads_the_model_once(client, backend_workspace):
+    train_model(backend_workspace)
+    task = {"id": 1, "data": {"image": data_url()}}
+    first = client.post("/predict", json=predict_body(task)).json["results"][0][0]
+    second = client.post("/predict", json=predict_body(task, task)).json["results"]
+    assert [r[0]["score"] for r in second] == [first["score"]] * 2
+    predictor = client.application.extensions["agile"]["predictor"]
+    assert predictor.model_loads == 1 and len(predictor.embeddings.cache) == 1
+    metrics = client.get("/metrics").data.decode()
+    assert "agile_backend_predicted_tasks_total 3.0" in metrics and "agile_backend_images_embedded_total 1.0" in metrics
+    train_model(backend_workspace)  # the worker saved a new version: picked up, loaded once more
+    assert client.post("/predict", json=predict_body(task)).json["results"][0][0]["model_version"] == "red-things-v2"
+    assert predictor.model_loads == 2
+
+
+@pytest.mark.parametrize("body, status, reason", [
+    (None, 400, "JSON object"),
+    ([1, 2], 400, "JSON object"),
+    ({"project": "7.1"}, 400, '"tasks" must be a list'),
+    ({"tasks": "x", "project": "7.1"}, 400, '"tasks" must be a list'),
+    ({"tasks": [{"id": 1}], "project": "7.1"}, 400, 'task #0 must be an object with a "data"'),
+    ({"tasks": [5], "project": "7.1"}, 400, "task #0"),
+    ({"tasks": [], "project": None}, 400, '"project" must be a project id'),
+    ({"tasks": [], "project": "abc"}, 400, '"project" must be a project id'),
+    ({"tasks": [], "project": "99.1"}, 404, "project 99 belongs to no concept"),
+    ({"tasks": [], "project": "7.1", "label_config": "<View><Text name='t' value='$t'/></View>"}, 422, "no <Image"),
+    ({"tasks": [], "project": "7.1", "label_config": "<View><Image"}, 422, "not valid XML"),
+])
+def test_predict_rejects_malformed_requests_with_a_reason(client, body, status, reason):
+    response = client.post("/predict", json=body) if body is not None else client.post("/predict", data="{oops", content_type="application/json")
+    assert response.status_code == status, response.json
+    assert reason in response.json["error"] and "Traceback" not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("image", ["/etc/passwd", "file:///etc/passwd", "data:image/png;base64,%%%", "http://127.0.0.1:9/none.png",
+                                   data_url().replace("iVBOR", "AAAAA")])
+def test_a_task_whose_image_cannot_be_read_is_a_422_naming_the_task(client, backend_workspace, image):
+    train_model(backend_workspace)
+    response = client.post("/predict", json=predict_body({"id": 42, "data": {"image": image}}))
+    assert response.status_code == 422 and "task 42" in response.json["error"]
+    assert "root:" not in response.get_data(as_text=True)  # no local file was read
+
+
+@pytest.mark.parametrize("body, status, reason", [
+    ({}, 400, '"action" must be'),
+    ({"action": 5}, 400, '"action" must be'),
+    ({"action": "ANNOTATION_CREATED"}, 400, '"project" must be'),
+    ({"action": "ANNOTATION_CREATED", "project": {"id": 404}}, 404, "belongs to no concept"),
+])
+def test_webhook_rejects_malformed_events(client, queued, body, status, reason):
+    response = client.post("/webhook", json=body)
+    assert response.status_code == status and reason in response.json["error"]
+    assert queued == []
+
+
+def test_webhook_hands_work_to_the_worker_and_answers_at_once(client, queued):
+    event = {"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}, "annotation": {"id": 1}, "task": {"id": 2}}
+    assert client.post("/webhook", json=event).status_code == 202
+    assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}}).status_code == 202
+    assert client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": PROJECT}}).json["status"] == "ignored"
+    assert [k for k, _ in queued] == ["sync", "retrain"] and queued[0][1]["project_id"] == PROJECT
+    assert queued[1][1] == {"concept": "red-things"}
+
+
+def test_images_route_serves_pool_files_only(client, backend_workspace):
+    response = client.get("/images/0")
+    assert response.status_code == 200 and response.data[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0")
+    assert client.get("/images/999").status_code == 404
+    assert client.get("/images/../../etc/passwd").status_code == 404
+
+
+def test_basic_auth_when_configured(backend_workspace):
+    app = create_app(Settings(workspace=backend_workspace.root, basic_auth_user="ls", basic_auth_pass="s3cret"), enqueue=lambda *a, **k: None)
+    c = app.test_client()
+    body = {"project": f"{PROJECT}.1"}
+    denied = c.post("/setup", json=body)
+    assert denied.status_code == 401 and "basic auth" in denied.json["error"] and "s3cret" not in denied.get_data(as_text=True)
+    assert c.post("/setup", json=body, auth=("ls", "wrong")).status_code == 401
+    assert c.post("/setup", json=body, auth=("ls", "s3cret")).status_code == 200
+    assert c.get("/health").status_code == 200  # health stays open for probes
+
+
+def test_no_pool_is_a_503_that_says_what_to_do(tmp_path):
+    c = create_app(Settings(workspace=tmp_path / "empty"), enqueue=lambda *a, **k: None).test_client()
+    response = c.get("/images/0")
+    assert response.status_code == 503 and "agile pool add" in response.json["error"]
