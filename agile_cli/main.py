@@ -24,6 +24,9 @@ EPILOG = """examples:
   agile concept label "gourmet tuna" ratings.csv   # record ratings (image,label)
   agile concept train "gourmet tuna"               # retrain, then pick the next batch by margin
   agile concept status "gourmet tuna"
+  agile up                                         # Label Studio + ML backend + worker, with a demo concept
+  agile concept publish "gourmet tuna"             # rate it in Label Studio; batches arrive on their own
+  agile concept score "gourmet tuna" new-photos/ --output scores.csv
 """
 
 
@@ -170,6 +173,92 @@ def cmd_concept_status(args) -> int:
     return 0
 
 
+def _concept_sync(args):
+    from sync.rounds import ConceptSync
+    from sync.settings import Settings
+
+    settings = Settings.from_env(workspace=args.workspace)
+    return ConceptSync(settings)
+
+
+def cmd_concept_publish(args) -> int:
+    report = _concept_sync(args).publish(args.name, seed_size=args.size, batch_size=args.batch_size,
+                                         strategy=args.strategy, seed=args.seed)
+    sync = _concept_sync(args)
+    print(f"published {args.name!r} as project {report.project_id}: {sync.client.url}/projects/{report.project_id}/data")
+    print(report.summary())
+    return 0
+
+
+def cmd_concept_sync(args) -> int:
+    print(_concept_sync(args).sync(args.name).summary())
+    return 0
+
+
+def cmd_concept_retrain(args) -> int:
+    print(_concept_sync(args).retrain(args.name).summary())
+    return 0
+
+
+def _model_version(ws, name: str, version: str | None):
+    ws.sessions.open(name)  # a clear error for an unknown concept
+    registry = ws.registry(name)
+    chosen = registry.get(version) if version else registry.latest()
+    if chosen is None:
+        raise AgileError(f"concept {name!r} has no trained model yet: rate its seed batch, then train")
+    return chosen
+
+
+def cmd_concept_export(args) -> int:
+    import shutil
+
+    ws = _workspace(args)
+    version = _model_version(ws, args.name, args.version)
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()):
+        raise AgileError(f"{out} exists and is not empty: choose another --output")
+    shutil.copytree(version.path, out, dirs_exist_ok=True)
+    store = ws.store()
+    (out / "embedding.json").write_text(json.dumps(
+        {"encoder": store.encoder_name, "dim": store.dim, "open_clip": ws.config().get("open_clip")}, indent=2))
+    print(f"exported {version.name} to {out} (weights.pt, model.json, embedding.json: the encoder its inputs need)")
+    return 0
+
+
+def cmd_concept_score(args) -> int:
+    from agile_modeling.store import list_image_files
+    from agile_modeling.store.image_source import load_image
+
+    ws = _workspace(args)
+    version = _model_version(ws, args.name, args.version)
+    classifier = version.load()
+    encoder = ws.image_encoder()
+    paths = list_image_files(args.folder)
+    out = open(args.output, "w", newline="") if args.output != "-" else sys.stdout
+    writer = csv.writer(out)
+    writer.writerow(["image", "score", "label", "model_version"])
+    scored = skipped = 0
+    for start in range(0, len(paths), 64):
+        images, names = [], []
+        for path in paths[start:start + 64]:
+            try:
+                images.append(load_image(path).image)
+                names.append(path)
+            except AgileError as exc:
+                print(f"skipped {path}: {exc}", file=sys.stderr)
+                skipped += 1
+        if images:
+            probs = classifier.predict_proba(encoder.encode_images(images))
+            for path, p in zip(names, probs):
+                writer.writerow([path, f"{p:.6f}", "positive" if p >= 0.5 else "negative", version.name])
+            scored += len(names)
+    if out is not sys.stdout:
+        out.close()
+    print(f"scored {scored} images with {version.name}" + (f", skipped {skipped}" if skipped else "")
+          + (f" -> {args.output}" if args.output != "-" else ""), file=sys.stderr)
+    return 0
+
+
 # --- simulate ------------------------------------------------------------------------------------
 def cmd_simulate(args) -> int:
     from agile_modeling.classifier import DEFAULT_RECIPE
@@ -301,6 +390,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("name")
     status.set_defaults(func=cmd_concept_status)
+    pub = csub.add_parser(
+        "publish", help="create the concept's Label Studio project and push its seed batch",
+        description="Create a Label Studio project for an existing concept (label config from label_config/), "
+        "connect the ML backend (AGILE_BACKEND_URL) and push the seed batch as tasks. Needs LABEL_STUDIO_URL and "
+        "LABEL_STUDIO_API_KEY (`agile up` prints them). Running it again only pushes what is missing.")
+    pub.add_argument("name")
+    pub.add_argument("--size", type=int, default=100, help="seed batch size (default 100)")
+    pub.add_argument("--batch-size", type=int, default=100, help="images per active-learning round (default 100)")
+    pub.add_argument("--strategy", choices=["margin", "margin+positive"], default="margin")
+    pub.add_argument("--seed", type=int, default=0)
+    pub.set_defaults(func=cmd_concept_publish)
+    syn = csub.add_parser(
+        "sync", help="pull ratings from Label Studio now; retrain and push the next batch if the round is done",
+        description="What the worker does on every webhook: record new annotations as labels, push missing tasks, "
+        "and when every task of the round is rated, retrain and push the next batch with predictions.")
+    syn.add_argument("name")
+    syn.set_defaults(func=cmd_concept_sync)
+    ret = csub.add_parser(
+        "retrain", help="train now on every rating so far and refresh the predictions of open tasks",
+        description="Force a retrain in the middle of a round: a new model version from every label so far; open "
+        "tasks in Label Studio get the new model's predictions. The round's batch is unchanged.")
+    ret.add_argument("name")
+    ret.set_defaults(func=cmd_concept_retrain)
+    exp = csub.add_parser(
+        "export", help="copy a trained classifier (weights, recipe, metrics, encoder) to a folder",
+        description="Export a model version (default: the latest) as weights.pt + model.json + embedding.json. "
+        "Load it with agile_modeling.classifier.ModelVersion or torch.load.")
+    exp.add_argument("name")
+    exp.add_argument("--output", required=True, help="folder to write (must be empty or new)")
+    exp.add_argument("--version", help="a version name such as gourmet-tuna-v3 (default: latest)")
+    exp.set_defaults(func=cmd_concept_export)
+    score = csub.add_parser(
+        "score", help="score a folder of new images with a trained classifier (CSV)",
+        description="Embed every image of a folder with the workspace's encoder (not added to the pool) and write "
+        "'image,score,label,model_version' rows. Unreadable images are skipped and reported.")
+    score.add_argument("name")
+    score.add_argument("folder")
+    score.add_argument("--output", default="-", help="CSV file (default: standard output)")
+    score.add_argument("--version", help="model version (default: latest)")
+    score.set_defaults(func=cmd_concept_score)
 
     sim = sub.add_parser(
         "simulate", help="run the paper's simulated-user protocol on the shared real embeddings",
@@ -329,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     voc.add_argument("--grep", help="only phrases containing this")
     voc.add_argument("--file", help="an npz phrase table (default: the shared text_vocabulary.npz)")
     voc.set_defaults(func=cmd_vocabulary)
+
+    from agile_cli.services import add_service_commands
+
+    add_service_commands(sub)
     return parser
 
 

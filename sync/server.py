@@ -119,6 +119,7 @@ class LabelStudioServer:
             raise LabelStudioServerError(f"Label Studio is not installed at {exe}: run `make label-studio` "
                                          "(or `agile up`, which installs it)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
                 [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(self.port),

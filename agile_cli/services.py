@@ -1,0 +1,224 @@
+"""``agile backend``, ``agile worker``, ``agile up`` and ``agile down``: the services of the loop.
+
+``agile up`` starts, on this machine, a Label Studio server (its own virtual environment, SQLite,
+127.0.0.1 only), the ML backend (gunicorn) and the sync worker (Celery, with its periodic sync),
+imports the demo pool if the workspace has none, publishes a demo concept and prints where to go.
+What it started is written to ``<workspace>/stack.json``; ``agile down`` stops exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from agile_modeling.errors import AgileError
+
+DEMO_CONCEPT = dict(name="cat", positive=["cat"], negative=["dog"], description="a cat, any breed, any pose")
+
+
+def service_env(settings) -> dict[str, str]:
+    """The environment the backend and the worker read their configuration from."""
+    env = dict(os.environ)
+    values = {
+        "LABEL_STUDIO_URL": settings.label_studio_url, "LABEL_STUDIO_API_KEY": settings.label_studio_api_key,
+        "AGILE_WORKSPACE": str(Path(settings.workspace).resolve()), "AGILE_BACKEND_URL": settings.backend_url,
+        "AGILE_IMAGE_URL": settings.image_url, "CELERY_BROKER_URL": settings.broker_url,
+        "BASIC_AUTH_USER": settings.basic_auth_user, "BASIC_AUTH_PASS": settings.basic_auth_pass,
+    }
+    env.update({k: v for k, v in values.items() if v})
+    return env
+
+
+def backend_command(bind: str, threads: int = 4, workers: int = 1) -> list[str]:
+    """gunicorn serving the ML backend (one process by default: the model loads once)."""
+    return [sys.executable, "-m", "gunicorn", "ml_backend.wsgi:app", "--bind", bind, "--workers", str(workers),
+            "--threads", str(threads), "--timeout", "120", "--access-logfile", "-"]
+
+
+def worker_command(beat: bool = True, concurrency: int = 1) -> list[str]:
+    """A Celery worker of the sync tasks (with the periodic sync when ``beat``)."""
+    cmd = [sys.executable, "-m", "celery", "-A", "sync.celery_app", "worker", "--loglevel", "INFO",
+           "--concurrency", str(concurrency), "--pool", "solo" if concurrency == 1 else "prefork"]
+    return cmd + (["--beat"] if beat else [])
+
+
+def wait_http(url: str, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AgileError(f"{what} exited with code {process.returncode}; see {log}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AgileError(f"{what} did not answer on {url} within {timeout:.0f} s; see {log}")
+
+
+def start_process(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def stop_pid(pid: int, timeout: float = 15.0) -> bool:
+    """SIGTERM the process group of ``pid``, SIGKILL it if it lingers; whether it was running."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def import_demo_pool(workspace) -> None:
+    """The 500 CIFAR-10 images with real pixels and real CLIP embeddings, if the pool is empty."""
+    from agile_modeling.simulate import find_data_dir
+    from agile_modeling.simulate.shared_pool import SHARED_ENCODER, import_cifar_demo
+
+    if (workspace.root / "pool" / "images.sqlite").exists() and len(workspace.store()) > 0:
+        return
+    data_dir = find_data_dir()
+    added = import_cifar_demo(workspace.store(512, SHARED_ENCODER), workspace.root / "demo-images", data_dir)
+    workspace.set_config(text_vocabulary=str((data_dir / "text_vocabulary.npz").resolve()))
+    print(f"demo pool: {added} CIFAR-10 photos with real CLIP ViT-B/32 embeddings ({data_dir})")
+
+
+def cmd_up(args) -> int:
+    from agile_modeling.workspace import Workspace
+    from sync.server import DEFAULT_VENV, LabelStudioServer, ensure_installed, free_port
+    from sync.settings import Settings
+
+    workspace = Workspace(args.workspace)
+    stack_file = workspace.root / "stack.json"
+    if stack_file.exists():
+        raise AgileError(f"a stack is already running for {workspace.root} (see {stack_file}); run `agile down` first")
+    logs = workspace.root / "logs"
+    import_demo_pool(workspace)
+    ensure_installed(Path(args.label_studio_venv or DEFAULT_VENV))
+    print("starting Label Studio (the first start takes about a minute)...", flush=True)
+    server = LabelStudioServer(workspace.root / "label-studio", port=args.port or free_port(),
+                               venv=Path(args.label_studio_venv or DEFAULT_VENV), log_path=logs / "label-studio.log")
+    server.start()
+    started = {"label_studio": server.process.pid}
+    try:
+        backend_port = args.backend_port or free_port()
+        settings = Settings.from_env(label_studio_url=server.url, label_studio_api_key=server.credentials.token,
+                                     workspace=workspace.root, backend_url=f"http://127.0.0.1:{backend_port}")
+        env = service_env(settings)
+        backend = start_process(backend_command(f"127.0.0.1:{backend_port}"), env, logs / "backend.log")
+        started["backend"] = backend.pid
+        worker = start_process(worker_command(beat=True), env, logs / "worker.log")
+        started["worker"] = worker.pid
+        wait_http(f"{settings.backend_url}/health", 60, "the ML backend", backend, logs / "backend.log")
+        stack_file.write_text(json.dumps({"pids": started, "label_studio_url": server.url,
+                                          "backend_url": settings.backend_url,
+                                          "username": server.credentials.username,
+                                          "password": server.credentials.password,
+                                          "api_key": server.credentials.token}, indent=2))
+        stack_file.chmod(0o600)
+        project = publish_demo(workspace, settings, args) if not args.no_demo else None
+    except BaseException:
+        for pid in started.values():
+            stop_pid(pid)
+        stack_file.unlink(missing_ok=True)
+        raise
+    c = server.credentials
+    print(f"\nLabel Studio: {server.url}" + (f"/projects/{project}/data" if project else ""))
+    print(f"  login: {c.username}  password: {c.password}")
+    print(f"ML backend:   {settings.backend_url}   worker log: {logs / 'worker.log'}")
+    print("for the CLI in this shell:")
+    print(f"  export LABEL_STUDIO_URL={server.url} LABEL_STUDIO_API_KEY={c.token} "
+          f"AGILE_BACKEND_URL={settings.backend_url} AGILE_WORKSPACE={workspace.root.resolve()}")
+    print("stop everything with: agile down")
+    return 0
+
+
+def publish_demo(workspace, settings, args) -> int:
+    from agile_modeling.concepts import Concept
+    from sync.rounds import ConceptSync
+
+    if DEMO_CONCEPT["name"] not in workspace.sessions.names():
+        workspace.sessions.create(Concept(DEMO_CONCEPT["name"], tuple(DEMO_CONCEPT["positive"]),
+                                          tuple(DEMO_CONCEPT["negative"]), DEMO_CONCEPT["description"]))
+    report = ConceptSync(settings, workspace).publish(DEMO_CONCEPT["name"], seed_size=args.demo_batch,
+                                                      batch_size=args.demo_batch)
+    print(f"demo concept {DEMO_CONCEPT['name']!r}: project {report.project_id}, {report.pushed} images to rate "
+          "(rate them all: the next batch arrives on its own)")
+    return report.project_id
+
+
+def cmd_down(args) -> int:
+    from agile_modeling.workspace import Workspace
+
+    workspace = Workspace(args.workspace)
+    stack_file = workspace.root / "stack.json"
+    if not stack_file.exists():
+        print(f"nothing to stop: no stack.json in {workspace.root}")
+        return 0
+    stack = json.loads(stack_file.read_text())
+    for name, pid in reversed(list(stack["pids"].items())):
+        print(f"{'stopped' if stop_pid(int(pid)) else 'was not running'}: {name} (pid {pid})")
+    stack_file.unlink()
+    return 0
+
+
+def cmd_backend(args) -> int:
+    """Replace this process with gunicorn serving the backend."""
+    cmd = backend_command(args.bind, args.threads, args.workers)
+    os.execv(cmd[0], cmd)
+
+
+def cmd_worker(args) -> int:
+    cmd = worker_command(beat=not args.no_beat, concurrency=args.concurrency)
+    os.execv(cmd[0], cmd)
+
+
+def add_service_commands(sub) -> None:
+    up = sub.add_parser(
+        "up", help="start Label Studio, the ML backend and the worker on this machine, with a demo concept",
+        description=__doc__.split("\n\n")[1] + " Label Studio is installed into its own virtual environment "
+        "on first use (about a minute, 1 GB).")
+    up.add_argument("--port", type=int, help="Label Studio's port (default: a free one)")
+    up.add_argument("--backend-port", type=int, help="the ML backend's port (default: a free one)")
+    up.add_argument("--label-studio-venv", help="Label Studio's virtual environment (default .venv-label-studio)")
+    up.add_argument("--no-demo", action="store_true", help="do not create the demo concept")
+    up.add_argument("--demo-batch", type=int, default=20, help="images per batch of the demo concept (default 20)")
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop what `agile up` started",
+                          description="Stop the Label Studio server, ML backend and worker listed in the workspace's "
+                          "stack.json (SIGTERM, then SIGKILL after 15 s). Labels and models stay in the workspace.")
+    down.set_defaults(func=cmd_down)
+    backend = sub.add_parser(
+        "backend", help="serve the Label Studio ML backend (gunicorn)",
+        description="Run the ML backend under gunicorn. Configuration from the environment: LABEL_STUDIO_URL, "
+        "LABEL_STUDIO_API_KEY, AGILE_WORKSPACE (or MODEL_DIR), BASIC_AUTH_USER / BASIC_AUTH_PASS, CELERY_BROKER_URL.")
+    backend.add_argument("--bind", default="127.0.0.1:9090", help="host:port (default 127.0.0.1:9090)")
+    backend.add_argument("--threads", type=int, default=4, help="threads per process (default 4)")
+    backend.add_argument("--workers", type=int, default=1, help="processes (default 1: the model loads once)")
+    backend.set_defaults(func=cmd_backend)
+    worker = sub.add_parser(
+        "worker", help="run the sync worker (Celery) that pushes batches and retrains",
+        description="Run the Celery worker of the sync tasks. Without CELERY_BROKER_URL the broker is a folder in "
+        "the workspace (nothing to install); with CELERY_BROKER_URL=redis://... workers can run anywhere.")
+    worker.add_argument("--no-beat", action="store_true", help="no periodic sync in this worker (run one elsewhere)")
+    worker.add_argument("--concurrency", type=int, default=1, help="tasks at a time (default 1)")
+    worker.set_defaults(func=cmd_worker)
