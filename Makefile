@@ -1,21 +1,38 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - create .venv, install everything, run a simulated agile-modeling session
 #   make test   - create .venv, install everything, run the whole test suite
+#   make up     - Label Studio + ML backend + worker on this machine, with a demo concept (make down stops them)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# Label Studio pins its dependencies strictly: it gets a virtual environment of its own.
+LS_VENV ?= .venv-label-studio
+export AGILE_LABEL_STUDIO_VENV := $(abspath $(LS_VENV))
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo up down test test-fast bench clean label-studio
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $@
 
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check label-studio==1.23.2
+	touch $@
+
+label-studio: $(LS_VENV)/.installed
+
 demo: $(VENV)/.installed
 	$(BIN)/agile simulate
 
-test: $(VENV)/.installed
+up: $(VENV)/.installed $(LS_VENV)/.installed
+	$(BIN)/agile up
+
+down: $(VENV)/.installed
+	$(BIN)/agile down
+
+test: $(VENV)/.installed $(LS_VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 test-fast: $(VENV)/.installed
@@ -25,4 +42,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_pool.py
 
 clean:
-	rm -rf $(VENV) agile-workspace
+	rm -rf $(VENV) $(LS_VENV) agile-workspace

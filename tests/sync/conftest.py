@@ -1,0 +1,83 @@
+"""A real Label Studio server (label-studio 1.23.2 in its own venv, SQLite, 127.0.0.1, a free port),
+the real ML backend under gunicorn and a real Celery worker, as subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agile_cli.services import backend_command, service_env, stop_pid, wait_http, worker_command
+from sync.server import DEFAULT_VENV, LabelStudioServer, ensure_installed, free_port
+from sync.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    venv = DEFAULT_VENV if DEFAULT_VENV.is_absolute() else REPO / DEFAULT_VENV
+    ensure_installed(venv)  # `make test` installs it first; a bare pytest run installs it here
+    server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"), venv=venv).start()
+    yield server
+    server.stop()
+
+
+class Service:
+    """A backend or worker subprocess that a test can kill and restart."""
+
+    def __init__(self, cmd: list[str], env: dict, log: Path) -> None:
+        self.cmd, self.env, self.log = cmd, env, log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Service":
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                                            cwd=REPO, start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, 9)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process:
+            stop_pid(self.process.pid)
+
+
+@pytest.fixture
+def services(tmp_path, label_studio):
+    """Start the backend (gunicorn, basic auth on) and a worker for a workspace; stop them after the test."""
+    started: list[Service] = []
+
+    def start(workspace: Path, sync_seconds: float = 5.0) -> tuple[Settings, Service, Service]:
+        port = free_port()
+        settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
+                            workspace=workspace, backend_url=f"http://127.0.0.1:{port}",
+                            basic_auth_user="label-studio", basic_auth_pass="backend-secret")
+        env = {**service_env(settings), "AGILE_SYNC_SECONDS": str(sync_seconds), "PYTHONPATH": str(REPO)}
+        backend = Service(backend_command(f"127.0.0.1:{port}"), env, tmp_path / "backend.log").start()
+        worker = Service(worker_command(beat=True), env, tmp_path / "worker.log").start()
+        started.extend([backend, worker])
+        wait_http(f"{settings.backend_url}/health", 60, "the ML backend", backend.process, backend.log)
+        return settings, backend, worker
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
