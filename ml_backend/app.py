@@ -184,6 +184,8 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
         path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
         if not path.is_file():
             raise NotFound(f"image {image_id} ({uri[:80]}) is not a local file this backend can serve")
-        return send_file(path, mimetype=mimetypes.guess_type(path.name)[0] or "application/octet-stream", max_age=3600)
+        response = send_file(path, mimetype=mimetypes.guess_type(path.name)[0] or "application/octet-stream", max_age=3600)
+        response.headers["Access-Control-Allow-Origin"] = "*"  # Label Studio's image tag fetches with CORS
+        return response
 
     return app
