@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -170,6 +171,13 @@ def cmd_concept_status(args) -> int:
         print(f"round {r.round} ({r.strategy}): {r.labeled}/{len(r.batch)} rated, model {r.model_version or '-'}")
     for m in session.models():
         print(f"model {m['name']}: {m['num_labels']} labels, metrics {json.dumps(m['metrics']) if m['metrics'] else '-'}")
+    from sync.state import SyncState
+
+    link = SyncState(ws.root / "label_studio.sqlite").for_concept(session.slug)
+    if link:
+        url = os.environ.get("LABEL_STUDIO_URL", "<LABEL_STUDIO_URL>").rstrip("/")
+        print(f"Label Studio project {link.project_id}: {url}/projects/{link.project_id}/data "
+              f"(batches of {link.batch_size}, {link.strategy})")
     return 0
 
 

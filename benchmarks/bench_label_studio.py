@@ -1,0 +1,162 @@
+"""Latency of the Label Studio loop: batch turnaround and ``/predict``, on real servers.
+
+Starts a real Label Studio (its own venv), the ML backend under gunicorn and a Celery worker, over
+a pool of ``--pool`` images: the shared real embeddings (34,195 rows with ground truth) padded
+with synthetic distractors (ground truth negative) from ``bench_pool.py``'s cached pool. A
+scripted user rates every open task through the Label Studio API from the ground truth of
+"sunflowers"; we time from the last annotation's HTTP response to the next batch being listed
+by Label Studio's API (webhook -> backend -> broker -> worker: sync, retrain, select over the
+whole pool, push with predictions). Then ``/predict`` is timed for 1 and 100 tasks per request
+from this process (a second process on loopback), with the model of the last round.
+
+    .venv/bin/python benchmarks/bench_label_studio.py --pool 1000000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_pool import DATA, RESULTS, synthetic_pool  # noqa: E402
+from environment import describe_environment, environment_markdown  # noqa: E402
+
+from agile_cli.services import backend_command, service_env, stop_pid, wait_http, start_process, worker_command  # noqa: E402
+from agile_modeling.simulate import load_shared_data, load_suite  # noqa: E402
+from agile_modeling.simulate.shared_pool import SHARED_ENCODER, import_shared_pool  # noqa: E402
+from agile_modeling.workspace import Workspace  # noqa: E402
+from label_config import parse_rating_config  # noqa: E402
+from sync.client import LabelStudioClient  # noqa: E402
+from sync.rounds import IMAGE_ID, ConceptSync  # noqa: E402
+from sync.server import DEFAULT_VENV, LabelStudioServer, free_port  # noqa: E402
+from sync.settings import Settings  # noqa: E402
+
+CONCEPT = "sunflowers"
+
+
+def build_workspace(n: int, data) -> Workspace:
+    """Real pool rows first (ids 0..34,194), then synthetic distractors up to ``n`` (cached)."""
+    root = DATA / f"label-studio-workspace-{n}"
+    ws = Workspace(root)
+    if (root / "pool" / "images.sqlite").exists():
+        return ws
+    store = ws.store(512, SHARED_ENCODER)
+    import_shared_pool(store, data)
+    extra = n - len(data.pool)
+    if extra > 0:
+        synthetic = np.load(synthetic_pool(1_000_000 if extra <= 1_000_000 else n), mmap_mode="r")
+        step = 250_000
+        for start in range(0, extra, step):
+            m = min(step, extra - start)
+            store.append(synthetic[start:start + m], [f"synthetic://{start + i}" for i in range(m)],
+                         [f"synthetic:{start + i}" for i in range(m)])
+            print(f"  pool {len(store):,}/{n:,}", end="\r", flush=True)
+        print()
+    ws.set_config(text_vocabulary=str(data.root / "text_vocabulary.npz"))
+    return ws
+
+
+def percentile(values, q):
+    return float(np.percentile(np.asarray(values), q))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pool", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3, help="rated batches to time (seed included)")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--predict-runs", type=int, default=50)
+    parser.add_argument("--out", default=str(RESULTS / "label_studio.json"))
+    args = parser.parse_args()
+    env_info = describe_environment()
+
+    data = load_shared_data()
+    spec = next(s for s in load_suite() if s.title == CONCEPT)
+    ws = build_workspace(args.pool, data)
+    truth = np.zeros(len(ws.store()), dtype=bool)
+    truth[: len(data.pool)] = spec.ground_truth(data.pool)
+    concept = spec.concept()
+    name = f"{concept.name} bench {int(time.time())}"
+    from agile_modeling.concepts import Concept
+
+    ws.sessions.create(Concept(name, concept.positives or (concept.name,), concept.negatives, concept.description))
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ls-"))
+    server = LabelStudioServer(tmp / "label-studio", venv=DEFAULT_VENV if DEFAULT_VENV.is_absolute()
+                               else Path(__file__).resolve().parents[1] / DEFAULT_VENV).start()
+    port = free_port()
+    settings = Settings(label_studio_url=server.url, label_studio_api_key=server.credentials.token,
+                        workspace=ws.root, backend_url=f"http://127.0.0.1:{port}")
+    environ = {**service_env(settings), "AGILE_SYNC_SECONDS": "600"}
+    backend = start_process(backend_command(f"127.0.0.1:{port}"), environ, tmp / "backend.log")
+    worker = start_process(worker_command(beat=False), environ, tmp / "worker.log")
+    result = {"environment": env_info, "pool": len(ws.store()), "batch": args.batch}
+    try:
+        wait_http(f"{settings.backend_url}/health", 60, "backend", backend, tmp / "backend.log")
+        sync = ConceptSync(settings, ws)
+        report = sync.publish(name, seed_size=args.batch, batch_size=args.batch)
+        client = LabelStudioClient(server.url, server.credentials.token)
+        schema = parse_rating_config(client.project_label_config(report.project_id))
+        turnaround = []
+        for r in range(args.rounds):
+            open_tasks = [t for t in client.iter_tasks(report.project_id) if not t.annotations]
+            for task in open_tasks:
+                client.create_annotation(task.id, schema.rating(int(truth[task.data[IMAGE_ID]])), lead_time=1.0)
+            last = time.perf_counter()
+            while True:
+                tasks = list(client.iter_tasks(report.project_id))
+                if any(not t.annotations for t in tasks):
+                    break
+                if time.perf_counter() - last > 300:
+                    raise RuntimeError(f"no next batch after 300 s; see {tmp / 'worker.log'}")
+                time.sleep(0.1)
+            turnaround.append(time.perf_counter() - last)
+            print(f"round {r}: rated {len(open_tasks)}; next batch visible {turnaround[-1]:.2f} s after the last annotation")
+        result["turnaround_s"] = turnaround
+        result["turnaround_median_s"] = statistics.median(turnaround)
+
+        tasks = list(client.iter_tasks(report.project_id))
+        payload = lambda k: {"project": f"{report.project_id}.0", "tasks": [
+            {"id": t.id, "data": t.data} for t in (tasks * (k // len(tasks) + 1))[:k]]}
+        predict = {}
+        with httpx.Client(timeout=60) as http:
+            for k in (1, 100):
+                body = payload(k)
+                http.post(f"{settings.backend_url}/predict", json=body).raise_for_status()  # warm
+                times = []
+                for _ in range(args.predict_runs):
+                    t0 = time.perf_counter()
+                    response = http.post(f"{settings.backend_url}/predict", json=body)
+                    times.append(time.perf_counter() - t0)
+                    assert response.status_code == 200 and len(response.json()["results"]) == k
+                predict[k] = {"p50_ms": 1000 * percentile(times, 50), "p99_ms": 1000 * percentile(times, 99),
+                              "tasks_per_s": k / statistics.median(times)}
+                print(f"/predict {k:3d} task(s): p50 {predict[k]['p50_ms']:.1f} ms, p99 {predict[k]['p99_ms']:.1f} ms")
+        result["predict"] = predict
+    finally:
+        stop_pid(worker.pid)
+        stop_pid(backend.pid)
+        server.stop()
+
+    out = Path(args.out)
+    out.write_text(json.dumps(result, indent=2))
+    md = [f"# Label Studio loop latency ({result['pool']:,}-image pool, batches of {args.batch})", "",
+          environment_markdown(env_info), "| measure | value |", "|---|---|"]
+    md += [f"| last annotation -> next batch visible, round {r} | {t:.2f} s |" for r, t in enumerate(turnaround)]
+    md += [f"| /predict, {k} task(s) per request | p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms "
+           f"({v['tasks_per_s']:.0f} tasks/s) |" for k, v in predict.items()]
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
