@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -84,11 +85,14 @@ def main() -> None:
     ws = build_workspace(args.pool, data)
     truth = np.zeros(len(ws.store()), dtype=bool)
     truth[: len(data.pool)] = spec.ground_truth(data.pool)
-    concept = spec.concept()
-    name = f"{concept.name} bench {int(time.time())}"
-    from agile_modeling.concepts import Concept
-
-    ws.sessions.create(Concept(name, concept.positives or (concept.name,), concept.negatives, concept.description))
+    for stale in ("sessions.sqlite", "label_studio.sqlite", "models", "broker", "locks"):  # each run starts afresh
+        path = ws.root / stale
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    for wal in ws.root.glob("*.sqlite-*"):
+        wal.unlink()
+    ws = Workspace(ws.root)
+    name = spec.concept().name
+    ws.sessions.create(spec.concept())
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ls-"))
     server = LabelStudioServer(tmp / "label-studio", venv=DEFAULT_VENV if DEFAULT_VENV.is_absolute()
@@ -112,10 +116,8 @@ def main() -> None:
             for task in open_tasks:
                 client.create_annotation(task.id, schema.rating(int(truth[task.data[IMAGE_ID]])), lead_time=1.0)
             last = time.perf_counter()
-            while True:
-                tasks = list(client.iter_tasks(report.project_id))
-                if any(not t.annotations for t in tasks):
-                    break
+            expected = (r + 2) * args.batch
+            while client.sdk.projects.get(id=report.project_id).task_number < expected:  # a cheap poll
                 if time.perf_counter() - last > 300:
                     raise RuntimeError(f"no next batch after 300 s; see {tmp / 'worker.log'}")
                 time.sleep(0.1)
