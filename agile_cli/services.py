@@ -49,6 +49,20 @@ def worker_command(beat: bool = True, concurrency: int = 1) -> list[str]:
     return cmd + (["--beat"] if beat else [])
 
 
+def port_or_free(preferred: int) -> int:
+    """``preferred`` if nothing listens there, else a free port (Label Studio would move silently)."""
+    import socket
+
+    from sync.server import free_port
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
 def wait_http(url: str, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,7 +118,7 @@ def import_demo_pool(workspace) -> None:
 
 def cmd_up(args) -> int:
     from agile_modeling.workspace import Workspace
-    from sync.server import DEFAULT_VENV, LabelStudioServer, ensure_installed, free_port
+    from sync.server import DEFAULT_VENV, LabelStudioServer, ensure_installed
     from sync.settings import Settings
 
     workspace = Workspace(args.workspace)
@@ -115,12 +129,12 @@ def cmd_up(args) -> int:
     import_demo_pool(workspace)
     ensure_installed(Path(args.label_studio_venv or DEFAULT_VENV))
     print("starting Label Studio (the first start takes about a minute)...", flush=True)
-    server = LabelStudioServer(workspace.root / "label-studio", port=args.port or free_port(),
+    server = LabelStudioServer(workspace.root / "label-studio", port=args.port or port_or_free(8080),
                                venv=Path(args.label_studio_venv or DEFAULT_VENV), log_path=logs / "label-studio.log")
     server.start()
     started = {"label_studio": server.process.pid}
     try:
-        backend_port = args.backend_port or free_port()
+        backend_port = args.backend_port or port_or_free(9090)
         settings = Settings.from_env(label_studio_url=server.url, label_studio_api_key=server.credentials.token,
                                      workspace=workspace.root, backend_url=f"http://127.0.0.1:{backend_port}")
         env = service_env(settings)
@@ -197,8 +211,8 @@ def add_service_commands(sub) -> None:
         "up", help="start Label Studio, the ML backend and the worker on this machine, with a demo concept",
         description=__doc__.split("\n\n")[1] + " Label Studio is installed into its own virtual environment "
         "on first use (about a minute, 1 GB).")
-    up.add_argument("--port", type=int, help="Label Studio's port (default: a free one)")
-    up.add_argument("--backend-port", type=int, help="the ML backend's port (default: a free one)")
+    up.add_argument("--port", type=int, help="Label Studio's port (default 8080, or a free one if taken)")
+    up.add_argument("--backend-port", type=int, help="the ML backend's port (default 9090, or a free one if taken)")
     up.add_argument("--label-studio-venv", help="Label Studio's virtual environment (default .venv-label-studio)")
     up.add_argument("--no-demo", action="store_true", help="do not create the demo concept")
     up.add_argument("--demo-batch", type=int, default=20, help="images per batch of the demo concept (default 20)")
