@@ -1,0 +1,54 @@
+"""`agile up` / `agile down` as a user runs them: real Label Studio, backend and worker processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from sync.client import LabelStudioClient
+from sync.server import DEFAULT_VENV, ensure_installed
+from tests.sync.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def agile(*args, workspace, timeout=400):
+    env = {**os.environ, "AGILE_WORKSPACE": str(workspace)}
+    return subprocess.run([sys.executable, "-m", "agile_cli", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=timeout)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, shared_data):
+    ensure_installed(DEFAULT_VENV if DEFAULT_VENV.is_absolute() else REPO / DEFAULT_VENV)
+    ws = tmp_path / "ws"
+    up = agile("up", "--demo-batch", "10", workspace=ws)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        stack = json.loads((ws / "stack.json").read_text())
+        assert f"login: {stack['username']}  password: {stack['password']}" in up.stdout
+        assert "demo pool: 500 CIFAR-10 photos" in up.stdout and "agile down" in up.stdout
+        client = LabelStudioClient(stack["label_studio_url"], stack["api_key"])
+        tasks = list(client.iter_tasks(1))
+        assert len(tasks) == 10
+        image = httpx.get(tasks[0].data["image"], timeout=10)  # what the browser loads, from 127.0.0.1
+        assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+        assert image.headers["access-control-allow-origin"] == "*"
+        assert httpx.get(f"{stack['backend_url']}/health", timeout=5).json()["status"] == "UP"
+        again = agile("up", workspace=ws)
+        assert again.returncode == 2 and "already running" in again.stderr
+    finally:
+        down = agile("down", workspace=ws)
+    assert down.returncode == 0 and "stopped: label_studio" in down.stdout
+    assert not (ws / "stack.json").exists()
+    assert not any(alive(pid) for pid in stack["pids"].values())
