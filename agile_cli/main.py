@@ -178,6 +178,8 @@ def cmd_concept_status(args) -> int:
         url = os.environ.get("LABEL_STUDIO_URL", "<LABEL_STUDIO_URL>").rstrip("/")
         print(f"Label Studio project {link.project_id}: {url}/projects/{link.project_id}/data "
               f"(batches of {link.batch_size}, {link.strategy})")
+        if link.last_error:
+            print(f"the worker's last sync failed: {link.last_error}")
     return 0
 
 

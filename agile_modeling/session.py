@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS model_versions (
 """
 
 USER = "user"
+WITHDRAWN = -1
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Label:
     """One rating of one image by one rater."""
 
     image_id: int
-    value: int  # 1 positive, 0 negative
+    value: int  # 1 positive, 0 negative, WITHDRAWN (-1): the rater took the rating back
     rater: str
     source: str  # "user", "crowd", "import", "simulated-user", ...
     round: int | None
@@ -194,11 +195,29 @@ class Session:
         """Store many ``(image_id, value)`` ratings; returns how many were stored."""
         return sum(self.record_label(i, v, rater=rater, source=source) for i, v in labels)
 
-    def labels(self, source: str = USER) -> dict[int, int]:
-        """``{image_id: value}`` from ``source``: each image's most recent rating."""
+    def withdraw_label(self, image_id: int, rater: str, source: str = USER, external_id: str | None = None) -> bool:
+        """Record that the image's current rating from ``source`` was taken back (e.g. an annotation
+        deleted in the labeling tool). History keeps both rows; :meth:`labels` drops the image.
+        Returns whether there was a rating to withdraw."""
+        if int(image_id) not in self.labels(source):
+            return False
+        self.db.execute(
+            "INSERT OR IGNORE INTO labels (concept, image_id, value, rater, source, round, created, note, external_id) "
+            "VALUES (?, ?, ?, ?, ?, NULL, ?, NULL, ?)",
+            (self.slug, int(image_id), WITHDRAWN, rater, source, time.time(), external_id),
+        )
+        return True
+
+    def latest_labels(self, source: str = USER) -> dict[int, Label]:
+        """``{image_id: Label}``: each image's most recent rating from ``source`` (withdrawn ones included)."""
         rows = self.db.execute(
-            "SELECT image_id, value FROM labels WHERE concept = ? AND source = ? ORDER BY created, id", (self.slug, source))
-        return {int(i): int(v) for i, v in rows}
+            "SELECT image_id, value, rater, source, round, created, note FROM labels WHERE concept = ? AND source = ? "
+            "ORDER BY created, id", (self.slug, source))
+        return {int(r[0]): Label(*r) for r in rows}
+
+    def labels(self, source: str = USER) -> dict[int, int]:
+        """``{image_id: value}`` from ``source``: each image's most recent rating, unless withdrawn."""
+        return {i: int(l.value) for i, l in self.latest_labels(source).items() if l.value != WITHDRAWN}
 
     def label_history(self) -> list[Label]:
         return [Label(*r) for r in self.db.execute(

@@ -25,8 +25,9 @@ import numpy as np
 
 from agile_modeling.classifier import MLPClassifier, ModelVersion
 from agile_modeling.concepts import slugify
+from agile_modeling.errors import AgileError
 from agile_modeling.loop import AgileLoop, LoopConfig
-from agile_modeling.session import USER, Session
+from agile_modeling.session import USER, WITHDRAWN, Session
 from agile_modeling.workspace import Workspace
 from label_config import RatingSchema, load_config, parse_rating_config
 from sync.client import LabelStudioClient, TaskRecord
@@ -195,7 +196,11 @@ class ConceptSync:
             if requested_at is not None and link.last_sync > requested_at and not force_retrain:
                 return SyncReport(slug, link.project_id, -1, 0, 0, 0, skipped=True)
             started = time.time()
-            report = self._sync_locked(link, force_retrain)
+            try:
+                report = self._sync_locked(link, force_retrain)
+            except AgileError as exc:
+                self.state.record_error(link.project_id, str(exc))
+                raise
             self.state.mark_synced(link.project_id, started)
             return report
 
@@ -229,12 +234,21 @@ class ConceptSync:
                           trained, refreshed)
 
     def _record_annotations(self, session: Session, tasks: Iterable[TaskRecord], schema: RatingSchema) -> int:
-        """Record each task's latest annotation as a label (a repeated one is a no-op)."""
+        """Make the session's labels match the server: each task's latest annotation is recorded
+        (a repeated one is a no-op); a rating whose annotations were all deleted is withdrawn.
+        Returns how many labels changed."""
         new = 0
+        current = session.latest_labels(USER)
         for task in tasks:
             image_id = task.data.get(IMAGE_ID)
+            if not isinstance(image_id, int):
+                continue
             annotation = latest_annotation(task)
-            if annotation is None or not isinstance(image_id, int):
+            if annotation is None:
+                label = current.get(image_id)
+                if label is not None and label.value != WITHDRAWN and label.rater.startswith(LABEL_STUDIO_RATER):
+                    new += session.withdraw_label(image_id, rater=label.rater,
+                                                  external_id=f"label-studio:withdrawn:{task.id}:{label.created}")
                 continue
             value, note = schema.label_of(annotation.result)
             if value is None:

@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS projects (
     concept TEXT NOT NULL, purpose TEXT NOT NULL, project_id INTEGER NOT NULL UNIQUE,
     label_config TEXT NOT NULL, seed_size INTEGER NOT NULL, batch_size INTEGER NOT NULL,
     strategy TEXT NOT NULL, seed INTEGER NOT NULL, created REAL NOT NULL, last_sync REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
     PRIMARY KEY (concept, purpose));
 """
 
@@ -42,6 +43,7 @@ class ProjectLink:
     strategy: str
     seed: int
     last_sync: float = 0.0
+    last_error: str | None = None  # why the latest sync failed (cleared by the next good one)
 
 
 class SyncState:
@@ -53,7 +55,7 @@ class SyncState:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
 
-    _COLUMNS = "concept, purpose, project_id, label_config, seed_size, batch_size, strategy, seed, last_sync"
+    _COLUMNS = "concept, purpose, project_id, label_config, seed_size, batch_size, strategy, seed, last_sync, last_error"
 
     def link(self, link: ProjectLink) -> ProjectLink:
         """Record a concept's project; if one is already recorded, that one is returned."""
@@ -82,4 +84,8 @@ class SyncState:
         return [ProjectLink(*r) for r in self.db.execute(f"SELECT {self._COLUMNS} FROM projects ORDER BY created")]
 
     def mark_synced(self, project_id: int, started: float) -> None:
-        self.db.execute("UPDATE projects SET last_sync = MAX(last_sync, ?) WHERE project_id = ?", (started, project_id))
+        self.db.execute("UPDATE projects SET last_sync = MAX(last_sync, ?), last_error = NULL WHERE project_id = ?",
+                        (started, project_id))
+
+    def record_error(self, project_id: int, message: str) -> None:
+        self.db.execute("UPDATE projects SET last_error = ? WHERE project_id = ?", (message, project_id))

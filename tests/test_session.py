@@ -80,3 +80,19 @@ def test_a_killed_process_loses_no_recorded_label(tmp_path):
     resumed = SessionStore(db).open("dog")
     assert resumed.labels() == {i: i % 2 for i in range(60)}
     assert resumed.pending() == list(range(60, 100))
+
+
+def test_a_withdrawn_rating_leaves_the_labels_but_stays_in_the_history(tmp_path):
+    from agile_modeling.concepts import Concept
+    from agile_modeling.session import WITHDRAWN, SessionStore
+
+    session = SessionStore(tmp_path / "s.sqlite").create(Concept("x"))
+    session.start_round(0, "seed", [1, 2])
+    session.record_label(1, 1, rater="label-studio-user:3", external_id="a")
+    session.record_label(2, 0)
+    assert session.withdraw_label(1, rater="label-studio-user:3", external_id="w1")
+    assert not session.withdraw_label(1, rater="label-studio-user:3", external_id="w2")  # nothing left to withdraw
+    assert session.labels() == {2: 0} and session.pending() == [1]
+    assert [l.value for l in session.label_history()] == [1, 0, WITHDRAWN]
+    session.record_label(1, 0, external_id="b")  # rated again later
+    assert session.labels() == {1: 0, 2: 0}

@@ -130,9 +130,21 @@ def test_repeated_and_lost_webhooks_change_nothing(tmp_path, label_studio, share
     rate(sync.client, report.project_id, list(sync.client.iter_tasks(report.project_id))[:19], truth)
     assert sync.sync(spec.concept().name).new_labels == 19
     assert sync.sync(spec.concept().name).new_labels == 0  # the same events again
+    session = sync.workspace.sessions.open(spec.concept().name)
+    # the user deletes one annotation and changes another: the labels follow the server
+    rated = [t for t in sync.client.iter_tasks(report.project_id) if t.annotations]
+    sync.client.sdk.annotations.delete(id=rated[0].annotations[0].id)
+    schema = parse_rating_config(sync.client.project_label_config(report.project_id))
+    flipped = 1 - int(truth[rated[1].data[IMAGE_ID]])
+    sync.client.sdk.annotations.update(id=rated[1].annotations[0].id, result=schema.rating(flipped))
+    assert sync.sync(spec.concept().name).new_labels == 2
+    labels = session.labels()
+    assert rated[0].data[IMAGE_ID] not in labels and labels[rated[1].data[IMAGE_ID]] == flipped and len(labels) == 18
+    assert sync.sync(spec.concept().name).new_labels == 0
+    rate(sync.client, report.project_id, [rated[0]], truth)
     last = open_tasks(sync.client, report.project_id)
     rate(sync.client, report.project_id, last, truth)  # its webhook is "lost": nobody is listening
     done = sync.sync(spec.concept().name)  # the periodic sync catches up
-    assert done.new_labels == 1 and done.trained == "stop-sign-v1" and done.pushed == 10 and done.round == 1
+    assert done.new_labels == 2 and done.trained == "stop-sign-v1" and done.pushed == 10 and done.round == 1
     assert sync.sync(spec.concept().name).pushed == 0
     assert len(list(sync.client.iter_tasks(report.project_id))) == 30
