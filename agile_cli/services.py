@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ def service_env(settings) -> dict[str, str]:
         "AGILE_WORKSPACE": str(Path(settings.workspace).resolve()), "AGILE_BACKEND_URL": settings.backend_url,
         "AGILE_IMAGE_URL": settings.image_url, "CELERY_BROKER_URL": settings.broker_url,
         "BASIC_AUTH_USER": settings.basic_auth_user, "BASIC_AUTH_PASS": settings.basic_auth_pass,
+        "AGILE_WEBHOOK_SECRET": settings.webhook_secret,
     }
     env.update({k: v for k, v in values.items() if v})
     return env
@@ -136,7 +138,8 @@ def cmd_up(args) -> int:
     try:
         backend_port = args.backend_port or port_or_free(9090)
         settings = Settings.from_env(label_studio_url=server.url, label_studio_api_key=server.credentials.token,
-                                     workspace=workspace.root, backend_url=f"http://127.0.0.1:{backend_port}")
+                                     workspace=workspace.root, backend_url=f"http://127.0.0.1:{backend_port}",
+                                     webhook_secret=os.environ.get("AGILE_WEBHOOK_SECRET") or secrets.token_hex(16))
         env = service_env(settings)
         backend = start_process(backend_command(f"127.0.0.1:{backend_port}"), env, logs / "backend.log")
         started["backend"] = backend.pid
@@ -147,7 +150,8 @@ def cmd_up(args) -> int:
                                           "backend_url": settings.backend_url,
                                           "username": server.credentials.username,
                                           "password": server.credentials.password,
-                                          "api_key": server.credentials.token}, indent=2))
+                                          "api_key": server.credentials.token,
+                                          "webhook_secret": settings.webhook_secret}, indent=2))
         stack_file.chmod(0o600)
         project = publish_demo(workspace, settings, args) if not args.no_demo else None
     except BaseException:
@@ -161,7 +165,8 @@ def cmd_up(args) -> int:
     print(f"ML backend:   {settings.backend_url}   worker log: {logs / 'worker.log'}")
     print("for the CLI in this shell:")
     print(f"  export LABEL_STUDIO_URL={server.url} LABEL_STUDIO_API_KEY={c.token} "
-          f"AGILE_BACKEND_URL={settings.backend_url} AGILE_WORKSPACE={workspace.root.resolve()}")
+          f"AGILE_BACKEND_URL={settings.backend_url} AGILE_WORKSPACE={workspace.root.resolve()} "
+          f"AGILE_WEBHOOK_SECRET={settings.webhook_secret}")
     print("stop everything with: agile down")
     return 0
 

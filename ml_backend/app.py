@@ -26,6 +26,7 @@ from agile_modeling.workspace import Workspace
 from label_config import LabelConfigError
 from ml_backend import requests as parse
 from ml_backend.predictor import Predictor
+from sync.rounds import WEBHOOK_SECRET_HEADER
 from sync.settings import Settings
 from sync.state import UnknownProjectError
 
@@ -33,7 +34,8 @@ log = logging.getLogger("agile.backend")
 
 ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
 TRAIN_EVENTS = {"START_TRAINING"}
-OPEN_ROUTES = {"health", "index", "images", "metrics"}
+# Label Studio sends webhooks without basic auth: /webhook is checked by a shared secret header instead
+OPEN_ROUTES = {"health", "index", "images", "metrics", "webhook"}
 
 
 class _Metrics:
@@ -154,6 +156,10 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
 
     @app.post("/webhook")
     def webhook():
+        if settings.webhook_secret and not hmac.compare_digest(
+                request.headers.get(WEBHOOK_SECRET_HEADER, ""), settings.webhook_secret):
+            raise Unauthorized(f"webhook refused: the {WEBHOOK_SECRET_HEADER} header is missing or wrong "
+                               "(it must equal AGILE_WEBHOOK_SECRET; `agile concept publish` sets it in Label Studio)")
         body = parse.json_body(request)
         action = body.get("action")
         if not isinstance(action, str) or not action:

@@ -123,15 +123,19 @@ class LabelStudioClient:
                              is_interactive=False, **auth)
         return int(backend.id)
 
-    def ensure_webhook(self, project_id: int, url: str, headers: dict | None = None) -> int:
+    def set_webhook_headers(self, project_id: int, url: str, headers: dict[str, str]) -> bool:
+        """Add headers (our shared secret) to the project's webhook to ``url``; whether one was found.
+
+        Label Studio creates the ML backend's webhook itself (``ml.create``) without custom headers.
+        """
         hooks = self._call("list webhooks", self.sdk.webhooks.list, project=str(project_id))
         for hook in hooks or []:
             if _field(hook, "url", "").rstrip("/") == url.rstrip("/") and _field(hook, "project") == project_id:
-                return int(_field(hook, "id"))
-        hook = self._call("create a webhook", self.sdk.webhooks.create, url=url, project=project_id, send_payload=True,
-                          actions=["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"],
-                          headers=headers or {})
-        return int(hook.id)
+                if (_field(hook, "headers") or {}) != headers:
+                    self._call("set the webhook's headers", self.sdk.webhooks.update, id=int(_field(hook, "id")),
+                               headers=headers)
+                return True
+        return False
 
     # --- tasks -------------------------------------------------------------------------------
     def iter_tasks(self, project_id: int) -> Iterator[TaskRecord]:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 IMAGE_ID = "agile_image_id"
 ROUND = "agile_round"
 LABEL_STUDIO_RATER = "label-studio-user"
+WEBHOOK_SECRET_HEADER = "X-Agile-Secret"
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,12 @@ class ConceptSync:
         if self.settings.basic_auth_user and self.settings.basic_auth_pass:
             auth = (self.settings.basic_auth_user, self.settings.basic_auth_pass)
         self.client.connect_ml_backend(link.project_id, self.settings.backend_url, "agile-modeling", auth)
+        if self.settings.webhook_secret:
+            found = self.client.set_webhook_headers(link.project_id, f"{self.settings.backend_url}/webhook",
+                                                    {WEBHOOK_SECRET_HEADER: self.settings.webhook_secret})
+            if not found:
+                log.warning("project %d has no webhook to %s/webhook: only the periodic sync will see ratings",
+                            link.project_id, self.settings.backend_url)
 
     # --- sync --------------------------------------------------------------------------------
     def sync(self, concept_name: str, requested_at: float | None = None, force_retrain: bool = False) -> SyncReport:

@@ -133,3 +133,15 @@ def test_no_pool_is_a_503_that_says_what_to_do(tmp_path):
     c = create_app(Settings(workspace=tmp_path / "empty"), enqueue=lambda *a, **k: None).test_client()
     response = c.get("/images/0")
     assert response.status_code == 503 and "agile pool add" in response.json["error"]
+
+
+def test_webhooks_need_the_shared_secret_when_one_is_configured_not_basic_auth(backend_workspace):
+    queued = []
+    settings = Settings(workspace=backend_workspace.root, basic_auth_user="ls", basic_auth_pass="pw", webhook_secret="hook-secret")
+    c = create_app(settings, enqueue=lambda kind, **kw: queued.append(kind)).test_client()
+    event = {"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}}
+    missing = c.post("/webhook", json=event)
+    assert missing.status_code == 401 and "X-Agile-Secret" in missing.json["error"] and "hook-secret" not in missing.get_data(as_text=True)
+    assert c.post("/webhook", json=event, headers={"X-Agile-Secret": "guess"}).status_code == 401
+    assert c.post("/webhook", json=event, headers={"X-Agile-Secret": "hook-secret"}).status_code == 202  # no basic auth needed
+    assert queued == ["sync"]

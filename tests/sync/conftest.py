@@ -60,7 +60,8 @@ def services(tmp_path, label_studio):
         port = free_port()
         settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
                             workspace=workspace, backend_url=f"http://127.0.0.1:{port}",
-                            basic_auth_user="label-studio", basic_auth_pass="backend-secret")
+                            basic_auth_user="label-studio", basic_auth_pass="backend-secret",
+                            webhook_secret="shared-webhook-secret")
         env = {**service_env(settings), "AGILE_SYNC_SECONDS": str(sync_seconds), "PYTHONPATH": str(REPO)}
         backend = Service(backend_command(f"127.0.0.1:{port}"), env, tmp_path / "backend.log").start()
         worker = Service(worker_command(beat=True), env, tmp_path / "worker.log").start()

@@ -56,7 +56,7 @@ def open_tasks(client, project_id):
 def test_the_loop_through_label_studio_matches_the_engine(tmp_path, label_studio, services, shared_data, suite_concept):
     ws = shared_workspace(tmp_path / "ws", shared_data)
     ws.sessions.create(suite_concept.concept())
-    settings, backend, worker = services(ws.root, sync_seconds=5)
+    settings, backend, worker = services(ws.root, sync_seconds=600)  # webhooks alone must drive it
     client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
     truth = suite_concept.ground_truth(shared_data.pool)
 
@@ -93,6 +93,11 @@ def test_the_loop_through_label_studio_matches_the_engine(tmp_path, label_studio
     round2 = wait_for(lambda: [t for t in open_tasks(client, project_id) if t.data[ROUND] == 2], 120,
                       "round 2 to appear in Label Studio")
     assert len(round2) == BATCH and {t.prediction_version for t in round2} == {"sunflower-v2"}
+
+    # every annotation's webhook reached the backend (through basic auth being on) and was queued
+    access_log = backend.log.read_text()
+    assert access_log.count('"POST /webhook HTTP/1.1" 202') >= 2 * BATCH, access_log[-2000:]
+    assert '"POST /webhook HTTP/1.1" 401' not in access_log
 
     # nothing lost, nothing duplicated
     tasks = list(client.iter_tasks(project_id))
