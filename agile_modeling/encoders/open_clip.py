@@ -38,6 +38,9 @@ class OpenClipSpec:
     device: str = "cpu"
 
 
+RANDOM_WEIGHTS_SEED = 0
+
+
 @functools.lru_cache(maxsize=4)
 def _load(spec: OpenClipSpec):
     import open_clip
@@ -51,9 +54,13 @@ def _load(spec: OpenClipSpec):
         if not Path(pretrained).is_file():
             raise EncoderUnavailableError(f"checkpoint file {pretrained!r} does not exist")
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.model, pretrained=pretrained, device=spec.device
-        )
+        # Random weights (no pretrained tag) are seeded: every process must build the same model, or
+        # a pool embedded by one process and images scored by another would live in different spaces.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.model, pretrained=pretrained, device=spec.device
+            )
     except EncoderUnavailableError:
         raise
     except Exception as exc:  # hub errors come as many types (OSError, RuntimeError, HTTP errors)

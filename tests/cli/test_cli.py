@@ -66,6 +66,25 @@ def test_a_whole_loop_from_the_command_line(tmp_path, image_folder, shared_data)
     assert "trained red-v1 on 6 labels (3 positive)" in trained and "next batch (round 1" in trained
     status = agile("concept", "status", "red", cwd=tmp_path).stdout
     assert "round 0 (seed): 6/6 rated, model red-v1" in status and "round 1 (margin): 0/2 rated" in status
+    exported = agile("concept", "export", "red", "--output", str(tmp_path / "exported"), cwd=tmp_path)
+    assert "exported red-v1" in exported.stdout
+    assert {p.name for p in (tmp_path / "exported").iterdir()} == {"weights.pt", "model.json", "embedding.json"}
+    assert agile("concept", "export", "red", "--output", str(tmp_path / "exported"), cwd=tmp_path, check=False).returncode == 2
+    scored = agile("concept", "score", "red", str(image_folder), "--output", str(tmp_path / "scores.csv"), cwd=tmp_path)
+    assert "scored 8 images with red-v1, skipped 1" in scored.stderr and "broken.jpg" in scored.stderr
+    rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
+    assert len(rows) == 8 and {r["model_version"] for r in rows} == {"red-v1"}
+    assert all(0 <= float(r["score"]) <= 1 and r["label"] == ("positive" if float(r["score"]) >= 0.5 else "negative") for r in rows)
+    # the CSV's scores are the exported model's, applied to the images' embeddings
+    from agile_modeling.classifier import ModelVersion  # noqa: F401  (the export loads like any version)
+    from agile_modeling.workspace import Workspace
+    ws = Workspace(tmp_path / "ws")
+    clf = ws.registry("red").get("red-v1").load()
+    by_uri = ws.store().ids_of_uris([r["image"] for r in rows])
+    expected = clf.predict_proba(ws.store().vectors().take([by_uri[r["image"]] for r in rows]).astype(np.float32))
+    assert np.allclose([float(r["score"]) for r in rows], expected, atol=2e-3)
+    no_model = agile("concept", "score", "nope", str(image_folder), cwd=tmp_path, check=False)
+    assert no_model.returncode == 2 and "no concept 'nope'" in no_model.stderr
     dup = agile("pool", "add", str(image_folder), "--model", "ViT-S-32", "--pretrained", "none", "--quiet", cwd=tmp_path)
     assert "added 0 images, 8 already in the store" in dup.stdout
     wrong = agile("pool", "add", str(image_folder), "--model", "ViT-B-32", "--quiet", cwd=tmp_path, check=False)

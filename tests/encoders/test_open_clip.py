@@ -58,3 +58,16 @@ def test_unreachable_weights_say_how_to_work_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(EncoderUnavailableError, match="local checkpoint file"):
         OpenClipEncoder(OpenClipSpec(model="ViT-S-32", pretrained="laion2b_s34b_b79k")).encode_texts(["a"])
+
+
+def test_random_weights_are_the_same_in_every_process(image_folder):
+    """A pool embedded by `agile pool add` and images scored by `agile concept score` (another
+    process) must share one space, also for the random-weight models of tests and demos."""
+    import subprocess
+    import sys
+
+    code = ("from agile_modeling.encoders import OpenClipEncoder, OpenClipSpec; from PIL import Image; import sys;"
+            "e = OpenClipEncoder(OpenClipSpec(model='ViT-S-32', pretrained=None));"
+            f"print(repr(e.encode_images([Image.open(r'{image_folder / 'img1.png'}').convert('RGB')])[0, :4].tolist()))")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)]
+    assert runs[0] == runs[1] and runs[0].startswith("[")

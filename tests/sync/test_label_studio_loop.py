@@ -126,7 +126,7 @@ def test_repeated_and_lost_webhooks_change_nothing(tmp_path, label_studio, share
     spec = next(s for s in load_suite() if s.title == "real stop signs")
     ws.sessions.create(spec.concept())
     settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
-                        workspace=ws.root)
+                        workspace=ws.root, label_config="rating-note")
     sync = ConceptSync(settings)
     report = sync.publish(spec.concept().name, seed_size=20, batch_size=10)
     again = sync.publish(spec.concept().name, seed_size=20, batch_size=10)
@@ -146,10 +146,17 @@ def test_repeated_and_lost_webhooks_change_nothing(tmp_path, label_studio, share
     labels = session.labels()
     assert rated[0].data[IMAGE_ID] not in labels and labels[rated[1].data[IMAGE_ID]] == flipped and len(labels) == 18
     assert sync.sync(spec.concept().name).new_labels == 0
-    rate(sync.client, report.project_id, [rated[0]], truth)
+    # rated again, with a note (the rating-note config): the reasoning is kept with the label
+    sync.client.create_annotation(rated[0].id, schema.rating(int(truth[rated[0].data[IMAGE_ID]]), "octagon, red"))
     last = open_tasks(sync.client, report.project_id)
     rate(sync.client, report.project_id, last, truth)  # its webhook is "lost": nobody is listening
     done = sync.sync(spec.concept().name)  # the periodic sync catches up
     assert done.new_labels == 2 and done.trained == "stop-sign-v1" and done.pushed == 10 and done.round == 1
     assert sync.sync(spec.concept().name).pushed == 0
     assert len(list(sync.client.iter_tasks(report.project_id))) == 30
+    assert [l.note for l in session.label_history() if l.image_id == rated[0].data[IMAGE_ID]][-1] == "octagon, red"
+    # a forced retrain mid-round: a new version, and the open tasks get its predictions
+    forced = sync.retrain(spec.concept().name)
+    assert forced.trained == "stop-sign-v2" and forced.refreshed == 10 and forced.pushed == 0
+    open_now = open_tasks(sync.client, report.project_id)
+    assert len(open_now) == 10 and {t.prediction_version for t in open_now} == {"stop-sign-v2"}
