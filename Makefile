@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 LS_VENV ?= .venv-label-studio
 export AGILE_LABEL_STUDIO_VENV := $(abspath $(LS_VENV))
 
-.PHONY: demo up down test test-fast bench clean label-studio
+.PHONY: demo up down test test-fast bench clean label-studio redis
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ $(LS_VENV)/.installed:
 
 label-studio: $(LS_VENV)/.installed
 
+# Redis from Debian's packages: the tests start their own server on a free port (distributed workers)
+redis:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
 demo: $(VENV)/.installed
 	$(BIN)/agile simulate
 
@@ -32,7 +36,7 @@ up: $(VENV)/.installed $(LS_VENV)/.installed
 down: $(VENV)/.installed
 	$(BIN)/agile down
 
-test: $(VENV)/.installed $(LS_VENV)/.installed
+test: $(VENV)/.installed $(LS_VENV)/.installed redis
 	$(BIN)/python -m pytest -q
 
 test-fast: $(VENV)/.installed

@@ -56,12 +56,12 @@ def services(tmp_path, label_studio):
     """Start the backend (gunicorn, basic auth on) and a worker for a workspace; stop them after the test."""
     started: list[Service] = []
 
-    def start(workspace: Path, sync_seconds: float = 5.0) -> tuple[Settings, Service, Service]:
+    def start(workspace: Path, sync_seconds: float = 5.0, broker_url: str | None = None) -> tuple[Settings, Service, Service]:
         port = free_port()
         settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
                             workspace=workspace, backend_url=f"http://127.0.0.1:{port}",
                             basic_auth_user="label-studio", basic_auth_pass="backend-secret",
-                            webhook_secret="shared-webhook-secret")
+                            webhook_secret="shared-webhook-secret", broker_url=broker_url)
         env = {**service_env(settings), "AGILE_SYNC_SECONDS": str(sync_seconds), "PYTHONPATH": str(REPO)}
         backend = Service(backend_command(f"127.0.0.1:{port}"), env, tmp_path / "backend.log").start()
         worker = Service(worker_command(beat=True), env, tmp_path / "worker.log").start()
@@ -82,3 +82,31 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.3):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real Redis server (Debian's redis-server, installed by `make test`) on a free port."""
+    import shutil
+
+    exe = shutil.which("redis-server")
+    assert exe, "redis-server is not installed: run `make redis` (apt-get install redis-server)"
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    import redis
+
+    client = redis.Redis(port=port)
+    wait_for(lambda: _ping(client), 20, "redis-server to answer")
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+def _ping(client) -> bool:
+    import redis
+
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
