@@ -107,7 +107,13 @@ def cmd_concept_new(args) -> int:
     ws.sessions.create(concept)
     batch = ws.loop(args.name, LoopConfig(seed_size=args.size, seed=args.seed)).start()
     print(f"concept {concept.name!r}: seed batch of {len(batch)} images to rate (round 0)")
-    _print_batch(ws, batch)
+    if os.environ.get("LABEL_STUDIO_URL") and not args.no_publish:
+        sync = _concept_sync(args)
+        report = sync.publish(args.name, seed_size=args.size, batch_size=args.batch_size, seed=args.seed)
+        print(f"published to Label Studio as project {report.project_id}: "
+              f"{sync.client.url}/projects/{report.project_id}/data ({report.pushed} tasks pushed)")
+    else:
+        _print_batch(ws, batch)
     return 0
 
 
@@ -363,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     new = csub.add_parser(
         "new", help="create a concept and pick its seed batch",
         description="Create a concept from its name and phrases. The 100 nearest pool images of every "
-        "phrase are pooled and 100 are drawn at random: the seed batch to rate.",
+        "phrase are pooled and 100 are drawn at random: the seed batch to rate. When LABEL_STUDIO_URL is set, "
+        "the concept is also published: a Label Studio project with the seed batch as tasks (see `concept publish`).",
     )
     new.add_argument("name", help="the concept's name (also used as a positive phrase)")
     new.add_argument("--positive", nargs="*", default=[], help="phrases for the concept or its visual modes")
@@ -374,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--size", type=int, default=100, help="seed batch size (default 100)")
     new.add_argument("--seed", type=int, default=0, help="random seed of the draw")
     new.add_argument("--text-vocabulary", help="npz of phrase embeddings to use offline instead of a text tower")
+    new.add_argument("--batch-size", type=int, default=100, help="images per active-learning round in Label Studio")
+    new.add_argument("--no-publish", action="store_true",
+                     help="do not create a Label Studio project even though LABEL_STUDIO_URL is set")
     new.set_defaults(func=cmd_concept_new)
     lab = csub.add_parser(
         "label", help="record ratings from a CSV (image id or URI, positive/negative)",

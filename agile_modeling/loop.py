@@ -7,6 +7,7 @@ process that crashed mid-round resumes by calling the same methods again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,6 +98,13 @@ class AgileLoop:
         y = np.array([labels[i] for i in ids], dtype=np.int64)
         return ids, self.pool.take(ids).astype(np.float32), y
 
+    def labels_digest(self) -> str:
+        """A short fingerprint of the training labels (which images, which values): recorded with
+        every model version, so a caller can tell whether a saved model saw exactly today's labels."""
+        labels = self.session.labels(self.config.label_source)
+        pairs = np.array(sorted(labels.items()), dtype=np.int64).reshape(-1, 2)
+        return hashlib.sha256(pairs.tobytes()).hexdigest()[:16]
+
     def random_negative_ids(self, recipe: TrainingRecipe, labeled: np.ndarray) -> np.ndarray:
         """Random unlabeled pool images to use as negatives (seeded, at most ``max_random_negatives``).
 
@@ -128,7 +136,8 @@ class AgileLoop:
         classifier = MLPClassifier(recipe).fit(x, y, self.pool.take(neg_ids).astype(np.float32))
         metrics = evaluate(classifier) if evaluate else {}
         version = self.registry.save(
-            classifier, metrics, round=round_index, num_labels=int(len(y)), num_positive=int(y.sum())
+            classifier, metrics, round=round_index, num_labels=int(len(y)), num_positive=int(y.sum()),
+            labels_digest=self.labels_digest(),
         )
         self.session.record_model(version.name, round_index, int(len(y)), metrics)
         log.info("trained %s on %d labels (%d positive)", version.name, len(y), int(y.sum()))

@@ -273,9 +273,8 @@ class ConceptSync:
 
     def _model_for_labels(self, loop: AgileLoop, force: bool = False) -> tuple[ModelVersion, MLPClassifier]:
         """The model trained on exactly the current labels: reused if a crash came after training."""
-        n_labels = len(loop.session.labels())
         latest = loop.registry.latest()
-        if (not force and latest is not None and latest.info.get("num_labels") == n_labels
+        if (not force and latest is not None and latest.info.get("labels_digest") == loop.labels_digest()
                 and latest.info.get("round") == loop.session.current_round()):
             return latest, latest.load()
         return loop.train()

@@ -55,3 +55,13 @@ def test_a_restarted_process_resumes_the_open_round(tmp_path, clustered_pool):
     again.session.record_labels((i, int(labels[i] == 0)) for i in seed[25:])
     version, _ = again.train()
     assert version.info["num_labels"] == 60
+
+
+def test_each_model_version_records_which_labels_it_saw(tmp_path, clustered_pool):
+    loop, labels = make_loop(tmp_path, clustered_pool)
+    seed = loop.start()
+    loop.session.record_labels((i, int(labels[i] == 0)) for i in seed)
+    version, _ = loop.train()
+    assert version.info["labels_digest"] == loop.labels_digest()
+    loop.session.record_label(seed[0], 1 - int(labels[seed[0]] == 0))  # same count, one answer changed
+    assert loop.labels_digest() != version.info["labels_digest"]

@@ -55,19 +55,20 @@ def open_tasks(client, project_id):
 
 def test_the_loop_through_label_studio_matches_the_engine(tmp_path, label_studio, services, shared_data, suite_concept):
     ws = shared_workspace(tmp_path / "ws", shared_data)
-    ws.sessions.create(suite_concept.concept())
     settings, backend, worker = services(ws.root, sync_seconds=600)  # webhooks alone must drive it
     client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
     truth = suite_concept.ground_truth(shared_data.pool)
 
-    # the user publishes the concept from the command line
-    env = service_env(settings)
-    out = subprocess.run([sys.executable, "-m", "agile_cli", "concept", "publish", suite_concept.concept().name,
-                          "--size", str(BATCH), "--batch-size", str(BATCH)],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    # the user creates the concept from the command line: with LABEL_STUDIO_URL set, it is published
+    concept = suite_concept.concept()
+    assert concept.positives == (concept.name,) and concept.example_ids == ()
+    out = subprocess.run([sys.executable, "-m", "agile_cli", "concept", "new", concept.name, "--negative", *concept.negatives,
+                          "--description", concept.description, "--size", str(BATCH), "--batch-size", str(BATCH)],
+                         capture_output=True, text=True, env=service_env(settings), cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr
-    project_id = SyncState(ws.root / "label_studio.sqlite").for_concept(ws.sessions.open(CONCEPT).slug).project_id
-    assert f"published {suite_concept.concept().name!r} as project {project_id}" in out.stdout
+    assert Workspace(ws.root).sessions.open(CONCEPT).concept == concept  # the same concept as the simulation's
+    project_id = SyncState(ws.root / "label_studio.sqlite").for_concept(CONCEPT).project_id
+    assert f"published to Label Studio as project {project_id}" in out.stdout and f"({BATCH} tasks pushed)" in out.stdout
 
     seed = list(client.iter_tasks(project_id))
     assert len(seed) == BATCH and {t.data[ROUND] for t in seed} == {0}
