@@ -56,7 +56,7 @@ def _default_enqueue(kind: str, **kwargs) -> None:
     from sync import tasks
 
     if kind == "sync":
-        tasks.sync_project.delay(kwargs["project_id"], kwargs["requested_at"])
+        tasks.sync_project.delay(kwargs["project_id"], kwargs["requested_at"], kwargs.get("event"))
     elif kind == "retrain":
         tasks.retrain.delay(kwargs["concept"])
 
@@ -172,7 +172,7 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
         if action in TRAIN_EVENTS:
             enqueue("retrain", concept=link.concept)
         else:
-            enqueue("sync", project_id=project_id, requested_at=time.time())
+            enqueue("sync", project_id=project_id, requested_at=time.time(), event=parse.annotation_event(body))
         metrics.events.labels(action, "queued").inc()
         return jsonify(status="queued", action=action, project=project_id), 202
 

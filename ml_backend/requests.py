@@ -40,3 +40,25 @@ def tasks(body: dict) -> list[dict]:
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise BadRequest(f'task #{n} must be an object with a "data" object')
     return items
+
+
+ANNOTATION_FIELDS = ("id", "result", "completed_by", "updated_at", "created_at", "was_cancelled", "lead_time")
+
+
+def annotation_event(body: dict) -> dict | None:
+    """The part of an ``ANNOTATION_CREATED/UPDATED`` payload the worker can record at once, or None
+    (then the worker reads the project instead). Only plain fields are passed on."""
+    if body.get("action") not in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+        return None
+    annotation, task = body.get("annotation"), body.get("task")
+    if not isinstance(annotation, dict) or not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+        return None
+    image_id, task_id = task["data"].get("agile_image_id"), task.get("id")
+    if not (isinstance(image_id, int) and isinstance(task_id, int) and isinstance(annotation.get("id"), int)):
+        return None
+    completed_by = annotation.get("completed_by")
+    if isinstance(completed_by, dict):
+        completed_by = completed_by.get("id")
+    plain = {k: annotation.get(k) for k in ANNOTATION_FIELDS}
+    plain["completed_by"] = completed_by if isinstance(completed_by, int) else None
+    return {"task_id": task_id, "image_id": image_id, "round": task["data"].get("agile_round"), "annotation": plain}

@@ -52,7 +52,8 @@ def _field(obj, name, default=None):
     return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
 
 
-def _annotation(raw, task_id: int) -> Annotation:
+def annotation_from_payload(raw, task_id: int) -> Annotation:
+    """An :class:`Annotation` from the API's or a webhook's annotation object (dict or SDK model)."""
     completed_by = _field(raw, "completed_by")
     if isinstance(completed_by, dict):
         completed_by = completed_by.get("id")
@@ -145,7 +146,7 @@ class LabelStudioClient:
         try:
             for task in pager:
                 task_id = int(_field(task, "id"))
-                annotations = tuple(_annotation(a, task_id) for a in (_field(task, "annotations") or []))
+                annotations = tuple(annotation_from_payload(a, task_id) for a in (_field(task, "annotations") or []))
                 predictions = _field(task, "predictions") or []
                 newest = max(predictions, key=lambda p: _field(p, "id") or 0) if predictions else None
                 yield TaskRecord(id=task_id, data=dict(_field(task, "data") or {}), annotations=annotations,

@@ -30,7 +30,7 @@ from agile_modeling.loop import AgileLoop, LoopConfig
 from agile_modeling.session import USER, WITHDRAWN, Session
 from agile_modeling.workspace import Workspace
 from label_config import RatingSchema, load_config, parse_rating_config
-from sync.client import LabelStudioClient, TaskRecord
+from sync.client import LabelStudioClient, TaskRecord, annotation_from_payload
 from sync.settings import Settings
 from sync.state import RATING, ProjectLink, SyncState
 
@@ -55,11 +55,13 @@ class SyncReport:
     trained: str | None = None
     refreshed: int = 0
     skipped: bool = False
+    from_event: bool = False  # recorded from the webhook's payload, without reading the project
 
     def summary(self) -> str:
         if self.skipped:
             return f"{self.concept}: already synced"
-        parts = [f"{self.concept}: round {self.round}, {self.new_labels} new labels, {self.pending} to rate"]
+        parts = [f"{self.concept}: round {self.round}, {self.new_labels} new labels, {self.pending} to rate"
+                 + (" (from the webhook)" if self.from_event else "")]
         if self.trained:
             parts.append(f"trained {self.trained}")
         if self.pushed:
@@ -211,8 +213,38 @@ class ConceptSync:
             self.state.mark_synced(link.project_id, started)
             return report
 
-    def sync_project(self, project_id: int, requested_at: float | None = None) -> SyncReport:
-        return self.sync(self.state.for_project(project_id).concept, requested_at)
+    def sync_project(self, project_id: int, requested_at: float | None = None, event: dict | None = None) -> SyncReport:
+        """React to a webhook: its annotation is recorded at once from the payload while the round
+        still has images to rate (no need to read the whole project per rating); a full sync runs
+        when the round looks complete, when the payload cannot be used, and periodically."""
+        link = self.state.for_project(project_id)
+        if event is not None:
+            report = self._apply_event(link, event)
+            if report is not None:
+                return report
+        return self.sync(link.concept, requested_at)
+
+    def _apply_event(self, link: ProjectLink, event: dict) -> SyncReport | None:
+        """Record the annotation of an ``ANNOTATION_CREATED/UPDATED`` payload; None means "do a full sync"."""
+        try:
+            raw = event["annotation"]
+            task = TaskRecord(int(event["task_id"]), {IMAGE_ID: event["image_id"], ROUND: event.get("round")},
+                              annotations=(annotation_from_payload(raw, int(event["task_id"])),))
+        except (KeyError, TypeError, ValueError):
+            return None
+        schema = parse_rating_config(load_config(link.label_config))
+        if task.annotations[0].was_cancelled or schema.label_of(task.annotations[0].result)[0] is None:
+            return None
+        with self._concept_lock(link.concept):
+            session = self.workspace.sessions.open(link.concept)
+            if not isinstance(task.data[IMAGE_ID], int) or task.data[IMAGE_ID] not in session.queued_ids():
+                return None
+            new = self._record_annotations(session, [task], schema)
+            pending = session.pending()
+            if not pending:
+                return None
+            return SyncReport(link.concept, link.project_id, session.current_round(), new, len(pending), 0,
+                              from_event=True)
 
     def _sync_locked(self, link: ProjectLink, force_retrain: bool) -> SyncReport:
         loop = self.loop(link)

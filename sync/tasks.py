@@ -36,9 +36,9 @@ def _run(what: str, fn, *args, **kwargs):
 
 
 @app.task(name="agile.sync_project")
-def sync_project(project_id: int, requested_at: float | None = None):
-    """A webhook said something changed in this project."""
-    return _run(f"sync of project {project_id}", concept_sync().sync_project, int(project_id), requested_at)
+def sync_project(project_id: int, requested_at: float | None = None, event: dict | None = None):
+    """A webhook said something changed in this project (``event``: its annotation, if it carried one)."""
+    return _run(f"sync of project {project_id}", concept_sync().sync_project, int(project_id), requested_at, event)
 
 
 @app.task(name="agile.sync_all")

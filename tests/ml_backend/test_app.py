@@ -145,3 +145,19 @@ def test_webhooks_need_the_shared_secret_when_one_is_configured_not_basic_auth(b
     assert c.post("/webhook", json=event, headers={"X-Agile-Secret": "guess"}).status_code == 401
     assert c.post("/webhook", json=event, headers={"X-Agile-Secret": "hook-secret"}).status_code == 202  # no basic auth needed
     assert queued == ["sync"]
+
+
+def test_an_annotation_webhook_passes_its_annotation_to_the_worker(client, queued):
+    annotation = {"id": 31, "result": [{"from_name": "label", "value": {"choices": ["Positive"]}}],
+                  "completed_by": 1, "updated_at": "2026-11-24T01:00:00Z", "was_cancelled": False, "lead_time": 2.5,
+                  "unrelated": {"big": "x" * 100}}
+    event = {"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}, "annotation": annotation,
+             "task": {"id": 8, "data": {"image": "x", "agile_image_id": 5, "agile_round": 2}}}
+    assert client.post("/webhook", json=event).status_code == 202
+    passed = queued[-1][1]["event"]
+    assert passed["task_id"] == 8 and passed["image_id"] == 5 and passed["round"] == 2
+    assert passed["annotation"]["id"] == 31 and "unrelated" not in passed["annotation"]
+    # a payload the worker cannot use as it is: it will read the project instead
+    event["task"]["data"].pop("agile_image_id")
+    client.post("/webhook", json=event)
+    assert queued[-1][1]["event"] is None

@@ -99,6 +99,8 @@ def test_the_loop_through_label_studio_matches_the_engine(tmp_path, label_studio
     access_log = backend.log.read_text()
     assert access_log.count('"POST /webhook HTTP/1.1" 202') >= 2 * BATCH, access_log[-2000:]
     assert '"POST /webhook HTTP/1.1" 401' not in access_log
+    worker_log = worker.log.read_text()  # mid-round ratings were recorded straight from the webhook payloads
+    assert worker_log.count("to rate (from the webhook)") >= BATCH, worker_log[-3000:]
 
     # nothing lost, nothing duplicated
     tasks = list(client.iter_tasks(project_id))
