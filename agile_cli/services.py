@@ -85,6 +85,16 @@ def start_process(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 def stop_pid(pid: int, timeout: float = 15.0) -> bool:
     """SIGTERM the process group of ``pid``, SIGKILL it if it lingers; whether it was running."""
     try:
@@ -126,7 +136,10 @@ def cmd_up(args) -> int:
     workspace = Workspace(args.workspace)
     stack_file = workspace.root / "stack.json"
     if stack_file.exists():
-        raise AgileError(f"a stack is already running for {workspace.root} (see {stack_file}); run `agile down` first")
+        pids = json.loads(stack_file.read_text()).get("pids", {}).values()
+        if any(process_alive(int(pid)) for pid in pids):
+            raise AgileError(f"a stack is already running for {workspace.root} (see {stack_file}); run `agile down` first")
+        stack_file.unlink()  # left by a stack that died with the machine: nothing to stop
     logs = workspace.root / "logs"
     import_demo_pool(workspace)
     ensure_installed(Path(args.label_studio_venv or DEFAULT_VENV))

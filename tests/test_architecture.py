@@ -5,7 +5,9 @@ from pathlib import Path
 
 import agile_modeling
 
-FORBIDDEN = {"label_studio_sdk", "label_studio", "flask", "celery", "ml_backend", "sync", "agile_cli", "werkzeug", "gunicorn"}
+FORBIDDEN = {"label_studio_sdk", "label_studio", "flask", "celery", "ml_backend", "sync", "agile_cli", "werkzeug", "gunicorn",
+             "label_config", "httpx"}
+ROOT = Path(agile_modeling.__file__).parent.parent
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -30,3 +32,17 @@ def test_the_checker_sees_forbidden_imports(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import flask\nfrom celery import Celery\nfrom label_studio_sdk.client import LabelStudio\n")
     assert imported_roots(bad) & FORBIDDEN == {"flask", "celery", "label_studio_sdk"}
+
+
+def test_service_layers_point_down():
+    """sync/ never imports the backend or the CLI; the backend never imports the CLI; label_config/
+    (a leaf beside the core) imports neither Flask nor Celery."""
+    rules = {"sync": {"ml_backend", "agile_cli", "flask"}, "ml_backend": {"agile_cli"},
+             "label_config": {"flask", "celery", "sync", "ml_backend", "agile_cli", "label_studio_sdk"}}
+    offenders = {}
+    for package, forbidden in rules.items():
+        for path in (ROOT / package).rglob("*.py"):
+            bad = imported_roots(path) & forbidden
+            if bad:
+                offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    assert offenders == {}

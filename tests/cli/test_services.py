@@ -8,6 +8,7 @@ import sys
 import httpx
 import pytest
 
+from agile_cli.services import process_alive
 from sync.client import LabelStudioClient
 from sync.server import DEFAULT_VENV, ensure_installed
 from tests.sync.conftest import REPO
@@ -19,14 +20,6 @@ def agile(*args, workspace, timeout=400):
     env = {**os.environ, "AGILE_WORKSPACE": str(workspace)}
     return subprocess.run([sys.executable, "-m", "agile_cli", *args], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=timeout)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, shared_data):
@@ -51,4 +44,11 @@ def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, sha
         down = agile("down", workspace=ws)
     assert down.returncode == 0 and "stopped: label_studio" in down.stdout
     assert not (ws / "stack.json").exists()
-    assert not any(alive(pid) for pid in stack["pids"].values())
+    assert not any(process_alive(pid) for pid in stack["pids"].values())
+    # a stack.json left by a machine that went down does not block the next `agile up`
+    (ws / "stack.json").write_text(json.dumps({"pids": {"label_studio": stack["pids"]["label_studio"]}}))
+    up_again = agile("up", "--no-demo", workspace=ws)
+    try:
+        assert up_again.returncode == 0, up_again.stderr
+    finally:
+        assert agile("down", workspace=ws).returncode == 0
