@@ -141,7 +141,8 @@ def cmd_up(args) -> int:
             raise AgileError(f"a stack is already running for {workspace.root} (see {stack_file}); run `agile down` first")
         stack_file.unlink()  # left by a stack that died with the machine: nothing to stop
     logs = workspace.root / "logs"
-    import_demo_pool(workspace)
+    if not args.no_demo:
+        import_demo_pool(workspace)
     ensure_installed(Path(args.label_studio_venv or DEFAULT_VENV))
     print("starting Label Studio (the first start takes about a minute)...", flush=True)
     server = LabelStudioServer(workspace.root / "label-studio", port=args.port or port_or_free(8080),
@@ -232,7 +233,8 @@ def add_service_commands(sub) -> None:
     up.add_argument("--port", type=int, help="Label Studio's port (default 8080, or a free one if taken)")
     up.add_argument("--backend-port", type=int, help="the ML backend's port (default 9090, or a free one if taken)")
     up.add_argument("--label-studio-venv", help="Label Studio's virtual environment (default .venv-label-studio)")
-    up.add_argument("--no-demo", action="store_true", help="do not create the demo concept")
+    up.add_argument("--no-demo", action="store_true",
+                    help="no demo pool and no demo concept: serve the workspace's own pool (`agile pool add` first)")
     up.add_argument("--demo-batch", type=int, default=20, help="images per batch of the demo concept (default 20)")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="stop what `agile up` started",

@@ -276,6 +276,9 @@ class EmbeddingStore:
         """
         if encoder.dim != self.dim:
             raise StoreError(f"encoder makes {encoder.dim}-d vectors but the store holds {self.dim}-d")
+        if self.encoder_name not in (encoder.name, "unknown"):
+            raise StoreError(f"this pool was embedded by {self.encoder_name}; adding images embedded by {encoder.name} "
+                             "would mix two embedding spaces. Use another --workspace for these images.")
         report = AddReport()
         pending: list[LoadedImage] = []
         seen: set[str] = set()

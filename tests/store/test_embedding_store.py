@@ -106,3 +106,12 @@ def test_an_interrupted_add_keeps_what_was_committed_and_resumes(tmp_path, image
     assert len(EmbeddingStore(tmp_path / "pool")) == 3
     report = store.add_images(uris, tiny_clip, commit_every=3, progress=False)
     assert len(report.added_ids) == 5 and report.already_present == 3 and len(store) == 8
+
+
+def test_adding_images_from_another_encoder_is_refused(tmp_path, tiny_clip, image_folder):
+    from agile_modeling.store import list_image_files
+
+    store = EmbeddingStore.create(tmp_path / "pool", tiny_clip.dim, "openai-clip-ViT-B-32 (precomputed)")
+    with pytest.raises(StoreError, match="would mix two embedding spaces"):
+        store.add_images(list_image_files(image_folder), tiny_clip, progress=False)
+    assert len(store) == 0
