@@ -36,7 +36,9 @@ class LoopConfig:
     batch_size: int = 100
     strategy: str = "margin"
     recipe: TrainingRecipe = field(default_factory=lambda: DEFAULT_RECIPE)
-    label_source: str = USER
+    #: whose labels train the model: one source, or several in order of trust (the first source
+    #: that rated an image wins), e.g. ``("user", "crowd")`` for the paper's User-100 + Crowd-500
+    label_source: str | tuple[str, ...] = USER
     seed: int = 0
 
 
@@ -69,6 +71,18 @@ class AgileLoop:
         self.config = config
         self.strategy = strategy_by_name(config.strategy)
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        source = self.config.label_source
+        return (source,) if isinstance(source, str) else tuple(source)
+
+    def labels(self) -> dict[int, int]:
+        """``{image_id: value}`` merged over the configured sources, the first source winning."""
+        merged: dict[int, int] = {}
+        for source in reversed(self.sources):
+            merged.update(self.session.labels(source))
+        return merged
+
     def query_vectors(self) -> np.ndarray:
         """``(q, d)``: every phrase of the concept, then every example image."""
         concept = self.session.concept
@@ -93,7 +107,7 @@ class AgileLoop:
 
     def training_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(ids (n,), x (n, d) float32, y (n,))`` of every label from the configured source."""
-        labels = self.session.labels(self.config.label_source)
+        labels = self.labels()
         ids = np.array(sorted(labels), dtype=np.int64)
         y = np.array([labels[i] for i in ids], dtype=np.int64)
         return ids, self.pool.take(ids).astype(np.float32), y
@@ -101,7 +115,7 @@ class AgileLoop:
     def labels_digest(self) -> str:
         """A short fingerprint of the training labels (which images, which values): recorded with
         every model version, so a caller can tell whether a saved model saw exactly today's labels."""
-        labels = self.session.labels(self.config.label_source)
+        labels = self.labels()
         pairs = np.array(sorted(labels.items()), dtype=np.int64).reshape(-1, 2)
         return hashlib.sha256(pairs.tobytes()).hexdigest()[:16]
 
@@ -149,12 +163,12 @@ class AgileLoop:
         Excludes every image already queued or labeled. If the current round still has unlabeled
         images, that round is returned instead of starting a new one.
         """
-        pending = self.session.pending(source=self.config.label_source)
+        pending = self.session.pending(source=self.sources[0])
         if pending:
             return pending
         scorer = PoolScorer(classifier)
         approx = scorer.approximate_logits(self.pool)
-        exclude = np.union1d(self.session.queued_ids(), list(self.session.labels(self.config.label_source)))
+        exclude = np.union1d(self.session.queued_ids(), list(self.labels()))
         ids = self.strategy.select(
             approx, size or self.config.batch_size, exclude.astype(np.int64), lambda i: scorer.exact_logits(self.pool, i)
         )

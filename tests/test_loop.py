@@ -65,3 +65,19 @@ def test_each_model_version_records_which_labels_it_saw(tmp_path, clustered_pool
     assert version.info["labels_digest"] == loop.labels_digest()
     loop.session.record_label(seed[0], 1 - int(labels[seed[0]] == 0))  # same count, one answer changed
     assert loop.labels_digest() != version.info["labels_digest"]
+
+
+def test_training_from_user_then_crowd_labels_prefers_the_user(tmp_path, clustered_pool):
+    from dataclasses import replace
+
+    loop, labels = make_loop(tmp_path, clustered_pool)
+    seed = loop.start()
+    loop.session.record_labels(((i, int(labels[i] == 0)) for i in seed[:30]), rater="owner")
+    loop.session.record_labels(((i, 1 - int(labels[i] == 0)) for i in seed[:40]), rater="crowd-majority", source="crowd")
+    loop.config = replace(loop.config, label_source=("user", "crowd"))
+    merged = loop.labels()
+    assert len(merged) == 40
+    assert all(merged[i] == int(labels[i] == 0) for i in seed[:30])           # the user's answer wins
+    assert all(merged[i] == 1 - int(labels[i] == 0) for i in seed[30:40])     # the crowd fills the rest
+    ids, _, y = loop.training_data()
+    assert len(ids) == 40 and y.tolist() == [merged[i] for i in ids.tolist()]
