@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS batch_items (
 CREATE TABLE IF NOT EXISTS labels (
     id INTEGER PRIMARY KEY, concept TEXT NOT NULL, image_id INTEGER NOT NULL, value INTEGER NOT NULL,
     rater TEXT NOT NULL, source TEXT NOT NULL, round INTEGER, created REAL NOT NULL, note TEXT,
-    external_id TEXT, UNIQUE (concept, source, external_id));
+    external_id TEXT, lead_time REAL, UNIQUE (concept, source, external_id));
 CREATE INDEX IF NOT EXISTS labels_by_image ON labels(concept, image_id);
 CREATE TABLE IF NOT EXISTS model_versions (
     concept TEXT NOT NULL, name TEXT NOT NULL, round INTEGER NOT NULL, created REAL NOT NULL,
@@ -52,6 +52,7 @@ class Label:
     round: int | None
     created: float
     note: str | None = None
+    lead_time: float | None = None  # seconds the rater spent on it, when the labeling tool says
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,13 @@ class SessionStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a sessions file written by an older version up to the current schema."""
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(labels)")}
+        if "lead_time" not in columns:
+            self.db.execute("ALTER TABLE labels ADD COLUMN lead_time REAL")
 
     def create(self, concept: Concept) -> "Session":
         """Start a session for a new concept (an existing concept of that name is an error)."""
@@ -171,6 +179,7 @@ class Session:
         note: str | None = None,
         external_id: str | None = None,
         created: float | None = None,
+        lead_time: float | None = None,
     ) -> bool:
         """Store one rating (committed before returning).
 
@@ -184,10 +193,11 @@ class Session:
                 "SELECT round FROM batch_items WHERE concept = ? AND image_id = ?", (self.slug, int(image_id))).fetchone()
             round_index = row[0] if row else None
         cur = self.db.execute(
-            "INSERT OR IGNORE INTO labels (concept, image_id, value, rater, source, round, created, note, external_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO labels (concept, image_id, value, rater, source, round, created, note, external_id,"
+            " lead_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (self.slug, int(image_id), int(value), rater, source, round_index,
-             created if created is not None else time.time(), note, external_id),
+             created if created is not None else time.time(), note, external_id,
+             float(lead_time) if lead_time is not None else None),
         )
         return cur.rowcount == 1
 
@@ -211,7 +221,7 @@ class Session:
     def latest_labels(self, source: str = USER) -> dict[int, Label]:
         """``{image_id: Label}``: each image's most recent rating from ``source`` (withdrawn ones included)."""
         rows = self.db.execute(
-            "SELECT image_id, value, rater, source, round, created, note FROM labels WHERE concept = ? AND source = ? "
+            "SELECT image_id, value, rater, source, round, created, note, lead_time FROM labels WHERE concept = ? AND source = ? "
             "ORDER BY created, id", (self.slug, source))
         return {int(r[0]): Label(*r) for r in rows}
 
@@ -221,7 +231,7 @@ class Session:
 
     def label_history(self) -> list[Label]:
         return [Label(*r) for r in self.db.execute(
-            "SELECT image_id, value, rater, source, round, created, note FROM labels WHERE concept = ? ORDER BY id",
+            "SELECT image_id, value, rater, source, round, created, note, lead_time FROM labels WHERE concept = ? ORDER BY id",
             (self.slug,))]
 
     # --- models ------------------------------------------------------------------------------

@@ -296,7 +296,8 @@ class ConceptSync:
                 image_id, value, rater=f"{LABEL_STUDIO_RATER}:{annotation.completed_by}", source=USER,
                 round_index=task.data.get(ROUND), note=note,
                 external_id=f"label-studio:{annotation.id}:{annotation.updated_at}",
-                created=_timestamp(annotation.updated_at))
+                created=_timestamp(annotation.updated_at),
+                lead_time=annotation.lead_time if isinstance(annotation.lead_time, (int, float)) else None)
         return new
 
     def _current_model(self, loop: AgileLoop) -> tuple[ModelVersion, MLPClassifier] | None:

@@ -96,3 +96,22 @@ def test_a_withdrawn_rating_leaves_the_labels_but_stays_in_the_history(tmp_path)
     assert [l.value for l in session.label_history()] == [1, 0, WITHDRAWN]
     session.record_label(1, 0, external_id="b")  # rated again later
     assert session.labels() == {1: 0, 2: 0}
+
+
+def test_lead_time_is_kept_and_an_old_sessions_file_is_migrated(tmp_path):
+    import sqlite3
+
+    from agile_modeling.concepts import Concept
+    from agile_modeling.session import SessionStore
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)  # the labels table as the first release wrote it, without lead_time
+    old.execute("CREATE TABLE labels (id INTEGER PRIMARY KEY, concept TEXT NOT NULL, image_id INTEGER NOT NULL, "
+                "value INTEGER NOT NULL, rater TEXT NOT NULL, source TEXT NOT NULL, round INTEGER, created REAL NOT NULL, "
+                "note TEXT, external_id TEXT, UNIQUE (concept, source, external_id))")
+    old.commit()
+    old.close()
+    session = SessionStore(path).create(Concept("x"))
+    session.record_label(3, 1, lead_time=4.5)
+    session.record_label(4, 0)
+    assert [l.lead_time for l in session.label_history()] == [4.5, None]
