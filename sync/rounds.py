@@ -272,12 +272,13 @@ class ConceptSync:
                           len(session.pending()), pushed,
                           trained, refreshed)
 
-    def _record_annotations(self, session: Session, tasks: Iterable[TaskRecord], schema: RatingSchema) -> int:
-        """Make the session's labels match the server: each task's latest annotation is recorded
-        (a repeated one is a no-op); a rating whose annotations were all deleted is withdrawn.
+    def _record_annotations(self, session: Session, tasks: Iterable[TaskRecord], schema: RatingSchema,
+                            source: str = USER) -> int:
+        """Make the session's labels of ``source`` match the server: each task's latest annotation is
+        recorded (a repeated one is a no-op); a rating whose annotations were all deleted is withdrawn.
         Returns how many labels changed."""
         new = 0
-        current = session.latest_labels(USER)
+        current = session.latest_labels(source)
         for task in tasks:
             image_id = task.data.get(IMAGE_ID)
             if not isinstance(image_id, int):
@@ -286,14 +287,14 @@ class ConceptSync:
             if annotation is None:
                 label = current.get(image_id)
                 if label is not None and label.value != WITHDRAWN and label.rater.startswith(LABEL_STUDIO_RATER):
-                    new += session.withdraw_label(image_id, rater=label.rater,
+                    new += session.withdraw_label(image_id, rater=label.rater, source=source,
                                                   external_id=f"label-studio:withdrawn:{task.id}:{label.created}")
                 continue
             value, note = schema.label_of(annotation.result)
             if value is None:
                 continue
             new += session.record_label(
-                image_id, value, rater=f"{LABEL_STUDIO_RATER}:{annotation.completed_by}", source=USER,
+                image_id, value, rater=f"{LABEL_STUDIO_RATER}:{annotation.completed_by}", source=source,
                 round_index=task.data.get(ROUND), note=note,
                 external_id=f"label-studio:{annotation.id}:{annotation.updated_at}",
                 created=_timestamp(annotation.updated_at),
@@ -352,8 +353,31 @@ class ConceptSync:
         """Sync every published concept (the periodic safety net for lost webhooks)."""
         reports = []
         for link in self.state.all():
-            reports.append(self.sync(link.concept))
+            if link.purpose == RATING:
+                reports.append(self.sync(link.concept))
+            else:
+                self.pull(link)
         return reports
+
+    def pull(self, link: ProjectLink) -> int:
+        """Record the annotations of a project whose ratings train nothing (an evaluation project):
+        its purpose is the label source. Returns how many labels changed."""
+        session = self.workspace.sessions.open(link.concept)
+        with self._concept_lock(link.concept):
+            tasks = list(self.client.iter_tasks(link.project_id))
+            return self._record_annotations(session, tasks, self._schema(link), source=link.purpose)
+
+    def push_images(self, link: ProjectLink, image_ids: Sequence[int], round_index: int, extra: dict | None = None) -> int:
+        """Import the images that have no task in the project yet (no predictions); returns how many."""
+        session = self.workspace.sessions.open(link.concept)
+        present = {t.data.get(IMAGE_ID) for t in self.client.iter_tasks(link.project_id)}
+        missing = [int(i) for i in image_ids if int(i) not in present]
+        if missing:
+            payloads = self._task_payloads(session, round_index, missing, None, self._schema(link))
+            for p in payloads:
+                p["data"].update(extra or {})
+            self.client.import_tasks(link.project_id, payloads)
+        return len(missing)
 
 
 def _describe(concept) -> str:
