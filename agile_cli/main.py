@@ -159,7 +159,9 @@ def cmd_concept_train(args) -> int:
     from agile_modeling.loop import LoopConfig
 
     ws = _workspace(args)
-    loop = ws.loop(args.name, LoopConfig(batch_size=args.batch_size, strategy=args.strategy))
+    sources = tuple(args.labels.split("+"))
+    loop = ws.loop(args.name, LoopConfig(batch_size=args.batch_size, strategy=args.strategy,
+                                         label_source=sources if len(sources) > 1 else sources[0]))
     version, classifier = loop.train()
     print(f"trained {version.name} on {version.info['num_labels']} labels ({version.info['num_positive']} positive)")
     batch = loop.next_batch(classifier)
@@ -285,6 +287,17 @@ def cmd_concept_evaluate(args) -> int:
     print(f"evaluation set of {args.name!r}: {report.images} images from {', '.join(report.versions)} "
           f"({report.pushed} new) in project {report.project_id}: {sync.client.url}/projects/{report.project_id}/data")
     print("rate them in Label Studio, then run `agile report` (these ratings never train a model)")
+    return 0
+
+
+def cmd_concept_crowd(args) -> int:
+    from sync.crowd import publish_crowd, pull_crowd
+
+    sync = _concept_sync(args)
+    project_id, pushed = publish_crowd(sync, args.name, annotators=args.annotators)
+    print(f"crowd project {project_id}: {sync.client.url}/projects/{project_id}/data ({pushed} new tasks, "
+          f"{args.annotators} annotators per task)")
+    print(pull_crowd(sync, args.name).summary())
     return 0
 
 
@@ -448,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("name")
     train.add_argument("--batch-size", type=int, default=100)
     train.add_argument("--strategy", choices=["margin", "margin+positive"], default="margin")
+    train.add_argument("--labels", choices=["user", "crowd", "user+crowd"], default="user",
+                       help="whose labels train it: the user's, the crowd's majority, or the user's then the crowd's")
     train.set_defaults(func=cmd_concept_train)
     status = csub.add_parser(
         "status", help="rounds, labels and model versions of a concept",
@@ -505,6 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("name")
     ev.add_argument("--per-stratum", type=int, default=20, help="images per score stratum and version (default 20)")
     ev.set_defaults(func=cmd_concept_evaluate)
+    crowd = csub.add_parser(
+        "crowd", help="publish the concept's batches to a crowd project and pull the majority vote",
+        description="Create (once) a crowd project with the concept's batches so far and instructions built from its "
+        "description, the user's notes and rated examples; pull the annotations, take each annotator's latest vote, "
+        "record the majority as 'crowd' labels and report ties, tasks with too few votes and each annotator's "
+        "agreement. Train on them with `agile concept train NAME --labels crowd` (or user+crowd).")
+    crowd.add_argument("name")
+    crowd.add_argument("--annotators", type=int, default=3, help="annotators per task (default 3)")
+    crowd.set_defaults(func=cmd_concept_crowd)
 
     sim = sub.add_parser(
         "simulate", help="run the paper's simulated-user protocol on the shared real embeddings",

@@ -103,6 +103,13 @@ class LabelStudioClient:
                              title=title, label_config=label_config, description=description, **settings)
         return int(project.id)
 
+    def update_project(self, project_id: int, **settings) -> None:
+        self._call(f"update project {project_id}", self.sdk.projects.update, id=project_id, **settings)
+
+    def create_user(self, username: str, email: str) -> int:
+        user = self._call(f"create the user {username}", self.sdk.users.create, username=username, email=email)
+        return int(user.id)
+
     def project_label_config(self, project_id: int) -> str:
         project = self._call(f"read project {project_id}", self.sdk.projects.get, id=project_id)
         return project.label_config or ""

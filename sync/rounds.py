@@ -71,7 +71,8 @@ class SyncReport:
         return "; ".join(parts)
 
 
-def _timestamp(value: str) -> float | None:
+def parse_timestamp(value: str) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time from the API, or None."""
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except (AttributeError, ValueError):
@@ -297,7 +298,7 @@ class ConceptSync:
                 image_id, value, rater=f"{LABEL_STUDIO_RATER}:{annotation.completed_by}", source=source,
                 round_index=task.data.get(ROUND), note=note,
                 external_id=f"label-studio:{annotation.id}:{annotation.updated_at}",
-                created=_timestamp(annotation.updated_at),
+                created=parse_timestamp(annotation.updated_at),
                 lead_time=annotation.lead_time if isinstance(annotation.lead_time, (int, float)) else None)
         return new
 

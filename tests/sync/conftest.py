@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,47 @@ def _ping(client) -> bool:
         return client.ping()
     except redis.ConnectionError:
         return False
+
+
+def run_agile(*args, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The `agile` command in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "agile_cli", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=timeout)
+
+
+@dataclass
+class ManualLoop:
+    """A concept of the shared data published to the real server, synced by hand (no worker)."""
+
+    workspace: object
+    settings: Settings
+    sync: object
+    spec: object
+    truth: object
+    project_id: int
+
+    def rate_open_tasks(self) -> None:
+        from tests.sync.test_label_studio_loop import rate
+
+        open_tasks = [t for t in self.sync.client.iter_tasks(self.project_id) if not t.annotations]
+        rate(self.sync.client, self.project_id, open_tasks, self.truth)
+
+
+@pytest.fixture
+def manual_loop(tmp_path, label_studio, shared_data):
+    """``start(suite title, seed size, batch size)`` -> a :class:`ManualLoop` with its seed batch pushed."""
+    from agile_modeling.simulate import load_suite
+    from sync.rounds import ConceptSync
+    from tests.sync.test_label_studio_loop import shared_workspace
+
+    def start(title: str, seed_size: int = 20, batch_size: int = 10) -> ManualLoop:
+        spec = next(s for s in load_suite() if s.title == title)
+        ws = shared_workspace(tmp_path / "ws", shared_data)
+        ws.sessions.create(spec.concept())
+        settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
+                            workspace=ws.root)
+        sync = ConceptSync(settings, ws)
+        project_id = sync.publish(spec.concept().name, seed_size=seed_size, batch_size=batch_size).project_id
+        return ManualLoop(ws, settings, sync, spec, spec.ground_truth(shared_data.pool), project_id)
+
+    return start

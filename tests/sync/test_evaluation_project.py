@@ -1,8 +1,5 @@
 """An evaluation set published to a real Label Studio, rated through the API, and the report."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -10,39 +7,26 @@ from agile_cli.services import service_env
 from agile_modeling.evaluation import strata_of, url_hashes
 from agile_modeling.metrics import binary_metrics
 from agile_modeling.quality import EVALUATION, pool_probabilities
-from agile_modeling.simulate import load_suite
-from sync.rounds import IMAGE_ID, ConceptSync
-from sync.settings import Settings
+from sync.rounds import IMAGE_ID
 from sync.state import SyncState
-from tests.sync.conftest import REPO
-from tests.sync.test_label_studio_loop import rate, shared_workspace
+from tests.sync.conftest import run_agile
+from tests.sync.test_label_studio_loop import rate
 
 pytestmark = pytest.mark.slow
 
 
-def agile(*args, env):
-    return subprocess.run([sys.executable, "-m", "agile_cli", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=300)
-
-
-def test_evaluation_set_ratings_measure_models_and_never_train_them(tmp_path, label_studio, shared_data):
-    spec = next(s for s in load_suite() if s.title == "real stop signs")
-    ws = shared_workspace(tmp_path / "ws", shared_data)
-    ws.sessions.create(spec.concept())
-    settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
-                        workspace=ws.root)
-    sync = ConceptSync(settings, ws)
-    truth = spec.ground_truth(shared_data.pool)
-    project_id = sync.publish(spec.concept().name, seed_size=20, batch_size=10).project_id
+def test_evaluation_set_ratings_measure_models_and_never_train_them(tmp_path, manual_loop, shared_data):
+    loop = manual_loop("real stop signs")
+    ws, sync, truth, project_id = loop.workspace, loop.sync, loop.truth, loop.project_id
     for _ in range(2):  # seed, then round 1: two model versions
-        rate(sync.client, project_id, [t for t in sync.client.iter_tasks(project_id) if not t.annotations], truth)
-        sync.sync(spec.concept().name)
+        loop.rate_open_tasks()
+        sync.sync("stop sign")
     session = ws.sessions.open("stop sign")
     user_labels = session.labels()
     assert [m["name"] for m in session.models()] == ["stop-sign-v1", "stop-sign-v2"] and len(user_labels) == 30
 
-    env = service_env(settings)
-    published = agile("concept", "evaluate", "stop sign", env=env)
+    env = service_env(loop.settings)
+    published = run_agile("concept", "evaluate", "stop sign", env=env)
     assert published.returncode == 0, published.stderr
     eval_project = SyncState(ws.root / "label_studio.sqlite").for_concept("stop-sign", EVALUATION).project_id
     assert "from stop-sign-v1, stop-sign-v2" in published.stdout and eval_project != project_id
@@ -50,11 +34,11 @@ def test_evaluation_set_ratings_measure_models_and_never_train_them(tmp_path, la
     images = [t.data[IMAGE_ID] for t in tasks]
     assert len(images) == len(set(images)) and 20 <= len(images) <= 400
     assert not set(images) & set(session.queued_ids())  # never an image used for training
-    again = agile("concept", "evaluate", "stop sign", env=env)
+    again = run_agile("concept", "evaluate", "stop sign", env=env)
     assert "(0 new)" in again.stdout  # deterministic: the same set again
 
     rate(sync.client, eval_project, tasks, truth)
-    report = agile("report", "stop sign", "--output", str(tmp_path / "report"), env=env)
+    report = run_agile("report", "stop sign", "--output", str(tmp_path / "report"), env=env)
     assert report.returncode == 0, report.stderr
     assert f"recorded {len(images)} new evaluation ratings" in report.stdout
     assert "| zero-shot CLIP |" in report.stdout and "| stop-sign-v2 | 1 | 30 |" in report.stdout
