@@ -341,7 +341,7 @@ def cmd_simulate(args) -> int:
     from agile_modeling.simulate.report import results_table, write_report
 
     data = load_shared_data(args.data)
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, demo=not (args.all or args.concept))
     if args.concept:
         wanted = {c.lower() for c in args.concept}
         suite = [s for s in suite if s.title.lower() in wanted or s.name.lower() in wanted]
@@ -536,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(pool: val + few-shot rows; test: test rows): a seed batch, then rounds of active learning. "
         "Prints per-round AUC-PR beside zero-shot CLIP and writes a table, JSON and a PNG plot.",
     )
-    sim.add_argument("--concept", nargs="*", help="concept titles or names from the suite (default: all)")
+    sim.add_argument("--concept", nargs="*", help="concept titles or names from the suite (default: the six demo concepts)")
+    sim.add_argument("--all", action="store_true", help="every concept of the suite (37: 27 easy, 10 hard)")
     sim.add_argument("--suite", help="a concepts.json of your own")
     sim.add_argument("--data", help="folder of the shared embeddings (default: ../shared/data/clip-vit-b32)")
     sim.add_argument("--rounds", type=int, default=5, help="active-learning rounds after the seed (default 5)")

@@ -33,31 +33,47 @@ class SimulatedConcept:
     negatives: tuple[str, ...]
     truth: dict
     difficulty: str = "easy"
+    crowd: dict | None = None  # what the crowd's literal reading counts positive (default: ``truth``)
 
     def concept(self) -> Concept:
         return Concept(self.name, self.positives, self.negatives, description=self.title)
 
     def ground_truth(self, split: LabeledSplit) -> np.ndarray:
         """``(n,)`` bool: which rows of ``split`` the user calls positive."""
-        out = np.zeros(len(split), dtype=bool)
-        for dataset, classes in self.truth.items():
-            rows = split.dataset == dataset
-            if classes == "all":
-                out |= rows
-                continue
-            names = split.classnames.get(dataset, [])
-            wanted = {c if isinstance(c, int) else names.index(c) for c in classes}
-            out |= rows & np.isin(split.label, list(wanted))
-        return out
+        return _rows_of(self.truth, split)
+
+    def crowd_truth(self, split: LabeledSplit) -> np.ndarray:
+        """``(n,)`` bool: which rows a crowd reading the title literally calls positive."""
+        return _rows_of(self.crowd if self.crowd is not None else self.truth, split)
 
 
-def load_suite(path: str | Path | None = None) -> list[SimulatedConcept]:
-    """The concept suite (the packaged ``concepts.json`` unless ``path`` is given)."""
+def _rows_of(spec: dict, split: LabeledSplit) -> np.ndarray:
+    """``(n,)`` bool: the rows of ``split`` in the classes ``{dataset: [class, ...] or "all"}``."""
+    out = np.zeros(len(split), dtype=bool)
+    for dataset, classes in spec.items():
+        rows = split.dataset == dataset
+        if classes == "all":
+            out |= rows
+            continue
+        names = split.classnames.get(dataset, [])
+        wanted = {c if isinstance(c, int) else names.index(c) for c in classes}
+        out |= rows & np.isin(split.label, list(wanted))
+    return out
+
+
+def load_suite(path: str | Path | None = None, demo: bool = False) -> list[SimulatedConcept]:
+    """The concept suite (the packaged ``concepts.json`` unless ``path`` is given); with ``demo``,
+    only the concepts the file's ``demo`` list names (all of them if it has none)."""
     text = Path(path).read_text() if path else resources.files("agile_modeling.simulate").joinpath(SUITE_FILE).read_text()
-    return [
+    data = json.loads(text)
+    suite = [
         SimulatedConcept(
             title=c["title"], name=c["name"], positives=tuple(c.get("positives", ())),
             negatives=tuple(c.get("negatives", ())), truth=c["truth"], difficulty=c.get("difficulty", "easy"),
+            crowd=c.get("crowd"),
         )
-        for c in json.loads(text)["concepts"]
+        for c in data["concepts"]
     ]
+    if demo and data.get("demo"):
+        suite = [s for s in suite if s.title in set(data["demo"])]
+    return suite

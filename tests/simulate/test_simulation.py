@@ -16,11 +16,20 @@ def test_simulated_user_answers_from_truth_with_its_error_rate():
 
 def test_suite_ground_truth_names_real_classes(shared_data):
     suite = load_suite()
-    assert len(suite) >= 6
+    assert len(suite) >= 30 and sum(s.difficulty == "hard" for s in suite) >= 10
+    assert len({s.title for s in suite}) == len(suite)
     for spec in suite:
         assert spec.ground_truth(shared_data.pool).sum() > 20, spec.title
+        assert spec.ground_truth(shared_data.test).sum() >= 9, spec.title
         for phrase in spec.concept().phrases:
             assert phrase in shared_data.vocabulary, phrase
+        crowd, user = spec.crowd_truth(shared_data.pool), spec.ground_truth(shared_data.pool)
+        if spec.difficulty == "hard":  # the crowd's literal reading disagrees with the user somewhere
+            assert (crowd != user).sum() > 10, spec.title
+        else:
+            assert (crowd == user).all(), spec.title
+    demo = load_suite(demo=True)
+    assert [s.title for s in demo][:2] == ["small dog breeds", "cats"] and len(demo) == 6
 
 
 @pytest.mark.slow
