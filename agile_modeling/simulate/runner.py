@@ -16,7 +16,7 @@ from agile_modeling.metrics import binary_metrics
 from agile_modeling.session import SessionStore
 from agile_modeling.simulate.data import SharedData
 from agile_modeling.simulate.suite import SimulatedConcept
-from agile_modeling.simulate.users import SimulatedUser
+from agile_modeling.simulate.users import SimulatedCrowd, SimulatedUser
 from agile_modeling.store.embedding_store import PoolView
 from agile_modeling.zero_shot import CLIP_ZERO_SHOT_THRESHOLD, zero_shot_scores
 
@@ -70,11 +70,16 @@ def simulate_session(
     error_rate: float = 0.0,
     seed: int = 0,
     on_round: Callable[[RoundResult], None] | None = None,
+    rater: str = "user",
+    crowd_error_rate: float = 0.1,
 ) -> SessionResult:
     """Run one concept: seed of ``batch_size``... then ``rounds`` rounds, retraining after each.
 
-    The session, its labels and model versions are written under ``workdir`` with the real
-    session store and registry, exactly as the service would.
+    ``rater`` is who rates every batch: ``"user"`` (answers from the concept's ground truth, with
+    ``error_rate``) or ``"crowd"`` (the majority of 3 raters applying the crowd's reading of the
+    concept, each wrong with ``crowd_error_rate``). Models are always measured against the user's
+    ground truth. The session, its labels and model versions are written under ``workdir`` with
+    the real session store and registry, exactly as the service would.
     """
     data = ctx.data
     concept = spec.concept()
@@ -82,9 +87,15 @@ def simulate_session(
     sessions = SessionStore(workdir / "sessions.sqlite")
     session = sessions.create(concept)
     registry = ModelRegistry(workdir / "models" / concept.slug, concept.slug)
-    config = LoopConfig(seed_size=batch_size, batch_size=batch_size, strategy=strategy, recipe=recipe.with_(seed=seed), seed=seed)
+    if rater not in ("user", "crowd"):
+        raise ValueError(f"rater must be 'user' or 'crowd', not {rater!r}")
+    config = LoopConfig(seed_size=batch_size, batch_size=batch_size, strategy=strategy, recipe=recipe.with_(seed=seed),
+                        seed=seed, label_source=rater)
     loop = AgileLoop(session, ctx.pool, ctx.index, data.vocabulary, registry, config)
-    user = SimulatedUser(spec.ground_truth(data.pool), error_rate, seed)
+    if rater == "user":
+        raters = SimulatedUser(spec.ground_truth(data.pool), error_rate, seed)
+    else:
+        raters = SimulatedCrowd(spec.crowd_truth(data.pool), raters=3, error_rate=crowd_error_rate, seed=seed)
     test_truth = spec.ground_truth(data.test)
     test_x = data.test.x.astype(np.float32)
 
@@ -100,14 +111,14 @@ def simulate_session(
 
     batch = loop.start()
     for r in range(rounds + 1):
-        session.record_labels(zip(batch, user.rate(batch)), rater="simulated-user")
+        session.record_labels(zip(batch, raters.rate(batch)), rater=f"simulated-{rater}", source=rater)
         t0 = time.perf_counter()
         version, classifier = loop.train(evaluate)
         t1 = time.perf_counter()
         if r < rounds:
             batch = loop.next_batch(classifier)
         t2 = time.perf_counter()
-        labels = session.labels()
+        labels = session.labels(rater)
         rr = RoundResult(r, len(labels), sum(labels.values()), version.name, version.metrics, t1 - t0, t2 - t1 if r < rounds else 0.0)
         result.rounds.append(rr)
         if on_round:

@@ -29,3 +29,29 @@ class SimulatedUser:
         flips = self.rng.random(len(answers)) < self.error_rate
         answers[flips] = ~answers[flips]
         return answers.astype(int).tolist()
+
+
+class SimulatedCrowd:
+    """Several crowd raters who apply the crowd's reading of the concept, each with their own noise;
+    their majority is the crowd's label (the paper's 3 raters per image).
+
+    Args:
+        truth: ``(n,)`` bool, the crowd's literal reading of the concept for every pool image.
+        raters: how many rate each image (odd, so that a binary majority always exists).
+        error_rate: each rater's probability of a wrong answer, independently.
+        seed: seeds the raters.
+    """
+
+    def __init__(self, truth: np.ndarray, raters: int = 3, error_rate: float = 0.1, seed: int = 0) -> None:
+        if raters < 1 or raters % 2 == 0:
+            raise ValueError("a crowd of an odd number of raters always has a majority")
+        self.members = [SimulatedUser(truth, error_rate, seed=seed * 1000 + k) for k in range(raters)]
+
+    def votes(self, image_ids: Sequence[int]) -> np.ndarray:
+        """``(raters, len(image_ids))`` the individual answers."""
+        return np.array([m.rate(image_ids) for m in self.members], dtype=int).reshape(len(self.members), -1)
+
+    def rate(self, image_ids: Sequence[int]) -> list[int]:
+        """The majority answer of the raters for each image, in order."""
+        votes = self.votes(image_ids)
+        return (votes.sum(axis=0) * 2 > len(self.members)).astype(int).tolist()

@@ -44,3 +44,27 @@ def test_small_dog_breeds_goes_far_beyond_zero_shot(shared_data, tmp_path):
     paths = write_report([res], tmp_path / "report", {"rounds": 5})
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "small dog breeds" in results_table([res])
+
+
+def test_a_simulated_crowd_takes_the_majority_of_independent_noisy_raters():
+    from agile_modeling.simulate.users import SimulatedCrowd
+
+    truth = np.arange(20000) % 4 == 0
+    crowd = SimulatedCrowd(truth, raters=3, error_rate=0.2, seed=3)
+    votes = crowd.votes(np.arange(20000))
+    assert votes.shape == (3, 20000) and all(0.18 < np.mean(v != truth) < 0.22 for v in votes)
+    majority = np.array(crowd.rate(np.arange(20000)))
+    # the majority of 3 is wrong only when 2 or 3 raters are: 3 p^2 (1-p) + p^3 = 0.104 for p = 0.2
+    assert 0.09 < np.mean(majority != truth) < 0.12
+    with pytest.raises(ValueError, match="odd"):
+        SimulatedCrowd(truth, raters=2)
+
+
+@pytest.mark.slow
+def test_on_a_hard_concept_the_users_model_beats_the_crowds(shared_data, tmp_path):
+    """The paper's finding 4.3.2 in miniature: the crowd reads "small dog breeds" literally."""
+    spec = next(s for s in load_suite() if s.title == "small dog breeds")
+    ctx = SimulationContext.build(shared_data)
+    user = simulate_session(spec, ctx, tmp_path / "user", rounds=2, batch_size=100)
+    crowd = simulate_session(spec, ctx, tmp_path / "crowd", rounds=2, batch_size=100, rater="crowd")
+    assert crowd.rounds[-1].num_labels == 300 and crowd.rounds[-1].metrics["auc_pr"] < user.rounds[-1].metrics["auc_pr"] - 0.05
