@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ import numpy as np
 from agile_modeling.classifier import DEFAULT_RECIPE, ModelRegistry, TrainingRecipe
 from agile_modeling.index import ExactIndex, NeighbourIndex
 from agile_modeling.loop import AgileLoop, LoopConfig
+from agile_modeling.seeding import NEIGHBOURS_PER_QUERY
 from agile_modeling.metrics import binary_metrics
 from agile_modeling.session import SessionStore
 from agile_modeling.simulate.data import SharedData
@@ -72,14 +73,17 @@ def simulate_session(
     on_round: Callable[[RoundResult], None] | None = None,
     rater: str = "user",
     crowd_error_rate: float = 0.1,
+    then_crowd_batch: int = 0,
 ) -> SessionResult:
     """Run one concept: seed of ``batch_size``... then ``rounds`` rounds, retraining after each.
 
     ``rater`` is who rates every batch: ``"user"`` (answers from the concept's ground truth, with
     ``error_rate``) or ``"crowd"`` (the majority of 3 raters applying the crowd's reading of the
     concept, each wrong with ``crowd_error_rate``). Models are always measured against the user's
-    ground truth. The session, its labels and model versions are written under ``workdir`` with
-    the real session store and registry, exactly as the service would.
+    ground truth. ``then_crowd_batch`` > 0 adds the paper's "User-100 + Crowd-500" step: one
+    more round of that many images rated by the crowd, and a model trained on the user's labels
+    then the crowd's. The session, its labels and model versions are written under ``workdir``
+    with the real session store and registry, exactly as the service would.
     """
     data = ctx.data
     concept = spec.concept()
@@ -89,8 +93,9 @@ def simulate_session(
     registry = ModelRegistry(workdir / "models" / concept.slug, concept.slug)
     if rater not in ("user", "crowd"):
         raise ValueError(f"rater must be 'user' or 'crowd', not {rater!r}")
+    # a seed larger than 100 (Crowd-500) needs more than the paper's 100 neighbours per phrase
     config = LoopConfig(seed_size=batch_size, batch_size=batch_size, strategy=strategy, recipe=recipe.with_(seed=seed),
-                        seed=seed, label_source=rater)
+                        seed=seed, label_source=rater, neighbours_per_query=max(NEIGHBOURS_PER_QUERY, batch_size))
     loop = AgileLoop(session, ctx.pool, ctx.index, data.vocabulary, registry, config)
     if rater == "user":
         raters = SimulatedUser(spec.ground_truth(data.pool), error_rate, seed)
@@ -120,6 +125,17 @@ def simulate_session(
         t2 = time.perf_counter()
         labels = session.labels(rater)
         rr = RoundResult(r, len(labels), sum(labels.values()), version.name, version.metrics, t1 - t0, t2 - t1 if r < rounds else 0.0)
+        result.rounds.append(rr)
+        if on_round:
+            on_round(rr)
+    if then_crowd_batch:
+        crowd = SimulatedCrowd(spec.crowd_truth(data.pool), raters=3, error_rate=crowd_error_rate, seed=seed + 1)
+        batch = loop.next_batch(classifier, size=then_crowd_batch)
+        session.record_labels(zip(batch, crowd.rate(batch)), rater="simulated-crowd", source="crowd")
+        loop.config = replace(loop.config, label_source=(rater, "crowd"))
+        version, classifier = loop.train(evaluate)
+        labels = loop.labels()
+        rr = RoundResult(rounds + 1, len(labels), sum(labels.values()), version.name, version.metrics, 0.0, 0.0)
         result.rounds.append(rr)
         if on_round:
             on_round(rr)

@@ -1,0 +1,33 @@
+"""The simulated study's runner and summaries, on one concept with one round (the full study is a benchmark)."""
+
+import json
+
+import pytest
+
+from agile_modeling.simulate import SimulationContext, load_suite
+from agile_modeling.simulate.study import CONDITIONS, StudyConfig, per_concept_table, plot_study, run_study, summary_table
+
+pytestmark = pytest.mark.slow
+
+
+def test_one_concept_through_every_condition_and_a_resumed_run(shared_data, tmp_path):
+    spec = [s for s in load_suite() if s.title == "wild cats (not house cats)"]
+    ctx = SimulationContext.build(shared_data)
+    config = StudyConfig(rounds=1)
+    results = run_study(spec, ctx, tmp_path, config, log=lambda line: None)
+    (r,) = results
+    assert set(r["runs"]) == set(CONDITIONS) | {"user-100+crowd-500"}
+    assert [p["ratings"] for p in r["runs"]["user-100"]] == [100, 200]
+    assert [p["ratings"] for p in r["runs"]["crowd-500"]] == [500, 1000]
+    assert r["runs"]["user-100+crowd-500"][-1]["ratings"] == 700
+    assert r["runs"]["user-100"][-1]["auc_pr"] > r["zero_shot"]["auc_pr"]  # agile beats zero-shot
+    assert r["oracle"]["auc_pr"] >= 0.95
+    assert r["stratified"]["images"] > 50 and r["stratified"]["model"] == "tiger-v2"
+    assert "| wild cats (not house cats) | hard |" in per_concept_table(results)
+    assert "| oracle (every pool label) |" in summary_table(results)
+    assert plot_study(results, tmp_path / "study.png").stat().st_size > 20_000
+    # a second run finds the concept done and computes nothing
+    again = run_study(spec, ctx, tmp_path, config, log=lambda line: pytest.fail(line))
+    assert again == json.loads(json.dumps(results))
+    with pytest.raises(ValueError, match="another configuration"):
+        run_study(spec, ctx, tmp_path, StudyConfig(rounds=2))
