@@ -83,7 +83,7 @@ def pull_crowd(sync: ConceptSync, concept_name: str) -> CrowdReport:
         raise AgileError(f"concept {concept_name!r} has no crowd project: create it with `agile concept crowd {concept_name!r}`")
     session = sync.workspace.sessions.open(concept_name)
     tasks = list(sync.client.iter_tasks(link.project_id))
-    schema = sync._schema(link)
+    schema = sync.schema_of(link)
     votes, task_of = [], {}
     for task in tasks:
         image_id = task.data.get(IMAGE_ID)
@@ -96,7 +96,7 @@ def pull_crowd(sync: ConceptSync, concept_name: str) -> CrowdReport:
                 votes.append(Vote(image_id, str(annotation.completed_by), value, parse_timestamp(annotation.updated_at) or 0.0))
     results = majority_vote(votes, min_votes=link.batch_size)  # batch_size holds the annotators per task
     changed = 0
-    with sync._concept_lock(slug):
+    with sync.concept_lock(slug):
         current = session.labels(CROWD)
         for image_id, result in results.items():
             if result.status == DECIDED:

@@ -97,7 +97,7 @@ class ConceptSync:
 
     # --- helpers -----------------------------------------------------------------------------
     @contextmanager
-    def _concept_lock(self, slug: str):
+    def concept_lock(self, slug: str):
         """One sync per concept at a time, across worker processes sharing this workspace."""
         path = self.workspace.root / "locks" / f"{slug}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,8 @@ class ConceptSync:
         x = self.workspace.store().vectors().take(np.asarray(ids, dtype=np.int64)).astype(np.float32)
         return classifier.predict_proba(x)
 
-    def _schema(self, link: ProjectLink) -> RatingSchema:
+    def schema_of(self, link: ProjectLink) -> RatingSchema:
+        """The rating schema of the project's current label config (validated on every call)."""
         return parse_rating_config(self.client.project_label_config(link.project_id))
 
     # --- publish -----------------------------------------------------------------------------
@@ -159,7 +160,7 @@ class ConceptSync:
         """
         session = self.workspace.sessions.open(concept_name)
         slug = session.slug
-        with self._concept_lock(slug):
+        with self.concept_lock(slug):
             link = self.state.for_concept(slug)
             if link is None:
                 config = load_config(self.settings.label_config)
@@ -201,7 +202,7 @@ class ConceptSync:
         link = self.state.for_concept(slug)
         if link is None:
             return self.publish(concept_name)
-        with self._concept_lock(slug):
+        with self.concept_lock(slug):
             link = self.state.for_concept(slug)
             if requested_at is not None and link.last_sync > requested_at and not force_retrain:
                 return SyncReport(slug, link.project_id, -1, 0, 0, 0, skipped=True)
@@ -236,7 +237,7 @@ class ConceptSync:
         schema = parse_rating_config(load_config(link.label_config))
         if task.annotations[0].was_cancelled or schema.label_of(task.annotations[0].result)[0] is None:
             return None
-        with self._concept_lock(link.concept):
+        with self.concept_lock(link.concept):
             session = self.workspace.sessions.open(link.concept)
             if not isinstance(task.data[IMAGE_ID], int) or task.data[IMAGE_ID] not in session.queued_ids():
                 return None
@@ -250,7 +251,7 @@ class ConceptSync:
     def _sync_locked(self, link: ProjectLink, force_retrain: bool) -> SyncReport:
         loop = self.loop(link)
         session = loop.session
-        schema = self._schema(link)
+        schema = self.schema_of(link)
         tasks = list(self.client.iter_tasks(link.project_id))
         new_labels = self._record_annotations(session, tasks, schema)
 
@@ -364,9 +365,9 @@ class ConceptSync:
         """Record the annotations of a project whose ratings train nothing (an evaluation project):
         its purpose is the label source. Returns how many labels changed."""
         session = self.workspace.sessions.open(link.concept)
-        with self._concept_lock(link.concept):
+        with self.concept_lock(link.concept):
             tasks = list(self.client.iter_tasks(link.project_id))
-            return self._record_annotations(session, tasks, self._schema(link), source=link.purpose)
+            return self._record_annotations(session, tasks, self.schema_of(link), source=link.purpose)
 
     def push_images(self, link: ProjectLink, image_ids: Sequence[int], round_index: int, extra: dict | None = None) -> int:
         """Import the images that have no task in the project yet (no predictions); returns how many."""
@@ -374,7 +375,7 @@ class ConceptSync:
         present = {t.data.get(IMAGE_ID) for t in self.client.iter_tasks(link.project_id)}
         missing = [int(i) for i in image_ids if int(i) not in present]
         if missing:
-            payloads = self._task_payloads(session, round_index, missing, None, self._schema(link))
+            payloads = self._task_payloads(session, round_index, missing, None, self.schema_of(link))
             for p in payloads:
                 p["data"].update(extra or {})
             self.client.import_tasks(link.project_id, payloads)
