@@ -166,7 +166,7 @@ def summary_table(results: list[dict], metric: str = "auc_pr") -> str:
     for ratings in (100, 200, 300, 600):
         line(f"User-100, {ratings} ratings", lambda r, n=ratings: _at(r["runs"]["user-100"], n, metric))
     line("User-100 + Crowd-500, 1100 ratings", lambda r: r["runs"]["user-100+crowd-500"][-1][metric])
-    for name, ratings in (("crowd-100", 600), ("crowd-500", 600), ("crowd-500", 3000)):
+    for name, ratings in (("crowd-100", 600), ("crowd-500", 500), ("crowd-500", 3000)):
         line(f"{name.capitalize()}, {ratings} ratings", lambda r, c=name, n=ratings: _at(r["runs"][c], n, metric))
     for name in ("user-50", "user-200"):
         last = lambda r, c=name: r["runs"][c][-1][metric]
@@ -219,8 +219,12 @@ def plot_study(results: list[dict], path: str | Path, metric: str = "auc_pr") ->
                 continue
             for key, label in series:
                 xs = [p["ratings"] for p in members[0]["runs"][key]]
-                stats = [mean_se([r["runs"][key][k][metric] for r in members]) for k in range(len(xs))]
-                ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", ms=3, capsize=2, label=label)
+                steps = range(len(xs))
+                if key == "user-100+crowd-500":  # the same as User-100 up to its last, crowd-rated round
+                    steps = range(len(xs) - 2, len(xs))
+                stats = [mean_se([r["runs"][key][k][metric] for r in members]) for k in steps]
+                ax.errorbar([xs[k] for k in steps], [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", ms=3,
+                            capsize=2, label=label, ls="--" if key == "user-100+crowd-500" else "-")
             ax.axhline(mean_se([r["zero_shot"][metric] for r in members])[0], color="gray", ls="--", label="zero-shot")
             ax.axhline(mean_se([r["oracle"][metric] for r in members])[0], color="black", ls=":", label="oracle")
             ax.set_xscale("log")
