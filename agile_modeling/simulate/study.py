@@ -183,14 +183,17 @@ def _f(value: float) -> str:
 
 
 def per_concept_table(results: list[dict], metric: str = "auc_pr") -> str:
-    head = ("| concept | kind | zero-shot | User-100 at 100 / 300 / 600 | Crowd-100 at 600 | Crowd-500 at 3000 | "
+    head = ("| concept | kind | zero-shot | User-100 at 100 / 300 / 600 | User-50 / User-200 after 5 rounds | "
+            "positive mining at 600 | Crowd-100 at 600 | Crowd-500 at 3000 | "
             "User+Crowd | oracle | stratified estimate (positives of images) / exact |")
-    rows = [head, "|" + "---|" * 9]
+    rows = [head, "|" + "---|" * 11]
     for r in results:
         u = r["runs"]["user-100"]
         rows.append(
             f"| {r['title']} | {r['difficulty']} | {_f(r['zero_shot'][metric])} | "
             f"{_f(_at(u, 100, metric))} / {_f(_at(u, 300, metric))} / {_f(_at(u, 600, metric))} | "
+            f"{_f(r['runs']['user-50'][-1][metric])} / {_f(r['runs']['user-200'][-1][metric])} | "
+            f"{_f(_at(r['runs']['user-100-positive-mining'], 600, metric))} | "
             f"{_f(_at(r['runs']['crowd-100'], 600, metric))} | {_f(_at(r['runs']['crowd-500'], 3000, metric))} | "
             f"{_f(r['runs']['user-100+crowd-500'][-1][metric])} | {_f(r['oracle'][metric])} | "
             f"{_f(r['stratified']['estimate'][metric])} ({r['stratified']['positives']}+ of {r['stratified']['images']}) / "
