@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agile_modeling import plots
+
 from agile_modeling.classifier import ModelRegistry, ModelVersion
 from agile_modeling.metrics import binary_metrics
 from agile_modeling.scoring import PoolScorer
@@ -111,16 +113,11 @@ def quality_table(rows: Sequence[VersionQuality], zero_shot: Mapping[str, float]
 def plot_quality(rows: Sequence[VersionQuality], zero_shot: Mapping[str, float], path: str | Path,
                  title: str, metric: str = "auc_pr") -> Path:
     """AUC-PR (or ``metric``) per model version against ratings and against user minutes; zero-shot dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     with_minutes = [r for r in rows if r.user_minutes is not None]
     panels = [("training ratings", [r.num_labels for r in rows], rows)]
     if with_minutes:
         panels.append(("user minutes rating", [r.user_minutes for r in with_minutes], with_minutes))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    fig, axes = plots.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6))
     for ax, (xlabel, xs, subset) in zip(axes.flat, panels):
         ax.plot(xs, [r.metrics.get(metric, np.nan) for r in subset], "o-", color="tab:blue", label="agile model")
         for x, r in zip(xs, subset):
@@ -134,9 +131,4 @@ def plot_quality(rows: Sequence[VersionQuality], zero_shot: Mapping[str, float],
         ax.grid(alpha=0.3)
     axes.flat[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)

@@ -13,7 +13,7 @@ import numpy as np
 
 from agile_modeling.classifier import MLPClassifier, ModelVersion
 from agile_modeling.workspace import Workspace
-from label_config import RatingSchema, parse_rating_config
+from label_config import RatingSchema, load_config, parse_rating_config
 from ml_backend.images import TaskEmbeddings
 from sync.state import ProjectLink, SyncState
 
@@ -59,8 +59,6 @@ class Predictor:
         """The schema of the config Label Studio sent (or of the one the project was published with)."""
         if isinstance(label_config, str) and label_config.strip():
             return parse_rating_config(label_config)
-        from label_config import load_config
-
         return parse_rating_config(load_config(self.link(project_id).label_config))
 
     def predict(self, project_id: int, tasks: list[dict], schema: RatingSchema) -> tuple[list[list[dict]], int]:

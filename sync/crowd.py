@@ -10,6 +10,7 @@ votes are reported and recorded as nothing.
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from dataclasses import dataclass
 
 from agile_modeling.concepts import slugify
@@ -95,13 +96,16 @@ def pull_crowd(sync: ConceptSync, concept_name: str) -> CrowdReport:
             if value is not None and not annotation.was_cancelled:
                 votes.append(Vote(image_id, str(annotation.completed_by), value, parse_timestamp(annotation.updated_at) or 0.0))
     results = majority_vote(votes, min_votes=link.batch_size)  # batch_size holds the annotators per task
+    votes_of: dict[int, list[Vote]] = defaultdict(list)
+    for vote in votes:
+        votes_of[vote.image_id].append(vote)
     changed = 0
     with sync.concept_lock(slug):
         current = session.labels(CROWD)
         for image_id, result in results.items():
             if result.status == DECIDED:
-                digest = hashlib.sha256(repr(sorted((v.rater, v.value, v.time) for v in votes
-                                                    if v.image_id == image_id)).encode()).hexdigest()[:12]
+                digest = hashlib.sha256(repr(sorted((v.rater, v.value, v.time) for v in votes_of[image_id]))
+                                        .encode()).hexdigest()[:12]
                 if current.get(image_id) != result.value:
                     changed += session.record_label(image_id, result.value, rater="crowd-majority", source=CROWD,
                                                     round_index=task_of[image_id].data.get(ROUND),

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agile_modeling import plots
+
 from agile_modeling.simulate.runner import SessionResult
 
 
@@ -31,14 +33,9 @@ def results_table(results: list[SessionResult], metric: str = "auc_pr") -> str:
 
 def plot_results(results: list[SessionResult], path: str | Path, metric: str = "auc_pr") -> Path:
     """One panel per concept: ``metric`` against number of ratings, zero-shot as a dashed line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cols = min(3, len(results))
     rows = math.ceil(len(results) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plots.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows))
     for ax, res in zip(axes.flat, results):
         xs = [rr.num_labels for rr in res.rounds]
         ax.plot(xs, [rr.metrics[metric] for rr in res.rounds], "o-", color="tab:blue", label="agile model")
@@ -51,12 +48,7 @@ def plot_results(results: list[SessionResult], path: str | Path, metric: str = "
     for ax in list(axes.flat)[len(results):]:
         ax.set_visible(False)
     axes.flat[0].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path)
 
 
 def write_report(results: list[SessionResult], out_dir: str | Path, config: dict) -> dict[str, Path]:

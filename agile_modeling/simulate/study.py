@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agile_modeling import plots
+
 from agile_modeling.classifier import DEFAULT_RECIPE, MLPClassifier, recipe_for_round
 from agile_modeling.classifier.artifacts import ModelRegistry
 from agile_modeling.evaluation import build_evaluation_set, url_hashes
@@ -203,16 +205,11 @@ def per_concept_table(results: list[dict], metric: str = "auc_pr") -> str:
 
 def plot_study(results: list[dict], path: str | Path, metric: str = "auc_pr") -> Path:
     """Three rows (who rates; batch sizes; margin vs positive mining) x three groups (hard, easy, all)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = [("who rates", [("user-100", "User-100"), ("crowd-100", "Crowd-100"), ("crowd-500", "Crowd-500"),
                            ("user-100+crowd-500", "User-100 + Crowd-500")]),
             ("batch size", [("user-50", "50"), ("user-100", "100"), ("user-200", "200")]),
             ("active learning", [("user-100", "margin"), ("user-100-positive-mining", "margin + positive mining")])]
-    fig, axes = plt.subplots(len(rows), len(GROUPS), figsize=(13, 10), squeeze=False)
+    fig, axes = plots.subplots(len(rows), len(GROUPS), figsize=(13, 10))
     for i, (row_title, series) in enumerate(rows):
         for j, group in enumerate(GROUPS):
             ax = axes[i][j]
@@ -237,8 +234,4 @@ def plot_study(results: list[dict], path: str | Path, metric: str = "auc_pr") ->
             ax.grid(alpha=0.3)
             if j == 0:
                 ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plots.save(fig, path, dpi=100)
