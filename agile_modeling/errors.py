@@ -31,3 +31,11 @@ class NotEnoughLabelsError(AgileError):
 
 class DatasetNotFoundError(AgileError):
     """The shared labeled embeddings used by simulations are not where they were looked for."""
+
+
+class DefinitionError(AgileError):
+    """A structured concept definition is malformed or an edit does not fit it."""
+
+
+class ProviderError(AgileError):
+    """A language/vision model provider failed, refused, or answered something unusable."""
