@@ -30,6 +30,7 @@ EPILOG = """examples:
   agile concept score "gourmet tuna" new-photos/ --output scores.csv
   agile concept evaluate "gourmet tuna"            # a stratified evaluation set to rate in Label Studio
   agile report "gourmet tuna"                      # quality per model version: table + PNG
+  agile deliberate new "healthy food"              # Agile Deliberation: decide what a vague concept means
 """
 
 
@@ -604,8 +605,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output", help="folder for report.md and quality.png (default: <workspace>/reports/<concept>)")
     rep.set_defaults(func=cmd_report)
 
+    from agile_cli.deliberate import add_deliberate_commands
     from agile_cli.services import add_service_commands
 
+    add_deliberate_commands(sub)
     add_service_commands(sub)
     return parser
 

@@ -16,16 +16,20 @@ from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from agile_modeling.classifier import ModelRegistry
 from agile_modeling.concepts import slugify
 from agile_modeling.encoders import OpenClipEncoder, OpenClipSpec, TextEncoder, VocabularyTextEncoder
-from agile_modeling.errors import StoreError
+from agile_modeling.errors import ProviderError, StoreError
 from agile_modeling.index import LazyIndex, NeighbourIndex, build_index
 from agile_modeling.loop import AgileLoop, LoopConfig
 from agile_modeling.session import SessionStore
 from agile_modeling.store import EmbeddingStore
 
 DEFAULT_WORKSPACE = "agile-workspace"
+#: pool images the offline deliberation provider looks at to judge scoping candidates
+GROUNDING_SAMPLE = 50_000
 
 
 def default_workspace() -> Path:
@@ -103,6 +107,52 @@ class Workspace:
         """The pool's neighbour index, built on its first search."""
         view = store.vectors()
         return LazyIndex(lambda: build_index(view), len(view))
+
+    # --- Agile Deliberation ------------------------------------------------------------------
+    def provider(self, name: str = "offline"):
+        """The deliberation's model provider, made once per workspace object.
+
+        ``offline``: the built-in embedding provider (needs the workspace's phrase vocabulary);
+        ``gemini``: Gemini via google-genai (GEMINI_API_KEY), caching calls in sessions.sqlite.
+        """
+        from agile_modeling.deliberation.providers.cache import CallCache
+        from agile_modeling.deliberation.providers.gemini import GeminiProvider, GeminiSettings
+        from agile_modeling.deliberation.providers.offline import EmbeddingProvider
+
+        cache = self.__dict__.setdefault("_providers", {})
+        if name not in cache:
+            if name == "offline":
+                text = self.text_encoder()
+                if not isinstance(text, VocabularyTextEncoder):
+                    raise ProviderError(
+                        "the offline deliberation provider reads and writes only the phrases of a vocabulary: set one "
+                        "with `agile concept new ... --text-vocabulary FILE.npz`, or use --provider gemini")
+                pool = self.store().vectors()
+                rng = np.random.default_rng(0)
+                ids = np.sort(rng.choice(len(pool), min(len(pool), GROUNDING_SAMPLE), replace=False))
+                cache[name] = EmbeddingProvider(text, grounding=pool.take(ids).astype(np.float32))
+            elif name == "gemini":
+                cache[name] = GeminiProvider(GeminiSettings.from_env(), CallCache(self.root / "sessions.sqlite"))
+            else:
+                raise ProviderError(f"unknown provider {name!r}: choose offline or gemini")
+        return cache[name]
+
+    def image_bytes(self, image_id: int) -> bytes:
+        """The pixels of a pool image added from a local file (what a VLM provider is sent)."""
+        uri = self.store().uris([int(image_id)])[0]
+        path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        if not path.is_file():
+            raise ProviderError(f"pool image {image_id} ({uri}) is not a readable local file; a VLM provider needs "
+                                "the image files")
+        return path.read_bytes()
+
+    def deliberation(self, concept_name: str, provider: str = "offline", config=None):
+        """The Agile Deliberation of a concept (its session must exist)."""
+        from agile_modeling.deliberation import Deliberation, DeliberationConfig
+
+        store = self.store()
+        return Deliberation(self.sessions.open(concept_name), store.vectors(), self.index(store), self.text_encoder(),
+                            self.provider(provider), config or DeliberationConfig(), image_bytes=self.image_bytes)
 
     def loop(self, concept_name: str, config: LoopConfig = LoopConfig()) -> AgileLoop:
         store = self.store()

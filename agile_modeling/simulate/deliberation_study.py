@@ -159,7 +159,7 @@ def run_deliberation(spec: PrivateDefinition, data: CaltechData, workdir: str | 
         labels = session.labels(SOURCE)
         row = {"round": r, "labels": len(labels), "definition": _metrics(test_truth, provider.scores(d, data.test_x)),
                "change": change, "definition_text": d.render()}
-        if labels and 0 < sum(labels.values()) < len(labels):
+        if labels:
             ids = np.array(sorted(labels), dtype=np.int64)
             y = np.array([labels[i] for i in ids])
             negatives = data.pool_x[np.random.default_rng(seed).choice(len(data.pool_x), 2000, replace=False)]
@@ -247,7 +247,8 @@ def per_user_table(results: list[dict]) -> str:
 def plot_deliberation(results: list[dict], path: str | Path) -> Path:
     """Mean F1 per round: the definition, the MLP on the same labels and the combined classifier,
     with the two automated baselines as lines."""
-    fig, ax = subplots(figsize=(7, 4.2))
+    fig, axes = subplots(1, 1, figsize=(7, 4.2))
+    ax = axes[0, 0]
     rounds = min(len(r["rounds"]) for r in results)
     xs = list(range(rounds))
     for key, label in (("definition", "Agile Deliberation (definition)"), ("combined", "combined classifier"),

@@ -110,9 +110,12 @@ class EmbeddingProvider(ModelProvider):
 
     # --- the definition classifier -------------------------------------------------------------
     def _unit_phrases(self, unit: UnitConcept) -> tuple[list[str], list[str]]:
+        """The unit's in-scope and out-of-scope phrases. The unit's own name stands for it only while
+        nothing is listed in scope: once sub-concepts say what counts, the umbrella word would let
+        every look-alike back in."""
         pos = [s.name for s in unit.in_scope]
-        if self.knows(unit.name) and unit.side_of(unit.name) != "out":
-            pos = [unit.name, *pos]
+        if not pos and self.knows(unit.name):
+            pos = [unit.name]
         return pos, [s.name for s in unit.out_of_scope]
 
     def unit_margins(self, definition: Definition, x: np.ndarray) -> tuple[np.ndarray, list[dict]]:
@@ -237,6 +240,8 @@ class EmbeddingProvider(ModelProvider):
         """Per image of ``x`` ``(n, d)``: its closest in-scope and closest other (out-of-scope or unmentioned) phrase."""
         pos = sorted({p for u in definition.units for p in self._unit_phrases(u)[0]})
         neg = sorted({q for u in definition.units for q in self._unit_phrases(u)[1]} | set(self._outside_phrases(definition)))
+        if not pos or not neg:
+            raise DefinitionError(f"the definition of {definition.concept!r} has nothing in scope: add an in-scope sub-concept")
         ps = x @ self.vocabulary.encode_texts(pos).T
         ns = x @ self.vocabulary.encode_texts(neg).T
         ip, iq = ps.argmax(axis=1), ns.argmax(axis=1)
