@@ -56,7 +56,8 @@ class CombinedClassifier:
         k = min(self.folds, int(y.sum()), int((1 - y).sum()))
         if k < 2:  # too few of one class to hold any out: the definition is all we can trust
             self.mode, self.cv_f1, self.mlp = "definition", {}, None
-            if y.any():
+            has_negatives = (y == 0).any() or (random_negatives is not None and len(random_negatives))
+            if y.any() and has_negatives:
                 self.mlp = MLPClassifier(self.recipe).fit(x, y, random_negatives)
             return self
         held = {m: np.zeros(len(y)) for m in MODES}
