@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
@@ -35,6 +36,8 @@ from sync.settings import Settings
 from sync.state import RATING, ProjectLink, SyncState
 
 log = logging.getLogger(__name__)
+
+DELIBERATION_PURPOSES = ("scoping", "deliberation")  # see sync.deliberation
 
 IMAGE_ID = "agile_image_id"
 ROUND = "agile_round"
@@ -220,6 +223,9 @@ class ConceptSync:
         still has images to rate (no need to read the whole project per rating); a full sync runs
         when the round looks complete, when the payload cannot be used, and periodically."""
         link = self.state.for_project(project_id)
+        if link.purpose in DELIBERATION_PURPOSES:
+            self._sync_deliberation(link)
+            return SyncReport(link.concept, link.project_id, -1, 0, 0, 0, from_event=event is not None)
         if event is not None:
             report = self._apply_event(link, event)
             if report is not None:
@@ -357,9 +363,21 @@ class ConceptSync:
         for link in self.state.all():
             if link.purpose == RATING:
                 reports.append(self.sync(link.concept))
+            elif link.purpose in DELIBERATION_PURPOSES:
+                self._sync_deliberation(link)
             else:
                 self.pull(link)
         return reports
+
+    def _sync_deliberation(self, link: ProjectLink) -> None:
+        """A scoping project records its decisions; a deliberation project runs its loop."""
+        from sync.deliberation import SCOPING, DeliberationSync
+
+        deliberation = DeliberationSync(self, os.environ.get("AGILE_PROVIDER", "offline"))
+        if link.purpose == SCOPING:
+            deliberation.pull_scoping(link.concept)
+        else:
+            deliberation.sync_deliberation(link.concept)
 
     def pull(self, link: ProjectLink) -> int:
         """Record the annotations of a project whose ratings train nothing (an evaluation project):
