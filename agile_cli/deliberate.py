@@ -196,7 +196,7 @@ def add_deliberate_commands(sub) -> None:
     study = step("study", cmd_study, "the simulated deliberation study over the shared embeddings (offline provider): "
                  "F1/precision/recall per round against zero-shot, automatic decomposition and agile modeling",
                  concept=False)
-    study.add_argument("--rounds", type=int, default=6)
+    study.add_argument("--rounds", type=int, default=10)
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--data", help="folder of the shared embeddings")
     study.add_argument("--out", default="benchmarks/results/deliberation")
