@@ -5,6 +5,7 @@ Not part of the package or the tests. Needs Debian's chromium + chromium-driver 
 
     python docs/screenshot.py --url http://127.0.0.1:PORT --user admin@agile.local --password PW \
         --project 1 --task 21 --output docs/label-studio-task.png
+    python docs/screenshot.py ... --project 3 --task 31 --click Disagree --output docs/deliberation-task.png
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--project", type=int, required=True)
     parser.add_argument("--task", type=int, required=True)
     parser.add_argument("--output", default="docs/label-studio-task.png")
+    parser.add_argument("--click", help="click the control with this label first (e.g. Disagree)")
     args = parser.parse_args()
 
     options = webdriver.ChromeOptions()
@@ -42,6 +44,10 @@ def main() -> None:
         time.sleep(3)
         driver.get(f"{args.url}/projects/{args.project}/data?task={args.task}")
         time.sleep(12)  # the labeling UI loads the task, its image and the prediction
+        if args.click:
+            target = driver.find_element(By.XPATH, f"//*[normalize-space(text())='{args.click}']")
+            driver.execute_script("arguments[0].scrollIntoView(); arguments[0].click();", target)
+            time.sleep(2)
         driver.save_screenshot(args.output)
     finally:
         driver.quit()
