@@ -70,6 +70,9 @@ class AgileLoop:
         self.registry = registry
         self.config = config
         self.strategy = strategy_by_name(config.strategy)
+        #: ``selector(version name, strategy, k, exclude) -> ids``: scores the pool elsewhere (sharded
+        #: over workers) instead of in this process; must return what :attr:`strategy` would
+        self.selector: Callable[[str, str, int, np.ndarray], np.ndarray] | None = None
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -157,7 +160,7 @@ class AgileLoop:
         log.info("trained %s on %d labels (%d positive)", version.name, len(y), int(y.sum()))
         return version, classifier
 
-    def next_batch(self, classifier: MLPClassifier, size: int | None = None) -> list[int]:
+    def next_batch(self, classifier: MLPClassifier, size: int | None = None, version: str | None = None) -> list[int]:
         """Select and record the next round's batch over the whole pool (idempotent per round).
 
         Excludes every image already queued or labeled. If the current round still has unlabeled
@@ -166,11 +169,13 @@ class AgileLoop:
         pending = self.session.pending(source=self.sources[0])
         if pending:
             return pending
-        scorer = PoolScorer(classifier)
-        approx = scorer.approximate_logits(self.pool)
-        exclude = np.union1d(self.session.queued_ids(), list(self.labels()))
-        ids = self.strategy.select(
-            approx, size or self.config.batch_size, exclude.astype(np.int64), lambda i: scorer.exact_logits(self.pool, i)
-        )
+        exclude = np.union1d(self.session.queued_ids(), list(self.labels())).astype(np.int64)
+        k = size or self.config.batch_size
+        if self.selector is not None and version is not None:
+            ids = np.asarray(self.selector(version, self.strategy.name, k, exclude), dtype=np.int64)
+        else:
+            scorer = PoolScorer(classifier)
+            approx = scorer.approximate_logits(self.pool)
+            ids = self.strategy.select(approx, k, exclude, lambda i: scorer.exact_logits(self.pool, i))
         self.session.start_round(self.session.current_round() + 1, self.strategy.name, ids.tolist())
         return ids.tolist()

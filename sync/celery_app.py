@@ -35,11 +35,21 @@ def broker_options(settings: Settings) -> tuple[str, dict]:
     }
 
 
+def result_backend(settings: Settings) -> str:
+    """Where shard tasks leave their results: the Redis broker itself, else a folder in the workspace."""
+    if settings.broker_url and settings.broker_url.startswith(("redis://", "rediss://")):
+        return settings.broker_url
+    folder = (settings.workspace / "results").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"file://{folder}"
+
+
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.from_env()
     broker, options = broker_options(settings)
-    app = Celery("agile", broker=broker, include=["sync.tasks"])
+    app = Celery("agile", broker=broker, backend=result_backend(settings), include=["sync.tasks"])
     app.conf.update(
+        result_expires=3600,
         broker_transport_options=options,
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,

@@ -112,8 +112,13 @@ class ConceptSync:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def loop(self, link: ProjectLink) -> AgileLoop:
-        return self.workspace.loop(link.concept, LoopConfig(
+        loop = self.workspace.loop(link.concept, LoopConfig(
             seed_size=link.seed_size, batch_size=link.batch_size, strategy=link.strategy, seed=link.seed))
+        if self.settings.sharded_scoring:
+            from sync.sharded import CelerySelector
+
+            loop.selector = CelerySelector.for_workspace(self.workspace, link.concept)
+        return loop
 
     def image_urls(self, ids: Sequence[int]) -> list[str]:
         """URLs the browser can load: web and data URIs as they are, local files through our image route."""
@@ -271,7 +276,7 @@ class ConceptSync:
             model = self._model_for_labels(loop, force=force_retrain)
             trained = model[0].name
             if round_done:
-                loop.next_batch(model[1])
+                loop.next_batch(model[1], version=model[0].name)
                 log.info("%s: round %d selected (%d images)", link.concept, session.current_round(),
                          len(session.batch(session.current_round())))
                 pushed += len(self._push_missing(link, session, tasks, model, schema))

@@ -39,6 +39,7 @@ class Settings:
     webhook_secret: str | None = field(default=None, repr=False)
     broker_url: str | None = None
     label_config: str = "rating"
+    sharded_scoring: bool = False  # score the pool shard by shard on the Celery workers
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -54,6 +55,7 @@ class Settings:
             webhook_secret=_env("AGILE_WEBHOOK_SECRET"),
             broker_url=_env("CELERY_BROKER_URL"),
             label_config=_env("AGILE_LABEL_CONFIG", "rating"),
+            sharded_scoring=(_env("AGILE_SHARDED_SCORING") or "").lower() in ("1", "true", "yes"),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["workspace"], str):

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
 
 from agile_modeling.errors import AgileError
 from sync.celery_app import app
@@ -55,3 +58,34 @@ def publish(concept: str, seed_size: int = 100, batch_size: int = 100, strategy:
 @app.task(name="agile.retrain")
 def retrain(concept: str):
     return _run(f"retraining {concept!r}", concept_sync().retrain, concept)
+
+
+# --- scale-out: work split by pool shard ----------------------------------------------------------
+@lru_cache(maxsize=4)
+def _model(models_root: str, version: str):
+    from agile_modeling.classifier import ModelRegistry
+
+    root = Path(models_root)
+    return ModelRegistry(root, root.name).get(version).load()
+
+
+@app.task(name="agile.score_shard", ignore_result=False, acks_late=True, reject_on_worker_lost=True)
+def score_shard(models_root: str, version: str, shard_path: str, offset: int, k: int, k_pos: int,
+                exclude: list[int]) -> dict:
+    """One shard's best candidates (see :mod:`agile_modeling.sharded`); reads only that shard's file."""
+    from agile_modeling.sharded import shard_candidates
+
+    shard = np.load(shard_path, mmap_mode="r")
+    return shard_candidates(_model(models_root, version), shard, int(offset), int(k), int(k_pos),
+                            np.asarray(exclude, dtype=np.int64)).as_dict()
+
+
+@app.task(name="agile.embed_images", ignore_result=False, acks_late=True, reject_on_worker_lost=True)
+def embed_images(workspace: str, uris: list[str]) -> dict:
+    """Embed a chunk of images into the workspace's pool (already-embedded images are skipped)."""
+    from agile_modeling.workspace import Workspace
+
+    ws = Workspace(workspace)
+    report = ws.store().add_images(uris, ws.image_encoder(), progress=False)
+    return {"added": len(report.added_ids), "already_present": report.already_present,
+            "skipped": [list(f) for f in report.skipped]}

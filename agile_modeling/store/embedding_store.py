@@ -190,6 +190,16 @@ class EmbeddingStore:
             self._view = PoolView(shards, self.dim)
         return self._view
 
+    def shard_files(self) -> list[tuple[Path, int, int]]:
+        """``(path, first id, rows)`` of every shard, in id order: what a worker needs to score its part."""
+        out, offset = [], 0
+        for (name,) in self._db.execute("SELECT file FROM shards ORDER BY shard"):
+            path = self.root / "shards" / name
+            rows = int(np.load(path, mmap_mode="r").shape[0])
+            out.append((path, offset, rows))
+            offset += rows
+        return out
+
     def uris(self, ids: Sequence[int]) -> list[str]:
         """The URI of every id, in order."""
         found = dict(self._query_in("SELECT id, uri FROM images WHERE id IN ({})", [int(i) for i in ids]))

@@ -1,0 +1,81 @@
+"""Selection split by pool shard and merged exactly, for workers that each read only their own shards.
+
+Each shard reports its own best candidates with exact (fp32) keys: for margin, its ``k`` smallest
+``|logit|``; for margin + positive mining also its ``k_pos`` largest logits. The merge takes the
+global best of the union, which is exactly the single-process selection (same keys, same ties by
+id): the global k smallest margins lie among the union of each shard's k smallest, and after the
+``k_pos`` global positives are removed every still-needed margin image was within its shard's k
+best (at most ``k_pos`` of a shard's better images can have been taken as positives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agile_modeling.classifier.mlp import MLPClassifier
+from agile_modeling.scoring import PoolScorer
+from agile_modeling.selection import MIN_FRONTIER, MarginPositiveMining, _eligible_keys, _exact_smallest
+from agile_modeling.store.embedding_store import PoolView
+
+
+def positives_wanted(strategy: str, k: int) -> int:
+    """How many of a batch of ``k`` a strategy mines as likely positives."""
+    if strategy == "margin":
+        return 0
+    if strategy == MarginPositiveMining.name:
+        return int(round(k * MarginPositiveMining().positive_fraction))
+    raise ValueError(f"sharded selection supports 'margin' and 'margin+positive', not {strategy!r}")
+
+
+@dataclass(frozen=True)
+class ShardCandidates:
+    """One shard's best candidates, by global id, with their exact keys (smaller is better)."""
+
+    margin_ids: np.ndarray  # (<= k,) int64
+    margin_keys: np.ndarray  # (<= k,) float32 exact |logit|
+    positive_ids: np.ndarray  # (<= k_pos,) int64
+    positive_keys: np.ndarray  # (<= k_pos,) float32 exact -logit
+
+    def as_dict(self) -> dict:
+        return {k: v.tolist() for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ShardCandidates":
+        return cls(np.asarray(d["margin_ids"], np.int64), np.asarray(d["margin_keys"], np.float32),
+                   np.asarray(d["positive_ids"], np.int64), np.asarray(d["positive_keys"], np.float32))
+
+
+def shard_candidates(classifier: MLPClassifier, shard: np.ndarray, offset: int, k: int, k_pos: int,
+                     exclude: Sequence[int] | np.ndarray, frontier_factor: int = 5) -> ShardCandidates:
+    """Score one shard ``(m, d)`` float16 whose first row is global id ``offset``; ``exclude`` holds global ids."""
+    view = PoolView([shard], shard.shape[1])
+    scorer = PoolScorer(classifier)
+    approx = scorer.approximate_logits(view)
+    exclude = np.asarray(exclude, dtype=np.int64)
+    local = exclude[(exclude >= offset) & (exclude < offset + len(shard))] - offset
+    frontier = max(MIN_FRONTIER, frontier_factor * k)
+    exact = lambda ids: scorer.exact_logits(view, ids)  # noqa: E731
+    margin = _exact_smallest(_eligible_keys(np.abs(approx), local), k, lambda ids: np.abs(exact(ids)), frontier)
+    positive = (_exact_smallest(_eligible_keys(-approx, local), k_pos, lambda ids: -exact(ids), frontier)
+                if k_pos else np.zeros(0, np.int64))
+    return ShardCandidates(margin + offset, np.abs(exact(margin)).astype(np.float32),
+                           positive + offset, (-exact(positive)).astype(np.float32))
+
+
+def _smallest(ids: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
+    order = np.lexsort((ids, keys))  # by key, ties by id: the single-process rule
+    return ids[order[:k]]
+
+
+def merge_candidates(parts: Sequence[ShardCandidates], k: int, k_pos: int) -> np.ndarray:
+    """The batch: ``k_pos`` likely positives first, then the most uncertain of the rest (``(<= k,)`` int64)."""
+    pos_ids = np.concatenate([p.positive_ids for p in parts]) if parts else np.zeros(0, np.int64)
+    pos_keys = np.concatenate([p.positive_keys for p in parts]) if parts else np.zeros(0, np.float32)
+    positives = _smallest(pos_ids, pos_keys, k_pos) if k_pos else np.zeros(0, np.int64)
+    ids = np.concatenate([p.margin_ids for p in parts]) if parts else np.zeros(0, np.int64)
+    keys = np.concatenate([p.margin_keys for p in parts]) if parts else np.zeros(0, np.float32)
+    keep = ~np.isin(ids, positives)
+    return np.concatenate([positives, _smallest(ids[keep], keys[keep], k - len(positives))]).astype(np.int64)
