@@ -25,6 +25,7 @@ from agile_modeling.errors import AgileError, EncoderUnavailableError, ImageRead
 from agile_modeling.workspace import Workspace
 from label_config import LabelConfigError
 from ml_backend import requests as parse
+from ml_backend.fetch import FetchPolicy
 from ml_backend.predictor import Predictor
 from sync.rounds import WEBHOOK_SECRET_HEADER
 from sync.settings import Settings
@@ -70,7 +71,9 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
     app = Flask("agile_modeling_backend")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
     workspace = Workspace(settings.workspace)
-    predictor = Predictor(workspace)
+    predictor = Predictor(workspace, FetchPolicy.from_urls(
+        settings.label_studio_url, settings.images_base_url, extra=settings.image_hosts,
+        max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout))
     metrics = _Metrics()
     enqueue = enqueue or _default_enqueue
     app.extensions["agile"] = {"predictor": predictor, "metrics": metrics, "settings": settings}

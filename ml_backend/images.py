@@ -1,7 +1,8 @@
 """Find the embedding of a task's image: a pool image by id or URL, or a new one embedded on the fly.
 
-Only ``http(s)://`` and ``data:`` images are fetched for a task, never a local path: a crafted task
-must not make the backend read files of this machine.
+Only ``http(s)://`` images from allowed hosts (see :mod:`ml_backend.fetch`) and ``data:`` images are
+read for a task, never a local path: a crafted task must not make the backend read files of this
+machine or reach into its network.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from agile_modeling.errors import ImageReadError
-from agile_modeling.store.image_source import MAX_IMAGE_BYTES, decode_image, read_bytes
+from agile_modeling.store.image_source import decode_image
 from agile_modeling.workspace import Workspace
+from ml_backend.fetch import FetchPolicy, fetch_image_bytes
 
 _OUR_IMAGE = re.compile(r"/images/(\d+)$")
 
 
-def fetch_task_image(url: str):
+def fetch_task_image(url: str, policy: FetchPolicy):
     """Decode a task's image from a web or data URL; anything else is refused."""
     if not isinstance(url, str) or not url:
         raise ImageReadError("the task has no image URL")
@@ -31,11 +33,11 @@ def fetch_task_image(url: str):
             data = base64.b64decode(payload, validate=True) if ";base64" in header else payload.encode()
         except (ValueError, binascii.Error):
             raise ImageReadError("the task's data: URL is not valid base64") from None
-        if len(data) > MAX_IMAGE_BYTES:
-            raise ImageReadError(f"the task's image is larger than {MAX_IMAGE_BYTES} bytes")
+        if len(data) > policy.max_bytes:
+            raise ImageReadError(f"the task's image is larger than {policy.max_bytes} bytes")
         return decode_image("data: URL", data)
     if url.startswith(("http://", "https://")):
-        return decode_image(url, read_bytes(url))
+        return decode_image(url, fetch_image_bytes(url, policy))
     raise ImageReadError(f"{url[:100]!r} is neither an http(s) nor a data: URL, nor an image of the pool")
 
 
@@ -44,11 +46,13 @@ class TaskEmbeddings:
 
     Args:
         workspace: the pool and its encoder.
+        policy: which web images may be fetched (default: none; data: URLs and pool images only).
         cache_size: how many on-the-fly embeddings to keep.
     """
 
-    def __init__(self, workspace: Workspace, cache_size: int = 10_000) -> None:
+    def __init__(self, workspace: Workspace, policy: FetchPolicy | None = None, cache_size: int = 10_000) -> None:
         self.workspace = workspace
+        self.policy = policy or FetchPolicy(frozenset())
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.cache_size = cache_size
         self._encoder = None
@@ -92,7 +96,7 @@ class TaskEmbeddings:
             key = url if isinstance(url, str) else ""
             if key not in self.cache:
                 try:
-                    image = fetch_task_image(key)
+                    image = fetch_task_image(key, self.policy)
                 except ImageReadError as exc:
                     errors.append(f"task {tasks[n].get('id', n)}: {exc}")
                     continue

@@ -14,6 +14,7 @@ import numpy as np
 from agile_modeling.classifier import MLPClassifier, ModelVersion
 from agile_modeling.workspace import Workspace
 from label_config import RatingSchema, load_config, parse_rating_config
+from ml_backend.fetch import FetchPolicy
 from ml_backend.images import TaskEmbeddings
 from sync.state import ProjectLink, SyncState
 
@@ -27,10 +28,10 @@ class Prediction:
 class Predictor:
     """Answers ``/setup`` and ``/predict`` for every project of one workspace."""
 
-    def __init__(self, workspace: Workspace) -> None:
+    def __init__(self, workspace: Workspace, policy: FetchPolicy | None = None) -> None:
         self.workspace = workspace
         self.state = SyncState(workspace.root / "label_studio.sqlite")
-        self.embeddings = TaskEmbeddings(workspace)
+        self.embeddings = TaskEmbeddings(workspace, policy)
         self._models: dict[str, tuple[ModelVersion, MLPClassifier]] = {}
         self._lock = threading.Lock()
         self.model_loads = 0

@@ -40,6 +40,9 @@ class Settings:
     broker_url: str | None = None
     label_config: str = "rating"
     sharded_scoring: bool = False  # score the pool shard by shard on the Celery workers
+    image_hosts: str | None = None  # extra hosts task images may come from ("*": any public host)
+    max_image_bytes: int | None = None
+    fetch_timeout: float | None = None
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -56,6 +59,9 @@ class Settings:
             broker_url=_env("CELERY_BROKER_URL"),
             label_config=_env("AGILE_LABEL_CONFIG", "rating"),
             sharded_scoring=(_env("AGILE_SHARDED_SCORING") or "").lower() in ("1", "true", "yes"),
+            image_hosts=_env("AGILE_IMAGE_HOSTS"),
+            max_image_bytes=int(_env("AGILE_MAX_IMAGE_BYTES")) if _env("AGILE_MAX_IMAGE_BYTES") else None,
+            fetch_timeout=float(_env("AGILE_FETCH_TIMEOUT")) if _env("AGILE_FETCH_TIMEOUT") else None,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["workspace"], str):
