@@ -138,11 +138,13 @@ class AgileLoop:
         draw = np.setdiff1d(draw, labeled, assume_unique=True)
         return rng.permutation(draw)[:want]
 
-    def train(self, evaluate: Callable[[MLPClassifier], dict] | None = None) -> tuple[ModelVersion, MLPClassifier]:
+    def train(self, evaluate: Callable[[MLPClassifier], dict] | None = None,
+              progress: Callable[[int, float], None] | None = None) -> tuple[ModelVersion, MLPClassifier]:
         """Train on every label so far and save a new model version.
 
         The first model (only the seed batch rated) is the small 16-unit MLP; later ones 3x128.
-        ``evaluate`` may add metrics to the version (the simulation's test-set scores).
+        ``evaluate`` may add metrics to the version (the simulation's test-set scores); ``progress``
+        is called as ``progress(epoch, mean_loss)`` after every epoch.
         """
         round_index = self.session.current_round()
         if round_index < 0:
@@ -150,7 +152,7 @@ class AgileLoop:
         recipe = recipe_for_round(round_index, self.config.recipe)
         ids, x, y = self.training_data()
         neg_ids = self.random_negative_ids(recipe, ids)
-        classifier = MLPClassifier(recipe).fit(x, y, self.pool.take(neg_ids).astype(np.float32))
+        classifier = MLPClassifier(recipe).fit(x, y, self.pool.take(neg_ids).astype(np.float32), progress=progress)
         metrics = evaluate(classifier) if evaluate else {}
         version = self.registry.save(
             classifier, metrics, round=round_index, num_labels=int(len(y)), num_positive=int(y.sum()),

@@ -33,11 +33,13 @@ from agile_modeling.workspace import Workspace
 from label_config import RatingSchema, load_config, parse_rating_config
 from sync.client import LabelStudioClient, TaskRecord, annotation_from_payload
 from sync.settings import Settings
+from sync.faults import fault_point
 from sync.state import RATING, ProjectLink, SyncState
 
 log = logging.getLogger(__name__)
 
 DELIBERATION_PURPOSES = ("scoping", "deliberation")  # see sync.deliberation
+PUSH_CHUNK = 50  # tasks per import request
 
 IMAGE_ID = "agile_image_id"
 ROUND = "agile_round"
@@ -324,7 +326,9 @@ class ConceptSync:
         if (not force and latest is not None and latest.info.get("labels_digest") == loop.labels_digest()
                 and latest.info.get("round") == loop.session.current_round()):
             return latest, latest.load()
-        return loop.train()
+        model = loop.train(progress=lambda epoch, loss: fault_point("training"))
+        fault_point("after-train")
+        return model
 
     def _push_missing(self, link: ProjectLink, session: Session, tasks: list[TaskRecord],
                       model: tuple[ModelVersion, MLPClassifier] | None, schema: RatingSchema) -> list[int]:
@@ -339,7 +343,10 @@ class ConceptSync:
         if not missing:
             return []
         payloads = self._task_payloads(session, round_index, missing, model, schema)
-        task_ids = self.client.import_tasks(link.project_id, payloads)
+        task_ids = []
+        for start in range(0, len(payloads), PUSH_CHUNK):  # chunks bound one request's size
+            task_ids += self.client.import_tasks(link.project_id, payloads[start:start + PUSH_CHUNK])
+            fault_point("push")
         version = model[0].name if model else None
         tasks.extend(TaskRecord(tid, p["data"], prediction_version=version) for tid, p in zip(task_ids, payloads))
         log.info("%s: pushed %d tasks of round %d", link.concept, len(missing), round_index)

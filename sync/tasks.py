@@ -14,6 +14,7 @@ import numpy as np
 
 from agile_modeling.errors import AgileError
 from sync.celery_app import app
+from sync.client import LabelStudioError
 from sync.rounds import ConceptSync
 from sync.settings import Settings
 
@@ -26,9 +27,22 @@ def concept_sync() -> ConceptSync:
     return ConceptSync(Settings.from_env())
 
 
-def _run(what: str, fn, *args, **kwargs):
+RETRY_BACKOFF_MAX_S = 60  # the longest pause between retries while Label Studio is unreachable
+MAX_RETRIES = 12  # about 8 minutes of backoff; after that the periodic sync catches up
+
+
+def _run(what: str, fn, *args, task=None, **kwargs):
+    """Run ``fn`` and log its reports. While Label Studio is down or restarting, a bound ``task`` is
+    retried with exponential backoff (1, 2, 4 ... 60 s); other errors a person can fix are logged."""
     try:
         result = fn(*args, **kwargs)
+    except LabelStudioError as exc:
+        if task is None or task.request.retries >= MAX_RETRIES:
+            log.error("%s failed: %s (the periodic sync will catch up)", what, exc)
+            return None
+        delay = min(2 ** task.request.retries, RETRY_BACKOFF_MAX_S)
+        log.warning("%s: %s; retrying in %d s (retry %d of %d)", what, exc, delay, task.request.retries + 1, MAX_RETRIES)
+        raise task.retry(countdown=delay, max_retries=MAX_RETRIES) from None
     except AgileError as exc:
         log.error("%s failed: %s", what, exc)
         return None
@@ -38,15 +52,16 @@ def _run(what: str, fn, *args, **kwargs):
     return [r.summary() for r in reports]
 
 
-@app.task(name="agile.sync_project")
-def sync_project(project_id: int, requested_at: float | None = None, event: dict | None = None):
+@app.task(name="agile.sync_project", bind=True)
+def sync_project(self, project_id: int, requested_at: float | None = None, event: dict | None = None):
     """A webhook said something changed in this project (``event``: its annotation, if it carried one)."""
-    return _run(f"sync of project {project_id}", concept_sync().sync_project, int(project_id), requested_at, event)
+    return _run(f"sync of project {project_id}", concept_sync().sync_project, int(project_id), requested_at, event,
+                task=self)
 
 
 @app.task(name="agile.sync_all")
 def sync_all():
-    """Periodic reconciliation of every published concept."""
+    """Periodic reconciliation of every published concept (not retried: it runs again on schedule)."""
     return _run("periodic sync", concept_sync().sync_all)
 
 
@@ -55,9 +70,9 @@ def publish(concept: str, seed_size: int = 100, batch_size: int = 100, strategy:
     return _run(f"publishing {concept!r}", concept_sync().publish, concept, seed_size, batch_size, strategy, seed)
 
 
-@app.task(name="agile.retrain")
-def retrain(concept: str):
-    return _run(f"retraining {concept!r}", concept_sync().retrain, concept)
+@app.task(name="agile.retrain", bind=True)
+def retrain(self, concept: str):
+    return _run(f"retraining {concept!r}", concept_sync().retrain, concept, task=self)
 
 
 # --- scale-out: work split by pool shard ----------------------------------------------------------
