@@ -63,6 +63,15 @@ def cmd_pool_add(args) -> int:
             uris.append(source)
     encoder = ws.image_encoder(_encoder_spec(args))
     store = ws.store(encoder.dim, encoder.name)
+    if args.distributed:
+        from sync.sharded import fan_out_embedding
+
+        totals = fan_out_embedding(ws.root.resolve(), uris, chunk=args.chunk, progress=not args.quiet)
+        print(f"added {totals['added']} images, {totals['already_present']} already in the store, "
+              f"{len(totals['skipped'])} skipped (on the Celery workers)")
+        for uri, reason in totals["skipped"]:
+            print(f"  skipped {uri}: {reason}", file=sys.stderr)
+        return 0
     report = store.add_images(uris, encoder, progress=not args.quiet)
     print(report.summary())
     for uri, reason in report.skipped:
@@ -428,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="open_clip pretrained tag (downloaded on first use), or 'none' for random weights")
     add.add_argument("--checkpoint", help="local checkpoint file instead of a download (offline machines)")
     add.add_argument("--quiet", action="store_true", help="no progress bar")
+    add.add_argument("--distributed", action="store_true",
+                     help="embed on the Celery workers (CELERY_BROKER_URL), one task per --chunk images; run it again "
+                     "to resume after an interruption")
+    add.add_argument("--chunk", type=int, default=256, help="images per task with --distributed")
     add.set_defaults(func=cmd_pool_add)
     imp = pool_sub.add_parser(
         "import-embeddings", help="import precomputed clip-retrieval embeddings (img_emb/ + metadata/)",

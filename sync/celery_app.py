@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 from sync.settings import Settings
 
@@ -61,6 +62,20 @@ def make_celery(settings: Settings | None = None) -> Celery:
         beat_schedule_filename=str((settings.workspace / "celerybeat-schedule").resolve()),
     )
     return app
+
+
+@worker_process_init.connect
+def _one_thread_per_child(**_) -> None:
+    """A prefork child is one unit of the pool's parallelism: it computes with one thread
+    (``AGILE_TORCH_THREADS`` to change). Left at torch's default (all cores) every child spins up
+    a thread per core and N children fight over the same cores: 4-7x slower here."""
+    from billiard.process import current_process
+
+    if current_process().name == "MainProcess":  # the solo pool: one process, all cores
+        return
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("AGILE_TORCH_THREADS", "1")))
 
 
 app = make_celery()

@@ -86,11 +86,14 @@ def _model(models_root: str, version: str):
 
 @app.task(name="agile.score_shard", ignore_result=False, acks_late=True, reject_on_worker_lost=True)
 def score_shard(models_root: str, version: str, shard_path: str, offset: int, k: int, k_pos: int,
-                exclude: list[int]) -> dict:
-    """One shard's best candidates (see :mod:`agile_modeling.sharded`); reads only that shard's file."""
+                exclude: list[int], rows: list[int] | None = None) -> dict:
+    """One shard's best candidates (see :mod:`agile_modeling.sharded`); reads only that shard's file
+    (rows ``[start, stop)`` of it when ``rows`` is given; ``offset`` is the global id of the first)."""
     from agile_modeling.sharded import shard_candidates
 
     shard = np.load(shard_path, mmap_mode="r")
+    if rows is not None:
+        shard = shard[int(rows[0]):int(rows[1])]
     return shard_candidates(_model(models_root, version), shard, int(offset), int(k), int(k_pos),
                             np.asarray(exclude, dtype=np.int64)).as_dict()
 

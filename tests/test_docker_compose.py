@@ -17,5 +17,6 @@ def test_compose_has_label_studio_redis_backend_workers_and_one_beat():
         env = services[name]["environment"]
         assert env["CELERY_BROKER_URL"].startswith("redis://redis") and env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
         assert "workspace:/workspace" in services[name]["volumes"]
+        assert env["AGILE_SHARDED_SCORING"].endswith(":-1}")  # pool scoring spreads over the scaled workers
     assert services["worker"]["command"][-1] == "--no-beat"  # scaling workers never multiplies the periodic sync
     assert services["backend"]["command"][:2] == ["agile", "backend"]

@@ -101,6 +101,8 @@ def test_the_loop_through_label_studio_matches_the_engine(tmp_path, label_studio
     assert '"POST /webhook HTTP/1.1" 401' not in access_log
     worker_log = worker.log.read_text()  # mid-round ratings were recorded straight from the webhook payloads
     assert worker_log.count("to rate (from the webhook)") >= BATCH, worker_log[-3000:]
+    for secret in (settings.basic_auth_pass, settings.webhook_secret, settings.label_studio_api_key):
+        assert secret not in access_log and secret not in worker_log  # secrets never reach the logs
 
     # nothing lost, nothing duplicated
     tasks = list(client.iter_tasks(project_id))
