@@ -35,11 +35,13 @@ from agile_modeling.concepts import Concept  # noqa: E402
 from agile_modeling.simulate import load_shared_data  # noqa: E402
 from agile_modeling.simulate.shared_pool import SHARED_ENCODER, import_shared_pool  # noqa: E402
 from agile_modeling.workspace import Workspace  # noqa: E402
+from label_config import load_config  # noqa: E402
 from sync.server import free_port  # noqa: E402
 from sync.settings import Settings  # noqa: E402
 from sync.state import RATING, ProjectLink, SyncState  # noqa: E402
 
 PROJECT = 1
+CONFIG = load_config("rating")  # sent with every request, as Label Studio does
 
 
 def rss_mib(pid: int) -> float:
@@ -80,7 +82,7 @@ def main() -> None:
         with httpx.Client(timeout=30) as http:
             for k in (1, 100):
                 times, memory = [], []
-                body_for = lambda n: {"project": f"{PROJECT}.0", "label_config": "",  # noqa: E731
+                body_for = lambda n: {"project": f"{PROJECT}.0", "label_config": CONFIG,  # noqa: E731
                                       "tasks": [{"id": int(i), "data": {"image": f"shared://x/{i}", "agile_image_id": int(i)}}
                                                 for i in rng.choice(len(data.pool), k, replace=False)]}
                 http.post(f"{settings.backend_url}/predict", json=body_for(k)).raise_for_status()  # warm: model loaded
@@ -112,7 +114,8 @@ def main() -> None:
     (RESULTS / "predict_load.json").write_text(json.dumps(results, indent=1))
     md = ["# /predict load test (second process, loopback, keep-alive)", "", environment_markdown(env_info).rstrip(),
           f"- load average at the end: {results['load_average_end']}", f"- pool: {len(data.pool):,} images; one gunicorn "
-          "process, 4 threads (as `agile backend`); requests sent one after another", "",
+          "process, 4 threads (as `agile backend`); requests sent one after another, each with the project's label "
+          "config (validated per request) and tasks naming pool images", "",
           "| tasks per request | requests | throughput | p50 | p99 | backend RSS (after warm-up -> end) |",
           "|---|---|---|---|---|---|"]
     for k, row in results["batches"].items():
