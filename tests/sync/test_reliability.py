@@ -1,6 +1,7 @@
 """Faults injected, then nothing lost: a sync killed while training and while pushing a batch, webhooks
 reordered and late, and Label Studio down while the worker has work (it backs off and catches up)."""
 
+import os
 import signal
 
 import numpy as np
@@ -110,3 +111,28 @@ def test_label_studio_down_while_the_worker_has_work(tmp_path, shared_data):
         worker.stop()
         server.stop()
     assert len(ws.sessions.open(spec.concept().name).labels()) == 20
+
+
+def test_a_celery_worker_killed_mid_push_is_replaced_and_the_round_completes(tmp_path, manual_loop):
+    """The real worker, SIGKILLed by the fault point while pushing round 1; a new worker finishes it."""
+    loop = manual_loop("real stop signs", seed_size=20, batch_size=80)
+    env = {**service_env(loop.settings), "AGILE_SYNC_SECONDS": "2", "PYTHONPATH": str(REPO)}
+    loop.rate_open_tasks()  # no worker yet: these ratings wait for the periodic sync
+    doomed = Service(worker_command(beat=True), {**env, "AGILE_FAULT_POINT": "push:1"}, tmp_path / "doomed.log").start()
+    wait_for(lambda: doomed.process.poll() is not None, 180, "the worker to die mid-push")
+    assert doomed.process.returncode == -signal.SIGKILL
+    try:  # its embedded beat child lives on in the process group: a dead worker's beat must not linger
+        os.killpg(doomed.process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    client = loop.sync.client
+    assert len(images_of(client, loop.project_id)) == 70
+    worker = Service(worker_command(beat=True), env, tmp_path / "worker.log").start()
+    try:
+        wait_for(lambda: len(images_of(client, loop.project_id)) == 100, 180, "the new worker to finish the round")
+    finally:
+        worker.stop()
+    images = images_of(client, loop.project_id)
+    session = loop.workspace.sessions.open("stop sign")
+    assert len(set(images)) == 100 and sorted(images[20:]) == sorted(session.batch(1))
+    assert len(session.labels()) == 20 and [v.name for v in loop.workspace.registry("stop sign").versions()] == ["stop-sign-v1"]
