@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from celery import group
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -106,8 +107,6 @@ def main() -> None:
                     times, exact = [], True
                     for _ in range(args.runs):
                         t0 = time.perf_counter()
-                        from celery import group
-
                         job = group(app.signature("agile.score_shard", args=(
                             str(registry.root), version, str(path), int(off), args.k, 0,
                             [int(i) for i in exclude[(exclude >= off) & (exclude < off + r[1] - r[0])]], r))

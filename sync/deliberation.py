@@ -115,7 +115,7 @@ class DeliberationSync:
         slug = slugify(concept)
         delib = self.deliberation(concept)
         with self.sync.concept_lock(slug):
-            version = delib.finish_scoping()
+            delib.finish_scoping()
             link = self._link(slug, DELIBERATION, f"{delib.session.concept.name} - deliberation", "")
             self._show_definition(link, delib)
         return self.sync_deliberation(concept)

@@ -174,7 +174,7 @@ class ConceptSync:
             link = self.state.for_concept(slug)
             if link is None:
                 config = load_config(self.settings.label_config)
-                schema = parse_rating_config(config)  # our own file: fails loudly if edited badly
+                parse_rating_config(config)  # our own file: fails loudly if edited badly
                 project_id = self.client.create_project(
                     title=f"{session.concept.name}"[:50], label_config=config,
                     description=f"agile-modeling concept: {_describe(session.concept)}",

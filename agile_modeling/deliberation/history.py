@@ -227,6 +227,12 @@ class DeliberationHistory:
     def shown_ids(self) -> set[int]:
         return {r[0] for r in self.db.execute("SELECT image_id FROM deliberation_items WHERE concept = ?", (self.slug,))}
 
+    def round_of(self, image_id: int) -> int | None:
+        """The borderline round that showed ``image_id`` (None if none did)."""
+        row = self.db.execute("SELECT round FROM deliberation_items WHERE concept = ? AND image_id = ?",
+                              (self.slug, int(image_id))).fetchone()
+        return int(row[0]) if row else None
+
     def shown_decisions(self) -> dict[int, int]:
         """``{image_id: decision shown}`` over every borderline batch so far."""
         return {r[0]: r[1] for r in self.db.execute(

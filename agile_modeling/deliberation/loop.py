@@ -16,11 +16,11 @@ import numpy as np
 from agile_modeling.deliberation import borderline
 from agile_modeling.deliberation.borderline import BorderlineConfig
 from agile_modeling.deliberation.definition import Definition
-from agile_modeling.deliberation.edits import Edit, describe_edits
+from agile_modeling.deliberation.edits import Edit
 from agile_modeling.deliberation.history import (
     SOURCE, BatchItem, DefinitionVersion, DeliberationHistory, DeliberationRound, ScopingItem,
 )
-from agile_modeling.deliberation.providers.base import Candidate, Feedback, ModelProvider, PoolImage
+from agile_modeling.deliberation.providers.base import Feedback, ModelProvider, PoolImage
 from agile_modeling.deliberation.refinement import CANDIDATES, SHORTLIST, choose_candidate
 from agile_modeling.deliberation.scoping import REPRESENTATIVES, definition_from_scoping, scoping_items
 from agile_modeling.encoders.base import TextEncoder
@@ -136,7 +136,8 @@ class Deliberation:
         comments = self.comments()
         clusters = [c for c in borderline.sparse_clusters(x, cfg) if any(int(retrieved[i]) not in shown for i in c)]
         if clusters:
-            stats = [borderline.cluster_stats([int(retrieved[i]) for i in c], labels, self.history.shown_decisions(), comments)
+            decisions = self.history.shown_decisions()
+            stats = [borderline.cluster_stats([int(retrieved[i]) for i in c], labels, decisions, comments)
                      for c in clusters]
             m = borderline.choose_cluster(stats, cfg)
             members = np.array([int(retrieved[i]) for i in clusters[m] if int(retrieved[i]) not in shown], dtype=np.int64)
@@ -167,13 +168,8 @@ class Deliberation:
         if int(image_id) not in self.history.shown_ids():
             raise SessionError(f"image {image_id} was not shown in a borderline batch of {self.session.slug}")
         return self.session.record_label(int(image_id), int(label), rater=rater, source=SOURCE,
-                                         round_index=self._round_of(int(image_id)), note=comment.strip() or None,
+                                         round_index=self.history.round_of(int(image_id)), note=comment.strip() or None,
                                          external_id=external_id)
-
-    def _round_of(self, image_id: int) -> int:
-        row = self.session.db.execute("SELECT round FROM deliberation_items WHERE concept = ? AND image_id = ?",
-                                      (self.session.slug, image_id)).fetchone()
-        return int(row[0])
 
     def comments(self) -> dict[int, str]:
         return {i: l.note or "" for i, l in self.session.latest_labels(SOURCE).items()}
@@ -225,7 +221,3 @@ class Deliberation:
         change = "edited by hand" + (f": {note}" if note else "")
         return self.history.append(definition, [Edit("replace", definition=definition.as_dict())], change,
                                    reason={"note": note}, author="user")
-
-    def candidates_for(self, definition: Definition, feedback: list[Feedback]) -> list[Candidate]:
-        images = {im.id: im for im in self.images([f.image_id for f in feedback])}
-        return self.provider.propose_refinements(definition, feedback, images, self.config.candidates)

@@ -29,6 +29,7 @@ from agile_modeling.deliberation.history import SOURCE, ScopingItem
 from agile_modeling.deliberation.loop import Deliberation, DeliberationConfig
 from agile_modeling.deliberation.providers.offline import EmbeddingProvider
 from agile_modeling.encoders.vocabulary import VocabularyTextEncoder
+from agile_modeling.errors import NotEnoughLabelsError
 from agile_modeling.index import ExactIndex
 from agile_modeling.loop import AgileLoop, LoopConfig
 from agile_modeling.metrics import binary_metrics
@@ -200,7 +201,7 @@ def _agile_same_labels(spec: PrivateDefinition, data: CaltechData, index, workdi
         session.record_labels((i, user.label(i)) for i in batch)
         _, clf = loop.train()
         scores = clf.predict_proba(data.test_x)
-    except Exception as e:  # noqa: BLE001 - e.g. no positive among n text-expansion images: report, don't crash
+    except NotEnoughLabelsError as e:  # no positive among the n images agile modeling chose: F1 0, said why
         sessions.close()
         return {"f1": 0.0, "precision": 0.0, "recall": 0.0, "note": str(e)}
     sessions.close()

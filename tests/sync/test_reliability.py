@@ -4,7 +4,6 @@ reordered and late, and Label Studio down while the worker has work (it backs of
 import os
 import signal
 
-import numpy as np
 import pytest
 
 from agile_cli.services import service_env, worker_command

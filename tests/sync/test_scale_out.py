@@ -1,7 +1,6 @@
 """Scale-out over real Celery workers and a real redis-server: sharded pool scoring merges to exactly
 the single-process selection, and embedding fans out across workers and resumes."""
 
-import os
 
 import numpy as np
 import pytest

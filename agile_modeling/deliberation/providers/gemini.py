@@ -23,7 +23,7 @@ import numpy as np
 from agile_modeling.deliberation.definition import Definition
 from agile_modeling.deliberation.edits import Edit
 from agile_modeling.deliberation.providers.base import (
-    Ambiguity, Candidate, Decision, Feedback, ModelProvider, PoolImage, Query,
+    Ambiguity, Candidate, Decision, ModelProvider, PoolImage, Query,
 )
 from agile_modeling.deliberation.providers.cache import CallCache, call_key
 from agile_modeling.errors import DefinitionError, ProviderError

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
-
 import numpy as np
 
 from agile_modeling.deliberation.definition import Definition, SubConcept, UnitConcept
 from agile_modeling.deliberation.edits import Edit, apply_edits, describe_edits
 from agile_modeling.deliberation.providers.base import (
-    Ambiguity, Candidate, Decision, Feedback, ModelProvider, PoolImage, Query,
+    Ambiguity, Candidate, Decision, Feedback, ModelProvider, Query,
 )
 from agile_modeling.encoders.vocabulary import VocabularyTextEncoder, normalise_phrase
 from agile_modeling.errors import DefinitionError
