@@ -26,6 +26,7 @@ from agile_modeling.index import LazyIndex, NeighbourIndex, build_index
 from agile_modeling.loop import AgileLoop, LoopConfig
 from agile_modeling.session import SessionStore
 from agile_modeling.store import EmbeddingStore
+from agile_modeling.store.image_source import read_bytes
 
 DEFAULT_WORKSPACE = "agile-workspace"
 #: pool images the offline deliberation provider looks at to judge scoping candidates
@@ -138,13 +139,9 @@ class Workspace:
         return cache[name]
 
     def image_bytes(self, image_id: int) -> bytes:
-        """The pixels of a pool image added from a local file (what a VLM provider is sent)."""
-        uri = self.store().uris([int(image_id)])[0]
-        path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
-        if not path.is_file():
-            raise ProviderError(f"pool image {image_id} ({uri}) is not a readable local file; a VLM provider needs "
-                                "the image files")
-        return path.read_bytes()
+        """The bytes of a pool image, read from where it was added (what a VLM provider is sent);
+        :class:`ImageReadError` for images known only by their embeddings."""
+        return read_bytes(self.store().uris([int(image_id)])[0])
 
     def deliberation(self, concept_name: str, provider: str = "offline", config=None):
         """The Agile Deliberation of a concept (its session must exist)."""

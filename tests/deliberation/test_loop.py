@@ -7,19 +7,9 @@ from agile_modeling.concepts import Concept
 from agile_modeling.deliberation import SOURCE, Deliberation
 from agile_modeling.deliberation.combined import CombinedClassifier
 from agile_modeling.deliberation.providers.offline import EmbeddingProvider
-from agile_modeling.errors import DatasetNotFoundError, SessionError
+from agile_modeling.errors import SessionError
 from agile_modeling.index import ExactIndex
 from agile_modeling.session import SessionStore
-
-
-@pytest.fixture(scope="module")
-def caltech():
-    from agile_modeling.simulate.deliberation_study import CaltechData
-
-    try:
-        return CaltechData.load()
-    except DatasetNotFoundError as e:
-        pytest.skip(str(e))
 
 
 @pytest.fixture

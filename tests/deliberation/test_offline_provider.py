@@ -6,17 +6,7 @@ import pytest
 from agile_modeling.deliberation.definition import Definition, SubConcept, UnitConcept
 from agile_modeling.deliberation.providers.base import Feedback, PoolImage
 from agile_modeling.deliberation.providers.offline import EmbeddingProvider
-from agile_modeling.errors import DatasetNotFoundError, DefinitionError
-
-
-@pytest.fixture(scope="module")
-def caltech():
-    from agile_modeling.simulate.deliberation_study import CaltechData
-
-    try:
-        return CaltechData.load()
-    except DatasetNotFoundError as e:
-        pytest.skip(str(e))
+from agile_modeling.errors import DefinitionError
 
 
 @pytest.fixture(scope="module")
