@@ -32,15 +32,19 @@ def service_env(settings) -> dict[str, str]:
         "AGILE_WORKSPACE": str(Path(settings.workspace).resolve()), "AGILE_BACKEND_URL": settings.backend_url,
         "AGILE_IMAGE_URL": settings.image_url, "CELERY_BROKER_URL": settings.broker_url,
         "BASIC_AUTH_USER": settings.basic_auth_user, "BASIC_AUTH_PASS": settings.basic_auth_pass,
-        "AGILE_WEBHOOK_SECRET": settings.webhook_secret,
+        "AGILE_WEBHOOK_SECRET": settings.webhook_secret, "AGILE_IMAGE_SIGNING_KEY": settings.image_signing_key,
+        "AGILE_LABEL_STUDIO_ORIGIN": settings.label_studio_origin,
+        "AGILE_IMAGES_UNSIGNED": "1" if settings.images_unsigned else None,
     }
     env.update({k: v for k, v in values.items() if v})
     return env
 
 
 def backend_command(bind: str, threads: int = 4, workers: int = 1) -> list[str]:
-    """gunicorn serving the ML backend (one process by default: the model loads once)."""
-    return [sys.executable, "-m", "gunicorn", "ml_backend.wsgi:app", "--bind", bind, "--workers", str(workers),
+    """gunicorn serving the ML backend (one process by default: the model loads once); its config
+    refuses an address other machines can reach without the secrets (ml_backend/exposure.py)."""
+    return [sys.executable, "-m", "gunicorn", "ml_backend.wsgi:app", "--config", "python:ml_backend.gunicorn_conf",
+            "--bind", bind, "--workers", str(workers),
             "--threads", str(threads), "--timeout", "120", "--access-logfile", "-"]
 
 
@@ -215,7 +219,11 @@ def cmd_down(args) -> int:
 
 
 def cmd_backend(args) -> int:
-    """Replace this process with gunicorn serving the backend."""
+    """Replace this process with gunicorn serving the backend (refused on an exposed address without secrets)."""
+    from ml_backend.exposure import check_bind
+    from sync.settings import Settings
+
+    check_bind(Settings.from_env(), args.bind)
     cmd = backend_command(args.bind, args.threads, args.workers)
     os.execv(cmd[0], cmd)
 
@@ -244,7 +252,9 @@ def add_service_commands(sub) -> None:
     backend = sub.add_parser(
         "backend", help="serve the Label Studio ML backend (gunicorn)",
         description="Run the ML backend under gunicorn. Configuration from the environment: LABEL_STUDIO_URL, "
-        "LABEL_STUDIO_API_KEY, AGILE_WORKSPACE (or MODEL_DIR), BASIC_AUTH_USER / BASIC_AUTH_PASS, CELERY_BROKER_URL.")
+        "LABEL_STUDIO_API_KEY, AGILE_WORKSPACE (or MODEL_DIR), BASIC_AUTH_USER / BASIC_AUTH_PASS, AGILE_WEBHOOK_SECRET, "
+        "AGILE_IMAGE_SIGNING_KEY, CELERY_BROKER_URL. On an address other than loopback it refuses to start without "
+        "AGILE_WEBHOOK_SECRET, BASIC_AUTH_USER and BASIC_AUTH_PASS.")
     backend.add_argument("--bind", default="127.0.0.1:9090", help="host:port (default 127.0.0.1:9090)")
     backend.add_argument("--threads", type=int, default=4, help="threads per process (default 4)")
     backend.add_argument("--workers", type=int, default=1, help="processes (default 1: the model loads once)")

@@ -1,17 +1,19 @@
 """The Label Studio ML backend HTTP protocol, on Flask.
 
 Routes: ``GET /health``, ``POST /setup``, ``POST /predict``, ``POST /webhook``, ``GET /metrics``
-(Prometheus), ``GET /images/<id>`` (local pool images, for the browser). Run it under gunicorn::
-
-    gunicorn 'ml_backend.app:create_app()' --bind 127.0.0.1:9090 --threads 4
+(Prometheus), ``GET /images/<id>?exp=...&sig=...`` (local pool images, for the browser, by the
+signed URLs the sync puts into tasks: see :mod:`sync.image_signing`). Run it as ``agile backend``
+(gunicorn with ``ml_backend/gunicorn_conf.py``, which refuses an exposed address without secrets).
 
 Every error is JSON ``{"error": reason}`` with a 4xx status when the request is at fault; nothing
-returns a traceback.
+returns a traceback. A ``/predict`` task whose image cannot be read gets an empty result (the
+reason is logged) and every other task is answered; only when no task can be answered is it a 422.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import mimetypes
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from flask import Flask, Response, jsonify, request, send_file
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from werkzeug.exceptions import BadRequest, HTTPException, NotFound, Unauthorized
+from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound, Unauthorized
 
 from agile_modeling.errors import AgileError, EncoderUnavailableError, ImageReadError, StoreError
 from agile_modeling.workspace import Workspace
@@ -27,6 +29,7 @@ from label_config import LabelConfigError
 from ml_backend import requests as parse
 from ml_backend.fetch import FetchPolicy
 from ml_backend.predictor import Predictor
+from sync.image_signing import NO_KEY, ImageSignatureError, ImageSigner
 from sync.rounds import WEBHOOK_SECRET_HEADER
 from sync.settings import Settings
 from sync.state import UnknownProjectError
@@ -35,8 +38,21 @@ log = logging.getLogger("agile.backend")
 
 ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
 TRAIN_EVENTS = {"START_TRAINING"}
-# Label Studio sends webhooks without basic auth: /webhook is checked by a shared secret header instead
+# Label Studio sends webhooks without basic auth: /webhook is checked by a shared secret header instead;
+# the browser loads images without it: /images is checked by the URL's signature instead
 OPEN_ROUTES = {"health", "index", "images", "metrics", "webhook"}
+
+
+def _same(given: str | None, expected: str) -> bool:
+    """Constant-time equality of two strings; as bytes, since compare_digest raises TypeError on non-ASCII str."""
+    return hmac.compare_digest((given or "").encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 class _Metrics:
@@ -48,6 +64,8 @@ class _Metrics:
                                  registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
         self.tasks = Counter("agile_backend_predicted_tasks", "Tasks answered by /predict", registry=self.registry)
         self.embedded = Counter("agile_backend_images_embedded", "Task images embedded on the fly", registry=self.registry)
+        self.unreadable = Counter("agile_backend_unreadable_images", "Tasks answered without a prediction: image "
+                                  "unreadable or not embeddable", registry=self.registry)
         self.events = Counter("agile_backend_webhook_events", "Webhook events by action and outcome",
                               ["action", "outcome"], registry=self.registry)
 
@@ -73,7 +91,10 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
     workspace = Workspace(settings.workspace)
     predictor = Predictor(workspace, FetchPolicy.from_urls(
         settings.label_studio_url, settings.images_base_url, extra=settings.image_hosts,
-        max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout))
+        max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout, max_pixels=settings.max_image_pixels),
+        images_base_url=settings.images_base_url)
+    signer = ImageSigner.from_settings(settings)
+    cors_origin = settings.browser_origin
     metrics = _Metrics()
     enqueue = enqueue or _default_enqueue
     app.extensions["agile"] = {"predictor": predictor, "metrics": metrics, "settings": settings}
@@ -85,8 +106,7 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
             return None
         auth = request.authorization
         ok = (auth is not None and auth.type == "basic"
-              and hmac.compare_digest(auth.username or "", settings.basic_auth_user)
-              and hmac.compare_digest(auth.password or "", settings.basic_auth_pass))
+              and _same(auth.username, settings.basic_auth_user) & _same(auth.password, settings.basic_auth_pass))
         if not ok:
             raise Unauthorized("this ML backend requires basic auth (BASIC_AUTH_USER / BASIC_AUTH_PASS)")
         return None
@@ -151,16 +171,22 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
         tasks = parse.tasks(body)
         project_id = parse.project_id(body.get("project"))
         schema = predictor.schema(body.get("label_config"), project_id)
-        results, fresh = predictor.predict(project_id, tasks, schema)
+        results, fresh, errors = predictor.predict(project_id, tasks, schema)
         metrics.tasks.inc(len(tasks))
         metrics.embedded.inc(fresh)
+        metrics.unreadable.inc(len(errors))
+        named = [f"task {tasks[n].get('id', n)!r:.40}: {why}" for n, why in sorted(errors.items())]
+        for line in named:
+            log.warning("/predict project %s: no prediction for %s", project_id, line)
+        if errors and len(errors) == len(tasks):
+            return jsonify(error="cannot read the image of " + "; ".join(named[:5])
+                           + (" ..." if len(named) > 5 else "")), 422
         version = next((r[0]["model_version"] for r in results if r), None)
         return jsonify(results=results, model_version=version)
 
     @app.post("/webhook")
     def webhook():
-        if settings.webhook_secret and not hmac.compare_digest(
-                request.headers.get(WEBHOOK_SECRET_HEADER, ""), settings.webhook_secret):
+        if settings.webhook_secret and not _same(request.headers.get(WEBHOOK_SECRET_HEADER), settings.webhook_secret):
             raise Unauthorized(f"webhook refused: the {WEBHOOK_SECRET_HEADER} header is missing or wrong "
                                "(it must equal AGILE_WEBHOOK_SECRET; `agile concept publish` sets it in Label Studio)")
         body = parse.json_body(request)
@@ -185,7 +211,18 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
 
     @app.get("/images/<int:image_id>")
     def images(image_id: int):
-        """A local pool image (only files registered in the pool: no path comes from the request)."""
+        """A local pool image (only files registered in the pool: no path comes from the request), for a
+        URL signed by the sync; unsigned only in the loopback development mode."""
+        if settings.images_unsigned:
+            if not _is_loopback(request.remote_addr):
+                raise Forbidden("AGILE_IMAGES_UNSIGNED serves images to this machine only")
+        elif signer is None:
+            raise Forbidden(f"this backend cannot check image URLs: {NO_KEY}")
+        else:
+            try:
+                signer.verify(image_id, request.args.get("exp"), request.args.get("sig"))
+            except ImageSignatureError as exc:
+                raise Forbidden(str(exc)) from None
         store = workspace.store()
         if image_id >= len(store):
             raise NotFound(f"no image {image_id} in the pool")
@@ -194,7 +231,9 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
         if not path.is_file():
             raise NotFound(f"image {image_id} ({uri[:80]}) is not a local file this backend can serve")
         response = send_file(path, mimetype=mimetypes.guess_type(path.name)[0] or "application/octet-stream", max_age=3600)
-        response.headers["Access-Control-Allow-Origin"] = "*"  # Label Studio's image tag fetches with CORS
+        if cors_origin:  # Label Studio's image tag may fetch with CORS: its origin only, never "*"
+            response.headers["Access-Control-Allow-Origin"] = cors_origin
+            response.headers["Vary"] = "Origin"
         return response
 
     return app

@@ -1,26 +1,61 @@
 """Find the embedding of a task's image: a pool image by id or URL, or a new one embedded on the fly.
 
-Only ``http(s)://`` images from allowed hosts (see :mod:`ml_backend.fetch`) and ``data:`` images are
-read for a task, never a local path: a crafted task must not make the backend read files of this
-machine or reach into its network.
+Only ``http(s)://`` images from allowed origins (see :mod:`ml_backend.fetch`) and ``data:`` images
+are read for a task, never a local path: a crafted task must not make the backend read files of this
+machine or reach into its network. Only URLs under this backend's own image base URL (plain or
+signed) are taken for pool images by id; ``.../images/5`` on any other host is just a web image.
+
+An image is embedded on the fly only when the workspace's encoder makes the pool's embedding space
+(a precomputed pool, such as the demo's OpenAI CLIP embeddings, is not the default LAION model's):
+otherwise the task gets no prediction and the reason says which encoder to configure.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import re
+import hashlib
+import io
+import json
+import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from urllib.parse import parse_qsl
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-from agile_modeling.errors import ImageReadError
-from agile_modeling.store.image_source import decode_image
+from agile_modeling.encoders import OpenClipEncoder
+from agile_modeling.errors import AgileError, ImageReadError
 from agile_modeling.workspace import Workspace
 from ml_backend.fetch import FetchPolicy, fetch_image_bytes
 
-_OUR_IMAGE = re.compile(r"/images/(\d+)$")
+log = logging.getLogger("agile.backend")
+
+#: workspace.json key declaring that the configured ``open_clip`` model made the pool's embeddings
+POOL_ENCODER_KEY = "open_clip_makes_pool"
+#: open_clip settings known to reproduce a precomputed pool's encoder
+KNOWN_POOL_ENCODERS = {"openai-clip-ViT-B-32 (shared precomputed embeddings)": {"model": "ViT-B-32", "pretrained": "openai"}}
+
+
+class EncoderMismatchError(AgileError):
+    """On-the-fly embedding would use another embedding space than the pool's."""
+
+
+def decode_limited(what: str, data: bytes, max_pixels: int) -> Image.Image:
+    """Decode ``data`` to RGB, refusing more than ``max_pixels`` from the header, before any pixel is decoded."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size  # from the header: nothing decoded yet
+            if width * height > max_pixels:
+                raise ImageReadError(f"{what} is {width}x{height} pixels, more than the limit of {max_pixels} "
+                                     "(AGILE_MAX_IMAGE_PIXELS)")
+            im.draft("RGB", (1024, 1024))  # JPEG: decode at a reduced scale (the encoder needs ~224 px)
+            im.load()
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(f"{what} is not a readable image ({type(exc).__name__}: {exc})") from None
 
 
 def fetch_task_image(url: str, policy: FetchPolicy):
@@ -35,10 +70,65 @@ def fetch_task_image(url: str, policy: FetchPolicy):
             raise ImageReadError("the task's data: URL is not valid base64") from None
         if len(data) > policy.max_bytes:
             raise ImageReadError(f"the task's image is larger than {policy.max_bytes} bytes")
-        return decode_image("data: URL", data)
+        return decode_limited("the data: URL", data, policy.max_pixels)
     if url.startswith(("http://", "https://")):
-        return decode_image(url, fetch_image_bytes(url, policy))
+        return decode_limited(url[:100], fetch_image_bytes(url, policy), policy.max_pixels)
     raise ImageReadError(f"{url[:100]!r} is neither an http(s) nor a data: URL, nor an image of the pool")
+
+
+def our_image_id(url: str, base: str | None) -> int | None:
+    """The pool id in ``<base>/<id>`` or its signed form ``<base>/<id>?exp=...&sig=...``, else None."""
+    if not base or not url.startswith(base + "/"):
+        return None
+    rest, _, query = url[len(base) + 1:].partition("?")
+    if not (rest.isascii() and rest.isdigit() and len(rest) <= 18):
+        return None
+    if query and {k for k, _ in parse_qsl(query, keep_blank_values=True)} - {"exp", "sig"}:
+        return None
+    return int(rest)
+
+
+class EmbeddingCache:
+    """A thread-safe LRU of on-the-fly embeddings, keyed by the SHA-256 of the image URL (a ``data:``
+    URL may be megabytes: it is never kept) and bounded by the bytes it holds."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(url: str) -> bytes:
+        return hashlib.sha256(url.encode("utf-8", "surrogatepass")).digest()
+
+    def get(self, url: str) -> np.ndarray | None:
+        key = self.key(url)
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, url: str, vector: np.ndarray) -> None:
+        key, size = self.key(url), vector.nbytes + 32
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.bytes -= old.nbytes + 32
+            self._items[key] = vector
+            self.bytes += size
+            while self.bytes > self.max_bytes and self._items:
+                _, dropped = self._items.popitem(last=False)
+                self.bytes -= dropped.nbytes + 32
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def __contains__(self, url: str) -> bool:
+        with self._lock:
+            return self.key(url) in self._items
 
 
 class TaskEmbeddings:
@@ -47,15 +137,18 @@ class TaskEmbeddings:
     Args:
         workspace: the pool and its encoder.
         policy: which web images may be fetched (default: none; data: URLs and pool images only).
-        cache_size: how many on-the-fly embeddings to keep.
+        images_base_url: this backend's own image base URL (as in the tasks), whose ids are pool ids.
+        cache_bytes: memory the on-the-fly embeddings may hold.
     """
 
-    def __init__(self, workspace: Workspace, policy: FetchPolicy | None = None, cache_size: int = 10_000) -> None:
+    def __init__(self, workspace: Workspace, policy: FetchPolicy | None = None, images_base_url: str | None = None,
+                 cache_bytes: int = 64 * 1024 * 1024) -> None:
         self.workspace = workspace
-        self.policy = policy or FetchPolicy(frozenset())
-        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.cache_size = cache_size
+        self.policy = policy or FetchPolicy()
+        self.images_base_url = images_base_url.rstrip("/") if images_base_url else None
+        self.cache = EmbeddingCache(cache_bytes)
         self._encoder = None
+        self._lock = threading.Lock()
 
     def pool_ids(self, tasks: Sequence[dict], image_field: str) -> list[int | None]:
         """The pool id of each task's image: ``agile_image_id``, our image URL, or a pool URI."""
@@ -68,19 +161,18 @@ class TaskEmbeddings:
             image_id = data.get("agile_image_id")
             url = data.get(image_field)
             if not (isinstance(image_id, int) and not isinstance(image_id, bool)) and isinstance(url, str):
-                match = _OUR_IMAGE.search(url)
-                image_id = int(match.group(1)) if match else None
+                image_id = our_image_id(url, self.images_base_url)
             ids.append(image_id if isinstance(image_id, int) and 0 <= image_id < n else None)
             urls.append(url if isinstance(url, str) else "")
         unknown = [u for u, i in zip(urls, ids) if i is None and u]
         by_uri = store.ids_of_uris(unknown) if unknown else {}
         return [i if i is not None else by_uri.get(u) for i, u in zip(ids, urls)]
 
-    def embed(self, tasks: Sequence[dict], image_field: str) -> tuple[np.ndarray, int]:
-        """``((len(tasks), d) float32, number embedded on the fly)``.
+    def embed(self, tasks: Sequence[dict], image_field: str) -> tuple[np.ndarray, int, dict[int, str]]:
+        """``((len(tasks), d) float32, number embedded on the fly, {task index: why it has no embedding})``.
 
-        Raises:
-            ImageReadError: naming the tasks whose images could not be read.
+        A task whose image cannot be read or embedded keeps a zero row and its reason: the caller
+        answers every other task.
         """
         ids = self.pool_ids(tasks, image_field)
         view = self.workspace.store().vectors()
@@ -88,28 +180,43 @@ class TaskEmbeddings:
         known = [n for n, i in enumerate(ids) if i is not None]
         if known:
             out[known] = view.take([ids[n] for n in known]).astype(np.float32)
-        fresh, errors = 0, []
+        fresh, errors = 0, {}
         for n, image_id in enumerate(ids):
             if image_id is not None:
                 continue
             url = tasks[n]["data"].get(image_field)
-            key = url if isinstance(url, str) else ""
-            if key not in self.cache:
+            url = url if isinstance(url, str) else ""
+            cached = self.cache.get(url) if url else None
+            if cached is None:
                 try:
-                    image = fetch_task_image(key, self.policy)
-                except ImageReadError as exc:
-                    errors.append(f"task {tasks[n].get('id', n)}: {exc}")
+                    encoder = self.encoder()  # refused before any download if it is the wrong space
+                    image = fetch_task_image(url, self.policy)
+                    cached = encoder.encode_images([image])[0].astype(np.float32)
+                except AgileError as exc:  # unreadable image, wrong or unavailable encoder
+                    errors[n] = str(exc)
                     continue
-                self.cache[key] = self.encoder().encode_images([image])[0].astype(np.float32)
+                self.cache.put(url, cached)
                 fresh += 1
-                if len(self.cache) > self.cache_size:
-                    self.cache.popitem(last=False)
-            out[n] = self.cache[key]
-        if errors:
-            raise ImageReadError("cannot read the image of " + "; ".join(errors[:5]) + (" ..." if len(errors) > 5 else ""))
-        return out, fresh
+            out[n] = cached
+        return out, fresh, errors
 
-    def encoder(self):
-        if self._encoder is None:
-            self._encoder = self.workspace.image_encoder()
-        return self._encoder
+    def encoder(self) -> OpenClipEncoder:
+        """The encoder of images that are not in the pool, if it makes the pool's embedding space."""
+        with self._lock:
+            if self._encoder is None:
+                pool = self.workspace.store().encoder_name
+                config = self.workspace.config()
+                spec = self.workspace.encoder_spec()
+                ours = OpenClipEncoder(spec).name  # its name needs no weights
+                if pool not in (ours, "unknown") and config.get(POOL_ENCODER_KEY) != pool:
+                    raise EncoderMismatchError(self._mismatch(pool, ours, config))
+                self._encoder = self.workspace.image_encoder()
+            return self._encoder
+
+    def _mismatch(self, pool: str, ours: str, config: dict) -> str:
+        example = KNOWN_POOL_ENCODERS.get(pool, {"model": "<open_clip model>", "pretrained": "<its pretrained tag>"})
+        setting = json.dumps({"open_clip": {**example, "device": "cpu"}, POOL_ENCODER_KEY: pool})
+        return (f"this image is not in the pool, and the pool's embeddings were made by {pool!r} while this backend "
+                f"would embed it with {ours} ({'workspace.json' if config.get('open_clip') else 'the default'}), "
+                f"another embedding space, so it gets no prediction. Add the image to the pool first, or configure the "
+                f"open_clip model that made the pool in {self.workspace.root / 'workspace.json'}: {setting}")

@@ -28,10 +28,10 @@ class Prediction:
 class Predictor:
     """Answers ``/setup`` and ``/predict`` for every project of one workspace."""
 
-    def __init__(self, workspace: Workspace, policy: FetchPolicy | None = None) -> None:
+    def __init__(self, workspace: Workspace, policy: FetchPolicy | None = None, images_base_url: str | None = None) -> None:
         self.workspace = workspace
         self.state = SyncState(workspace.root / "label_studio.sqlite")
-        self.embeddings = TaskEmbeddings(workspace, policy)
+        self.embeddings = TaskEmbeddings(workspace, policy, images_base_url)
         self._models: dict[str, tuple[ModelVersion, MLPClassifier]] = {}
         self._lock = threading.Lock()
         self.model_loads = 0
@@ -62,14 +62,15 @@ class Predictor:
             return parse_rating_config(label_config)
         return parse_rating_config(load_config(self.link(project_id).label_config))
 
-    def predict(self, project_id: int, tasks: list[dict], schema: RatingSchema) -> tuple[list[list[dict]], int]:
-        """One list of predictions per task (empty before the first model), and the number of
-        images embedded on the fly."""
+    def predict(self, project_id: int, tasks: list[dict], schema: RatingSchema) -> tuple[list[list[dict]], int, dict[int, str]]:
+        """One list of predictions per task (empty before the first model, and for a task whose image
+        cannot be read), the number of images embedded on the fly, and why each empty one is empty."""
         model = self.current_model(self.link(project_id).concept)
         if model is None:
-            return [[] for _ in tasks], 0
+            return [[] for _ in tasks], 0, {}
         version, classifier = model
-        x, fresh = self.embeddings.embed(tasks, schema.image_field)
+        x, fresh, errors = self.embeddings.embed(tasks, schema.image_field)
         probs = classifier.predict_proba(x) if len(tasks) else np.zeros(0)
-        return [[{"result": schema.prediction(float(p)), "score": float(p), "model_version": version.name}]
-                for p in probs], fresh
+        return [[] if n in errors else
+                [{"result": schema.prediction(float(p)), "score": float(p), "model_version": version.name}]
+                for n, p in enumerate(probs)], fresh, errors

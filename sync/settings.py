@@ -10,6 +10,12 @@
 ``AGILE_WEBHOOK_SECRET``   shared secret Label Studio sends with webhooks (header X-Agile-Secret)
 ``CELERY_BROKER_URL``      ``redis://...`` to run workers distributed; default a local folder broker
 ``AGILE_LABEL_CONFIG``     ``rating`` (default) or ``rating-note`` (adds a free-text note)
+``AGILE_IMAGE_SIGNING_KEY`` key of the signed image URLs (default: derived from the API key, see
+                           :mod:`sync.image_signing`); ``AGILE_IMAGE_URL_DAYS`` their lifetime (30)
+``AGILE_IMAGES_UNSIGNED``  ``1``: plain ``/images/<id>`` URLs (development, backend on loopback only)
+``AGILE_LABEL_STUDIO_ORIGIN`` the origin the browser opens Label Studio at, allowed by CORS on
+                           ``/images`` (default: the origin of ``LABEL_STUDIO_URL``)
+``AGILE_MAX_IMAGE_PIXELS`` decoded-size limit of a task image (default 40 megapixels)
 =========================  ==========================================================================
 """
 
@@ -43,6 +49,11 @@ class Settings:
     image_hosts: str | None = None  # extra hosts task images may come from ("*": any public host)
     max_image_bytes: int | None = None
     fetch_timeout: float | None = None
+    image_signing_key: str | None = field(default=None, repr=False)
+    image_url_days: float | None = None
+    images_unsigned: bool = False  # development only: plain image URLs, refused off loopback
+    label_studio_origin: str | None = None  # as the browser sees Label Studio (CORS of /images)
+    max_image_pixels: int | None = None
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -62,6 +73,11 @@ class Settings:
             image_hosts=_env("AGILE_IMAGE_HOSTS"),
             max_image_bytes=int(_env("AGILE_MAX_IMAGE_BYTES")) if _env("AGILE_MAX_IMAGE_BYTES") else None,
             fetch_timeout=float(_env("AGILE_FETCH_TIMEOUT")) if _env("AGILE_FETCH_TIMEOUT") else None,
+            image_signing_key=_env("AGILE_IMAGE_SIGNING_KEY"),
+            image_url_days=float(_env("AGILE_IMAGE_URL_DAYS")) if _env("AGILE_IMAGE_URL_DAYS") else None,
+            images_unsigned=(_env("AGILE_IMAGES_UNSIGNED") or "").lower() in ("1", "true", "yes"),
+            label_studio_origin=(_env("AGILE_LABEL_STUDIO_ORIGIN") or "").rstrip("/") or None,
+            max_image_pixels=int(_env("AGILE_MAX_IMAGE_PIXELS")) if _env("AGILE_MAX_IMAGE_PIXELS") else None,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["workspace"], str):
@@ -77,3 +93,12 @@ class Settings:
         if self.image_url:
             return self.image_url
         return f"{self.backend_url}/images" if self.backend_url else None
+
+    @property
+    def browser_origin(self) -> str | None:
+        """``scheme://host[:port]`` of Label Studio as the browser opens it (CORS of our images)."""
+        from urllib.parse import urlsplit
+
+        url = self.label_studio_origin or self.label_studio_url
+        parts = urlsplit(url) if url else None
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts and parts.scheme and parts.netloc else None

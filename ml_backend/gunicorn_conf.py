@@ -1,0 +1,14 @@
+"""gunicorn settings of the ML backend (``--config python:ml_backend.gunicorn_conf``): refuse to start
+on an address other machines can reach without the secrets (:mod:`ml_backend.exposure`)."""
+
+
+def on_starting(server):
+    from ml_backend.exposure import UnsafeBindError, check_bind
+    from sync.settings import Settings
+
+    settings = Settings.from_env()
+    for address in server.cfg.address:
+        try:
+            check_bind(settings, address)
+        except UnsafeBindError as exc:
+            raise RuntimeError(str(exc)) from None  # gunicorn prints "Error: <message>" and exits 1
