@@ -5,18 +5,31 @@ Layout::
     <root>/v0001/weights.pt   torch state of the MLPClassifier
     <root>/v0001/model.json   name, number, created, sha256 of weights, recipe, metrics, extra info
 
-A version is assembled in a hidden temporary folder, fsynced, then renamed into place: a crash
-leaves either no new version or a complete one, and earlier versions are never touched.
+A version is assembled in a hidden temporary folder (``.tmp-<host>-<pid>-<ns>``), fsynced, then
+renamed into place: a crash leaves either no new version or a complete one, and earlier versions
+are never touched.
+
+A crashed save leaves its temporary folder behind. Opening a registry removes such orphans, but
+only when it can prove no save is in progress: every save holds a shared ``flock`` on
+``<root>/.writers.lock`` from creating its folder to renaming it, and the cleaner takes that lock
+exclusively without waiting. If it cannot, some writer is alive and nothing is removed (the ML
+backend opens a registry on every ``/setup``, while a worker may be saving in another process).
+The kernel drops a dead process's lock, so a crashed writer never keeps its orphan forever.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +40,9 @@ from agile_modeling.errors import SessionError
 from agile_modeling.store.embedding_store import fsync_dir
 
 _VERSION_DIR = re.compile(r"^v(\d{4,})$")
+_WRITERS_LOCK = ".writers.lock"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,15 +70,48 @@ class ModelRegistry:
         self.root = Path(root)
         self.prefix = prefix
         self.root.mkdir(parents=True, exist_ok=True)
-        for leftover in self.root.glob(".tmp-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        self.remove_orphans()
+
+    @contextmanager
+    def _writers_lock(self, exclusive: bool) -> Iterator[bool]:
+        """Shared (a save; waits) or exclusive (the cleaner; never waits) ``flock`` on the registry's
+        lock file. Yields whether it is held."""
+        with open(self.root / _WRITERS_LOCK, "a") as fh:
+            try:
+                fcntl.flock(fh, (fcntl.LOCK_EX | fcntl.LOCK_NB) if exclusive else fcntl.LOCK_SH)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def remove_orphans(self) -> list[Path]:
+        """Remove the temporary folders of crashed saves, if no save is running now (see the module
+        docstring); returns what was removed."""
+        leftovers = list(self.root.glob(".tmp-*"))
+        if not leftovers:
+            return []
+        with self._writers_lock(exclusive=True) as alone:
+            if not alone:  # a save is in progress in some process: its folder is not an orphan
+                return []
+            leftovers = list(self.root.glob(".tmp-*"))
+            for leftover in leftovers:
+                log.warning("removing %s: left by an interrupted model save", leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
+        return leftovers
 
     def _numbers(self) -> list[int]:
         return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _VERSION_DIR.match(p.name)))
 
     def save(self, classifier: MLPClassifier, metrics: dict | None = None, **info) -> ModelVersion:
         """Write a new version and return it. Extra keyword ``info`` is stored in ``model.json``."""
-        tmp = self.root / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
+        with self._writers_lock(exclusive=False):
+            return self._save(classifier, metrics, info)
+
+    def _save(self, classifier: MLPClassifier, metrics: dict | None, info: dict) -> ModelVersion:
+        tmp = self.root / f".tmp-{socket.gethostname()}-{os.getpid()}-{time.monotonic_ns()}"
         tmp.mkdir()
         weights = tmp / "weights.pt"
         torch.save(classifier.state(), weights)
