@@ -188,18 +188,21 @@ def cmd_concept_status(args) -> int:
     labels = session.labels()
     print(f"labels: {len(labels)} ({sum(labels.values())} positive)")
     for r in session.rounds():
-        print(f"round {r.round} ({r.strategy}): {r.labeled}/{len(r.batch)} rated, model {r.model_version or '-'}")
+        withdrawn = f", {r.withdrawn} withdrawn" if r.withdrawn else ""
+        print(f"round {r.round} ({r.strategy}): {r.labeled}/{len(r.batch)} rated{withdrawn}, model {r.model_version or '-'}")
     for m in session.models():
         print(f"model {m['name']}: {m['num_labels']} labels, metrics {json.dumps(m['metrics']) if m['metrics'] else '-'}")
-    from sync.state import SyncState
+    from sync.state import RATING, SyncState
 
-    link = SyncState(ws.root / "label_studio.sqlite").for_concept(session.slug)
-    if link:
-        url = os.environ.get("LABEL_STUDIO_URL", "<LABEL_STUDIO_URL>").rstrip("/")
-        print(f"Label Studio project {link.project_id}: {url}/projects/{link.project_id}/data "
-              f"(batches of {link.batch_size}, {link.strategy})")
+    url = os.environ.get("LABEL_STUDIO_URL", "<LABEL_STUDIO_URL>").rstrip("/")
+    for link in SyncState(ws.root / "label_studio.sqlite").links_of(session.slug):
+        if link.purpose == RATING:
+            print(f"Label Studio project {link.project_id}: {url}/projects/{link.project_id}/data "
+                  f"(batches of {link.batch_size}, {link.strategy})")
+        else:
+            print(f"Label Studio {link.purpose} project {link.project_id}: {url}/projects/{link.project_id}/data")
         if link.last_error:
-            print(f"the worker's last sync failed: {link.last_error}")
+            print(f"the worker's last sync of the {link.purpose} project {link.project_id} failed: {link.last_error}")
     return 0
 
 

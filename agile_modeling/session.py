@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS labels (
     rater TEXT NOT NULL, source TEXT NOT NULL, round INTEGER, created REAL NOT NULL, note TEXT,
     external_id TEXT, lead_time REAL, UNIQUE (concept, source, external_id));
 CREATE INDEX IF NOT EXISTS labels_by_image ON labels(concept, image_id);
+CREATE TABLE IF NOT EXISTS withdrawn_images (
+    concept TEXT NOT NULL, image_id INTEGER NOT NULL, round INTEGER, reason TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (concept, image_id));
 CREATE TABLE IF NOT EXISTS model_versions (
     concept TEXT NOT NULL, name TEXT NOT NULL, round INTEGER NOT NULL, created REAL NOT NULL,
     num_labels INTEGER NOT NULL, metrics TEXT NOT NULL, PRIMARY KEY (concept, name));
@@ -63,6 +66,7 @@ class RoundInfo:
     model_version: str | None
     batch: tuple[int, ...]
     labeled: int
+    withdrawn: int = 0  # images of the batch the rater took out ("not this image"): never to rate
 
 
 class SessionStore:
@@ -153,20 +157,45 @@ class Session:
         return [r[0] for r in self.db.execute("SELECT image_id FROM batch_items WHERE concept = ?", (self.slug,))]
 
     def pending(self, round_index: int | None = None, source: str = USER) -> list[int]:
-        """Images of the round's batch (default: the current one) that ``source`` has not labeled yet."""
+        """Images of the round's batch (default: the current one) that ``source`` has not labeled yet
+        and that were not withdrawn (:meth:`withdraw_image`)."""
         r = self.current_round() if round_index is None else round_index
-        labeled = set(self.labels(source))
-        return [i for i in self.batch(r) if i not in labeled]
+        done = set(self.labels(source)) | set(self.withdrawn_images())
+        return [i for i in self.batch(r) if i not in done]
 
     def rounds(self) -> list[RoundInfo]:
         labeled = set(self.labels())
+        withdrawn = set(self.withdrawn_images())
         out = []
         for r, strategy, created, version in self.db.execute(
             "SELECT round, strategy, created, model_version FROM rounds WHERE concept = ? ORDER BY round", (self.slug,)
         ).fetchall():
             batch = tuple(self.batch(r))
-            out.append(RoundInfo(r, strategy, created, version, batch, sum(i in labeled for i in batch)))
+            out.append(RoundInfo(r, strategy, created, version, batch, sum(i in labeled for i in batch),
+                                 sum(i in withdrawn for i in batch)))
         return out
+
+    def withdraw_image(self, image_id: int, reason: str) -> bool:
+        """Take a batch image out of rating: the rater said "not this image" (in Label Studio, by
+        deleting its task). It stays in its round's batch (history, and never selected again) but is
+        no longer pending, so the round can complete without it. Idempotent; returns whether it was
+        newly withdrawn.
+
+        Raises:
+            SessionError: the image is in no batch of this concept.
+        """
+        row = self.db.execute("SELECT round FROM batch_items WHERE concept = ? AND image_id = ?",
+                              (self.slug, int(image_id))).fetchone()
+        if row is None:
+            raise SessionError(f"image {image_id} is in no batch of {self.slug}: there is nothing to withdraw")
+        cur = self.db.execute("INSERT OR IGNORE INTO withdrawn_images VALUES (?, ?, ?, ?, ?)",
+                              (self.slug, int(image_id), row[0], reason, time.time()))
+        return cur.rowcount == 1
+
+    def withdrawn_images(self) -> dict[int, str]:
+        """``{image_id: reason}``: batch images the rater took out of rating (see :meth:`withdraw_image`)."""
+        return {int(i): r for i, r in self.db.execute(
+            "SELECT image_id, reason FROM withdrawn_images WHERE concept = ?", (self.slug,))}
 
     # --- labels ------------------------------------------------------------------------------
     def record_label(

@@ -58,7 +58,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         accept_content=["json"],
         worker_hijack_root_logger=False,
         worker_prefetch_multiplier=1,
-        beat_schedule={"sync-all-concepts": {"task": "agile.sync_all", "schedule": SYNC_SECONDS}},
+        beat_schedule={"sync-all-concepts": {"task": "agile.sync_all", "schedule": SYNC_SECONDS,
+                                            # a run still queued when the next is due is dropped, not piled up
+                                            "options": {"expires": SYNC_SECONDS}}},
         beat_schedule_filename=str((settings.workspace / "celerybeat-schedule").resolve()),
     )
     return app

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,9 +36,12 @@ from sync.settings import Settings
 from sync.faults import fault_point
 from sync.state import RATING, ProjectLink, SyncState
 
+if TYPE_CHECKING:
+    from sync.purposes import Report
+
 log = logging.getLogger(__name__)
 
-DELIBERATION_PURPOSES = ("scoping", "deliberation")  # see sync.deliberation
+TASK_DELETED = "its task was deleted in Label Studio"  # why an image is withdrawn from its round
 PUSH_CHUNK = 50  # tasks per import request
 
 IMAGE_ID = "agile_image_id"
@@ -225,19 +228,19 @@ class ConceptSync:
             self.state.mark_synced(link.project_id, started)
             return report
 
-    def sync_project(self, project_id: int, requested_at: float | None = None, event: dict | None = None) -> SyncReport:
-        """React to a webhook: its annotation is recorded at once from the payload while the round
-        still has images to rate (no need to read the whole project per rating); a full sync runs
-        when the round looks complete, when the payload cannot be used, and periodically."""
-        link = self.state.for_project(project_id)
-        if link.purpose in DELIBERATION_PURPOSES:
-            self._sync_deliberation(link)
-            return SyncReport(link.concept, link.project_id, -1, 0, 0, 0, from_event=event is not None)
-        if event is not None:
-            report = self._apply_event(link, event)
-            if report is not None:
-                return report
-        return self.sync(link.concept, requested_at)
+    def sync_project(self, project_id: int, requested_at: float | None = None, event: dict | None = None) -> Report:
+        """React to a webhook for one project, through the handler of its purpose (see
+        :mod:`sync.purposes`). For a rating project the event's annotation is recorded at once from
+        the payload while the round still has images to rate; a full sync runs when the round
+        looks complete, when the payload cannot be used, and periodically.
+
+        Raises:
+            UnknownProjectError: no concept of this workspace published the project.
+            UnknownPurposeError: the project's purpose has no handler.
+        """
+        from sync.purposes import handle_event  # sync.purposes builds on this module
+
+        return handle_event(self, self.state.for_project(project_id), event, requested_at)
 
     def _apply_event(self, link: ProjectLink, event: dict) -> SyncReport | None:
         """Record the annotation of an ``ANNOTATION_CREATED/UPDATED`` payload; None means "do a full sync"."""
@@ -332,20 +335,27 @@ class ConceptSync:
 
     def _push_missing(self, link: ProjectLink, session: Session, tasks: list[TaskRecord],
                       model: tuple[ModelVersion, MLPClassifier] | None, schema: RatingSchema) -> list[int]:
-        """Import the current round's images that have no task yet (so a crash mid-push resumes).
+        """Import the current round's images that never had a task (so a crash mid-push resumes).
 
-        The new tasks are appended to ``tasks`` (with the model version their prediction came
-        from) and their ids returned.
+        ``tasks`` is the project's whole task list. An image whose task was pushed (or seen on the
+        server) and is gone now was deleted by the user, who meant "not this image": it is
+        withdrawn from its round (and its rating, if any) and never pushed again, so the round
+        completes without it. The new tasks are appended to ``tasks`` (with the model version
+        their prediction came from) and their ids returned.
         """
         round_index = session.current_round()
-        present = {t.data.get(IMAGE_ID) for t in tasks}
-        missing = [i for i in session.batch(round_index) if i not in present]
+        present = self._note_present_tasks(link, tasks)
+        self._withdraw_deleted_tasks(link, session, present)
+        withdrawn = session.withdrawn_images()
+        missing = [i for i in session.batch(round_index) if i not in present and i not in withdrawn]
         if not missing:
             return []
         payloads = self._task_payloads(session, round_index, missing, model, schema)
         task_ids = []
         for start in range(0, len(payloads), PUSH_CHUNK):  # chunks bound one request's size
-            task_ids += self.client.import_tasks(link.project_id, payloads[start:start + PUSH_CHUNK])
+            chunk = payloads[start:start + PUSH_CHUNK]
+            task_ids += self.client.import_tasks(link.project_id, chunk)
+            self.state.record_pushed(link.project_id, [(p["data"][IMAGE_ID], round_index) for p in chunk])
             fault_point("push")
         version = model[0].name if model else None
         tasks.extend(TaskRecord(tid, p["data"], prediction_version=version) for tid, p in zip(task_ids, payloads))
@@ -369,47 +379,82 @@ class ConceptSync:
         """Train now on every label so far, and refresh the predictions of open tasks."""
         return self.sync(concept_name, force_retrain=True)
 
-    def sync_all(self) -> list[SyncReport]:
-        """Sync every published concept (the periodic safety net for lost webhooks)."""
-        reports = []
+    def sync_all(self, skip_synced_within: float = 0.0) -> list[Report]:
+        """Sync every published project through the handler of its purpose (the periodic safety net
+        for lost webhooks).
+
+        Each project is isolated: a failure (its project deleted in Label Studio, the server
+        refusing a request, a bug) is logged, kept as the project's ``last_error`` (shown by
+        ``agile concept status``) and reported, and the next project is synced all the same. A
+        project fully synced less than ``skip_synced_within`` seconds ago (by a webhook) is skipped.
+        """
+        from sync.purposes import FailedSync, sync_link  # sync.purposes builds on this module
+
+        reports: list = []
+        fresh_since = time.time() - skip_synced_within
         for link in self.state.all():
-            if link.purpose == RATING:
-                reports.append(self.sync(link.concept))
-            elif link.purpose in DELIBERATION_PURPOSES:
-                self._sync_deliberation(link)
-            else:
-                self.pull(link)
+            if skip_synced_within > 0 and link.last_sync > fresh_since:
+                continue
+            try:
+                reports.append(sync_link(self, link))
+            except Exception as exc:  # isolation: one project's failure must not stop the others
+                if isinstance(exc, AgileError):
+                    log.error("%s: sync of the %s project %d failed: %s", link.concept, link.purpose,
+                              link.project_id, exc)
+                else:
+                    log.exception("%s: sync of the %s project %d failed", link.concept, link.purpose, link.project_id)
+                reports.append(FailedSync(link.concept, link.purpose, link.project_id,
+                                          self.state.for_project(link.project_id).last_error or str(exc)))
         return reports
 
-    def _sync_deliberation(self, link: ProjectLink) -> None:
-        """A scoping project records its decisions; a deliberation project runs its loop."""
-        from sync.deliberation import SCOPING, DeliberationSync
-
-        deliberation = DeliberationSync(self, os.environ.get("AGILE_PROVIDER", "offline"))
-        if link.purpose == SCOPING:
-            deliberation.pull_scoping(link.concept)
-        else:
-            deliberation.sync_deliberation(link.concept)
-
     def pull(self, link: ProjectLink) -> int:
-        """Record the annotations of a project whose ratings train nothing (an evaluation project):
-        its purpose is the label source. Returns how many labels changed."""
+        """Record each task's latest annotation of a project whose ratings train nothing and that
+        has one rater per task (an evaluation project): its purpose is the label source. Not for
+        crowd projects (their label is a majority, :func:`sync.crowd.pull_crowd`). Returns how
+        many labels changed."""
         session = self.workspace.sessions.open(link.concept)
         with self.concept_lock(link.concept):
             tasks = list(self.client.iter_tasks(link.project_id))
             return self._record_annotations(session, tasks, self.schema_of(link), source=link.purpose)
 
     def push_images(self, link: ProjectLink, image_ids: Sequence[int], round_index: int, extra: dict | None = None) -> int:
-        """Import the images that have no task in the project yet (no predictions); returns how many."""
+        """Import the images that never had a task in the project (no predictions); returns how many.
+        An image whose task the user deleted there is not pushed again."""
         session = self.workspace.sessions.open(link.concept)
-        present = {t.data.get(IMAGE_ID) for t in self.client.iter_tasks(link.project_id)}
-        missing = [int(i) for i in image_ids if int(i) not in present]
+        present = self._note_present_tasks(link, list(self.client.iter_tasks(link.project_id)))
+        had_task = self.state.pushed_images(link.project_id)
+        missing = [int(i) for i in image_ids if int(i) not in present and int(i) not in had_task]
         if missing:
             payloads = self._task_payloads(session, round_index, missing, None, self.schema_of(link))
             for p in payloads:
                 p["data"].update(extra or {})
             self.client.import_tasks(link.project_id, payloads)
+            self.state.record_pushed(link.project_id, [(i, round_index) for i in missing])
         return len(missing)
+
+    def _note_present_tasks(self, link: ProjectLink, tasks: Iterable[TaskRecord]) -> set[int]:
+        """The images that have a task in the project now; each is recorded as having had one (a
+        task imported just before a crash is known from here on)."""
+        present = {t.data[IMAGE_ID]: t.data.get(ROUND) for t in tasks if isinstance(t.data.get(IMAGE_ID), int)}
+        known = self.state.pushed_images(link.project_id)
+        self.state.record_pushed(link.project_id, [(i, r if isinstance(r, int) else None)
+                                                   for i, r in present.items() if i not in known])
+        return set(present)
+
+    def _withdraw_deleted_tasks(self, link: ProjectLink, session: Session, present: set[int]) -> int:
+        """Withdraw every batch image that had a task in the project and has none now (the user
+        deleted it), with the rating it had from Label Studio. Returns how many were withdrawn."""
+        queued = set(session.queued_ids())
+        gone = (self.state.pushed_images(link.project_id) - present) & queued
+        withdrawn = 0
+        for image_id in sorted(gone - set(session.withdrawn_images())):
+            withdrawn += session.withdraw_image(image_id, TASK_DELETED)
+            label = session.latest_labels(USER).get(image_id)
+            if label is not None and label.value != WITHDRAWN and label.rater.startswith(LABEL_STUDIO_RATER):
+                session.withdraw_label(image_id, rater=label.rater, external_id=f"label-studio:task-deleted:{image_id}")
+        if withdrawn:
+            log.info("%s: %d images withdrawn (%s)", link.concept, withdrawn, TASK_DELETED)
+        return withdrawn
 
 
 def _describe(concept) -> str:

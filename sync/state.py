@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,9 @@ CREATE TABLE IF NOT EXISTS projects (
     strategy TEXT NOT NULL, seed INTEGER NOT NULL, created REAL NOT NULL, last_sync REAL NOT NULL DEFAULT 0,
     last_error TEXT,
     PRIMARY KEY (concept, purpose));
+CREATE TABLE IF NOT EXISTS pushed_images (
+    project_id INTEGER NOT NULL, image_id INTEGER NOT NULL, round INTEGER, recorded REAL NOT NULL,
+    PRIMARY KEY (project_id, image_id));
 """
 
 RATING = "rating"
@@ -80,6 +84,11 @@ class SyncState:
                 "publish one with `agile concept new ...` (or check AGILE_WORKSPACE)")
         return ProjectLink(*row)
 
+    def links_of(self, concept: str) -> list[ProjectLink]:
+        """Every project of a concept (rating, crowd, evaluation, ...), oldest first."""
+        return [ProjectLink(*r) for r in self.db.execute(
+            f"SELECT {self._COLUMNS} FROM projects WHERE concept = ? ORDER BY created", (concept,))]
+
     def all(self) -> list[ProjectLink]:
         return [ProjectLink(*r) for r in self.db.execute(f"SELECT {self._COLUMNS} FROM projects ORDER BY created")]
 
@@ -89,3 +98,16 @@ class SyncState:
 
     def record_error(self, project_id: int, message: str) -> None:
         self.db.execute("UPDATE projects SET last_error = ? WHERE project_id = ?", (message, project_id))
+
+    # --- which images were ever in a project: tells "deleted by the user" from "never pushed" --------
+    def record_pushed(self, project_id: int, images: Iterable[tuple[int, int | None]]) -> None:
+        """Record ``(image_id, round)`` pairs as having (had) a task in the project: imported by us,
+        or seen on the server. Idempotent."""
+        now = time.time()
+        self.db.executemany("INSERT OR IGNORE INTO pushed_images VALUES (?, ?, ?, ?)",
+                            [(int(project_id), int(i), r, now) for i, r in images])
+
+    def pushed_images(self, project_id: int) -> set[int]:
+        """Images that had a task in the project at some point (see :meth:`record_pushed`)."""
+        return {int(r[0]) for r in self.db.execute("SELECT image_id FROM pushed_images WHERE project_id = ?",
+                                                   (int(project_id),))}

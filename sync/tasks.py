@@ -61,8 +61,14 @@ def sync_project(self, project_id: int, requested_at: float | None = None, event
 
 @app.task(name="agile.sync_all")
 def sync_all():
-    """Periodic reconciliation of every published concept (not retried: it runs again on schedule)."""
-    return _run("periodic sync", concept_sync().sync_all)
+    """Periodic reconciliation of every published project (not retried: it runs again on schedule).
+
+    Each project is isolated (a failing one is recorded and the others still sync). A project a
+    webhook fully synced within the last half period is skipped: half, so that this run never skips
+    the work of the previous periodic run, one period (give or take the queue's jitter) ago."""
+    from sync.celery_app import SYNC_SECONDS
+
+    return _run("periodic sync", concept_sync().sync_all, SYNC_SECONDS / 2)
 
 
 @app.task(name="agile.publish")
