@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from agile_modeling.database import Database
 from agile_modeling.encoders.base import ImageEncoder
 from agile_modeling.errors import ImageReadError, StoreError
 from agile_modeling.store.image_source import LoadedImage, load_image
@@ -130,20 +130,14 @@ class EmbeddingStore:
                 raise StoreError(f"store at {root} holds {store.dim}-d embeddings, not {dim}-d")
             return store
         (root / "shards").mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(root / "images.sqlite.tmp")
-        db.executescript(_SCHEMA)
+        db = Database(root / "images.sqlite.tmp", _SCHEMA)
         db.executemany("INSERT INTO meta VALUES (?, ?)", [("dim", str(dim)), ("encoder", encoder_name)])
-        db.commit()
-        db.close()
+        db.close()  # the last connection checkpoints the WAL into the file
         os.replace(root / "images.sqlite.tmp", root / "images.sqlite")
         return cls(root)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.root / "images.sqlite", check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
-        return db
+    def _connect(self) -> Database:
+        return Database(self.root / "images.sqlite", _SCHEMA)
 
     def _meta(self, key: str) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -180,7 +174,12 @@ class EmbeddingStore:
 
     # --- reading -----------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        """The number of images, read from the last registered shard (ids are dense and each shard
+        holds ids ``first_id .. first_id + rows - 1``): one B-tree lookup, where ``COUNT(*)`` walks
+        every row (30-43 ms at 1-2M images, on every request of the backend). Read from the file
+        each time, so appends by other processes count at once."""
+        row = self._db.execute("SELECT first_id + rows FROM shards ORDER BY shard DESC LIMIT 1").fetchone()
+        return int(row[0]) if row else 0
 
     def vectors(self) -> PoolView:
         """All embeddings as a memory-mapped :class:`PoolView` (re-opened after appends, also by other processes)."""
@@ -241,16 +240,16 @@ class EmbeddingStore:
         if embeddings.shape != (n, self.dim) or len(hashes) != n:
             raise StoreError(f"expected {n} rows of dimension {self.dim}, got embeddings {embeddings.shape}")
         captions = list(captions) if captions is not None else [None] * n
-        known = self.known_hashes(list(hashes))
-        keep, seen = [], set()
-        for i, h in enumerate(hashes):
-            if h not in known and h not in seen:
-                keep.append(i)
-                seen.add(h)
-        if not keep:
-            return []
-        rows = embeddings[keep].astype(np.float16)
-        with self._write_lock():
+        with self._write_lock():  # which hashes are new is decided under the lock: two adders never both add one
+            known = self.known_hashes(list(hashes))
+            keep, seen = [], set()
+            for i, h in enumerate(hashes):
+                if h not in known and h not in seen:
+                    keep.append(i)
+                    seen.add(h)
+            if not keep:
+                return []
+            rows = embeddings[keep].astype(np.float16)
             shard = int(self._db.execute("SELECT COALESCE(MAX(shard) + 1, 0) FROM shards").fetchone()[0])
             first_id = int(self._db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM images").fetchone()[0])
             name = f"{shard:05d}.npy"
@@ -262,7 +261,7 @@ class EmbeddingStore:
             os.replace(tmp, self.root / "shards" / name)
             fsync_dir(self.root / "shards")
             ids = list(range(first_id, first_id + len(keep)))
-            with self._db:
+            with self._db.transaction():
                 self._db.execute("INSERT INTO shards VALUES (?, ?, ?, ?)", (shard, name, first_id, len(keep)))
                 self._db.executemany(
                     "INSERT INTO images VALUES (?, ?, ?, ?, ?)",
@@ -296,7 +295,9 @@ class EmbeddingStore:
         def flush() -> None:
             if pending:
                 vecs = encoder.encode_images([p.image for p in pending])
-                report.added_ids += self.append(vecs, [p.uri for p in pending], [p.content_hash for p in pending])
+                ids = self.append(vecs, [p.uri for p in pending], [p.content_hash for p in pending])
+                report.added_ids += ids
+                report.already_present += len(pending) - len(ids)  # added meanwhile by another process
                 pending.clear()
 
         for uri in tqdm(uris, desc="embedding images", unit="img", disable=not progress or None):

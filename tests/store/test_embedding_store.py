@@ -115,3 +115,79 @@ def test_adding_images_from_another_encoder_is_refused(tmp_path, tiny_clip, imag
     with pytest.raises(StoreError, match="would mix two embedding spaces"):
         store.add_images(list_image_files(image_folder), tiny_clip, progress=False)
     assert len(store) == 0
+
+
+# --- concurrency and the cost of len() (issue 11, items 6 and 7) ---------------------------------------
+import fcntl  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+ADDER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from agile_modeling.store import EmbeddingStore
+    store = EmbeddingStore(sys.argv[1])
+    x = np.eye(8, dtype=np.float32)[:4]
+    print("APPENDING", flush=True)
+    print("ADDED", len(store.append(x, [f"{sys.argv[2]}-{i}" for i in range(4)], [f"same-{i}" for i in range(4)])), flush=True)
+""")
+
+
+def test_the_same_images_added_by_two_processes_at_once_are_added_once(tmp_path):
+    """Both adders check which hashes are new while a third process holds the write lock, then
+    append one after the other: the second must see the first's rows (the check is under the lock)."""
+    store = make_store(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open(store.root / "write.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a third writer, busy: both adders reach the lock and wait
+        procs = [subprocess.Popen([sys.executable, "-c", ADDER, str(store.root), name], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=REPO, env=env) for name in ("a", "b")]
+        for p in procs:
+            assert p.stdout.readline().strip() == "APPENDING"
+        time.sleep(1.5)  # both are now blocked on the lock (today: after checking the hashes)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outs]
+    assert sorted(out.split()[-1] for out, _ in outs) == ["0", "4"]
+    reopened = EmbeddingStore(store.root)
+    assert len(reopened) == 4 and len(reopened.vectors()) == 4
+    assert sorted(reopened.known_hashes([f"same-{i}" for i in range(4)])) == [f"same-{i}" for i in range(4)]
+    assert [p.name for p in (store.root / "shards").iterdir()] == ["00000.npy"]  # no orphan shard either
+
+
+def test_len_counts_rows_appended_by_another_process(tmp_path):
+    store = make_store(tmp_path)
+    store.append(unit_rows(np.random.default_rng(0).normal(size=(3, 8))), list("abc"), ["h1", "h2", "h3"])
+    assert len(store) == 3
+    code = ("import sys, numpy as np; from agile_modeling.store import EmbeddingStore; "
+            "EmbeddingStore(sys.argv[1]).append(np.eye(8, dtype=np.float32)[:5], list('vwxyz'), list('VWXYZ'))")
+    subprocess.run([sys.executable, "-c", code, str(store.root)], check=True, cwd=REPO,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert len(store) == 8 and len(store.vectors()) == 8 and store.uris([7]) == ["z"]
+    assert len(make_store(tmp_path / "empty")) == 0
+
+
+@pytest.mark.slow
+def test_len_does_not_walk_the_image_table(tmp_path):
+    """The backend calls len(store) on every request: it must not cost a scan of 1M rows
+    (COUNT(*) took 30-43 ms at 1-2M images; one index lookup takes microseconds)."""
+    store = make_store(tmp_path, dim=4)
+    n, step = 1_000_000, 250_000
+    for start in range(0, n, step):
+        ids = range(start, start + step)
+        store.append(np.ones((step, 4), np.float32) / 2, [f"file:///pool/images/{i:09d}.jpg" for i in ids],
+                     [f"{i:064x}" for i in ids])
+    reopened = EmbeddingStore(store.root)
+    assert len(reopened) == n
+    timings = []
+    for _ in range(30):
+        t = time.perf_counter()
+        len(reopened)
+        timings.append(time.perf_counter() - t)
+    assert sorted(timings)[len(timings) // 2] < 0.003, f"len(store) median {np.median(timings) * 1e3:.1f} ms"

@@ -7,10 +7,11 @@ database (or any SQLite file), so it survives restarts and is shared by the work
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from agile_modeling.database import Database
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS provider_cache (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, task TEXT NOT NULL, response TEXT NOT NULL, created REAL NOT NULL)"""
@@ -30,9 +31,7 @@ class CallCache:
     """``get``/``put`` of a model's text answers by :func:`call_key`. ``path=None`` keeps them in memory."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA busy_timeout=10000")
-        self.db.execute(_SCHEMA)
+        self.db = Database(path, _SCHEMA)  # the connection policy of every SQLite file (agile_modeling.database)
 
     def get(self, key: str) -> str | None:
         row = self.db.execute("SELECT response FROM provider_cache WHERE key = ?", (key,)).fetchone()
