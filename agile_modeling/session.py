@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agile_modeling.concepts import Concept, slugify
+from agile_modeling.database import Database
 from agile_modeling.errors import SessionError
 
 _SCHEMA = """
@@ -74,11 +75,7 @@ class SessionStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
+        self.db = Database(self.path, _SCHEMA)  # per-thread connections, WAL, one busy timeout (agile_modeling.database)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -281,19 +278,5 @@ class Session:
         ]
 
     def _transaction(self):
-        return _Transaction(self.db)
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``) on an autocommit connection."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type, *_):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-        return False
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``) on this thread's connection."""
+        return self.db.transaction()

@@ -7,12 +7,12 @@ for tasks and annotations; this table only names projects.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agile_modeling.database import Database
 from agile_modeling.errors import AgileError
 
 _SCHEMA = """
@@ -53,11 +53,7 @@ class ProjectLink:
 class SyncState:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
+        self.db = Database(self.path, _SCHEMA)  # per-thread connections, WAL, one busy timeout (agile_modeling.database)
 
     _COLUMNS = "concept, purpose, project_id, label_config, seed_size, batch_size, strategy, seed, last_sync, last_error"
 
