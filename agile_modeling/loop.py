@@ -70,9 +70,6 @@ class AgileLoop:
         self.registry = registry
         self.config = config
         self.strategy = strategy_by_name(config.strategy)
-        #: ``selector(version name, strategy, k, exclude) -> ids``: scores the pool elsewhere (sharded
-        #: over workers) instead of in this process; must return what :attr:`strategy` would
-        self.selector: Callable[[str, str, int, np.ndarray], np.ndarray] | None = None
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -162,22 +159,55 @@ class AgileLoop:
         log.info("trained %s on %d labels (%d positive)", version.name, len(y), int(y.sum()))
         return version, classifier
 
-    def next_batch(self, classifier: MLPClassifier, size: int | None = None, version: str | None = None) -> list[int]:
+    def selection_request(self, size: int | None = None) -> "SelectionRequest | None":
+        """What the next round's selection must compute, or None while the current round still has
+        unlabeled images (nothing to select yet).
+
+        Split from :meth:`next_batch` so that a caller can score the pool elsewhere (sharded over
+        workers, asynchronously) and record the result later with :meth:`record_batch`.
+        """
+        if self.session.pending(source=self.sources[0]):
+            return None
+        exclude = np.union1d(self.session.queued_ids(), list(self.labels())).astype(np.int64)
+        return SelectionRequest(self.session.current_round() + 1, self.strategy.name,
+                                int(size or self.config.batch_size), exclude)
+
+    def select(self, classifier: MLPClassifier, request: "SelectionRequest") -> np.ndarray:
+        """The request's batch, scored over the whole pool in this process (``(<= k,)`` int64)."""
+        scorer = PoolScorer(classifier)
+        approx = scorer.approximate_logits(self.pool)
+        return self.strategy.select(approx, request.k, request.exclude, lambda i: scorer.exact_logits(self.pool, i))
+
+    def record_batch(self, request: "SelectionRequest", ids: np.ndarray | list[int]) -> list[int]:
+        """Record ``ids`` as the batch of ``request.round`` (idempotent: if that round is already
+        recorded, its recorded batch is returned and ``ids`` is ignored).
+
+        Raises:
+            SessionError: the session moved on to another round since the request was made.
+        """
+        if self.session.current_round() >= request.round:
+            return self.session.batch(request.round)
+        self.session.start_round(request.round, request.strategy, [int(i) for i in ids])
+        return self.session.batch(request.round)
+
+    def next_batch(self, classifier: MLPClassifier, size: int | None = None) -> list[int]:
         """Select and record the next round's batch over the whole pool (idempotent per round).
 
         Excludes every image already queued or labeled. If the current round still has unlabeled
         images, that round is returned instead of starting a new one.
         """
-        pending = self.session.pending(source=self.sources[0])
-        if pending:
-            return pending
-        exclude = np.union1d(self.session.queued_ids(), list(self.labels())).astype(np.int64)
-        k = size or self.config.batch_size
-        if self.selector is not None and version is not None:
-            ids = np.asarray(self.selector(version, self.strategy.name, k, exclude), dtype=np.int64)
-        else:
-            scorer = PoolScorer(classifier)
-            approx = scorer.approximate_logits(self.pool)
-            ids = self.strategy.select(approx, k, exclude, lambda i: scorer.exact_logits(self.pool, i))
-        self.session.start_round(self.session.current_round() + 1, self.strategy.name, ids.tolist())
-        return ids.tolist()
+        request = self.selection_request(size)
+        if request is None:
+            return self.session.pending(source=self.sources[0])
+        return self.record_batch(request, self.select(classifier, request))
+
+
+@dataclass(frozen=True)
+class SelectionRequest:
+    """The inputs of one round's selection: the round it starts, the strategy, the batch size and
+    every image it must not pick (already queued or labeled)."""
+
+    round: int
+    strategy: str
+    k: int
+    exclude: np.ndarray  # (n,) int64, sorted

@@ -117,13 +117,8 @@ class ConceptSync:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def loop(self, link: ProjectLink) -> AgileLoop:
-        loop = self.workspace.loop(link.concept, LoopConfig(
+        return self.workspace.loop(link.concept, LoopConfig(
             seed_size=link.seed_size, batch_size=link.batch_size, strategy=link.strategy, seed=link.seed))
-        if self.settings.sharded_scoring:
-            from sync.sharded import CelerySelector
-
-            loop.selector = CelerySelector.for_workspace(self.workspace, link.concept)
-        return loop
 
     def image_urls(self, ids: Sequence[int]) -> list[str]:
         """URLs the browser can load: web and data URIs as they are, local files through our image route."""
@@ -280,8 +275,13 @@ class ConceptSync:
         if force_retrain or round_done:
             model = self._model_for_labels(loop, force=force_retrain)
             trained = model[0].name
-            if round_done:
-                loop.next_batch(model[1], version=model[0].name)
+            if round_done and self.settings.sharded_scoring:
+                # scored on the workers by a chord; its callback records and pushes the batch
+                from sync.sharded import start_sharded_selection
+
+                start_sharded_selection(self, link, loop, model[0].name)
+            elif round_done:
+                loop.next_batch(model[1])
                 log.info("%s: round %d selected (%d images)", link.concept, session.current_round(),
                          len(session.batch(session.current_round())))
                 pushed += len(self._push_missing(link, session, tasks, model, schema))

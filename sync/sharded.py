@@ -2,8 +2,11 @@
 chunk of images, run by any number of workers (``docker compose up --scale worker=N``, or
 ``agile worker`` on several machines sharing the broker and the workspace's files).
 
-Scoring: each task reads only its shard's file and returns that shard's best candidates; the merge
-is exact (:mod:`agile_modeling.sharded`). Embedding: each task embeds a chunk and appends it to
+Scoring: each task reads only its piece of a shard's file and returns that piece's best candidates;
+the merge is exact (:mod:`agile_modeling.sharded`). No task ever waits for another: the sync task
+launches a chord of shard tasks and returns; the chord's callback (``agile.finish_selection``)
+merges the candidates and continues the round from what the session and :class:`SelectionLedger`
+recorded. So N concurrent rounds on N workers of concurrency 1 cannot deadlock. Embedding: each task embeds a chunk and appends it to
 the pool under the store's write lock; images already in the pool are skipped, so a stopped run
 resumes where it was.
 """
@@ -11,17 +14,24 @@ resumes where it was.
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from celery import Celery, group
+from celery import Celery, chord
 from tqdm import tqdm
 
 from agile_modeling.errors import AgileError
 from agile_modeling.sharded import ShardCandidates, merge_candidates, positives_wanted
+
+if TYPE_CHECKING:
+    from sync.rounds import ConceptSync
 
 log = logging.getLogger(__name__)
 
@@ -32,44 +42,116 @@ class ScaleOutError(AgileError):
     """Workers did not answer in time, or a shard task failed."""
 
 
-@dataclass
-class CelerySelector:
-    """``selector(version, strategy, k, exclude) -> ids`` for :attr:`AgileLoop.selector`.
+SELECTION_TIMEOUT_S = 900.0  # AGILE_SELECTION_TIMEOUT: after this, a selection in flight counts as lost
+SHARD_ROWS = 250_000  # AGILE_SHARD_ROWS: the most pool rows one score_shard task reads
 
-    Args:
-        models_root: the concept's model registry folder (workers load the version from it).
-        shards: ``(path, first id)`` of every pool shard, in id order.
-        timeout: seconds to wait for all shard tasks.
+_LEDGER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS selections_in_flight (
+    concept TEXT PRIMARY KEY, round INTEGER NOT NULL, version TEXT NOT NULL, token TEXT NOT NULL,
+    started REAL NOT NULL);
+"""
+
+
+def selection_timeout() -> float:
+    return float(os.environ.get("AGILE_SELECTION_TIMEOUT") or SELECTION_TIMEOUT_S)
+
+
+def shard_rows() -> int:
+    return int(os.environ.get("AGILE_SHARD_ROWS") or SHARD_ROWS)
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """One concept's selection running on the workers: round ``round`` from model ``version``."""
+
+    concept: str
+    round: int
+    version: str
+    token: str  # names this launch; its callback carries it
+    started: float
+
+    def stale(self, now: float | None = None, timeout: float | None = None) -> bool:
+        """True once it has run longer than the timeout: its chord is taken for lost."""
+        return (now if now is not None else time.time()) - self.started > (timeout or selection_timeout())
+
+
+class SelectionLedger:
+    """The selections in flight, one row per concept, in the workspace's Label Studio state file.
+
+    The sync task writes a row when it launches a chord; the chord's callback deletes it once the
+    batch is recorded. A periodic sync that finds a fresh row for the same round and model leaves
+    the round alone; a stale one (or one for an older model) is replaced by a new launch.
     """
 
-    models_root: Path
-    shards: Sequence[tuple[Path, int]]
-    timeout: float = DEFAULT_TIMEOUT
-    app: Celery | None = None  # default: the worker's app (sync.celery_app)
-    last_seconds: float = 0.0
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(_LEDGER_SCHEMA)
 
-    @classmethod
-    def for_workspace(cls, workspace, concept: str, app: Celery | None = None) -> "CelerySelector":
-        registry = workspace.registry(concept)
-        return cls(registry.root, [(p, o) for p, o, _ in workspace.store().shard_files()], app=app)
+    def get(self, concept: str) -> InFlight | None:
+        row = self.db.execute("SELECT concept, round, version, token, started FROM selections_in_flight "
+                              "WHERE concept = ?", (concept,)).fetchone()
+        return InFlight(*row) if row else None
 
-    def __call__(self, version: str, strategy: str, k: int, exclude: np.ndarray) -> np.ndarray:
-        app = self.app or default_app()
-        k_pos = positives_wanted(strategy, k)
-        exclude = [int(i) for i in np.asarray(exclude, dtype=np.int64)]
-        started = time.perf_counter()
-        job = group(app.signature("agile.score_shard", args=(str(self.models_root), version, str(path), int(offset),
-                                                              int(k), k_pos, exclude))
-                    for path, offset in self.shards).apply_async()
-        try:
-            parts = job.get(timeout=self.timeout, propagate=True)
-        except Exception as exc:  # noqa: BLE001 - celery raises the worker's exception or TimeoutError
-            raise ScaleOutError(f"sharded scoring of {len(self.shards)} shards failed ({exc.__class__.__name__}: {exc}); "
-                                "are workers running (`agile worker`) and sharing the broker?") from None
-        finally:
-            job.forget()
-        self.last_seconds = time.perf_counter() - started
-        return merge_candidates([ShardCandidates.from_dict(p) for p in parts], k, k_pos)
+    def begin(self, concept: str, round_index: int, version: str) -> InFlight:
+        """Record a new launch (replacing any earlier one of the concept)."""
+        entry = InFlight(concept, int(round_index), version, uuid.uuid4().hex, time.time())
+        self.db.execute("INSERT OR REPLACE INTO selections_in_flight VALUES (?, ?, ?, ?, ?)",
+                        (entry.concept, entry.round, entry.version, entry.token, entry.started))
+        return entry
+
+    def end(self, concept: str, round_index: int) -> None:
+        """The round's batch is recorded: whatever launch selected it, it is no longer in flight."""
+        self.db.execute("DELETE FROM selections_in_flight WHERE concept = ? AND round <= ?", (concept, int(round_index)))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def shard_pieces(shards: Sequence[tuple[Path, int, int]], rows: int | None = None) -> list[tuple[Path, int, list[int]]]:
+    """``(shard file, global id of the piece's first row, [start, stop) rows of the file)`` for every
+    piece of at most ``rows`` rows: a pool stored in one big shard still spreads over the workers."""
+    rows = rows or shard_rows()
+    return [(Path(path), int(offset) + start, [start, min(start + rows, int(n))])
+            for path, offset, n in shards for start in range(0, int(n), rows)]
+
+
+def score_signatures(app: Celery, models_root: Path, version: str, pieces: Sequence[tuple[Path, int, list[int]]],
+                     k: int, k_pos: int, exclude: np.ndarray) -> list:
+    """One ``agile.score_shard`` signature per piece; each gets only the excluded ids in its range."""
+    exclude = np.asarray(exclude, dtype=np.int64)
+    sigs = []
+    for path, first, (start, stop) in pieces:
+        mine = exclude[(exclude >= first) & (exclude < first + stop - start)]
+        sigs.append(app.signature("agile.score_shard", args=(str(models_root), version, str(path), int(first), int(k),
+                                                             int(k_pos), [int(i) for i in mine], [start, stop])))
+    return sigs
+
+
+def launch_selection(app: Celery, ledger: SelectionLedger, concept: str, request, version: str, models_root: Path,
+                     shards: Sequence[tuple[Path, int, int]]) -> InFlight:
+    """Record the selection as in flight and send ``chord(score_shard pieces)(agile.finish_selection)``.
+
+    Nothing waits for it: the callback, on whichever worker, merges the candidates and records and
+    pushes the batch. Returns the ledger entry of this launch.
+    """
+    k_pos = positives_wanted(request.strategy, request.k)
+    entry = ledger.begin(concept, request.round, version)
+    header = score_signatures(app, models_root, version, shard_pieces(shards), request.k, k_pos, request.exclude)
+    callback = app.signature("agile.finish_selection",
+                             kwargs=dict(concept=concept, round_index=request.round, version=version, token=entry.token,
+                                         k=request.k, k_pos=k_pos))
+    chord(header)(callback)
+    log.info("%s: selection of round %d from %s launched as %d shard tasks", concept, request.round, version,
+             len(header))
+    return entry
+
+
+def merge_parts(parts: Sequence[dict], k: int, k_pos: int) -> np.ndarray:
+    """The batch from the shard tasks' results (exactly the single-process selection)."""
+    return merge_candidates([ShardCandidates.from_dict(p) for p in parts], k, k_pos)
 
 
 def default_app() -> Celery:
@@ -110,3 +192,79 @@ def fan_out_embedding(workspace_root: Path, uris: Sequence[str], chunk: int = 25
     finally:
         bar.close()
     return totals
+
+
+# --- the round, continued around the chord -------------------------------------------------------
+def ledger_of(sync: "ConceptSync") -> SelectionLedger:
+    """The ledger beside the sync's state (one per workspace)."""
+    return SelectionLedger(sync.workspace.root / "label_studio.sqlite")
+
+
+def start_sharded_selection(sync: "ConceptSync", link, loop, version: str, app: Celery | None = None) -> InFlight | None:
+    """Launch the next round's sharded selection unless one is already in flight (called under the
+    concept lock by the sync, once the round is fully rated and ``version`` trained on its labels).
+
+    A fresh launch for the same round and model is left to finish (a periodic sync in between, a
+    repeated webhook); a stale one, or one from an older model, is relaunched. Returns the ledger
+    entry now in flight (None when the round still has images to rate).
+    """
+    request = loop.selection_request()
+    if request is None:
+        return None
+    ledger = ledger_of(sync)
+    try:
+        entry = ledger.get(link.concept)
+        if entry is not None and entry.round == request.round and entry.version == version:
+            if not entry.stale():
+                log.info("%s: selection of round %d from %s in flight since %.0f s", link.concept, entry.round,
+                         version, time.time() - entry.started)
+                return entry
+            log.warning("%s: selection of round %d from %s launched %.0f s ago never finished (timeout %.0f s, "
+                        "AGILE_SELECTION_TIMEOUT): launching it again", link.concept, entry.round, version,
+                        time.time() - entry.started, selection_timeout())
+        shards = sync.workspace.store().shard_files()
+        return launch_selection(app or default_app(), ledger, link.concept, request, version, loop.registry.root, shards)
+    finally:
+        ledger.close()
+
+
+def finish_selection(sync: "ConceptSync", parts: Sequence[dict], concept: str, round_index: int, version: str,
+                     token: str, k: int, k_pos: int):
+    """The chord's callback: merge the shards' candidates, record round ``round_index``'s batch and
+    push its tasks with ``version``'s predictions. Idempotent: a duplicate callback, or one whose
+    round was meanwhile recorded, only pushes what is missing; one superseded by a newer launch (a
+    newer model, or the session moved on) records nothing. Returns a :class:`sync.rounds.SyncReport`.
+    """
+    from sync.rounds import SyncReport
+
+    link = sync.state.for_concept(concept)
+    if link is None:
+        raise ScaleOutError(f"selection of round {round_index} finished for {concept!r}, which has no project")
+    ledger = ledger_of(sync)
+    try:
+        with sync.concept_lock(concept):
+            loop = sync.loop(link)
+            session = loop.session
+            entry = ledger.get(concept)
+            current = session.current_round()
+            if current < round_index:
+                request = loop.selection_request(k)
+                ids = merge_parts(parts, k, k_pos)
+                if (entry is None or entry.round != round_index or entry.version != version or request is None
+                        or request.round != round_index or np.isin(ids, request.exclude).any()):
+                    log.info("%s: selection %s of round %d from %s is superseded (now in flight: %s); nothing recorded",
+                             concept, token[:8], round_index, version, entry)
+                    return SyncReport(concept, link.project_id, current, 0, len(session.pending()), 0)
+                loop.record_batch(request, ids)
+                log.info("%s: round %d selected over %d shard pieces (%d images)", concept, round_index, len(parts),
+                         len(ids))
+            ledger.end(concept, round_index)
+            if session.current_round() != round_index:
+                return SyncReport(concept, link.project_id, session.current_round(), 0, len(session.pending()), 0)
+            model_version = loop.registry.get(version)
+            schema = sync.schema_of(link)
+            tasks = list(sync.client.iter_tasks(link.project_id))
+            pushed = sync._push_missing(link, session, tasks, (model_version, model_version.load()), schema)
+            return SyncReport(concept, link.project_id, round_index, 0, len(session.pending()), len(pushed))
+    finally:
+        ledger.close()

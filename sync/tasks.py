@@ -104,6 +104,17 @@ def score_shard(models_root: str, version: str, shard_path: str, offset: int, k:
                             np.asarray(exclude, dtype=np.int64)).as_dict()
 
 
+@app.task(name="agile.finish_selection", bind=True, acks_late=True, reject_on_worker_lost=True)
+def finish_selection(self, parts: list[dict], concept: str, round_index: int, version: str, token: str, k: int,
+                     k_pos: int):
+    """The callback of a sharded selection's chord: merge, record the round, push its tasks (never
+    waits on another task; a duplicate or superseded callback is a no-op, see :mod:`sync.sharded`)."""
+    from sync.sharded import finish_selection as finish
+
+    return _run(f"selection of round {round_index} of {concept!r}", finish, concept_sync(), parts, concept,
+                int(round_index), version, token, int(k), int(k_pos), task=self)
+
+
 @app.task(name="agile.embed_images", ignore_result=False, acks_late=True, reject_on_worker_lost=True)
 def embed_images(workspace: str, uris: list[str]) -> dict:
     """Embed a chunk of images into the workspace's pool (already-embedded images are skipped)."""

@@ -1,17 +1,24 @@
-"""Scale-out over real Celery workers and a real redis-server: sharded pool scoring merges to exactly
-the single-process selection, and embedding fans out across workers and resumes."""
+"""Scale-out over real Celery workers: webhook-driven rounds whose pool scoring is a chord of shard
+tasks (real Label Studio, the backend under gunicorn, workers over a real redis-server or the default
+folder broker) select exactly the single-process batch and never deadlock; embedding fans out across
+workers and resumes."""
 
+import time
 
 import numpy as np
 import pytest
 
 from agile_cli.services import service_env, worker_command
-from agile_modeling.concepts import Concept
-from agile_modeling.loop import LoopConfig
-from agile_modeling.simulate.shared_pool import SHARED_ENCODER
+from agile_modeling.concepts import slugify
+from agile_modeling.loop import LoopConfig, SelectionRequest
+from agile_modeling.simulate import load_suite
 from agile_modeling.workspace import Workspace
+from sync.client import LabelStudioClient
+from sync.rounds import IMAGE_ID, ROUND
 from sync.settings import Settings
-from tests.sync.conftest import REPO, Service
+from sync.state import SyncState
+from tests.sync.conftest import REPO, Service, run_agile, wait_for
+from tests.sync.test_label_studio_loop import rate, shared_workspace
 
 pytestmark = pytest.mark.slow
 
@@ -33,46 +40,91 @@ def celery_env(redis_url, tmp_path):
     app.close()
 
 
-def test_sharded_selection_over_workers_equals_one_process(tmp_path, shared_data, celery_env, redis_url):
-    ws = Workspace(tmp_path / "ws")
-    store = ws.store(512, SHARED_ENCODER)
-    x = shared_data.pool.x
-    bounds = [0, 9000, 20000, 31000, len(x)]  # four shards of the store
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        store.append(x[a:b], [f"shared://{i}" for i in range(a, b)], [f"h{i}" for i in range(a, b)])
-    assert [o for _, o, _ in store.shard_files()] == bounds[:-1]
-    ws.set_config(text_vocabulary=str(shared_data.root / "text_vocabulary.npz"))
-    ws.sessions.create(Concept("dog"))
-    truth = np.array([shared_data.pool.class_name(i) == "pug" for i in range(len(x))])
-    workers = start_workers(tmp_path, ws.root, redis_url, 2)
+def in_process_batch(ws_root, concept: str, round_index: int, batch_size: int, strategy: str) -> list[int]:
+    """What single-process selection picks for ``round_index`` from the same labels and model."""
+    ws = Workspace(ws_root)
+    session = ws.sessions.open(concept)
+    loop = ws.loop(concept, LoopConfig(batch_size=batch_size, strategy=strategy))
+    model = [v for v in loop.registry.versions() if v.info.get("round") == round_index - 1][-1]
+    queued = sorted({i for r in range(round_index) for i in session.batch(r)})
+    exclude = np.union1d(queued, list(loop.labels())).astype(np.int64)
+    return loop.select(model.load(), SelectionRequest(round_index, strategy, batch_size, exclude)).tolist()
+
+
+def publish(spec, settings, strategy: str, seed_size: int = 20, batch_size: int = 10) -> int:
+    out = run_agile("concept", "publish", spec.concept().name, "--size", str(seed_size), "--batch-size", str(batch_size),
+                    "--strategy", strategy, env=service_env(settings))
+    assert out.returncode == 0, out.stderr
+    return SyncState(settings.workspace / "label_studio.sqlite").for_concept(slugify(spec.concept().name)).project_id
+
+
+def round_tasks(client, project_id: int, round_index: int) -> list:
+    return sorted((t for t in client.iter_tasks(project_id) if t.data[ROUND] == round_index), key=lambda t: t.id)
+
+
+def test_webhook_driven_sharded_rounds_of_two_concepts_on_two_workers(tmp_path, label_studio, services, redis_url,
+                                                                        shared_data, monkeypatch):
+    """Two concepts' rounds at once on 2 solo workers over Redis, pool scoring sharded: no task waits
+    for another, both rounds complete, and each batch is exactly the single-process selection."""
+    monkeypatch.setenv("AGILE_SHARDED_SCORING", "1")
+    monkeypatch.setenv("AGILE_SHARD_ROWS", "6000")  # the shared pool in 7 pieces
+    specs = {s.title: s for s in load_suite() if s.title in ("cats", "real stop signs")}
+    ws = shared_workspace(tmp_path / "ws", shared_data)
+    for spec in specs.values():
+        ws.sessions.create(spec.concept())
+    settings, backend, worker = services(ws.root, sync_seconds=600, broker_url=redis_url)  # webhooks drive it
+    env = {**service_env(settings), "PYTHONPATH": str(REPO), "AGILE_SYNC_SECONDS": "600"}
+    second = Service(worker_command(beat=False) + ["-n", "second@%h"], env, tmp_path / "worker2.log").start()
     try:
-        for strategy in ("margin", "margin+positive"):
-            loop = ws.loop("dog", LoopConfig(seed_size=40, batch_size=30, strategy=strategy))
-            batch = loop.start()
-            loop.session.record_labels((i, int(truth[i]) or int(i % 3 == 0)) for i in batch)
-            version, clf = loop.train()
-            from sync.sharded import CelerySelector
-
-            selector = CelerySelector.for_workspace(ws, "dog", app=celery_env)
-            exclude = np.union1d(loop.session.queued_ids(), list(loop.labels())).astype(np.int64)
-            distributed = selector(version.name, strategy, 30, exclude)
-            from agile_modeling.scoring import PoolScorer
-            from agile_modeling.selection import strategy_by_name
-
-            scorer, view = PoolScorer(clf), ws.store().vectors()
-            single = strategy_by_name(strategy).select(scorer.approximate_logits(view), 30, exclude,
-                                                       lambda ids: scorer.exact_logits(view, ids))
-            assert distributed.tolist() == single.tolist(), strategy
-            # the loop itself, with the selector plugged in, records the same round
-            loop.selector = selector
-            assert loop.next_batch(clf, version=version.name) == single.tolist()
-            ws.sessions.db.execute("DELETE FROM batch_items WHERE concept = 'dog' AND round > 0")
-            ws.sessions.db.execute("DELETE FROM rounds WHERE concept = 'dog' AND round > 0")
+        strategies = {"cats": "margin", "real stop signs": "margin+positive"}
+        projects = {title: publish(spec, settings, strategies[title]) for title, spec in specs.items()}
+        client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
+        seeds = {title: list(client.iter_tasks(pid)) for title, pid in projects.items()}
+        for title, pid in projects.items():  # the last ratings of both seed batches land together
+            rate(client, pid, seeds[title][:-1], specs[title].ground_truth(shared_data.pool))
+        for title, pid in projects.items():
+            rate(client, pid, seeds[title][-1:], specs[title].ground_truth(shared_data.pool))
+        for title, pid in projects.items():
+            wait_for(lambda: len(round_tasks(client, pid, 1)) == 10, 180, f"round 1 of {title!r} on the workers")
+        for title, pid in projects.items():
+            slug = slugify(specs[title].concept().name)
+            pushed = round_tasks(client, pid, 1)
+            expected = in_process_batch(ws.root, slug, 1, 10, strategies[title])
+            assert Workspace(ws.root).sessions.open(slug).batch(1) == expected, title
+            assert [t.data[IMAGE_ID] for t in pushed] == expected, title  # pushed in the batch's order
+            assert {t.prediction_version for t in pushed} == {f"{slug}-v1"}  # with the new model's predictions
+            # a later sync (the beat's, a repeated webhook) changes nothing
+            again = run_agile("concept", "sync", specs[title].concept().name, env=service_env(settings))
+            assert again.returncode == 0 and "pushed" not in again.stdout, again.stdout + again.stderr
+            assert len(list(client.iter_tasks(pid))) == 30
     finally:
-        for w in workers:
-            w.stop()
-    logs = "".join((tmp_path / f"worker{i}.log").read_text() for i in range(2))
-    assert logs.count("agile.score_shard") >= 8  # 2 strategies x 4 shards, spread over the workers
+        second.stop()
+    logs = worker.log.read_text(), (tmp_path / "worker2.log").read_text()
+    assert all("agile.score_shard" in log for log in logs)  # the shards were spread over both workers
+    assert sum(log.count("agile.finish_selection") for log in logs) >= 2
+    assert not any("result.get() within a task" in log or "Traceback" in log for log in logs), logs
+
+
+def test_sharded_round_over_the_default_folder_broker(tmp_path, label_studio, services, shared_data, monkeypatch):
+    """The embedded default: filesystem broker, file:// results (the chord polls with
+    ``celery.chord_unlock``), one solo worker with a frequent beat syncing while the chord runs."""
+    monkeypatch.setenv("AGILE_SHARDED_SCORING", "1")
+    monkeypatch.setenv("AGILE_SHARD_ROWS", "10000")
+    spec = next(s for s in load_suite() if s.title == "cats")
+    ws = shared_workspace(tmp_path / "ws", shared_data)
+    ws.sessions.create(spec.concept())
+    settings, backend, worker = services(ws.root, sync_seconds=2)
+    project_id = publish(spec, settings, "margin")
+    client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
+    rate(client, project_id, list(client.iter_tasks(project_id)), spec.ground_truth(shared_data.pool))
+    wait_for(lambda: len(round_tasks(client, project_id, 1)) == 10, 180, "round 1 over the folder broker")
+    time.sleep(5)  # a few more periodic syncs: none pushes anything again
+    assert [t.data[IMAGE_ID] for t in round_tasks(client, project_id, 1)] == in_process_batch(ws.root, "cat", 1, 10,
+                                                                                             "margin")
+    assert len(list(client.iter_tasks(project_id))) == 30
+    log = worker.log.read_text()
+    assert "celery.chord_unlock" in log and "agile.finish_selection" in log
+    assert "result.get() within a task" not in log and "Traceback" not in log, log[-3000:]
 
 
 def test_embedding_fans_out_over_workers_and_resumes(tmp_path, celery_env, redis_url, image_folder, tiny_clip):
