@@ -38,7 +38,17 @@ def queued():
     return []
 
 
+LABEL_STUDIO = "http://127.0.0.1:8080"
+BACKEND = "http://127.0.0.1:9"  # nothing listens there: a fetch from it fails at once
+
+
+def backend_settings(ws: Workspace, **kw) -> Settings:
+    """What the backend reads in a real deployment: Label Studio's URL and key, its own URL."""
+    return Settings(workspace=ws.root, label_studio_url=LABEL_STUDIO, backend_url=BACKEND,
+                    label_studio_api_key="0123456789abcdef0123456789abcdef01234567", **kw)
+
+
 @pytest.fixture
 def client(backend_workspace, queued):
-    app = create_app(Settings(workspace=backend_workspace.root), enqueue=lambda kind, **kw: queued.append((kind, kw)))
+    app = create_app(backend_settings(backend_workspace), enqueue=lambda kind, **kw: queued.append((kind, kw)))
     return app.test_client()

@@ -9,6 +9,7 @@ from PIL import Image
 
 from label_config import load_config
 from ml_backend.app import create_app
+from sync.image_signing import ImageSigner
 from sync.settings import Settings
 from tests.ml_backend.conftest import PROJECT, train_model
 
@@ -112,9 +113,10 @@ def test_webhook_hands_work_to_the_worker_and_answers_at_once(client, queued):
 
 
 def test_images_route_serves_pool_files_only(client, backend_workspace):
-    response = client.get("/images/0")
+    signer = ImageSigner.from_settings(client.application.extensions["agile"]["settings"])
+    response = client.get("/images/0?" + signer.query(0))
     assert response.status_code == 200 and response.data[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0")
-    assert client.get("/images/999").status_code == 404
+    assert client.get("/images/999?" + signer.query(999)).status_code == 404
     assert client.get("/images/../../etc/passwd").status_code == 404
 
 
@@ -130,8 +132,9 @@ def test_basic_auth_when_configured(backend_workspace):
 
 
 def test_no_pool_is_a_503_that_says_what_to_do(tmp_path):
-    c = create_app(Settings(workspace=tmp_path / "empty"), enqueue=lambda *a, **k: None).test_client()
-    response = c.get("/images/0")
+    settings = Settings(workspace=tmp_path / "empty", image_signing_key="k")
+    c = create_app(settings, enqueue=lambda *a, **k: None).test_client()
+    response = c.get("/images/0?" + ImageSigner.from_settings(settings).query(0))
     assert response.status_code == 503 and "agile pool add" in response.json["error"]
 
 

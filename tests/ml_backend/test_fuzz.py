@@ -1,6 +1,7 @@
 """Fuzzing the backend's HTTP endpoints and the parsers behind them with malformed input:
 no 500, no crash, always a JSON error with a reason."""
 
+import base64
 import json
 
 import pytest
@@ -11,6 +12,8 @@ from label_config.deliberation import deliberation_label, scoping_decision
 from ml_backend import requests as parse
 from ml_backend.app import create_app
 from sync.settings import Settings
+from tests.ml_backend.conftest import BACKEND, PROJECT, backend_settings, train_model
+from tests.ml_backend.test_app import data_url, predict_body
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=30),
@@ -28,7 +31,7 @@ PLAUSIBLE = st.fixed_dictionaries({}, optional={
     "annotation": st.dictionaries(KEYS, JSON, max_size=4) | JSON,
     "task": st.dictionaries(KEYS, JSON, max_size=4) | JSON,
 })
-ALLOWED = {200, 202, 400, 401, 404, 405, 409, 413, 415, 422, 503}
+ALLOWED = {200, 202, 400, 401, 403, 404, 405, 409, 413, 415, 422, 503}
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                         HealthCheck.too_slow])
 
@@ -37,6 +40,32 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 def fuzz_client(backend_workspace):
     app = create_app(Settings(workspace=backend_workspace.root), enqueue=lambda kind, **kw: None)
     return app.test_client()
+
+
+@pytest.fixture
+def trained_client(backend_workspace):
+    """A backend with a trained model, so /predict reaches the image path (fetch, decode, embed)."""
+    train_model(backend_workspace)
+    settings = backend_settings(backend_workspace, basic_auth_user="ls", basic_auth_pass="pw", webhook_secret="hook")
+    return create_app(settings, enqueue=lambda kind, **kw: None).test_client()
+
+
+# image URLs as a hostile task writes them: odd schemes, hosts, ports, paths; our own image route, signed or not
+HOSTS = st.sampled_from(["127.0.0.1", "127.0.0.1:9", "127.0.0.1:8080", "127.0.0.1:8080:1", "127.0.0.1:6379",
+                         "[::1]", "[::1", "localhost", "169.254.169.254", "evil.example", "\u4e2d.example", "",
+                         "user:pw@127.0.0.1:9", "127.0.0.1:99999", "127.0.0.1:-1", "%00", "a" * 70])
+IMAGE_URLS = st.one_of(
+    st.builds(lambda scheme, host, path: f"{scheme}{host}{path}",
+              st.sampled_from(["http://", "https://", "ftp://", "file://", "HTTP://", "http:/", "//", "javascript:", ""]),
+              HOSTS, st.sampled_from(["/images/0", "/images/3?exp=1&sig=x", "/images/-1", "/images/99999999999999999999",
+                                      "/x.png", "", "/%2e%2e/etc/passwd", "/images/0?exp=&sig="]) | st.text(max_size=20)),
+    st.builds(lambda payload: "data:image/png;base64," + payload, st.text(max_size=40)),
+    st.builds(lambda raw: "data:image/png;base64," + base64.b64encode(raw).decode(),
+              st.binary(max_size=80) | st.just(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)),
+    st.sampled_from([data_url(), "data:,", "data:", "data:image/png,raw", "/etc/passwd", BACKEND + "/images/2"]),
+    st.text(max_size=40), JSON)
+HOSTILE_TASK = st.fixed_dictionaries({"data": st.fixed_dictionaries({"image": IMAGE_URLS}, optional={
+    "agile_image_id": st.integers(-5, 20) | JSON})}, optional={"id": JSON})
 
 
 def check(response):
@@ -65,10 +94,36 @@ def test_raw_bytes_and_odd_methods_never_break_the_backend(fuzz_client, route, m
 
 
 @FUZZ
+@given(tasks=st.lists(HOSTILE_TASK, min_size=1, max_size=4),
+       user=st.text(max_size=8), password=st.text(max_size=8))
+def test_predict_with_a_trained_model_and_hostile_image_urls_never_breaks(trained_client, tasks, user, password):
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode("utf-8", "surrogatepass")).decode()}
+    for headers in (auth, {"Authorization": "Basic " + base64.b64encode(b"ls:pw").decode()}):
+        response = trained_client.post("/predict", data=json.dumps(predict_body(*tasks)), content_type="application/json",
+                                       headers=headers)
+        check(response)
+        if response.status_code == 200:
+            assert len(response.json["results"]) == len(tasks)
+
+
+@FUZZ
+@given(secret=st.text(max_size=12), image_tail=st.text(max_size=30))
+def test_hostile_secrets_and_image_queries_never_break(trained_client, secret, image_tail):
+    latin = secret.encode("utf-8", "surrogatepass").decode("latin-1")  # what a WSGI header can carry
+    latin = "".join(ch for ch in latin if ch not in "\r\n")
+    check(trained_client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}},
+                              headers={"X-Agile-Secret": latin}))
+    response = trained_client.get("/images/0?" + image_tail.replace("\x00", ""))
+    assert response.status_code in {200, 403, 404}
+    if response.status_code == 403:
+        check(response)
+
+
+@FUZZ
 @given(tail=st.text(max_size=20))
 def test_image_route_with_odd_ids(fuzz_client, tail):
     response = fuzz_client.get("/images/" + tail.replace("\x00", ""))
-    assert response.status_code in {200, 301, 308, 400, 404, 405}
+    assert response.status_code in {301, 308, 400, 403, 404, 405}  # never served unsigned
 
 
 @settings(max_examples=300, deadline=None)
