@@ -122,14 +122,19 @@ class ConceptSync:
 
     def image_urls(self, ids: Sequence[int]) -> list[str]:
         """URLs the browser can load: web and data URIs as they are, local files through our image route."""
+        from sync.image_signing import NO_KEY, ImageSigner
+
         uris = self.workspace.store().uris(ids)
         base = self.settings.images_base_url
+        signer = None if self.settings.images_unsigned else ImageSigner.from_settings(self.settings)
         out = []
         for image_id, uri in zip(ids, uris):
             if uri.startswith(("http://", "https://", "data:")):
                 out.append(uri)
-            elif base:
-                out.append(f"{base}/{int(image_id)}")
+            elif base:  # signed: the browser loads it without credentials (sync/image_signing.py)
+                if signer is None and not self.settings.images_unsigned:
+                    raise AgileError(f"cannot put local pool images into tasks: {NO_KEY}")
+                out.append(signer.url(base, image_id) if signer else f"{base}/{int(image_id)}")
             else:
                 out.append(uri)
         return out
