@@ -1,12 +1,24 @@
-"""Fast pool scoring: the MLP over every pool image in bf16 chunks, and exact fp32 re-scoring.
+"""Fast pool scoring: the MLP over every pool image on the chosen backend, with a proven error bound.
 
-Why by hand instead of ``model(x)``: on these CPUs a bf16 matrix product runs several times
-faster than fp32 (MKL) and fp16 compute is unusably slow; calling the module allocates new
-tensors per chunk, which is 2-3x slower than reusing buffers. So each chunk of the float16
-memory map is converted into a preallocated bf16 buffer (via fp32, see ``bf16``) and pushed
-through ``addmm(out=)`` +
-``relu_`` into preallocated activations. bf16 scores are approximate: selection re-scores its
-frontier exactly with :func:`exact_logits` (see ``selection``).
+Why by hand instead of ``model(x)``: calling the module allocates new tensors per chunk, 2-3x
+slower than reusing buffers. Each chunk of the float16 memory map is converted into a
+preallocated buffer and pushed through ``addmm(out=)`` (or numpy ``matmul(out=)``) + ``relu_``
+into preallocated activations, in the dtype :mod:`agile_modeling.compute` chose for this CPU:
+
+- ``bf16`` (native bf16 CPUs): fp16 -> fp32 -> bf16 (see ``bf16``), bf16 weights and activations,
+  fp32 accumulation;
+- ``fp32`` (everywhere else): fp16 -> fp32 (exact), fp32 weights, through torch or numpy,
+  whichever BLAS measured faster.
+
+Exactness. The logits of a sweep are approximate; :class:`BoundedLogits` carries ``bound``, a
+proven bound on ``|approximate - exact|`` valid for EVERY row of norm <= ``row_norm`` (the pool's
+rows are unit vectors): it is computed once per model from the weights by propagating the
+rounding of each layer through the ReLU network (``bf16.layers_error_bound``; derivation in
+``docs/exactness.md``), and does not depend on the row. The exact logits are the same network
+evaluated in float64 (:meth:`PoolScorer.exact_logits`, whose own tiny error bound is added).
+Selection re-scores every image whose interval ``[approx - bound, approx + bound]`` reaches the
+k-th chosen exact score, so it returns exactly what float64 scoring of the whole pool would.
+For bf16 on a 3x128 model the bound is about 0.05-0.3 on the logit; for fp32 about 1e-5.
 """
 
 from __future__ import annotations
@@ -17,11 +29,50 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from agile_modeling.bf16 import copy_fp16_to_bf16
+from agile_modeling import compute as compute_mod
+from agile_modeling.bf16 import (
+    FP64_PRECISION, PRECISIONS, UNIT_ROW_NORM, copy_fp16_to_bf16, copy_fp16_to_fp32, layers_error_bound,
+)
 from agile_modeling.classifier.mlp import MLPClassifier
 from agile_modeling.store.embedding_store import PoolView
 
 DEFAULT_CHUNK_ROWS = 1 << 13  # 8k rows: the activations stay in cache (fastest of 8k-64k here)
+#: float64 re-scoring runs in blocks of exactly this many rows (zero-padded), so that a row's
+#: exact logit is the same bits whichever rows it is scored with (one GEMM shape, one kernel).
+EXACT_BLOCK_ROWS = 256
+
+
+class BoundedLogits(np.ndarray):
+    """float32 approximate logits ``(n,)`` with ``bound``: ``|approx - exact| <= bound`` on every row.
+
+    The bound survives slicing, copies, ``-x`` and ``abs(x)`` (for which it stays valid); any
+    other arithmetic returns a plain array.
+    """
+
+    bound: float | None
+
+    def __new__(cls, values: np.ndarray, bound: float) -> "BoundedLogits":
+        obj = np.asarray(values).view(cls)
+        obj.bound = float(bound)
+        return obj
+
+    def __array_finalize__(self, obj) -> None:
+        self.bound = getattr(obj, "bound", None)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        plain = [np.asarray(i) if isinstance(i, BoundedLogits) else i for i in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(np.asarray(o) if isinstance(o, BoundedLogits) else o for o in kwargs["out"])
+            return getattr(ufunc, method)(*plain, **kwargs)
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        if method == "__call__" and ufunc in (np.negative, np.absolute, np.positive) and isinstance(result, np.ndarray):
+            return BoundedLogits(result, self.bound)
+        return result
+
+
+def approximation_bound(values: np.ndarray) -> float | None:
+    """The proven ``|approx - exact|`` bound ``values`` carries, None for a plain array."""
+    return getattr(values, "bound", None)
 
 
 class PoolScorer:
@@ -30,31 +81,62 @@ class PoolScorer:
     Args:
         classifier: a fitted :class:`MLPClassifier`.
         chunk_rows: rows per chunk.
+        compute: the backend (default: the process's, :func:`agile_modeling.compute.current`).
+        row_norm: bound on the pool rows' L2 norm (unit vectors stored as float16).
     """
 
-    def __init__(self, classifier: MLPClassifier, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+    def __init__(self, classifier: MLPClassifier, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 compute: compute_mod.Compute | None = None, row_norm: float = UNIT_ROW_NORM) -> None:
         self.classifier = classifier
         self.chunk_rows = chunk_rows
+        self.compute = compute or compute_mod.current()
+        self.dtype = self.compute.dtype
         layers = classifier.linear_layers()
-        self._weights = [w.T.contiguous().to(torch.bfloat16) for w, _ in layers]  # (in, out)
-        self._biases = [b.to(torch.bfloat16) for _, b in layers]
+        self._layers64 = [(w.T.to(torch.float64).contiguous().numpy(), b.to(torch.float64).numpy()) for w, b in layers]
+        self.precision = PRECISIONS[self.dtype]
+        self.exact_bound = float(layers_error_bound(layers, FP64_PRECISION, row_norm)[0])
+        #: proven bound on |approximate - float64| logit, for any row of norm <= row_norm
+        self.error_bound = float(layers_error_bound(layers, self.precision, row_norm)[0]) + self.exact_bound
         dim = layers[0][0].shape[1]
-        self._input = torch.empty((chunk_rows, dim), dtype=torch.bfloat16)
+        self._numpy = self.dtype == compute_mod.FP32 and self.compute.blas == compute_mod.NUMPY
+        tdtype = torch.bfloat16 if self.dtype == compute_mod.BF16 else torch.float32
+        self._weights = [w.T.contiguous().to(tdtype) for w, _ in layers]  # (in, out)
+        self._biases = [b.to(tdtype) for _, b in layers]
         self._staging = torch.empty((chunk_rows, dim), dtype=torch.float32)
-        self._acts = [torch.empty((chunk_rows, w.shape[1]), dtype=torch.bfloat16) for w in self._weights]
+        self._input = torch.empty((chunk_rows, dim), dtype=torch.bfloat16) if tdtype == torch.bfloat16 else self._staging
+        self._acts = [torch.empty((chunk_rows, w.shape[1]), dtype=tdtype) for w in self._weights]
+        if self._numpy:
+            self._np_weights = [w.numpy() for w in self._weights]
+            self._np_biases = [b.numpy() for b in self._biases]
+            self._np_acts = [a.numpy() for a in self._acts]
 
     @torch.inference_mode()
-    def approximate_logits(self, view: PoolView, progress: bool = False) -> np.ndarray:
-        """bf16 logits of every pool image: ``(n,)`` float32, in id order."""
+    def approximate_logits(self, view: PoolView, progress: bool = False) -> BoundedLogits:
+        """Logits of every pool image on the chosen backend: ``(n,)`` float32, in id order, with
+        ``.bound`` (proven, see the module docstring)."""
         out = np.empty(len(view), dtype=np.float32)
         out_t = torch.from_numpy(out)
         chunks = view.iter_chunks(self.chunk_rows)
         if progress:
-            chunks = tqdm(chunks, total=-(-len(view) // self.chunk_rows), desc="scoring pool", unit="chunk")
+            chunks = tqdm(chunks, total=-(-len(view) // self.chunk_rows), desc=f"scoring pool ({self.dtype})", unit="chunk")
         last = len(self._weights) - 1
         for start, block in chunks:
             m = len(block)
-            x = copy_fp16_to_bf16(self._input, block, self._staging)
+            if self._numpy:
+                x = copy_fp16_to_fp32(self._staging, block).numpy()
+                for i, (w, b) in enumerate(zip(self._np_weights, self._np_biases)):
+                    y = self._np_acts[i][:m]
+                    np.matmul(x, w, out=y)
+                    y += b
+                    if i < last:
+                        np.maximum(y, 0.0, out=y)
+                    x = y
+                out[start : start + m] = x[:, 0]
+                continue
+            if self.dtype == compute_mod.BF16:
+                x = copy_fp16_to_bf16(self._input, block, self._staging)
+            else:
+                x = copy_fp16_to_fp32(self._staging, block)
             for i, (w, b) in enumerate(zip(self._weights, self._biases)):
                 y = self._acts[i][:m]
                 torch.addmm(b, x, w, out=y)
@@ -62,16 +144,48 @@ class PoolScorer:
                     y.relu_()
                 x = y
             out_t[start : start + m].copy_(x[:, 0])
+        return BoundedLogits(out, self.error_bound)
+
+    def exact_rows(self, rows: np.ndarray) -> np.ndarray:
+        """float64 logits of rows ``(m, d)`` (any float dtype), in fixed blocks (see EXACT_BLOCK_ROWS)."""
+        rows = np.asarray(rows)
+        out = np.empty(len(rows), dtype=np.float64)
+        block = np.zeros((EXACT_BLOCK_ROWS, rows.shape[1] if rows.ndim == 2 else 0), dtype=np.float64)
+        last = len(self._layers64) - 1
+        for start in range(0, len(rows), EXACT_BLOCK_ROWS):
+            part = rows[start : start + EXACT_BLOCK_ROWS]
+            m = len(part)
+            block[:m] = part
+            block[m:] = 0.0
+            a = block
+            for i, (w, b) in enumerate(self._layers64):
+                a = a @ w
+                a += b
+                if i < last:
+                    np.maximum(a, 0.0, out=a)
+            out[start : start + m] = a[:m, 0]
         return out
 
     def exact_logits(self, view: PoolView, ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        """fp32 logits of pool images ``ids``: ``(len(ids),)`` float32."""
-        return self.classifier.decision_function(view.take(ids))
+        """float64 logits of pool images ``ids``: ``(len(ids),)`` (the reference selection ranks by)."""
+        return self.exact_rows(view.take(ids))
 
 
 def reference_logits(classifier: MLPClassifier, view: PoolView, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
-    """Plain fp32 logits of the whole pool (slow; the ground truth the fast path is tested against)."""
+    """Plain fp32 logits of the whole pool (``model(x)``, no tricks)."""
     out = np.empty(len(view), dtype=np.float32)
     for start, block in view.iter_chunks(chunk_rows):
         out[start : start + len(block)] = classifier.decision_function(block)
     return out
+
+
+def exact_pool_logits(classifier: MLPClassifier, view: PoolView, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+    """float64 logits of the whole pool: the ground truth selection is exact against (slow)."""
+    scorer = PoolScorer(classifier, chunk_rows=EXACT_BLOCK_ROWS, compute=_FP32_PLACEHOLDER)
+    out = np.empty(len(view), dtype=np.float64)
+    for start, block in view.iter_chunks(chunk_rows):
+        out[start : start + len(block)] = scorer.exact_rows(block)
+    return out
+
+
+_FP32_PLACEHOLDER = compute_mod.Compute(compute_mod.FP32, compute_mod.TORCH, compute_mod.FP32, "reference", False)

@@ -1,9 +1,14 @@
 """Active-learning selection over the whole pool: margin, and margin + positive mining.
 
-Strategies read approximate (bf16) logits of every pool image and return exactly the images
-that fp32 scoring would choose: they re-score a frontier of the best candidates in fp32 and
-widen it until the certificate holds (no image outside the frontier can beat the chosen ones
-given the rounding error observed on the frontier, times a safety factor).
+Strategies read approximate logits of every pool image (bf16 or fp32, see ``scoring``) and
+return exactly the images that float64 scoring of the whole pool would choose (ties by id).
+The approximate logits carry a PROVEN bound ``b`` on ``|approx - exact|`` for every row
+(``scoring.BoundedLogits``); keys (``|logit|``, ``-logit``) inherit it, since
+``||x| - |y|| <= |x - y|``. The certificate: after re-scoring a frontier exactly, let ``t`` be
+the k-th smallest exact key; any image outside the frontier that could beat it has
+``exact <= t`` hence ``approx <= t + b``. So every such image is re-scored too; ``t`` can only
+fall, so the loop ends (in practice after one widening) with no image outside the frontier able
+to displace a chosen one. Without a known bound (a plain array) every eligible image is re-scored.
 """
 
 from __future__ import annotations
@@ -13,42 +18,50 @@ from collections.abc import Callable
 
 import numpy as np
 
-# The observed bf16 error is multiplied by this before trusting the frontier boundary.
-SAFETY_FACTOR = 4.0
 MIN_FRONTIER = 512
 
 ExactLogits = Callable[[np.ndarray], np.ndarray]
 
 
 def _exact_smallest(
-    approx_key: np.ndarray, k: int, exact_key: Callable[[np.ndarray], np.ndarray], frontier: int
+    approx_key: np.ndarray, k: int, exact_key: Callable[[np.ndarray], np.ndarray], frontier: int,
+    bound: float | None = None,
 ) -> np.ndarray:
-    """Ids of the ``k`` smallest exact keys (ties by id), certified against the approximate keys.
+    """Ids of the ``k`` smallest exact keys (ties by id), certified by a proven bound.
 
     Re-scores the ``frontier`` best approximate candidates exactly, then every image whose
-    approximate key lies within ``SAFETY_FACTOR`` x the largest observed error of the k-th exact
-    key, until no image outside the frontier could still beat it. ``approx_key`` ``(n,)`` holds
-    ``inf`` for ineligible images.
+    approximate key is within ``bound`` of the k-th exact key, until no image outside the
+    frontier could still beat it. ``approx_key`` ``(n,)`` holds ``inf`` for ineligible images;
+    ``bound`` defaults to the one ``approx_key`` carries (``scoring.BoundedLogits``); without
+    one, every eligible image is re-scored (exact, slow).
     """
+    if bound is None:
+        bound = getattr(approx_key, "bound", None)
+    approx_key = np.asarray(approx_key)
     eligible = int(np.isfinite(approx_key).sum())
     k = min(k, eligible)
     if k == 0:
         return np.zeros(0, dtype=np.int64)
-    m = min(max(frontier, k), eligible)
+    m = eligible if bound is None else min(max(frontier, k), eligible)
     part = np.argpartition(approx_key, m - 1)[:m] if m < len(approx_key) else np.flatnonzero(np.isfinite(approx_key))
-    exact = exact_key(part)
+    exact = np.asarray(exact_key(part), dtype=np.float64)
     while True:
         order = np.lexsort((part, exact))
         chosen, kth = part[order[:k]], exact[order[k - 1]]
         if len(part) >= eligible:
             return chosen.astype(np.int64)
-        error = float(np.max(np.abs(exact - approx_key[part])))
-        could_beat = np.flatnonzero(approx_key <= kth + SAFETY_FACTOR * error + 1e-6)
+        could_beat = np.flatnonzero(approx_key <= _float32_at_least(kth + float(bound)))
         missing = np.setdiff1d(could_beat, part, assume_unique=True)
         if len(missing) == 0:
             return chosen.astype(np.int64)
         part = np.concatenate([part, missing])
-        exact = np.concatenate([exact, exact_key(missing)])
+        exact = np.concatenate([exact, np.asarray(exact_key(missing), dtype=np.float64)])
+
+
+def _float32_at_least(x: float) -> np.float32:
+    """The smallest float32 >= ``x``: for float32 keys, ``key <= it`` iff ``key <= x`` exactly."""
+    y = np.float32(x)
+    return y if float(y) >= x else np.nextafter(y, np.float32(np.inf))
 
 
 def _eligible_keys(key: np.ndarray, excluded: np.ndarray) -> np.ndarray:
@@ -68,10 +81,12 @@ class SelectionStrategy(ABC):
         """Pick ``k`` image ids.
 
         Args:
-            approx_logits: ``(n,)`` float32 approximate logits of every pool image.
+            approx_logits: ``(n,)`` float32 approximate logits of every pool image, with the
+                proven bound of their error as ``.bound`` (``scoring.BoundedLogits``; a plain
+                array means "no bound known": everything eligible is re-scored).
             k: batch size.
             exclude: int ids never to pick (already rated or queued).
-            exact_logits: maps ids ``(m,)`` to their exact fp32 logits ``(m,)``.
+            exact_logits: maps ids ``(m,)`` to their exact (float64) logits ``(m,)``.
 
         Returns:
             ``(min(k, eligible),)`` int64 ids, most informative first.

@@ -1,12 +1,20 @@
-"""The fast path (bf16 chunks + fp32 frontier) must select exactly what plain fp32 scoring selects."""
+"""Every backend (bf16, fp32 through torch, fp32 through numpy) selects exactly what float64
+scoring of the whole pool selects, on the shared real embeddings with constructed near-ties."""
 
 import numpy as np
 import pytest
 
+from agile_modeling import compute
 from agile_modeling.classifier import DEFAULT_RECIPE, MLPClassifier
-from agile_modeling.scoring import PoolScorer, reference_logits
+from agile_modeling.scoring import BoundedLogits, PoolScorer, exact_pool_logits, reference_logits
 from agile_modeling.selection import MarginPositiveMining, MarginSelection, strategy_by_name
 from agile_modeling.store import PoolView
+
+BACKENDS = {
+    "bf16": compute.Compute(compute.BF16, compute.TORCH, compute.BF16, "test", True),
+    "fp32-torch": compute.Compute(compute.FP32, compute.TORCH, compute.FP32, "test", False),
+    "fp32-numpy": compute.Compute(compute.FP32, compute.NUMPY, compute.FP32, "test", False),
+}
 
 
 def reference_margin(logits, k, exclude):
@@ -22,6 +30,17 @@ def reference_positive_mining(logits, k, exclude):
     return np.concatenate([pos, reference_margin(logits, k - len(pos), np.concatenate([exclude, pos]))])
 
 
+def near_ties(x16, logits, rng, where):
+    """Copies of the rows at ``where`` (by exact logit): exact duplicates and copies one float16
+    ulp away in one element; their logits differ from the original by ~1e-6 or not at all."""
+    dup = x16[where].copy()
+    bumped = x16[where].copy()
+    col = rng.integers(0, x16.shape[1], size=len(where))
+    rows = np.arange(len(where))
+    bumped[rows, col] = np.nextafter(bumped[rows, col], np.float16(np.inf) * np.sign(bumped[rows, col] + np.float16(1e-3)))
+    return np.concatenate([dup, bumped])
+
+
 @pytest.fixture(scope="module")
 def real_pool_and_model(shared_data):
     from agile_modeling.simulate import load_suite
@@ -30,53 +49,93 @@ def real_pool_and_model(shared_data):
     truth = spec.ground_truth(shared_data.pool)
     rng = np.random.default_rng(0)
     train = np.concatenate([rng.choice(np.flatnonzero(truth), 40, replace=False), rng.choice(np.flatnonzero(~truth), 160, replace=False)])
-    x = shared_data.pool.x
+    x = np.asarray(shared_data.pool.x)
     clf = MLPClassifier(DEFAULT_RECIPE.with_(epochs=3, epoch_size=2048)).fit(x[train].astype(np.float32), truth[train].astype(int), x[rng.choice(len(x), 3000)].astype(np.float32))
-    # a pool of real rows in several shards, large enough to need many chunks
-    view = PoolView([x[:10000], x[10000:25000], x[25000:]], 512)
-    return view, clf, train
+    base = exact_pool_logits(clf, PoolView([x], 512))
+    margin_rows = np.argsort(np.abs(base))[:300:2]  # around the margin boundary of k=10..400
+    top_rows = np.argsort(-base)[:120:2]  # around the positive-mining boundary
+    ties = near_ties(x, base, rng, np.concatenate([margin_rows, top_rows]))
+    # a pool of real rows in several shards, large enough to need many chunks, ties in the last one
+    view = PoolView([x[:10000], x[10000:25000], x[25000:], ties], 512)
+    return view, clf, train, exact_pool_logits(clf, view)
 
 
-def test_fast_logits_are_close_to_fp32(real_pool_and_model):
-    view, clf, _ = real_pool_and_model
-    fast = PoolScorer(clf, chunk_rows=4096).approximate_logits(view)
-    ref = reference_logits(clf, view)
-    assert fast.shape == ref.shape == (len(view),)
-    assert np.max(np.abs(fast - ref)) < 0.1 * (1 + np.abs(ref).max())
-    np.testing.assert_allclose(PoolScorer(clf).exact_logits(view, [5, 30000]), ref[[5, 30000]], rtol=1e-6, atol=1e-6)
+def test_exact_reference_is_float64_and_independent_of_blocking(real_pool_and_model):
+    view, clf, _, exact = real_pool_and_model
+    x = np.concatenate(view.shards).astype(np.float64)
+    a = x
+    layers = clf.linear_layers()
+    for i, (w, b) in enumerate(layers):
+        a = a @ w.double().numpy().T + b.double().numpy()
+        if i < len(layers) - 1:
+            a = np.maximum(a, 0)
+    np.testing.assert_allclose(exact, a[:, 0], rtol=0, atol=1e-11)
+    scorer = PoolScorer(clf, compute=BACKENDS["fp32-torch"])
+    for ids in ([5], [30000, 5, 7], list(range(3, 700, 7))):  # the same bits whatever rows come along
+        np.testing.assert_array_equal(scorer.exact_logits(view, ids), exact[ids])
+    assert abs(np.abs(reference_logits(clf, view) - exact).max()) < 1e-4
 
 
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_fast_logits_are_within_their_proven_bound(real_pool_and_model, backend):
+    view, clf, _, exact = real_pool_and_model
+    fast = PoolScorer(clf, chunk_rows=4096, compute=BACKENDS[backend]).approximate_logits(view)
+    assert isinstance(fast, BoundedLogits) and fast.shape == (len(view),) and fast.dtype == np.float32
+    observed = np.abs(fast.astype(np.float64) - exact).max()
+    assert observed <= fast.bound, (observed, fast.bound)
+    # and useful: a narrow frontier (logits here span about +-6)
+    assert fast.bound < (0.5 if backend == "bf16" else 0.005), fast.bound
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
 @pytest.mark.parametrize("k", [10, 100, 400])
-def test_fast_margin_selection_equals_plain_fp32_selection(real_pool_and_model, k):
-    view, clf, train = real_pool_and_model
-    scorer = PoolScorer(clf, chunk_rows=4096)
+def test_margin_selection_equals_float64_selection(real_pool_and_model, backend, k):
+    view, clf, train, exact = real_pool_and_model
+    scorer = PoolScorer(clf, chunk_rows=4096, compute=BACKENDS[backend])
     chosen = MarginSelection().select(scorer.approximate_logits(view), k, train, lambda ids: scorer.exact_logits(view, ids))
-    expected = reference_margin(reference_logits(clf, view), k, train)
-    np.testing.assert_array_equal(chosen, expected)
+    np.testing.assert_array_equal(chosen, reference_margin(exact, k, train))
     assert not set(chosen) & set(train)
 
 
-def test_fast_positive_mining_equals_plain_fp32(real_pool_and_model):
-    view, clf, train = real_pool_and_model
-    scorer = PoolScorer(clf, chunk_rows=4096)
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_positive_mining_equals_float64_selection(real_pool_and_model, backend):
+    view, clf, train, exact = real_pool_and_model
+    scorer = PoolScorer(clf, chunk_rows=4096, compute=BACKENDS[backend])
     chosen = MarginPositiveMining().select(scorer.approximate_logits(view), 100, train, lambda ids: scorer.exact_logits(view, ids))
-    np.testing.assert_array_equal(chosen, reference_positive_mining(reference_logits(clf, view), 100, train))
+    np.testing.assert_array_equal(chosen, reference_positive_mining(exact, 100, train))
     assert len(set(chosen)) == 100
 
 
-def test_bf16_alone_would_not_be_exact_here(real_pool_and_model):
-    """The frontier re-scoring is doing work: bf16 ranks alone differ from fp32 on this pool."""
-    view, clf, train = real_pool_and_model
-    approx = PoolScorer(clf, chunk_rows=4096).approximate_logits(view)
-    assert not np.array_equal(reference_margin(approx, 400, train), reference_margin(reference_logits(clf, view), 400, train))
+def test_the_near_ties_are_real_and_bf16_alone_would_not_be_exact(real_pool_and_model):
+    """The constructed ties sit inside the selections, and the frontier re-scoring is doing work."""
+    view, clf, train, exact = real_pool_and_model
+    ties_from = len(view) - len(view.shards[-1])
+    assert np.any(reference_margin(exact, 100, train) >= ties_from)
+    approx = PoolScorer(clf, chunk_rows=4096, compute=BACKENDS["bf16"]).approximate_logits(view)
+    assert not np.array_equal(reference_margin(approx, 400, train), reference_margin(exact, 400, train))
+    fp32 = PoolScorer(clf, chunk_rows=4096, compute=BACKENDS["fp32-torch"]).approximate_logits(view)
+    assert not np.array_equal(np.argsort(np.abs(fp32), kind="stable"), np.argsort(np.abs(exact), kind="stable"))
 
 
-def test_selection_widens_its_frontier_when_the_certificate_fails():
+def test_without_a_bound_everything_is_rescored_and_the_result_stays_exact():
     rng = np.random.default_rng(0)
-    exact = rng.normal(size=5000).astype(np.float32)
-    approx = exact + rng.normal(scale=0.5, size=5000).astype(np.float32)  # very noisy approximation
-    chosen = MarginSelection().select(approx, 20, np.array([], dtype=np.int64), lambda ids: exact[ids])
+    exact = rng.normal(size=5000)
+    approx = (exact + rng.normal(scale=0.5, size=5000)).astype(np.float32)  # a plain array: no bound known
+    seen = []
+    chosen = MarginSelection().select(approx, 20, np.array([], dtype=np.int64), lambda ids: seen.append(len(ids)) or exact[ids])
     np.testing.assert_array_equal(chosen, reference_margin(exact, 20, np.array([], dtype=np.int64)))
+    assert sum(seen) == 5000
+
+
+def test_a_bound_widens_the_frontier_exactly_as_far_as_needed():
+    rng = np.random.default_rng(1)
+    exact = rng.normal(size=20000)
+    noise = rng.uniform(-0.05, 0.05, size=20000)
+    approx = BoundedLogits((exact + noise).astype(np.float32), 0.05 + 1e-6)
+    seen = []
+    chosen = MarginSelection().select(approx, 20, np.array([], dtype=np.int64), lambda ids: seen.append(len(ids)) or exact[ids])
+    np.testing.assert_array_equal(chosen, reference_margin(exact, 20, np.array([], dtype=np.int64)))
+    assert 512 <= sum(seen) < 2000  # the first frontier, then one widening, not the whole pool
 
 
 def test_small_pools_and_unknown_strategies():

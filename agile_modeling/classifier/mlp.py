@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from agile_modeling import compute as compute_mod
 from agile_modeling.classifier.recipe import DEFAULT_RECIPE, TrainingRecipe
 from agile_modeling.errors import NotEnoughLabelsError
 
@@ -88,6 +89,10 @@ class MLPClassifier:
         if not (y == 0).any() and not len(rnd):
             raise NotEnoughLabelsError("no negative label and no random negatives: nothing to contrast with")
 
+        with compute_mod.torch_threads(compute_mod.training_threads()):
+            return self._fit(x, y, rnd, progress)
+
+    def _fit(self, x: np.ndarray, y: np.ndarray, rnd: np.ndarray, progress) -> "MLPClassifier":
         rec = self.recipe
         torch.manual_seed(rec.seed)
         rng = np.random.default_rng(rec.seed)
@@ -127,9 +132,22 @@ class MLPClassifier:
 
     @torch.inference_mode()
     def decision_function(self, x: np.ndarray, chunk_rows: int = 1 << 16) -> np.ndarray:
-        """Logits ``(n,)`` float32 in plain fp32 (the reference the fast pool scorer must match)."""
+        """Logits ``(n,)`` float32, in fp32 arithmetic through the faster fp32 BLAS of this
+        machine (:func:`agile_modeling.compute.current`; the model's own weights, no bf16: these are
+        the logits ``/predict`` answers with). Pool-wide scoring goes through ``scoring.PoolScorer``."""
         model = self._require_fitted()
         out = np.empty(len(x), dtype=np.float32)
+        if compute_mod.current().blas == compute_mod.NUMPY:
+            layers = [(w.T.contiguous().numpy(), b.numpy()) for w, b in self.linear_layers()]
+            for start in range(0, len(x), chunk_rows):
+                a = np.asarray(x[start : start + chunk_rows], dtype=np.float32)
+                for i, (w, b) in enumerate(layers):
+                    a = a @ w
+                    a += b
+                    if i < len(layers) - 1:
+                        np.maximum(a, 0.0, out=a)
+                out[start : start + len(a)] = a[:, 0]
+            return out
         for start in range(0, len(x), chunk_rows):
             block = torch.from_numpy(np.asarray(x[start : start + chunk_rows], dtype=np.float32))
             out[start : start + len(block)] = model(block).squeeze(1).numpy()
