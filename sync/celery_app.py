@@ -6,14 +6,25 @@ nothing needs installing and the ML backend and the worker on this machine share
 
 A beat schedule syncs every published concept every ``AGILE_SYNC_SECONDS`` (default 15): Label
 Studio sends webhooks once, with a 1 s timeout and no retry, so some are lost.
+
+Importing this module creates no file or folder: the broker's folders (its queue, processed and
+``control`` folders, all under ``<workspace>/broker``) are made when a connection is made
+(:class:`FolderTransport`), the results folder when the result backend is first used
+(:class:`FolderResultBackend`), and the beat's schedule folder when the beat starts
+(:class:`WorkspaceScheduler`). Left to kombu, the ``control`` folder would land in whatever
+directory the worker was started from.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from celery import Celery
+from celery.backends.filesystem import FilesystemBackend
+from celery.beat import PersistentScheduler
 from celery.signals import worker_process_init
+from kombu.transport import filesystem
 
 from sync.settings import Settings
 
@@ -21,19 +32,49 @@ SYNC_SECONDS = float(os.environ.get("AGILE_SYNC_SECONDS", "15"))
 
 
 def broker_options(settings: Settings) -> tuple[str, dict]:
-    """``(broker URL, transport options)``: the configured broker, else a folder in the workspace."""
+    """``(broker URL, transport options)``: the configured broker, else a folder in the workspace
+    (named here, made by :class:`FolderTransport` when a connection is made)."""
     if settings.broker_url:
         return settings.broker_url, {}
     folder = (settings.workspace / "broker").resolve()
-    for sub in ("queue", "processed"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
     return "filesystem://", {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),
         "processed_folder": str(folder / "processed"),
+        "control_folder": str(folder / "control"),  # kombu's default is ./control, wherever the worker starts
         "store_processed": False,
         "polling_interval": 0.1,
     }
+
+
+class FolderTransport(filesystem.Transport):
+    """kombu's filesystem transport that makes its folders when a connection is made (kombu
+    expects them to exist, and makes ``control`` only without its parents)."""
+
+    FOLDERS = ("data_folder_in", "data_folder_out", "processed_folder", "control_folder")
+
+    def __init__(self, client, **kwargs) -> None:
+        super().__init__(client, **kwargs)
+        options = client.transport_options or {}
+        for key in self.FOLDERS:
+            if options.get(key):
+                Path(options[key]).mkdir(parents=True, exist_ok=True)
+
+
+class FolderResultBackend(FilesystemBackend):
+    """Celery's ``file://`` result backend that makes its folder when first used, not at import."""
+
+    def __init__(self, url: str | None = None, *args, **kwargs) -> None:
+        Path(self._find_path(url)).mkdir(parents=True, exist_ok=True)
+        super().__init__(url, *args, **kwargs)
+
+
+class WorkspaceScheduler(PersistentScheduler):
+    """The beat's persistent scheduler; makes the folder of its schedule file when the beat starts."""
+
+    def setup_schedule(self) -> None:
+        Path(self.schedule_filename).parent.mkdir(parents=True, exist_ok=True)
+        super().setup_schedule()
 
 
 def result_backend(settings: Settings) -> str:
@@ -41,8 +82,7 @@ def result_backend(settings: Settings) -> str:
     if settings.broker_url and settings.broker_url.startswith(("redis://", "rediss://")):
         return settings.broker_url
     folder = (settings.workspace / "results").resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"file://{folder}"
+    return f"{FolderResultBackend.__module__}:{FolderResultBackend.__name__}+file://{folder}"  # made on first use
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -52,6 +92,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
     app.conf.update(
         result_expires=3600,
         broker_transport_options=options,
+        broker_transport=f"{__name__}:{FolderTransport.__name__}" if broker.startswith("filesystem:") else None,
+        beat_scheduler=f"{__name__}:{WorkspaceScheduler.__name__}",
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,
         task_serializer="json",
