@@ -50,3 +50,29 @@ def test_small_shards_and_unknown_strategies(pool_and_model):
     assert merge_candidates([], 5, 2).tolist() == []
     with pytest.raises(ValueError, match="sharded selection supports"):
         positives_wanted("random", 10)
+
+
+def test_selection_split_records_what_next_batch_would(tmp_path, pool_and_model):
+    """The core's request / select / record steps (what a chord's callback uses) give the batch that
+    next_batch gives, and recording is idempotent per round."""
+    from agile_modeling.classifier import ModelRegistry
+    from agile_modeling.concepts import Concept
+    from agile_modeling.loop import AgileLoop
+    from agile_modeling.session import SessionStore
+
+    x, clf = pool_and_model
+    sessions = SessionStore(tmp_path / "sessions.sqlite")
+    sessions.create(Concept("thing"))
+    # no text encoder nor index: only seeding needs them
+    loop = AgileLoop(sessions.open("thing"), PoolView([x], x.shape[1]), None, None,
+                     ModelRegistry(tmp_path / "models", "thing"))
+    loop.session.start_round(0, "seed", list(range(20)))
+    assert loop.selection_request() is None  # the seed batch is still open
+    loop.session.record_labels((i, int(x[i, 0] > 0)) for i in range(20))
+    request = loop.selection_request(10)
+    assert (request.round, request.k) == (1, 10) and request.exclude.tolist() == list(range(20))
+    ids = loop.select(clf, request)
+    assert ids.tolist() == single_process(x, clf, "margin", 10, request.exclude).tolist()
+    assert loop.record_batch(request, ids) == ids.tolist()
+    assert loop.record_batch(request, ids[::-1]) == ids.tolist()  # a second record keeps the first
+    assert loop.next_batch(clf) == ids.tolist()  # round 1 is open: the same batch
