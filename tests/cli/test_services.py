@@ -34,9 +34,16 @@ def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, sha
         client = LabelStudioClient(stack["label_studio_url"], stack["api_key"])
         tasks = list(client.iter_tasks(1))
         assert len(tasks) == 10
-        image = httpx.get(tasks[0].data["image"], timeout=10)  # what the browser loads, from 127.0.0.1
+        # what the browser loads, from 127.0.0.1: the task's signed URL, without credentials
+        src = tasks[0].data["image"]
+        assert src.startswith(f"{stack['backend_url']}/images/") and "?exp=" in src and "&sig=" in src
+        image = httpx.get(src, headers={"Origin": stack["label_studio_url"]}, timeout=10)
         assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
-        assert image.headers["access-control-allow-origin"] == "*"
+        assert image.headers["access-control-allow-origin"] == stack["label_studio_url"]  # Label Studio only, not *
+        unsigned = httpx.get(src.split("?")[0], timeout=10)
+        assert unsigned.status_code == 403 and "not signed" in unsigned.json()["error"]
+        # `agile up` prints the API key and the webhook secret (the export line for this shell)
+        assert stack["api_key"] in up.stdout and f"AGILE_WEBHOOK_SECRET={stack['webhook_secret']}" in up.stdout
         assert httpx.get(f"{stack['backend_url']}/health", timeout=5).json()["status"] == "UP"
         again = agile("up", workspace=ws)
         assert again.returncode == 2 and "already running" in again.stderr
