@@ -7,6 +7,10 @@ Reports throughput, p50/p99 latency, and the backend process's resident memory s
 ``--sample-every`` requests (it must stay flat: no per-request growth).
 
     .venv/bin/python benchmarks/bench_predict.py --requests 3000 --seconds 120
+
+``--pool N`` pads the pool to ``N`` images (the shared embeddings again, perturbed and
+re-normalised, under new URIs and hashes) to measure what grows with the pool, such as counting
+the images on every request (``--out`` names the result files).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import shutil
 import sys
 import tempfile
@@ -53,17 +58,41 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
+def pad_pool(store, base: np.ndarray, n: int, chunk: int = 250_000) -> None:
+    """Append perturbed copies of ``base`` rows until the store holds ``n`` images."""
+    rng = np.random.default_rng(1)
+    while len(store) < n:
+        start = len(store)
+        m = min(chunk, n - start)
+        x = base[rng.integers(0, len(base), m)].astype(np.float32) + rng.normal(0, 0.02, (m, base.shape[1])).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        ids = range(start, start + m)
+        store.append(x, [f"synthetic://pad/{i}" for i in ids], [f"pad-{i:012d}" for i in ids])
+        print(f"  padded pool to {len(store):,}/{n:,}", end="\r", flush=True)
+    print()
+
+
+def cpu_model() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000, help="requests per batch size (upper bound)")
     parser.add_argument("--seconds", type=float, default=120.0, help="time bound per batch size")
     parser.add_argument("--sample-every", type=int, default=250)
+    parser.add_argument("--pool", type=int, default=0, help="pad the pool to this many images (default: shared pool only)")
+    parser.add_argument("--out", default="predict_load", help="name of the result files in benchmarks/results/")
     args = parser.parse_args()
     env_info = describe_environment()
     data = load_shared_data()
     work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     ws = Workspace(work / "ws")
     import_shared_pool(ws.store(512, SHARED_ENCODER), data)
+    if args.pool > len(ws.store()):
+        pad_pool(ws.store(), data.pool.x, args.pool)
+    pool_size = len(ws.store())
     ws.set_config(text_vocabulary=str(data.root / "text_vocabulary.npz"))
     ws.sessions.create(Concept("sunflower"))
     rng = np.random.default_rng(0)
@@ -75,7 +104,7 @@ def main() -> None:
     port = free_port()
     settings = Settings(workspace=ws.root, backend_url=f"http://127.0.0.1:{port}")
     proc = start_process(backend_command(f"127.0.0.1:{port}"), service_env(settings), work / "backend.log")
-    results = {"environment": env_info, "pool": len(data.pool), "batches": {}}
+    results = {"environment": {**env_info, "cpu_model": cpu_model()}, "pool": pool_size, "batches": {}}
     try:
         wait_http(f"{settings.backend_url}/health", 120, "the ML backend", proc, work / "backend.log")
         with httpx.Client(timeout=30) as http:
@@ -83,7 +112,7 @@ def main() -> None:
                 times, memory = [], []
                 body_for = lambda n: {"project": f"{PROJECT}.0", "label_config": CONFIG,  # noqa: E731
                                       "tasks": [{"id": int(i), "data": {"image": f"shared://x/{i}", "agile_image_id": int(i)}}
-                                                for i in rng.choice(len(data.pool), k, replace=False)]}
+                                                for i in rng.choice(pool_size, k, replace=False)]}
                 http.post(f"{settings.backend_url}/predict", json=body_for(k)).raise_for_status()  # warm: model loaded
                 memory.append((0, rss_mib(proc.pid)))
                 started = time.perf_counter()
@@ -110,9 +139,10 @@ def main() -> None:
         stop_pid(proc.pid)
         shutil.rmtree(work, ignore_errors=True)
     results["load_average_end"] = [round(v, 2) for v in os.getloadavg()[:2]]
-    (RESULTS / "predict_load.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(results, indent=1))
     md = ["# /predict load test (second process, loopback, keep-alive)", "", environment_markdown(env_info).rstrip(),
-          f"- load average at the end: {results['load_average_end']}", f"- pool: {len(data.pool):,} images; one gunicorn "
+          f"- CPU: {results['environment']['cpu_model']}",
+          f"- load average at the end: {results['load_average_end']}", f"- pool: {pool_size:,} images; one gunicorn "
           "process, 4 threads (as `agile backend`); requests sent one after another, each with the project's label "
           "config (validated per request) and tasks naming pool images", "",
           "| tasks per request | requests | throughput | p50 | p99 | backend RSS (after warm-up -> end) |",
@@ -122,7 +152,7 @@ def main() -> None:
         md.append(f"| {k} | {row['requests']} in {row['seconds']:.0f} s | {row['requests_per_s']:.0f} req/s "
                   f"({row['tasks_per_s']:.0f} tasks/s) | {row['p50_ms']:.1f} ms | {row['p99_ms']:.1f} ms | "
                   f"{mem[1][1] if len(mem) > 1 else mem[0][1]:.0f} -> {mem[-1][1]:.0f} MiB |")
-    (RESULTS / "predict_load.md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{args.out}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
