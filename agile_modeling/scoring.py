@@ -18,7 +18,8 @@ rounding of each layer through the ReLU network (``bf16.layers_error_bound``; de
 evaluated in float64 (:meth:`PoolScorer.exact_logits`, whose own tiny error bound is added).
 Selection re-scores every image whose interval ``[approx - bound, approx + bound]`` reaches the
 k-th chosen exact score, so it returns exactly what float64 scoring of the whole pool would.
-For bf16 on a 3x128 model the bound is about 0.05-0.3 on the logit; for fp32 about 1e-5.
+For bf16 the bound is 0.04-0.3 on the logit of a moderately trained 3x128 model, and a model
+whose bf16 bound exceeds :data:`BF16_MAX_BOUND` is swept in fp32 instead (bounds of 1e-4-1e-2).
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ DEFAULT_CHUNK_ROWS = 1 << 13  # 8k rows: the activations stay in cache (fastest 
 #: float64 re-scoring runs in blocks of exactly this many rows (zero-padded), so that a row's
 #: exact logit is the same bits whichever rows it is scored with (one GEMM shape, one kernel).
 EXACT_BLOCK_ROWS = 256
+#: A model whose proven bf16 logit bound exceeds this is swept in fp32 instead (through the faster
+#: BLAS): the bound is a worst case over every row and grows with the product of the layers'
+#: operator norms (a model trained to large gains, ||W||_2 ~ 8 per hidden layer, gets ~25 on
+#: logits of +-40), and a frontier of most of the pool costs more than an fp32 sweep.
+BF16_MAX_BOUND = 0.25
 
 
 class BoundedLogits(np.ndarray):
@@ -90,11 +96,15 @@ class PoolScorer:
         self.classifier = classifier
         self.chunk_rows = chunk_rows
         self.compute = compute or compute_mod.current()
-        self.dtype = self.compute.dtype
         layers = classifier.linear_layers()
         self._layers64 = [(w.T.to(torch.float64).contiguous().numpy(), b.to(torch.float64).numpy()) for w, b in layers]
-        self.precision = PRECISIONS[self.dtype]
         self.exact_bound = float(layers_error_bound(layers, FP64_PRECISION, row_norm)[0])
+        self.dtype = self.compute.dtype
+        if self.dtype == compute_mod.BF16 and self.compute.mode == compute_mod.AUTO:  # a forced bf16 stays bf16
+            bf16_bound = float(layers_error_bound(layers, PRECISIONS[compute_mod.BF16], row_norm)[0])
+            if bf16_bound > BF16_MAX_BOUND:  # the frontier would be much of the pool: fp32 is faster overall
+                self.dtype = compute_mod.FP32
+        self.precision = PRECISIONS[self.dtype]
         #: proven bound on |approximate - float64| logit, for any row of norm <= row_norm
         self.error_bound = float(layers_error_bound(layers, self.precision, row_norm)[0]) + self.exact_bound
         dim = layers[0][0].shape[1]

@@ -115,6 +115,7 @@ def _one_thread_per_child(**_) -> None:
     a thread per core and N children fight over the same cores: 4-7x slower here."""
     from billiard.process import current_process
 
+    _configure_compute()
     if current_process().name == "MainProcess":  # the solo pool: one process, all cores
         return
     import torch
@@ -122,4 +123,12 @@ def _one_thread_per_child(**_) -> None:
     torch.set_num_threads(int(os.environ.get("AGILE_TORCH_THREADS", "1")))
 
 
+def _configure_compute() -> None:
+    """``AGILE_COMPUTE`` (auto|bf16|fp32) and ``AGILE_TORCH_THREADS`` (training threads) passed to the core."""
+    from agile_modeling import compute
+
+    compute.configure(os.environ.get("AGILE_COMPUTE"), os.environ.get("AGILE_TORCH_THREADS"))
+
+
 app = make_celery()
+_configure_compute()
