@@ -1,6 +1,8 @@
 """Selection split by pool shard and merged exactly, for workers that each read only their own shards.
 
-Each shard reports its own best candidates with exact (fp32) keys: for margin, its ``k`` smallest
+Each shard reports its own best candidates with their exact float64 keys (kept float64 end to end:
+``as_dict`` gives Python floats, which JSON carries as round-trip-exact doubles; an fp32 key would
+merge two candidates closer than fp32 resolution as a tie broken by id, unlike the single process): for margin, its ``k`` smallest
 ``|logit|``; for margin + positive mining also its ``k_pos`` largest logits. The merge takes the
 global best of the union, which is exactly the single-process selection (same keys, same ties by
 id): the global k smallest margins lie among the union of each shard's k smallest, and after the
@@ -35,17 +37,17 @@ class ShardCandidates:
     """One shard's best candidates, by global id, with their exact keys (smaller is better)."""
 
     margin_ids: np.ndarray  # (<= k,) int64
-    margin_keys: np.ndarray  # (<= k,) float32 exact |logit|
+    margin_keys: np.ndarray  # (<= k,) float64 exact |logit|
     positive_ids: np.ndarray  # (<= k_pos,) int64
-    positive_keys: np.ndarray  # (<= k_pos,) float32 exact -logit
+    positive_keys: np.ndarray  # (<= k_pos,) float64 exact -logit
 
     def as_dict(self) -> dict:
         return {k: v.tolist() for k, v in self.__dict__.items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ShardCandidates":
-        return cls(np.asarray(d["margin_ids"], np.int64), np.asarray(d["margin_keys"], np.float32),
-                   np.asarray(d["positive_ids"], np.int64), np.asarray(d["positive_keys"], np.float32))
+        return cls(np.asarray(d["margin_ids"], np.int64), np.asarray(d["margin_keys"], np.float64),
+                   np.asarray(d["positive_ids"], np.int64), np.asarray(d["positive_keys"], np.float64))
 
 
 def shard_candidates(classifier: MLPClassifier, shard: np.ndarray, offset: int, k: int, k_pos: int,
@@ -61,8 +63,8 @@ def shard_candidates(classifier: MLPClassifier, shard: np.ndarray, offset: int, 
     margin = _exact_smallest(_eligible_keys(np.abs(approx), local), k, lambda ids: np.abs(exact(ids)), frontier)
     positive = (_exact_smallest(_eligible_keys(-approx, local), k_pos, lambda ids: -exact(ids), frontier)
                 if k_pos else np.zeros(0, np.int64))
-    return ShardCandidates(margin + offset, np.abs(exact(margin)).astype(np.float32),
-                           positive + offset, (-exact(positive)).astype(np.float32))
+    return ShardCandidates(margin + offset, np.abs(exact(margin)).astype(np.float64),
+                           positive + offset, (-exact(positive)).astype(np.float64))
 
 
 def _smallest(ids: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
@@ -73,9 +75,9 @@ def _smallest(ids: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
 def merge_candidates(parts: Sequence[ShardCandidates], k: int, k_pos: int) -> np.ndarray:
     """The batch: ``k_pos`` likely positives first, then the most uncertain of the rest (``(<= k,)`` int64)."""
     pos_ids = np.concatenate([p.positive_ids for p in parts]) if parts else np.zeros(0, np.int64)
-    pos_keys = np.concatenate([p.positive_keys for p in parts]) if parts else np.zeros(0, np.float32)
+    pos_keys = np.concatenate([p.positive_keys for p in parts]) if parts else np.zeros(0, np.float64)
     positives = _smallest(pos_ids, pos_keys, k_pos) if k_pos else np.zeros(0, np.int64)
     ids = np.concatenate([p.margin_ids for p in parts]) if parts else np.zeros(0, np.int64)
-    keys = np.concatenate([p.margin_keys for p in parts]) if parts else np.zeros(0, np.float32)
+    keys = np.concatenate([p.margin_keys for p in parts]) if parts else np.zeros(0, np.float64)
     keep = ~np.isin(ids, positives)
     return np.concatenate([positives, _smallest(ids[keep], keys[keep], k - len(positives))]).astype(np.int64)

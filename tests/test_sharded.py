@@ -76,3 +76,36 @@ def test_selection_split_records_what_next_batch_would(tmp_path, pool_and_model)
     assert loop.record_batch(request, ids) == ids.tolist()
     assert loop.record_batch(request, ids[::-1]) == ids.tolist()  # a second record keeps the first
     assert loop.next_batch(clf) == ids.tolist()  # round 1 is open: the same batch
+
+
+def test_a_near_tie_closer_than_float32_across_two_shards_merges_as_the_single_process(pool_and_model):
+    """Two rows whose exact logits differ by less than float32 resolution, one per shard, the better
+    one with the larger id: float32 keys would call it a tie and take the smaller id."""
+    import json
+
+    x, clf = pool_and_model
+    x = x[:3000].copy()
+    scorer = PoolScorer(clf)
+    exact = scorer.exact_rows(x)
+    top = int(np.argmax(exact))  # the best positive: a large logit, so a coarse float32 grid
+    pair = None
+    for j in np.argsort(np.abs(x[top].astype(np.float64))):
+        low, high = x[top].copy(), x[top].copy()
+        low[j], high[j] = 0.0, np.float16(2.0**-24)  # the smallest float16 step
+        a, b = scorer.exact_rows(np.stack([low, high]))
+        if a != b and np.float32(a) == np.float32(b):
+            pair = (low, high) if b > a else (high, low)  # (worse, better) as positives
+            break
+    assert pair is not None, "no sub-float32 near-tie found"
+    x[top] = pair[0]
+    pool = np.concatenate([x, pair[1][None]])  # the better twin: the largest id, in the second shard
+    better, worse = len(pool) - 1, top
+    exclude = np.array([], dtype=np.int64)
+    for k, k_pos in ((2, 1), (4, 2)):
+        parts = [shard_candidates(clf, pool[a:b], a, k, k_pos, exclude) for a, b in ((0, 1500), (1500, len(pool)))]
+        travelled = [ShardCandidates.from_dict(json.loads(json.dumps(p.as_dict()))) for p in parts]
+        assert all(t.positive_keys.dtype == np.float64 for t in travelled)
+        assert [t.positive_keys.tolist() for t in travelled] == [p.positive_keys.tolist() for p in parts]  # exact via JSON
+        merged = merge_candidates(travelled, k, k_pos).tolist()
+        assert merged == single_process(pool, clf, "margin+positive", k, exclude).tolist()
+        assert merged[:2][:k_pos] == [better, worse][:k_pos]
