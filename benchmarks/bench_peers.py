@@ -138,6 +138,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--knn-size", type=int, default=1_000_000)
     parser.add_argument("--no-slow-peers", action="store_true", help="skip modAL / small-text at the largest size")
+    parser.add_argument("--project-sizes", type=int, nargs="*", default=[],
+                        help="sizes run for the project alone (auto and forced fp32), e.g. 10000000; no fp64 reference")
     args = parser.parse_args()
 
     env = describe_environment()
@@ -147,7 +149,7 @@ def main() -> int:
     env["ceilings"] = ceilings()
     print(json.dumps(env, indent=1))
 
-    path = synthetic_pool(max(max(args.sizes), args.knn_size))
+    path = synthetic_pool(max(max(args.sizes), args.knn_size, *args.project_sizes))
     full = np.load(path, mmap_mode="r")
     rng = np.random.default_rng(0)
     centre = np.asarray(full[:1], np.float32)[0]
@@ -178,31 +180,43 @@ def main() -> int:
 
     first_flops = 2 * 512 * 128  # per row, first layer (the bulk: 512x128 of 512x128 + 2x128x128 + 128)
     total_flops = 2 * (512 * 128 + 2 * 128 * 128 + 128)
-    rows_out, agreement = [], {}
-    for n in args.sizes:
+    rows_out, agreement, used = [], {}, {}
+    probe_scorer = PoolScorer(clf, compute=chosen)
+    env["model"] = {"operator_norms": [round(float(np.linalg.norm(w, 2)), 2) for w, _ in layers64],
+                    "bf16_bound": float(__import__("agile_modeling.bf16", fromlist=["x"]).layers_error_bound(
+                        layers, __import__("agile_modeling.bf16", fromlist=["x"]).BF16_PRECISION)[0]),
+                    "auto_sweeps_in": probe_scorer.dtype, "auto_error_bound": probe_scorer.error_bound}
+    sizes = [(n, False) for n in args.sizes] + [(n, True) for n in args.project_sizes]
+    for n, project_only in sizes:
         view = PoolView([full[:n]], 512)
         exclude = labeled[labeled < n]
-        reference = set(fp64_reference(layers64, view, exclude).tolist())
+        reference = None if project_only else set(fp64_reference(layers64, view, exclude).tolist())
         methods = {}
 
-        def project(mode, blas=None):
+        def project(mode, blas=None, label=""):
             def run():
                 c = compute.Compute(mode, blas or chosen.blas, mode, "bench", chosen.native_bf16) if mode != "auto" else chosen
                 scorer = PoolScorer(clf, compute=c)
+                # what really ran: auto may fall back to fp32 for a model whose bf16 bound is wide
+                used[label] = f"{scorer.dtype} / {'torch' if scorer.dtype == 'bf16' else c.blas} (bound {scorer.error_bound:.3g})"
                 return MarginSelection().select(scorer.approximate_logits(view), K, exclude,
                                                 lambda ids: scorer.exact_logits(view, ids))
             return run
 
-        methods[f"project auto ({chosen.dtype}, {chosen.blas})"] = project("auto")
-        methods["project fp32 (torch BLAS)"] = project(compute.FP32, compute.TORCH)
-        methods["project fp32 (numpy BLAS)"] = project(compute.FP32, compute.NUMPY)
+        for label, args_ in ((f"project auto (chosen {chosen.dtype}, {chosen.blas})", ("auto",)),
+                             ("project fp32 forced (torch BLAS; the AVX2-only path)", (compute.FP32, compute.TORCH)),
+                             ("project fp32 forced (numpy BLAS)", (compute.FP32, compute.NUMPY))):
+            if project_only and "numpy" in label:
+                continue
+            methods[label] = project(*args_, label=label)
 
-        def sklearn_run():
+        def sklearn_run():  # noqa: E306
             p = np.empty(n, np.float32)
             for start, block in view.iter_chunks(CHUNK):
                 p[start:start + len(block)] = sk.predict_proba(block.astype(np.float32))[:, 1]
             return pick_from_proba(p, exclude)
-        methods["scikit-learn MLPClassifier.predict_proba"] = sklearn_run
+        if not project_only:
+            methods["scikit-learn MLPClassifier.predict_proba"] = sklearn_run
 
         @torch.inference_mode()
         def torch_run():
@@ -210,7 +224,8 @@ def main() -> int:
             for start, block in view.iter_chunks(CHUNK):
                 logits[start:start + len(block)] = clf.model(torch.from_numpy(block.astype(np.float32))).squeeze(1).numpy()
             return pick_from_proba(1 / (1 + np.exp(-logits.astype(np.float64))), exclude)
-        methods["plain torch fp32 (model(x))"] = torch_run
+        if not project_only:
+            methods["plain torch fp32 (model(x))"] = torch_run
 
         np_layers = [(w.T.numpy().copy(), b.numpy().copy()) for w, b in layers]
 
@@ -224,9 +239,10 @@ def main() -> int:
                         np.maximum(a, 0, out=a)
                 logits[start:start + len(block)] = a[:, 0]
             return pick_from_proba(1 / (1 + np.exp(-logits.astype(np.float64))), exclude)
-        methods["plain numpy fp32"] = numpy_run
+        if not project_only:
+            methods["plain numpy fp32"] = numpy_run
 
-        slow_ok = not (args.no_slow_peers and n == max(args.sizes))
+        slow_ok = not project_only and not (args.no_slow_peers and n == max(args.sizes))
         x32 = None
         if (margin_sampling or BreakingTies) and slow_ok:
             x32 = np.asarray(full[:n], np.float32)
@@ -259,18 +275,23 @@ def main() -> int:
                     times[name].append(time.perf_counter() - t)
                 loads[name].append(load())
                 peaks[name] = max(peaks.get(name, 0), mem.peak - mem.base)
-                agreement[(n, name)] = len(set(np.asarray(picked).tolist()) & reference)
+                picked_set = set(np.asarray(picked).tolist())
+                if reference is None:  # 10M: no fp64 sweep; the project's paths must agree with each other
+                    reference = picked_set
+                agreement[(n, name)] = len(picked_set & reference)
                 print(f"n={n:,} round {r + 1} {name}: {times[name][-1]:.3f} s (load {loads[name][-1]})", flush=True)
         ceiling = env["ceilings"]
         for name in methods:
             best = min(times[name])
-            fp32_path = "fp32" in name or not name.startswith("project") or chosen.dtype == "fp32"
+            fp32_path = not used.get(name, "fp32").startswith("bf16")
             roof = ceiling["fp32-numpy_gflops" if "numpy" in name else "fp32-torch_gflops"] if fp32_path else ceiling["bf16_gflops"]
             rows_out.append({
-                "task": "margin selection", "n": n, "method": name, "best_s": round(best, 4),
+                "task": "margin selection", "n": n, "method": name, "backend_used": used.get(name, "fp32 (peer)"),
+                "best_s": round(best, 4),
                 "median_s": round(statistics.median(times[name]), 4), "runs": len(times[name]),
                 "load_during": loads[name], "anon_peak_MiB": round(peaks[name] / 2**20, 1),
-                "same_100_as_fp64": agreement[(n, name)],
+                "same_100_as_fp64": agreement[(n, name)] if not project_only else None,
+                "same_100_as_first_project_path": agreement[(n, name)] if project_only else None,
                 "GFLOPs_achieved": round(n * total_flops / best / 1e9, 1),
                 "fraction_of_first_layer_roofline": round(n * first_flops / best / 1e9 / roof, 3),
             })
@@ -341,12 +362,15 @@ def main() -> int:
              f"flags {', '.join(env['cpu']['flags_relevant'])}, OPENBLAS_CORETYPE={env['cpu']['OPENBLAS_CORETYPE']}",
              f"- chosen backend: {chosen.dtype} / {chosen.blas} ({chosen.reason}); probe GFLOP/s {chosen.probe_gflops}",
              f"- ceilings measured in this run: {env['ceilings']}",
+             f"- model: {env['model']}",
              f"- k-NN build: {env['knn_build_s']}; load average at the end: {env['load_at_end']}", "",
-             "| task | n | method | best s | median s | runs | load during | anon peak MiB | same 100 / recall | fraction of roofline |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | n | method | backend used | best s | median s | runs | load during | anon peak MiB | same 100 / recall | fraction of roofline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows_out:
-        lines.append(f"| {r['task']} | {r['n']:,} | {r['method']} | {r['best_s']} | {r['median_s']} | {r['runs']} | "
-                     f"{r['load_during']} | {r.get('anon_peak_MiB', '')} | {r.get('same_100_as_fp64', r.get('recall_vs_fp64'))} | "
+        same = r.get("same_100_as_fp64")
+        same = f"{r['same_100_as_first_project_path']} (vs the auto path; no fp64 sweep)" if same is None and "same_100_as_first_project_path" in r else same
+        lines.append(f"| {r['task']} | {r['n']:,} | {r['method']} | {r.get('backend_used', '')} | {r['best_s']} | {r['median_s']} | {r['runs']} | "
+                     f"{r['load_during']} | {r.get('anon_peak_MiB', '')} | {same if same is not None else r.get('recall_vs_fp64')} | "
                      f"{r.get('fraction_of_first_layer_roofline', '')} |")
     (RESULTS / "peers.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
