@@ -23,6 +23,7 @@ from flask import Flask, Response, jsonify, request, send_file
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound, Unauthorized
 
+from agile_modeling.database import DatabaseBusyError
 from agile_modeling.errors import AgileError, EncoderUnavailableError, ImageReadError, StoreError
 from agile_modeling.workspace import Workspace
 from label_config import LabelConfigError
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
 
     @app.errorhandler(EncoderUnavailableError)
     @app.errorhandler(StoreError)
+    @app.errorhandler(DatabaseBusyError)  # another process holds the write lock: try again
     def _unavailable(exc):
         return jsonify(error=str(exc)), 503
 

@@ -164,3 +164,16 @@ def test_an_annotation_webhook_passes_its_annotation_to_the_worker(client, queue
     event["task"]["data"].pop("agile_image_id")
     client.post("/webhook", json=event)
     assert queued[-1][1]["event"] is None
+
+
+def test_a_busy_database_is_a_503_that_says_to_retry(client, backend_workspace, monkeypatch):
+    from agile_modeling.database import DatabaseBusyError
+
+    predictor = client.application.extensions["agile"]["predictor"]
+
+    def busy(project_id):
+        raise DatabaseBusyError("label_studio.sqlite is locked by another process; try again")
+
+    monkeypatch.setattr(predictor.state, "for_project", busy)
+    response = client.post("/setup", json={"project": f"{PROJECT}.1", "schema": load_config("rating")})
+    assert response.status_code == 503 and "try again" in response.json["error"]
