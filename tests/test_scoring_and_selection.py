@@ -146,3 +146,47 @@ def test_small_pools_and_unknown_strategies():
     assert strategy_by_name("margin+positive").name == "margin+positive"
     with pytest.raises(ValueError, match="unknown selection strategy"):
         strategy_by_name("entropy-magic")
+
+
+@pytest.fixture(scope="module")
+def high_gain_model(real_pool_and_model):
+    """The real-pool model with its layers scaled to the operator norms of a model trained to large
+    gains (about 8 per hidden layer): the case where the bf16 bound is vacuous (tens on logits of tens)."""
+    import copy
+
+    import torch
+
+    view, clf, train, _ = real_pool_and_model
+    big = copy.deepcopy(clf)
+    with torch.no_grad():
+        for (w, b), target in zip(big.linear_layers(), (5.0, 8.0, 8.0, 2.0)):
+            scale = target / float(torch.linalg.matrix_norm(w.double(), 2))
+            w.mul_(scale)
+            b.mul_(scale)
+    return view, big, train, exact_pool_logits(big, view)
+
+
+def test_auto_sweeps_a_high_gain_model_in_fp32_and_its_bound_holds(high_gain_model):
+    view, clf, train, exact = high_gain_model
+    auto = compute.Compute(compute.BF16, compute.TORCH, compute.AUTO, "test", True)
+    scorer = PoolScorer(clf, chunk_rows=4096, compute=auto)
+    forced = PoolScorer(clf, chunk_rows=4096, compute=BACKENDS["bf16"])
+    assert forced.error_bound > 1.0 and scorer.dtype == "fp32"  # bf16 would re-score much of the pool
+    fast = scorer.approximate_logits(view)
+    observed = np.abs(fast.astype(np.float64) - exact).max()
+    assert observed <= fast.bound < 0.05 * np.abs(exact).max(), (observed, fast.bound)
+    # and on random unit rows (any direction, not only CLIP's), where the bound must hold as well
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(20000, 512))
+    x[10000:] = np.abs(x[10000:])  # all-positive rows: no cancellation in the first layer
+    x16 = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+    rand_view = PoolView([x16], 512)
+    for backend in ("fp32-torch", "fp32-numpy", "bf16"):
+        s = PoolScorer(clf, chunk_rows=4096, compute=BACKENDS[backend])
+        approx = s.approximate_logits(rand_view)
+        err = np.abs(approx.astype(np.float64) - s.exact_rows(x16)).max()
+        assert err <= approx.bound, (backend, err, approx.bound)
+    chosen = MarginSelection().select(fast, 100, train, lambda ids: scorer.exact_logits(view, ids))
+    np.testing.assert_array_equal(chosen, reference_margin(exact, 100, train))
+    chosen = MarginPositiveMining().select(fast, 100, train, lambda ids: scorer.exact_logits(view, ids))
+    np.testing.assert_array_equal(chosen, reference_positive_mining(exact, 100, train))
