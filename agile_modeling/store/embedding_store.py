@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from agile_modeling.database import Database
 from agile_modeling.encoders.base import ImageEncoder
-from agile_modeling.errors import ImageReadError, StoreError
-from agile_modeling.store.image_source import LoadedImage, load_image
+from agile_modeling.errors import StoreError
+from agile_modeling.store.pipeline import DEFAULT_FETCH_WORKERS, Skipped, decoded_images
 
 log = logging.getLogger(__name__)
 
@@ -276,45 +276,80 @@ class EmbeddingStore:
         encoder: ImageEncoder,
         commit_every: int = 1024,
         progress: bool = True,
+        workers: int | None = None,
+        fetch_workers: int = DEFAULT_FETCH_WORKERS,
+        batch_size: int | None = None,
     ) -> AddReport:
         """Embed and append images by path or URL.
 
-        Unreadable or corrupt images are skipped and listed in the report, never fatal. Work is
-        committed every ``commit_every`` new images, so an interrupted add loses at most that much
-        and the same call resumes where it stopped.
+        Images are read, hashed, decoded and preprocessed in parallel (``workers`` threads; remote
+        images fetched by at most ``fetch_workers`` at once, see :mod:`agile_modeling.store.pipeline`)
+        while the model embeds them in batches of ``batch_size`` (default: the encoder's), in input
+        order: the ids and embeddings are those of a sequential add. Unreadable or corrupt images are
+        skipped and listed in the report, never fatal. Work is committed every ``commit_every`` new
+        images, so an interrupted add loses at most that much and the same call resumes where it stopped.
         """
         if encoder.dim != self.dim:
             raise StoreError(f"encoder makes {encoder.dim}-d vectors but the store holds {self.dim}-d")
         if self.encoder_name not in (encoder.name, "unknown"):
             raise StoreError(f"this pool was embedded by {self.encoder_name}; adding images embedded by {encoder.name} "
                              "would mix two embedding spaces. Use another --workspace for these images.")
+        # encoders that split preprocessing from the model (OpenClipEncoder) preprocess in the workers
+        prepare = getattr(encoder, "preprocess_image", None)
+        encode = getattr(encoder, "encode_preprocessed", None) if prepare is not None else None
+        if encode is None:
+            prepare, encode = None, encoder.encode_images
+        batch = max(1, min(int(batch_size or getattr(encoder, "batch_size", 64) or 64), commit_every))
         report = AddReport()
-        pending: list[LoadedImage] = []
         seen: set[str] = set()
+        to_embed: list = []  # Decoded, not yet embedded
+        embedded: list[tuple[list, np.ndarray]] = []  # (Decoded items, their vectors), not yet committed
+        runtime = getattr(encoder, "runtime", None) if progress else None
+        bar = tqdm(total=len(uris), desc="embedding images", unit="img", disable=not progress or None,
+                   postfix={"on": runtime} if runtime else None)
 
-        def flush() -> None:
-            if pending:
-                vecs = encoder.encode_images([p.image for p in pending])
-                ids = self.append(vecs, [p.uri for p in pending], [p.content_hash for p in pending])
+        def embed() -> None:
+            if not to_embed:
+                return
+            known = self.known_hashes([d.content_hash for d in to_embed])
+            fresh = [d for d in to_embed if d.content_hash not in known]
+            report.already_present += len(to_embed) - len(fresh)
+            if fresh:
+                embedded.append((fresh, encode([d.item for d in fresh])))
+            bar.update(len(to_embed))
+            to_embed.clear()
+
+        def commit() -> None:
+            if embedded:
+                items = [d for part, _ in embedded for d in part]
+                vecs = np.concatenate([v for _, v in embedded])
+                ids = self.append(vecs, [d.uri for d in items], [d.content_hash for d in items])
                 report.added_ids += ids
-                report.already_present += len(pending) - len(ids)  # added meanwhile by another process
-                pending.clear()
+                report.already_present += len(items) - len(ids)  # added meanwhile by another process
+                embedded.clear()
 
-        for uri in tqdm(uris, desc="embedding images", unit="img", disable=not progress or None):
-            try:
-                loaded = load_image(uri)
-            except ImageReadError as exc:
-                report.skipped.append((uri, str(exc)))
-                log.warning("skipped: %s", exc)
-                continue
-            if loaded.content_hash in seen or self.known_hashes([loaded.content_hash]):
-                report.already_present += 1
-                continue
-            seen.add(loaded.content_hash)
-            pending.append(loaded)
-            if len(pending) >= commit_every:
-                flush()
-        flush()
+        draft = getattr(encoder, "decode_size", None) if prepare is not None else None
+        try:
+            for got in decoded_images(uris, prepare, workers, fetch_workers, draft_size=draft):
+                if isinstance(got, Skipped):
+                    report.skipped.append((got.uri, got.reason))
+                    log.warning("skipped: %s", got.reason)
+                    bar.update(1)
+                    continue
+                if got.content_hash in seen:
+                    report.already_present += 1
+                    bar.update(1)
+                    continue
+                seen.add(got.content_hash)
+                to_embed.append(got)
+                if len(to_embed) >= batch:
+                    embed()
+                    if sum(len(part) for part, _ in embedded) >= commit_every:
+                        commit()
+            embed()
+            commit()
+        finally:
+            bar.close()
         return report
 
     def close(self) -> None:
