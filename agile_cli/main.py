@@ -61,7 +61,8 @@ def cmd_pool_add(args) -> int:
             uris += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
         else:
             uris.append(source)
-    encoder = ws.image_encoder(_encoder_spec(args))
+    encoder = ws.image_encoder(_encoder_spec(args)).with_runtime(
+        device=args.device, precision=args.precision, batch_size=args.batch_size)
     store = ws.store(encoder.dim, encoder.name)
     if args.distributed:
         from sync.sharded import fan_out_embedding
@@ -72,8 +73,9 @@ def cmd_pool_add(args) -> int:
         for uri, reason in totals["skipped"]:
             print(f"  skipped {uri}: {reason}", file=sys.stderr)
         return 0
-    report = store.add_images(uris, encoder, progress=not args.quiet)
-    print(report.summary())
+    report = store.add_images(uris, encoder, progress=not args.quiet, workers=args.workers,
+                              fetch_workers=args.fetch_workers)
+    print(report.summary() + f" (on {encoder.runtime})")
     for uri, reason in report.skipped:
         print(f"  skipped {uri}: {reason}", file=sys.stderr)
     return 0
@@ -207,11 +209,10 @@ def cmd_concept_status(args) -> int:
 
 
 def _concept_sync(args):
-    from sync.rounds import ConceptSync
     from sync.settings import Settings
+    from sync.sharded import concept_sync
 
-    settings = Settings.from_env(workspace=args.workspace)
-    return ConceptSync(settings)
+    return concept_sync(Settings.from_env(workspace=args.workspace))
 
 
 def cmd_concept_publish(args) -> int:
@@ -439,6 +440,16 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--pretrained", default="laion2b_s34b_b79k",
                      help="open_clip pretrained tag (downloaded on first use), or 'none' for random weights")
     add.add_argument("--checkpoint", help="local checkpoint file instead of a download (offline machines)")
+    add.add_argument("--device", default=os.environ.get("AGILE_DEVICE", "auto"),
+                     help="where the model runs: auto (a GPU if there is one, else the CPU), cpu, cuda[:N] or mps "
+                     "(default: $AGILE_DEVICE or auto); a device that is not there is an error")
+    add.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8", "fp16"],
+                     help="the image tower's arithmetic (same embedding space, cosine >= 0.999 to fp32): auto = bf16 "
+                     "on CPUs with native bf16, int8 Linear layers on other CPUs, fp16 autocast on a GPU")
+    add.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
+    add.add_argument("--workers", type=int, default=None,
+                     help="threads reading and decoding images beside the model (default: one per core, at most 4)")
+    add.add_argument("--fetch-workers", type=int, default=16, help="concurrent downloads of http(s) images at most")
     add.add_argument("--quiet", action="store_true", help="no progress bar")
     add.add_argument("--distributed", action="store_true",
                      help="embed on the Celery workers (CELERY_BROKER_URL), one task per --chunk images; run it again "

@@ -4,8 +4,8 @@ A concept can have several projects (:class:`sync.state.ProjectLink`): the user'
 project (the agile loop), a ``crowd`` project (several annotators, majority vote), an
 ``evaluation`` project (ratings that measure and never train), and the Agile Deliberation
 ``scoping`` and ``deliberation`` projects. Each purpose has its own :class:`PurposeHandler`, listed
-in the explicit registry :data:`HANDLERS`; the periodic sync (:meth:`ConceptSync.sync_all`) and the
-webhook-driven one (:meth:`ConceptSync.sync_project`) both go through it, and a purpose missing
+in the explicit registry :data:`HANDLERS`; the periodic sync (:func:`sync_all`) and the
+webhook-driven one (:func:`sync_project`) both go through it, and a purpose missing
 from it raises :class:`UnknownPurposeError`: a project is never handled as some other kind.
 (Before, every purpose that was not a rating or deliberation one fell through to a plain pull, so
 the beat recorded a crowd task's latest single vote as its ``crowd`` label, ties included.)
@@ -17,22 +17,23 @@ success sets ``last_sync`` and clears ``last_error``; any failure sets ``last_er
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from agile_modeling.errors import AgileError
 from agile_modeling.quality import EVALUATION
 from sync.crowd import CROWD, pull_crowd
 from sync.deliberation import DELIBERATION, SCOPING, DeliberationSync
+from sync.rounds import ConceptSync
 from sync.state import RATING, ProjectLink
 
-if TYPE_CHECKING:
-    from sync.rounds import ConceptSync
+log = logging.getLogger(__name__)
 
 
 class UnknownPurposeError(AgileError):
@@ -201,3 +202,43 @@ def _errors_recorded(concepts: ConceptSync, link: ProjectLink, run: Callable[[],
         reason = str(exc) if isinstance(exc, AgileError) else f"{type(exc).__name__}: {exc}"
         concepts.state.record_error(link.project_id, reason)
         raise
+
+
+def sync_project(concepts: ConceptSync, project_id: int, requested_at: float | None = None,
+                 event: dict | None = None) -> Report:
+    """React to a webhook for one project, through the handler of its purpose. For a rating
+    project the event's annotation is recorded at once from the payload while the round still has
+    images to rate; a full sync runs when the round looks complete, when the payload cannot be
+    used, and periodically.
+
+    Raises:
+        UnknownProjectError: no concept of this workspace published the project.
+        UnknownPurposeError: the project's purpose has no handler.
+    """
+    return handle_event(concepts, concepts.state.for_project(project_id), event, requested_at)
+
+
+def sync_all(concepts: ConceptSync, skip_synced_within: float = 0.0) -> list[Report]:
+    """Sync every published project through the handler of its purpose (the periodic safety net
+    for lost webhooks).
+
+    Each project is isolated: a failure (its project deleted in Label Studio, the server refusing
+    a request, a bug) is logged, kept as the project's ``last_error`` (shown by ``agile concept
+    status``) and reported, and the next project is synced all the same. A project fully synced
+    less than ``skip_synced_within`` seconds ago (by a webhook) is skipped.
+    """
+    reports: list[Report] = []
+    fresh_since = time.time() - skip_synced_within
+    for link in concepts.state.all():
+        if skip_synced_within > 0 and link.last_sync > fresh_since:
+            continue
+        try:
+            reports.append(sync_link(concepts, link))
+        except Exception as exc:  # isolation: one project's failure must not stop the others
+            if isinstance(exc, AgileError):
+                log.error("%s: sync of the %s project %d failed: %s", link.concept, link.purpose, link.project_id, exc)
+            else:
+                log.exception("%s: sync of the %s project %d failed", link.concept, link.purpose, link.project_id)
+            reports.append(FailedSync(link.concept, link.purpose, link.project_id,
+                                      concepts.state.for_project(link.project_id).last_error or str(exc)))
+    return reports

@@ -16,11 +16,10 @@ from __future__ import annotations
 import fcntl
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,9 +34,6 @@ from sync.client import LabelStudioClient, TaskRecord, annotation_from_payload
 from sync.settings import Settings
 from sync.faults import fault_point
 from sync.state import RATING, ProjectLink, SyncState
-
-if TYPE_CHECKING:
-    from sync.purposes import Report
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +89,23 @@ def latest_annotation(task: TaskRecord):
     return max(live, key=lambda a: (a.updated_at, a.id)) if live else None
 
 
+SelectionLauncher = Callable[["ConceptSync", ProjectLink, AgileLoop, str], object]
+"""``(sync, link, loop, model version) -> anything``: starts the next round's selection, which
+records and pushes the batch itself later (it is called under the concept lock)."""
+
+
 class ConceptSync:
     """Publishes and syncs concepts of one workspace with one Label Studio server."""
 
     def __init__(self, settings: Settings, workspace: Workspace | None = None,
-                 client: LabelStudioClient | None = None) -> None:
+                 client: LabelStudioClient | None = None,
+                 launch_selection: SelectionLauncher | None = None) -> None:
+        """``launch_selection``: how a fully rated round's next batch is selected elsewhere
+        (:func:`sync.sharded.start_sharded_selection`, a chord on the workers); None selects it in
+        this process. Compose with :func:`sync.sharded.concept_sync`, which follows
+        ``settings.sharded_scoring``."""
         self.settings = settings
+        self.launch_selection = launch_selection
         self.workspace = workspace or Workspace(settings.workspace)
         self.client = client or LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
         self.state = SyncState(self.workspace.root / "label_studio.sqlite")
@@ -228,20 +235,6 @@ class ConceptSync:
             self.state.mark_synced(link.project_id, started)
             return report
 
-    def sync_project(self, project_id: int, requested_at: float | None = None, event: dict | None = None) -> Report:
-        """React to a webhook for one project, through the handler of its purpose (see
-        :mod:`sync.purposes`). For a rating project the event's annotation is recorded at once from
-        the payload while the round still has images to rate; a full sync runs when the round
-        looks complete, when the payload cannot be used, and periodically.
-
-        Raises:
-            UnknownProjectError: no concept of this workspace published the project.
-            UnknownPurposeError: the project's purpose has no handler.
-        """
-        from sync.purposes import handle_event  # sync.purposes builds on this module
-
-        return handle_event(self, self.state.for_project(project_id), event, requested_at)
-
     def _apply_event(self, link: ProjectLink, event: dict) -> SyncReport | None:
         """Record the annotation of an ``ANNOTATION_CREATED/UPDATED`` payload; None means "do a full sync"."""
         try:
@@ -280,11 +273,9 @@ class ConceptSync:
         if force_retrain or round_done:
             model = self._model_for_labels(loop, force=force_retrain)
             trained = model[0].name
-            if round_done and self.settings.sharded_scoring:
-                # scored on the workers by a chord; its callback records and pushes the batch
-                from sync.sharded import start_sharded_selection
-
-                start_sharded_selection(self, link, loop, model[0].name)
+            if round_done and self.launch_selection is not None:
+                # e.g. scored on the workers by a chord, whose callback records and pushes the batch
+                self.launch_selection(self, link, loop, model[0].name)
             elif round_done:
                 loop.next_batch(model[1])
                 log.info("%s: round %d selected (%d images)", link.concept, session.current_round(),
@@ -383,34 +374,6 @@ class ConceptSync:
     def retrain(self, concept_name: str) -> SyncReport:
         """Train now on every label so far, and refresh the predictions of open tasks."""
         return self.sync(concept_name, force_retrain=True)
-
-    def sync_all(self, skip_synced_within: float = 0.0) -> list[Report]:
-        """Sync every published project through the handler of its purpose (the periodic safety net
-        for lost webhooks).
-
-        Each project is isolated: a failure (its project deleted in Label Studio, the server
-        refusing a request, a bug) is logged, kept as the project's ``last_error`` (shown by
-        ``agile concept status``) and reported, and the next project is synced all the same. A
-        project fully synced less than ``skip_synced_within`` seconds ago (by a webhook) is skipped.
-        """
-        from sync.purposes import FailedSync, sync_link  # sync.purposes builds on this module
-
-        reports: list = []
-        fresh_since = time.time() - skip_synced_within
-        for link in self.state.all():
-            if skip_synced_within > 0 and link.last_sync > fresh_since:
-                continue
-            try:
-                reports.append(sync_link(self, link))
-            except Exception as exc:  # isolation: one project's failure must not stop the others
-                if isinstance(exc, AgileError):
-                    log.error("%s: sync of the %s project %d failed: %s", link.concept, link.purpose,
-                              link.project_id, exc)
-                else:
-                    log.exception("%s: sync of the %s project %d failed", link.concept, link.purpose, link.project_id)
-                reports.append(FailedSync(link.concept, link.purpose, link.project_id,
-                                          self.state.for_project(link.project_id).last_error or str(exc)))
-        return reports
 
     def pull(self, link: ProjectLink) -> int:
         """Record each task's latest annotation of a project whose ratings train nothing and that

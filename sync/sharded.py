@@ -21,17 +21,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 from celery import Celery, chord
 from tqdm import tqdm
 
 from agile_modeling.errors import AgileError
 from agile_modeling.sharded import ShardCandidates, merge_candidates, positives_wanted
-
-if TYPE_CHECKING:
-    from sync.rounds import ConceptSync
+from agile_modeling.workspace import Workspace
+from sync.rounds import ConceptSync, SyncReport
+from sync.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +193,12 @@ def fan_out_embedding(workspace_root: Path, uris: Sequence[str], chunk: int = 25
 
 
 # --- the round, continued around the chord -------------------------------------------------------
-def ledger_of(sync: "ConceptSync") -> SelectionLedger:
+def ledger_of(sync: ConceptSync) -> SelectionLedger:
     """The ledger beside the sync's state (one per workspace)."""
     return SelectionLedger(sync.workspace.root / "label_studio.sqlite")
 
 
-def start_sharded_selection(sync: "ConceptSync", link, loop, version: str, app: Celery | None = None) -> InFlight | None:
+def start_sharded_selection(sync: ConceptSync, link, loop, version: str, app: Celery | None = None) -> InFlight | None:
     """Launch the next round's sharded selection unless one is already in flight (called under the
     concept lock by the sync, once the round is fully rated and ``version`` trained on its labels).
 
@@ -228,14 +226,13 @@ def start_sharded_selection(sync: "ConceptSync", link, loop, version: str, app: 
         ledger.close()
 
 
-def finish_selection(sync: "ConceptSync", parts: Sequence[dict], concept: str, round_index: int, version: str,
+def finish_selection(sync: ConceptSync, parts: Sequence[dict], concept: str, round_index: int, version: str,
                      token: str, k: int, k_pos: int):
     """The chord's callback: merge the shards' candidates, record round ``round_index``'s batch and
     push its tasks with ``version``'s predictions. Idempotent: a duplicate callback, or one whose
     round was meanwhile recorded, only pushes what is missing; one superseded by a newer launch (a
     newer model, or the session moved on) records nothing. Returns a :class:`sync.rounds.SyncReport`.
     """
-    from sync.rounds import SyncReport
 
     link = sync.state.for_concept(concept)
     if link is None:
@@ -268,3 +265,11 @@ def finish_selection(sync: "ConceptSync", parts: Sequence[dict], concept: str, r
             return SyncReport(concept, link.project_id, round_index, 0, len(session.pending()), len(pushed))
     finally:
         ledger.close()
+
+
+def concept_sync(settings: Settings, workspace: Workspace | None = None) -> ConceptSync:
+    """The sync of ``settings``' workspace, its rounds selected by a chord on the workers when
+    ``settings.sharded_scoring`` is on, else in the calling process (the composition of the worker
+    and the CLI)."""
+    return ConceptSync(settings, workspace,
+                       launch_selection=start_sharded_selection if settings.sharded_scoring else None)

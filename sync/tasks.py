@@ -1,4 +1,5 @@
-"""Celery tasks of the sync worker: thin wrappers over :class:`sync.rounds.ConceptSync`.
+"""Celery tasks of the sync worker: thin wrappers over :class:`sync.rounds.ConceptSync` and the
+purposes' handlers (:mod:`sync.purposes`).
 
 Each task logs what it did in a sentence; errors a person can fix (Label Studio down, project
 deleted) are logged as such and retried by the next periodic sync rather than raised again.
@@ -14,6 +15,7 @@ import numpy as np
 
 from agile_modeling.errors import AgileError
 from sync.celery_app import app
+from sync import purposes, sharded
 from sync.client import LabelStudioError
 from sync.rounds import ConceptSync
 from sync.settings import Settings
@@ -24,7 +26,7 @@ log = logging.getLogger("agile.worker")
 @lru_cache(maxsize=1)
 def concept_sync() -> ConceptSync:
     """One per worker process: the workspace, its encoders and the client are reused across tasks."""
-    return ConceptSync(Settings.from_env())
+    return sharded.concept_sync(Settings.from_env())
 
 
 RETRY_BACKOFF_MAX_S = 60  # the longest pause between retries while Label Studio is unreachable
@@ -55,8 +57,8 @@ def _run(what: str, fn, *args, task=None, **kwargs):
 @app.task(name="agile.sync_project", bind=True)
 def sync_project(self, project_id: int, requested_at: float | None = None, event: dict | None = None):
     """A webhook said something changed in this project (``event``: its annotation, if it carried one)."""
-    return _run(f"sync of project {project_id}", concept_sync().sync_project, int(project_id), requested_at, event,
-                task=self)
+    return _run(f"sync of project {project_id}", purposes.sync_project, concept_sync(), int(project_id),
+                requested_at, event, task=self)
 
 
 @app.task(name="agile.sync_all")
@@ -68,7 +70,7 @@ def sync_all():
     the work of the previous periodic run, one period (give or take the queue's jitter) ago."""
     from sync.celery_app import SYNC_SECONDS
 
-    return _run("periodic sync", concept_sync().sync_all, SYNC_SECONDS / 2)
+    return _run("periodic sync", purposes.sync_all, concept_sync(), SYNC_SECONDS / 2)
 
 
 @app.task(name="agile.publish")
@@ -116,11 +118,14 @@ def finish_selection(self, parts: list[dict], concept: str, round_index: int, ve
 
 
 @app.task(name="agile.embed_images", ignore_result=False, acks_late=True, reject_on_worker_lost=True)
-def embed_images(workspace: str, uris: list[str]) -> dict:
-    """Embed a chunk of images into the workspace's pool (already-embedded images are skipped)."""
+def embed_images(workspace: str, uris: list[str], device: str = "auto", precision: str = "auto") -> dict:
+    """Embed a chunk of images into the workspace's pool (already-embedded images are skipped): decoded in
+    parallel, embedded in batches, on this worker's GPU if it has one, else in the precision its CPU runs
+    fastest (same embedding space, see :mod:`agile_modeling.encoders.open_clip`); the model is loaded once per process."""
     from agile_modeling.workspace import Workspace
 
     ws = Workspace(workspace)
-    report = ws.store().add_images(uris, ws.image_encoder(), progress=False)
+    encoder = ws.image_encoder().with_runtime(device=device, precision=precision)
+    report = ws.store().add_images(uris, encoder, progress=False)
     return {"added": len(report.added_ids), "already_present": report.already_present,
             "skipped": [list(f) for f in report.skipped]}

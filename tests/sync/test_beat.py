@@ -11,6 +11,7 @@ from agile_modeling.simulate import load_suite
 from label_config import parse_rating_config
 from ml_backend.requests import annotation_event
 from sync.crowd import CROWD, publish_crowd
+from sync.purposes import sync_project
 from sync.rounds import IMAGE_ID, TASK_DELETED, ConceptSync
 from sync.settings import Settings
 from sync.state import SyncState
@@ -68,7 +69,7 @@ def test_the_beat_records_only_crowd_majorities(tmp_path, manual_loop, services)
     body = {"action": "ANNOTATION_CREATED", "task": {"id": task.id, "data": task.data},
             "annotation": {"id": ann.id, "result": ann.result, "completed_by": ann.completed_by,
                            "updated_at": ann.updated_at, "lead_time": 1.0}}
-    report = ConceptSync(settings, ws).sync_project(crowd_project, event=annotation_event(body))
+    report = sync_project(ConceptSync(settings, ws), crowd_project, event=annotation_event(body))
     assert "majority for 1, 1 ties" in report.summary()
     assert session.labels() == user_labels
     assert session.labels(CROWD) == {majority.data[IMAGE_ID]: truth_of(majority)}

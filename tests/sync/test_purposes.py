@@ -9,7 +9,7 @@ from agile_modeling.quality import EVALUATION
 from sync.celery_app import SYNC_SECONDS, make_celery
 from sync.crowd import CROWD
 from sync.deliberation import DELIBERATION, SCOPING
-from sync.purposes import HANDLERS, CrowdHandler, FailedSync, UnknownPurposeError, handler_for
+from sync.purposes import HANDLERS, CrowdHandler, FailedSync, UnknownPurposeError, handler_for, sync_all, sync_project
 from sync.rounds import ConceptSync
 from sync.settings import Settings
 from sync.state import RATING, ProjectLink
@@ -32,20 +32,20 @@ def test_every_purpose_has_its_own_handler_and_an_unknown_one_is_an_error():
 def test_sync_all_records_each_failure_and_goes_on(concepts):
     concepts.state.link(ProjectLink("a", "mystery", 1, "rating", 0, 0, "?", 0))
     concepts.state.link(ProjectLink("b", RATING, 2, "rating", 20, 10, "margin", 0))  # no pool: fails too
-    reports = concepts.sync_all()
+    reports = sync_all(concepts)
     assert [type(r) for r in reports] == [FailedSync, FailedSync] and [r.project_id for r in reports] == [1, 2]
     assert "no sync handler for projects of purpose 'mystery'" in concepts.state.for_project(1).last_error
     assert "no embedding store" in concepts.state.for_project(2).last_error
     with pytest.raises(UnknownPurposeError):  # the webhook path goes through the same registry
-        concepts.sync_project(1)
+        sync_project(concepts, 1)
 
 
 def test_a_project_synced_within_the_period_is_skipped(concepts):
     concepts.state.link(ProjectLink("a", "mystery", 1, "rating", 0, 0, "?", 0))
     concepts.state.mark_synced(1, time.time())
-    assert concepts.sync_all(skip_synced_within=60) == []
+    assert sync_all(concepts, skip_synced_within=60) == []
     assert concepts.state.for_project(1).last_error is None
-    assert len(concepts.sync_all(skip_synced_within=0)) == 1
+    assert len(sync_all(concepts, skip_synced_within=0)) == 1
 
 
 def test_the_beat_task_expires_after_one_period(tmp_path):

@@ -11,6 +11,7 @@ from agile_modeling.simulate import load_suite
 from label_config import parse_rating_config
 from ml_backend.requests import annotation_event
 from sync.client import LabelStudioClient
+from sync.purposes import sync_project
 from sync.rounds import IMAGE_ID, ConceptSync
 from sync.server import DEFAULT_VENV, LabelStudioServer
 from sync.settings import Settings
@@ -67,9 +68,9 @@ def test_reordered_and_late_webhooks_end_at_the_servers_state(manual_loop):
         return annotation_event(body)
 
     older = "2020-01-01T00:00:00.000000Z"
-    sync.sync_project(loop.project_id, event=event(0, server.updated_at))  # the newest state arrives first
-    sync.sync_project(loop.project_id, event=event(1, older))  # the first version arrives late
-    sync.sync_project(loop.project_id, event=event(1, older))  # ... and again
+    sync_project(sync, loop.project_id, event=event(0, server.updated_at))  # the newest state arrives first
+    sync_project(sync, loop.project_id, event=event(1, older))  # the first version arrives late
+    sync_project(sync, loop.project_id, event=event(1, older))  # ... and again
     session = loop.workspace.sessions.open("stop sign")
     assert session.labels()[image] == 0  # the server's state, not the last delivery
     sync.sync("stop sign")

@@ -67,11 +67,11 @@ def broker_app(tmp_path, monkeypatch):
 
 
 def test_selection_in_flight_is_launched_once_and_recorded_once(manual_loop, broker_app):
-    from sync.sharded import finish_selection, ledger_of
+    from sync.sharded import finish_selection, ledger_of, start_sharded_selection
     from sync.tasks import score_shard
 
     ml = manual_loop("cats", seed_size=20, batch_size=10)
-    ml.sync.settings = ml.settings.with_(sharded_scoring=True)
+    ml.sync.launch_selection = start_sharded_selection
     name = ml.spec.concept().name
     ml.rate_open_tasks()
     first = ml.sync.sync(name)  # trains, launches the chord, returns: nothing waits for the shards
