@@ -138,6 +138,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--knn-size", type=int, default=1_000_000)
     parser.add_argument("--no-slow-peers", action="store_true", help="skip modAL / small-text at the largest size")
+    parser.add_argument("--out", default="peers", help="results name under benchmarks/results/ (.json, .md)")
     parser.add_argument("--project-sizes", type=int, nargs="*", default=[],
                         help="sizes run for the project alone (auto and forced fp32), e.g. 10000000; no fp64 reference")
     args = parser.parse_args()
@@ -356,7 +357,7 @@ def main() -> int:
     env["load_at_end"] = load()
 
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "peers.json").write_text(json.dumps({"environment": env, "rows": rows_out}, indent=1))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"environment": env, "rows": rows_out}, indent=1))
     lines = ["# The project against its peers (one run, interleaved, same pool file)", "", environment_markdown(env),
              f"- CPU: {env['cpu']['model']} ({env['cpu']['machine']}), torch capability {env['cpu']['torch_capability']}, "
              f"flags {', '.join(env['cpu']['flags_relevant'])}, OPENBLAS_CORETYPE={env['cpu']['OPENBLAS_CORETYPE']}",
@@ -372,7 +373,7 @@ def main() -> int:
         lines.append(f"| {r['task']} | {r['n']:,} | {r['method']} | {r.get('backend_used', '')} | {r['best_s']} | {r['median_s']} | {r['runs']} | "
                      f"{r['load_during']} | {r.get('anon_peak_MiB', '')} | {same if same is not None else r.get('recall_vs_fp64')} | "
                      f"{r.get('fraction_of_first_layer_roofline', '')} |")
-    (RESULTS / "peers.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
