@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ import numpy as np
 from celery import Celery, chord
 from tqdm import tqdm
 
+from agile_modeling.database import Database
 from agile_modeling.errors import AgileError
 from agile_modeling.sharded import ShardCandidates, merge_candidates, positives_wanted
 from agile_modeling.workspace import Workspace
@@ -83,10 +83,7 @@ class SelectionLedger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(_LEDGER_SCHEMA)
+        self.db = Database(self.path, _LEDGER_SCHEMA)  # the one SQLite policy (agile_modeling.database)
 
     def get(self, concept: str) -> InFlight | None:
         row = self.db.execute("SELECT concept, round, version, token, started FROM selections_in_flight "

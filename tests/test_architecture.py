@@ -46,3 +46,11 @@ def test_service_layers_point_down():
             if bad:
                 offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert offenders == {}
+
+
+def test_every_sqlite_file_goes_through_the_one_connection_policy():
+    """Only agile_modeling/database.py opens SQLite connections (WAL, per-thread connections, one
+    busy timeout, lock errors retried): every wrapper of a state file uses its ``Database``."""
+    opened = sorted(str(p.relative_to(ROOT)) for package in ("agile_modeling", "sync", "ml_backend", "agile_cli")
+                    for p in (ROOT / package).rglob("*.py") if "sqlite3.connect(" in p.read_text())
+    assert opened == ["agile_modeling/database.py"]
