@@ -108,3 +108,19 @@ def test_zero_shot_and_predict_agree_with_float64_on_each_path(mode):
             np.testing.assert_allclose(zero_shot_scores(x.astype(np.float16), text, chunk_rows=1000, compute=c),
                                        x.astype(np.float16).astype(np.float64) @ text, atol=1e-5)
         np.testing.assert_allclose(clf.decision_function(x), clf.decision_function(x.astype(np.float64)), atol=1e-5)
+
+
+def test_a_preempted_bf16_probe_is_probed_again_before_fp32_is_chosen():
+    cpu = compute.CpuInfo.read(SAPPHIRE, "x86_64")
+    seen = {"bf16": 0}
+
+    def probe(kind):
+        if kind == "bf16":
+            seen["bf16"] += 1
+            return 46.0 if seen["bf16"] <= compute.PROBE_ROUNDS else 864.0  # preempted, then not
+        return 90.0
+    chosen = compute.choose("auto", cpu, probe)
+    assert chosen.dtype == "bf16" and seen["bf16"] == compute.PROBE_ROUNDS + 1
+    slow, calls = fake_probe({"fp32-torch": 75.0, "fp32-numpy": 60.0, "bf16": 90.0})
+    assert compute.choose("auto", cpu, slow).dtype == "fp32"
+    assert calls.count("bf16") == compute.PROBE_ROUNDS + compute.PROBE_RETRY_ROUNDS  # bounded
