@@ -21,6 +21,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -142,13 +143,15 @@ class TaskEmbeddings:
     """
 
     def __init__(self, workspace: Workspace, policy: FetchPolicy | None = None, images_base_url: str | None = None,
-                 cache_bytes: int = 64 * 1024 * 1024) -> None:
+                 cache_bytes: int = 64 * 1024 * 1024, device: str = "cpu", precision: str = "auto",
+                 fetch_workers: int = 8) -> None:
         self.workspace = workspace
         self.policy = policy or FetchPolicy()
         self.images_base_url = images_base_url.rstrip("/") if images_base_url else None
         self.cache = EmbeddingCache(cache_bytes)
         self._encoder = None
         self._lock = threading.Lock()
+        self.device, self.precision, self.fetch_workers = device, precision, max(1, fetch_workers)
 
     def pool_ids(self, tasks: Sequence[dict], image_field: str) -> list[int | None]:
         """The pool id of each task's image: ``agile_image_id``, our image URL, or a pool URI."""
@@ -180,7 +183,8 @@ class TaskEmbeddings:
         known = [n for n, i in enumerate(ids) if i is not None]
         if known:
             out[known] = view.take([ids[n] for n in known]).astype(np.float32)
-        fresh, errors = 0, {}
+        errors: dict[int, str] = {}
+        misses: dict[str, list[int]] = {}  # url -> task indices, each distinct image fetched once
         for n, image_id in enumerate(ids):
             if image_id is not None:
                 continue
@@ -188,17 +192,43 @@ class TaskEmbeddings:
             url = url if isinstance(url, str) else ""
             cached = self.cache.get(url) if url else None
             if cached is None:
-                try:
-                    encoder = self.encoder()  # refused before any download if it is the wrong space
-                    image = fetch_task_image(url, self.policy)
-                    cached = encoder.encode_images([image])[0].astype(np.float32)
-                except AgileError as exc:  # unreadable image, wrong or unavailable encoder
-                    errors[n] = str(exc)
-                    continue
-                self.cache.put(url, cached)
-                fresh += 1
-            out[n] = cached
-        return out, fresh, errors
+                misses.setdefault(url, []).append(n)
+            else:
+                out[n] = cached
+        if not misses:
+            return out, 0, errors
+        try:
+            encoder = self.encoder()  # refused before any download if it is the wrong space
+        except AgileError as exc:  # wrong or unavailable encoder
+            for indices in misses.values():
+                errors.update(dict.fromkeys(indices, str(exc)))
+            return out, 0, errors
+        urls = list(misses)
+        # fetched and decoded concurrently (bounded), then embedded in one batch
+        with ThreadPoolExecutor(min(self.fetch_workers, len(urls))) as pool:
+            fetched = list(pool.map(self._fetch, urls))
+        good = [(u, im) for u, im in zip(urls, fetched) if not isinstance(im, str)]
+        for u, im in zip(urls, fetched):
+            if isinstance(im, str):
+                errors.update(dict.fromkeys(misses[u], im))
+        if good:
+            try:
+                vectors = encoder.encode_images([im for _, im in good]).astype(np.float32)
+            except AgileError as exc:
+                for u, _ in good:
+                    errors.update(dict.fromkeys(misses[u], str(exc)))
+                return out, 0, errors
+            for (u, _), vector in zip(good, vectors):
+                self.cache.put(u, vector)
+                out[misses[u]] = vector
+        return out, len(good), errors
+
+    def _fetch(self, url: str):
+        """The decoded image, or the reason it cannot be read (a string)."""
+        try:
+            return fetch_task_image(url, self.policy)
+        except AgileError as exc:
+            return str(exc)
 
     def encoder(self) -> OpenClipEncoder:
         """The encoder of images that are not in the pool, if it makes the pool's embedding space."""
@@ -210,7 +240,8 @@ class TaskEmbeddings:
                 ours = OpenClipEncoder(spec).name  # its name needs no weights
                 if pool not in (ours, "unknown") and config.get(POOL_ENCODER_KEY) != pool:
                     raise EncoderMismatchError(self._mismatch(pool, ours, config))
-                self._encoder = self.workspace.image_encoder()
+                # the pool's model in the precision this CPU runs fastest (same embedding space)
+                self._encoder = self.workspace.image_encoder().with_runtime(device=self.device, precision=self.precision)
             return self._encoder
 
     def _mismatch(self, pool: str, ours: str, config: dict) -> str:

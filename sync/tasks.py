@@ -117,6 +117,22 @@ def finish_selection(self, parts: list[dict], concept: str, round_index: int, ve
                 int(round_index), version, token, int(k), int(k_pos), task=self)
 
 
+@app.task(name="agile.selection_failed")
+def selection_failed(request, exc, traceback, concept: str, token: str):
+    """The error callback of a sharded selection's chord (Celery calls it with the failed request,
+    the exception and its traceback): ends launch ``token`` in the ledger, unless a newer launch
+    replaced it, and keeps the reason as the project's ``last_error``; the next sync relaunches."""
+    from sync.sharded import fail_selection
+
+    reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
+    try:
+        return fail_selection(concept_sync(), concept, token, reason)
+    except Exception:  # an errback's failure is only logged by Celery: say what it means for the round
+        log.exception("%s: the failed selection %s could not be ended; it is launched again after "
+                      "AGILE_SELECTION_TIMEOUT", concept, token[:8])
+        raise
+
+
 @app.task(name="agile.embed_images", ignore_result=False, acks_late=True, reject_on_worker_lost=True)
 def embed_images(workspace: str, uris: list[str], device: str = "auto", precision: str = "auto") -> dict:
     """Embed a chunk of images into the workspace's pool (already-embedded images are skipped): decoded in
