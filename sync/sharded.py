@@ -6,7 +6,8 @@ Scoring: each task reads only its piece of a shard's file and returns that piece
 the merge is exact (:mod:`agile_modeling.sharded`). No task ever waits for another: the sync task
 launches a chord of shard tasks and returns; the chord's callback (``agile.finish_selection``)
 merges the candidates and continues the round from what the session and :class:`SelectionLedger`
-recorded. So N concurrent rounds on N workers of concurrency 1 cannot deadlock. Embedding: each task embeds a chunk and appends it to
+recorded; should a shard task fail, the chord's error callback (``agile.selection_failed``) ends the
+launch at once so the next sync relaunches it. So N concurrent rounds on N workers of concurrency 1 cannot deadlock. Embedding: each task embeds a chunk and appends it to
 the pool under the store's write lock; images already in the pool are skipped, so a stopped run
 resumes where it was.
 """
@@ -77,7 +78,7 @@ class SelectionLedger:
     """The selections in flight, one row per concept, in the workspace's Label Studio state file.
 
     The sync task writes a row when it launches a chord; the chord's callback deletes it once the
-    batch is recorded. A periodic sync that finds a fresh row for the same round and model leaves
+    batch is recorded, its error callback (``agile.selection_failed``) as soon as a shard task fails. A periodic sync that finds a fresh row for the same round and model leaves
     the round alone; a stale one (or one for an older model) is replaced by a new launch.
     """
 
@@ -100,6 +101,11 @@ class SelectionLedger:
     def end(self, concept: str, round_index: int) -> None:
         """The round's batch is recorded: whatever launch selected it, it is no longer in flight."""
         self.db.execute("DELETE FROM selections_in_flight WHERE concept = ? AND round <= ?", (concept, int(round_index)))
+
+    def cancel(self, concept: str, token: str) -> bool:
+        """The launch ``token`` failed: forget it, unless a newer launch replaced it. True if it was removed."""
+        cur = self.db.execute("DELETE FROM selections_in_flight WHERE concept = ? AND token = ?", (concept, token))
+        return cur.rowcount > 0
 
     def close(self) -> None:
         self.db.close()
@@ -138,6 +144,8 @@ def launch_selection(app: Celery, ledger: SelectionLedger, concept: str, request
     callback = app.signature("agile.finish_selection",
                              kwargs=dict(concept=concept, round_index=request.round, version=version, token=entry.token,
                                          k=request.k, k_pos=k_pos))
+    # a failed shard task (or callback) ends this launch at once, not after AGILE_SELECTION_TIMEOUT
+    callback.on_error(app.signature("agile.selection_failed", kwargs=dict(concept=concept, token=entry.token)))
     chord(header)(callback)
     log.info("%s: selection of round %d from %s launched as %d shard tasks", concept, request.round, version,
              len(header))
@@ -262,6 +270,30 @@ def finish_selection(sync: ConceptSync, parts: Sequence[dict], concept: str, rou
             return SyncReport(concept, link.project_id, round_index, 0, len(session.pending()), len(pushed))
     finally:
         ledger.close()
+
+
+def fail_selection(sync: ConceptSync, concept: str, token: str, reason: str) -> bool:
+    """The chord of launch ``token`` failed (a shard task raised, or its callback did): end its
+    ledger entry so that the next sync launches the selection again at once, and keep ``reason``
+    as the rating project's ``last_error`` (``agile concept status``). A launch already replaced
+    by a newer one changes nothing. Returns True if the launch was still in flight."""
+    with sync.concept_lock(concept):
+        ledger = ledger_of(sync)
+        try:
+            entry = ledger.get(concept)
+            if entry is None or entry.token != token or not ledger.cancel(concept, token):
+                log.info("%s: selection %s failed (%s), but it had already ended or been replaced (now in flight: %s); "
+                         "nothing to do", concept, token[:8], reason, entry)
+                return False
+        finally:
+            ledger.close()
+        message = (f"the selection of round {entry.round} from {entry.version} failed on the workers: {reason}; "
+                   "the next sync launches it again")
+        link = sync.state.for_concept(concept)
+        if link is not None:
+            sync.state.record_error(link.project_id, message)
+    log.error("%s: %s", concept, message)
+    return True
 
 
 def concept_sync(settings: Settings, workspace: Workspace | None = None) -> ConceptSync:
