@@ -100,9 +100,16 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
     enqueue = enqueue or _default_enqueue
     app.extensions["agile"] = {"predictor": predictor, "metrics": metrics, "settings": settings}
 
+    has_secrets = bool(settings.webhook_secret and settings.basic_auth_user and settings.basic_auth_pass)
+
     @app.before_request
     def _authenticate():
         request.environ["agile.start"] = time.perf_counter()
+        if not has_secrets and request.endpoint != "health" and not _is_loopback(request.remote_addr):
+            # the start-up check (ml_backend/exposure.py) sees only binds it is told about (agile backend,
+            # gunicorn with our config); any other server exposing an unguarded backend is refused here
+            raise Forbidden("this ML backend has no secrets configured, so it answers only requests from this "
+                            "machine: set AGILE_WEBHOOK_SECRET, BASIC_AUTH_USER and BASIC_AUTH_PASS")
         if not (settings.basic_auth_user and settings.basic_auth_pass) or request.endpoint in OPEN_ROUTES:
             return None
         auth = request.authorization

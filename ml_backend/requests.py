@@ -17,6 +17,9 @@ def json_body(request) -> dict:
     return body
 
 
+MAX_PROJECT_ID = 2**63  # SQLite's INTEGER: a larger id is no project of ours (and would overflow the query)
+
+
 def project_id(value: Any) -> int:
     """Label Studio names a project ``"<id>.<created timestamp>"`` (``/setup``, ``/predict``), an int
     or ``{"id": ...}`` (webhooks)."""
@@ -24,10 +27,11 @@ def project_id(value: Any) -> int:
         value = value.get("id")
     if isinstance(value, bool):
         value = None
-    if isinstance(value, int):
+    if isinstance(value, str):
+        head = value.split(".", 1)[0]
+        value = int(head) if head.isascii() and head.isdigit() and len(head) <= 18 else None
+    if isinstance(value, int) and 0 <= value < MAX_PROJECT_ID:
         return value
-    if isinstance(value, str) and value.split(".", 1)[0].isdigit():
-        return int(value.split(".", 1)[0])
     raise BadRequest('"project" must be a project id such as 12, "12.1700000000" or {"id": 12}')
 
 

@@ -1,4 +1,6 @@
-"""WSGI entry point: ``gunicorn ml_backend.wsgi:app``."""
+"""WSGI entry point: ``gunicorn --config python:ml_backend.gunicorn_conf ml_backend.wsgi:app``
+(what ``agile backend`` runs: the config refuses an exposed bind without secrets). Under any other
+server, a backend without secrets answers only requests from this machine (``create_app``)."""
 
 import os
 

@@ -11,7 +11,7 @@ from label_config import load_config
 from ml_backend.app import create_app
 from sync.image_signing import ImageSigner
 from sync.settings import Settings
-from tests.ml_backend.conftest import PROJECT, train_model
+from tests.ml_backend.conftest import PROJECT, backend_settings, train_model
 
 
 def predict_body(*tasks, project=f"{PROJECT}.1700000000", config=None):
@@ -177,3 +177,19 @@ def test_a_busy_database_is_a_503_that_says_to_retry(client, backend_workspace, 
     monkeypatch.setattr(predictor.state, "for_project", busy)
     response = client.post("/setup", json={"project": f"{PROJECT}.1", "schema": load_config("rating")})
     assert response.status_code == 503 and "try again" in response.json["error"]
+
+
+def test_a_backend_without_secrets_answers_only_this_machine(backend_workspace):
+    """However it is served (plain gunicorn, another WSGI server), a backend with no secrets refuses
+    requests from other machines with a 403 that names the variables; /health stays open."""
+    app = create_app(backend_settings(backend_workspace))
+    remote = app.test_client()
+    body = {"project": f"{PROJECT}.1", "schema": load_config("rating")}
+    response = remote.post("/setup", json=body, environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert response.status_code == 403 and "BASIC_AUTH_USER" in response.json["error"]
+    assert remote.get("/health", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+    assert remote.post("/setup", json=body, environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    guarded = create_app(backend_settings(backend_workspace, basic_auth_user="u", basic_auth_pass="p",
+                                          webhook_secret="w")).test_client()
+    assert guarded.post("/setup", json=body, headers={"Authorization": "Basic dTpw"},
+                        environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
