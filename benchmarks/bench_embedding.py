@@ -120,12 +120,14 @@ def model_alone(x: torch.Tensor, x_cos: torch.Tensor, names=None, compile_too=Fa
     for name, (fn, setup) in vs.items():
         if names and name not in names:
             continue
-        slow = name in ("bf16 autocast",) or os.environ.get("ATEN_CPU_CAPABILITY") == "avx2" and "bf16" in name
-        xs = x[: BATCH // 2] if slow else x
+        emulated = os.environ.get("ATEN_CPU_CAPABILITY") == "avx2" and "bf16" in name
+        slow = name in ("bf16 autocast",) or emulated
+        xs = x[:16] if emulated else x[: BATCH // 2] if slow else x
         with torch.inference_mode():
             fn(x[:8])
             r = rate(lambda: [fn(xs[i:i + BATCH]) for i in range(0, len(xs), BATCH)], len(xs), 1 if slow else 2)
-            m = len(x_cos) if name in ("fp32", "bf16 weights", "int8 dynamic Linear") else min(128, len(x_cos))
+            m = len(xs) if emulated else len(x_cos) if name in ("fp32", "bf16 weights", "int8 dynamic Linear") \
+                else min(128, len(x_cos))
             got = torch.nn.functional.normalize(fn(x_cos[:m]).float(), dim=1)
         cos = (got * ref[:m]).sum(1)
         rows.append({"variant": name, "images_per_s": round(r, 1), "cosine_min": round(float(cos.min()), 6),
@@ -146,9 +148,15 @@ def pipeline(paths: list[str], encoder: OpenClipEncoder, workers: int) -> dict:
     return {"images_per_s": round(len(paths) / dt, 1), "seconds": round(dt, 2), "load": load1()}
 
 
-def model_bound(encoder: OpenClipEncoder, x: torch.Tensor) -> float:
-    encoder.encode_preprocessed(x[:8])
-    return rate(lambda: encoder.encode_preprocessed(x), len(x), 2)
+def model_bound(encoder: OpenClipEncoder, x: torch.Tensor, n: int) -> float:
+    """The model alone on ``n`` preprocessed images (``x`` repeated): as long as the pipeline run it brackets."""
+    encoder.encode_preprocessed(x[:BATCH])  # warm: the batch shape's kernels are made on the first call
+    t = time.perf_counter()
+    done = 0
+    while done < n:
+        encoder.encode_preprocessed(x[: min(len(x), n - done)])
+        done += min(len(x), n - done)
+    return n / (time.perf_counter() - t)
 
 
 class FileSet(torch.utils.data.Dataset):
@@ -211,10 +219,10 @@ def write_markdown(res: dict) -> str:
         for r in res["avx2_capped"]["rows"]:
             lines.append(f"| {r['variant']} | {r['images_per_s']} | {r['images_per_s'] / f:.2f} | {r['cosine_min']:.6f} |")
     lines += ["", "## (c) the full `agile pool add` pipeline (EmbeddingStore.add_images), 1,000 JPEGs", "",
-              "| case | precision | decode threads | pipeline images/s | model-bound images/s | fraction | x plain fp32 "
-              "model | load |", "|---|---|---|---|---|---|---|---|"]
+              "| case | precision | decode threads | images | pipeline images/s | model-bound images/s | fraction | x plain fp32 "
+              "model | load |", "|---|---|---|---|---|---|---|---|---|"]
     for r in res["pipeline"]:
-        lines.append(f"| {r['case']} | {r['precision']} | {r['decode_threads']} | {r['images_per_s']} | "
+        lines.append(f"| {r['case']} | {r['precision']} | {r['decode_threads']} | {r['images']} | {r['images_per_s']} | "
                      f"{r['model_bound_images_per_s']} | {r['fraction_of_model_bound']:.0%} | "
                      f"{r['images_per_s'] / fp32:.2f} | {r['load']} |")
     pe = res["peers"]
@@ -232,6 +240,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--avx2", action="store_true", help="also the model variants with oneDNN/MKL capped at AVX2")
     ap.add_argument("--compile", action="store_true", help="also torch.compile (about 50 s to compile on 2 cores)")
+    ap.add_argument("--variants", nargs="*", help="model variants to measure in (b) (default: all)")
+    ap.add_argument("--cosine-images", type=int, default=500, help="real photos in the cosine check (at most 500)")
+    ap.add_argument("--small", type=int, default=500, help="images in the secondary pipeline cases")
     ap.add_argument("--markdown-only", action="store_true", help="rewrite embedding.md from embedding.json")
     ap.add_argument("--child-avx2", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -269,19 +280,24 @@ def main() -> None:
     print("decode", res["decode"], flush=True)
 
     # (b) model alone, every variant; cosine on all 500 real photos
-    x_cos = torch.stack([preprocess(im) for im in cifar])
-    res["model"] = model_alone(x, x_cos, compile_too=args.compile)
+    x_cos = torch.stack([preprocess(im) for im in cifar[: args.cosine_images]])
+    res["model"] = model_alone(x, x_cos, args.variants, compile_too=args.compile)
 
     # (c) the full pipeline: chosen by capability, and forced as on a CPU without native bf16
     res["pipeline"] = []
-    cases = [("auto (native bf16 here)", None, 2), ("auto (native bf16 here)", None, 1),
-             ("forced: CPU without native bf16", False, 2)]
-    for label, native, workers in cases:
-        enc = OpenClipEncoder(SPEC, batch_size=BATCH, precision="auto", native_bf16=native)
-        bound = model_bound(enc, x)
-        got = pipeline(paths, enc, workers)
-        row = {"case": label, "precision": enc.runtime, "decode_threads": workers, "model_bound_images_per_s":
-               round(bound, 1), **got, "fraction_of_model_bound": round(got["images_per_s"] / bound, 3)}
+    cases = [("auto (native bf16 here)", None, 2, len(paths)), ("auto (native bf16 here)", None, 1, args.small),
+             ("forced: no native bf16, int8 dot products (VNNI)", False, 2, args.small),
+             ("forced: no native bf16, no VNNI (AVX2-only)", False, 2, args.small // 2)]
+    for label, native, workers, count in cases:
+        enc = OpenClipEncoder(SPEC, batch_size=BATCH, precision="auto", native_bf16=native,
+                              int8_dot=None if native is None else "VNNI)" in label)
+        before = model_bound(enc, x, count)  # interleaved: model alone, pipeline, model alone, same length
+        got = pipeline(paths[:count], enc, workers)
+        after = model_bound(enc, x, count)
+        bound = (before + after) / 2
+        row = {"case": label, "precision": enc.runtime, "decode_threads": workers, "images": count,
+               "model_bound_images_per_s": round(bound, 1), "model_bound_before_after": [round(before, 1), round(after, 1)],
+               **got, "fraction_of_model_bound": round(got["images_per_s"] / bound, 3)}
         res["pipeline"].append(row)
         print("pipeline", row, flush=True)
 

@@ -7,8 +7,10 @@ checked at load on a calibration batch; a variant that fails the check falls bac
 - ``bf16``: the tower's weights cast to bfloat16 (CPUs with native bf16, AVX512_BF16 / AMX / ARM
   BF16: measured 5.6x fp32 for ViT-B-32 on a Sapphire Rapids; where bf16 is emulated it is slower
   than fp32, so it is never chosen there);
-- ``int8``: dynamic int8 quantization of the Linear layers (fbgemm; x86 with AVX2 and up): about
-  3x fp32, the choice on CPUs without native bf16;
+- ``int8``: dynamic int8 quantization of the Linear layers (fbgemm): about 1.7-3x fp32 where the
+  CPU has int8 dot-product instructions (VNNI, AMX-INT8), the choice there when bf16 is not native;
+  with torch's kernels capped at AVX2 it measured slower than fp32 (14.0 vs 17.3 images/s), so an
+  AVX2-only CPU (e.g. AMD Zen 3) gets fp32;
 - ``fp16``: autocast on a GPU (``cuda``, ``mps``);
 - ``fp32``: the reference.
 
@@ -98,11 +100,15 @@ def resolve_device(requested: str | None, has_cuda=None, has_mps=None) -> str:
     return requested
 
 
-def choose_precision(requested: str | None, device: str, native_bf16: bool | None = None) -> tuple[str, str]:
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "i8mm", "asimddp"})
+
+
+def choose_precision(requested: str | None, device: str, native_bf16: bool | None = None,
+                     int8_dot: bool | None = None) -> tuple[str, str]:
     """``(precision, why)`` of the image tower on ``device``.
 
-    ``native_bf16``: whether the CPU has bf16 instructions (default: read from the CPU flags by
-    :class:`agile_modeling.compute.CpuInfo`; tests pass it to force either kind).
+    ``native_bf16`` / ``int8_dot``: whether the CPU has bf16 / int8 dot-product instructions (default:
+    read from the CPU flags by :class:`agile_modeling.compute.CpuInfo`; tests pass them to force each kind).
     """
     requested = (requested or "auto").strip().lower()
     if requested not in PRECISIONS:
@@ -114,16 +120,20 @@ def choose_precision(requested: str | None, device: str, native_bf16: bool | Non
         if requested in ("auto", "fp16"):
             return "fp16", f"{device}: fp16 autocast"
         return requested, f"{device}: {requested} asked for"
-    if native_bf16 is None:
+    if native_bf16 is None or int8_dot is None:
         from agile_modeling.compute import CpuInfo
 
-        native_bf16 = CpuInfo.read().native_bf16()
+        cpu = CpuInfo.read()
+        native_bf16 = cpu.native_bf16() if native_bf16 is None else native_bf16
+        int8_dot = bool(cpu.flags & INT8_DOT_FLAGS) if int8_dot is None else int8_dot
     if requested == "fp16":
         raise DeviceUnavailableError("fp16 on the CPU is emulated (about 2 GFLOP/s): use auto, bf16, int8 or fp32")
     if requested == "auto":
         if native_bf16:
             return "bf16", "cpu with native bf16 (AVX512_BF16/AMX/ARM BF16): bf16 weights"
-        return "int8", "cpu without native bf16 (bf16 would be emulated): dynamic int8 Linear layers"
+        if int8_dot:
+            return "int8", "cpu without native bf16 (bf16 would be emulated), with int8 dot products: dynamic int8 Linear"
+        return "fp32", "cpu without native bf16 or int8 dot products: fp32 (bf16 emulated, int8 measured slower)"
     if requested == "bf16" and not native_bf16:
         log.warning("bf16 asked for on a CPU without native bf16: it is emulated and slower than fp32")
     return requested, f"cpu: {requested} asked for"
@@ -171,15 +181,15 @@ class OpenClipEncoder(ImageEncoder, TextEncoder):
     """
 
     def __init__(self, spec: OpenClipSpec = OpenClipSpec(), batch_size: int = 64, device: str | None = None,
-                 precision: str = "fp32", native_bf16: bool | None = None) -> None:
+                 precision: str = "fp32", native_bf16: bool | None = None, int8_dot: bool | None = None) -> None:
         """``device``: where the image tower runs (default ``spec.device``; ``auto`` picks a GPU if there
         is one); ``precision``: ``fp32`` (the reference, the default), ``auto`` (chosen by capability,
         see :func:`choose_precision`), ``bf16``, ``int8`` or ``fp16`` (GPU). Neither changes the
-        embedding space nor :attr:`name`. ``native_bf16`` overrides the CPU detection (tests)."""
+        embedding space nor :attr:`name`. ``native_bf16``, ``int8_dot`` override the CPU detection (tests)."""
         self.spec = spec
         self.batch_size = batch_size
         self.device = resolve_device(device or spec.device)
-        self.precision, self.precision_reason = choose_precision(precision, self.device, native_bf16)
+        self.precision, self.precision_reason = choose_precision(precision, self.device, native_bf16, int8_dot)
 
     def with_runtime(self, device: str | None = None, precision: str | None = None,
                      batch_size: int | None = None) -> "OpenClipEncoder":

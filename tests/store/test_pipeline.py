@@ -121,7 +121,8 @@ def test_cuda_asked_on_a_machine_without_it_fails_from_the_cli(tmp_path, image_f
 
 def test_the_precision_chooser_forced_each_way(tiny_clip):
     assert choose_precision("auto", "cpu", native_bf16=True)[0] == "bf16"
-    assert choose_precision("auto", "cpu", native_bf16=False)[0] == "int8"
+    assert choose_precision("auto", "cpu", native_bf16=False, int8_dot=True)[0] == "int8"
+    assert choose_precision("auto", "cpu", native_bf16=False, int8_dot=False)[0] == "fp32"  # AVX2-only
     assert choose_precision("auto", "cuda", native_bf16=False)[0] == "fp16"
     assert choose_precision("fp32", "cpu", native_bf16=True)[0] == "fp32"
     with pytest.raises(DeviceUnavailableError, match="emulated"):
@@ -130,8 +131,8 @@ def test_the_precision_chooser_forced_each_way(tiny_clip):
         choose_precision("int8", "cuda")
     images = [Image.new("RGB", (60, 50), color=(25 * i, 90, 180 - 15 * i)) for i in range(5)]
     reference = tiny_clip.encode_images(images)
-    for native, expected in ((True, "cpu/bf16"), (False, "cpu/int8")):
-        encoder = OpenClipEncoder(tiny_clip.spec, batch_size=4, precision="auto", native_bf16=native)
+    for native, dot, expected in ((True, True, "cpu/bf16"), (False, True, "cpu/int8"), (False, False, "cpu/fp32")):
+        encoder = OpenClipEncoder(tiny_clip.spec, batch_size=4, precision="auto", native_bf16=native, int8_dot=dot)
         assert encoder.runtime == expected and encoder.name == tiny_clip.name  # same space, same name
         assert ((encoder.encode_images(images) * reference).sum(1)).min() >= 0.999
 
