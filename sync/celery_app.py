@@ -17,16 +17,25 @@ directory the worker was started from.
 
 from __future__ import annotations
 
+import logging
 import os
+import uuid
 from pathlib import Path
+from queue import Empty
+from time import monotonic
 
 from celery import Celery
 from celery.backends.filesystem import FilesystemBackend
 from celery.beat import PersistentScheduler
 from celery.signals import worker_process_init
+from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
 
 from sync.settings import Settings
+
+log = logging.getLogger(__name__)
 
 SYNC_SECONDS = float(os.environ.get("AGILE_SYNC_SECONDS", "15"))
 
@@ -47,10 +56,57 @@ def broker_options(settings: Settings) -> tuple[str, dict]:
     }
 
 
+class FolderChannel(filesystem.Channel):
+    """kombu's filesystem channel with messages that appear whole and are claimed once.
+
+    kombu creates a message file, then locks and writes it, while a consumer moves and reads it
+    without a lock: a worker could read an empty file and die of a ``JSONDecodeError`` (reproduced
+    with three processes sending to one worker), and without ``store_processed`` the claim moves
+    the file to the system's temp folder, which is a copy, not an atomic rename, when it is on
+    another file system. Here a message is written under a name no consumer looks at and renamed
+    into the queue, and a consumer claims it by renaming it into the processed folder beside the
+    queue (same file system: exactly one consumer wins). The rest is kombu's.
+    """
+
+    def _put(self, queue, payload, **kwargs) -> None:
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        partial = os.path.join(self.processed_folder, f"incoming-{name}")
+        try:
+            with open(partial, "wb") as fh:
+                fh.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, os.path.join(self.data_folder_out, name))
+        except OSError as exc:
+            raise ChannelError(f"cannot add message {name!r} to the broker folder {self.data_folder_out}") from exc
+
+    def _get(self, queue):
+        wanted = f"{queue}.msg"
+        for name in sorted(os.listdir(self.data_folder_in)):
+            if name.partition(".")[2] != wanted:
+                continue
+            claimed = os.path.join(self.processed_folder, f"claimed-{os.getpid()}-{name}")
+            try:
+                os.rename(os.path.join(self.data_folder_in, name), claimed)
+            except OSError:  # another consumer claimed it first
+                continue
+            try:
+                with open(claimed, "rb") as fh:
+                    payload = fh.read()
+            finally:
+                if not self.store_processed:
+                    os.remove(claimed)
+            try:
+                return loads(bytes_to_str(payload))
+            except ValueError:
+                log.error("dropped an unreadable broker message %s (%d bytes)", name, len(payload))
+        raise Empty()
+
+
 class FolderTransport(filesystem.Transport):
     """kombu's filesystem transport that makes its folders when a connection is made (kombu
-    expects them to exist, and makes ``control`` only without its parents)."""
+    expects them to exist, and makes ``control`` only without its parents), with
+    :class:`FolderChannel`'s whole messages."""
 
+    Channel = FolderChannel
     FOLDERS = ("data_folder_in", "data_folder_out", "processed_folder", "control_folder")
 
     def __init__(self, client, **kwargs) -> None:

@@ -49,6 +49,12 @@ def rate(client: LabelStudioClient, project_id: int, tasks, truth: np.ndarray) -
         client.create_annotation(task.id, schema.rating(int(truth[task.data[IMAGE_ID]])), lead_time=2.0)
 
 
+def whole_round(client, project_id: int, round_index: int) -> list:
+    """The round's open tasks once all BATCH are there (they are imported in chunks), else []."""
+    tasks = [t for t in open_tasks(client, project_id) if t.data[ROUND] == round_index]
+    return tasks if len(tasks) >= BATCH else []
+
+
 def open_tasks(client, project_id):
     return [t for t in client.iter_tasks(project_id) if not t.annotations]
 
@@ -81,8 +87,7 @@ def test_the_loop_through_label_studio_matches_the_engine(tmp_path, label_studio
     rate(client, project_id, seed[50:], truth)
     # Label Studio's webhooks reached the backend and wait in the broker; a repeated delivery too
     worker.start()
-    round1 = wait_for(lambda: [t for t in open_tasks(client, project_id) if t.data[ROUND] == 1], 120,
-                      "round 1 to appear in Label Studio")
+    round1 = wait_for(lambda: whole_round(client, project_id, 1), 180, "round 1 to appear in Label Studio")
     assert len(round1) == BATCH
     assert {t.prediction_version for t in round1} == {"sunflower-v1"}  # pushed WITH the new model's predictions
     # opening a task asks /predict (through basic auth) for a task without a prediction of the current model
@@ -91,8 +96,7 @@ def test_the_loop_through_label_studio_matches_the_engine(tmp_path, label_studio
     assert first.prediction_version == "sunflower-v1"
 
     rate(client, project_id, round1, truth)
-    round2 = wait_for(lambda: [t for t in open_tasks(client, project_id) if t.data[ROUND] == 2], 120,
-                      "round 2 to appear in Label Studio")
+    round2 = wait_for(lambda: whole_round(client, project_id, 2), 180, "round 2 to appear in Label Studio")
     assert len(round2) == BATCH and {t.prediction_version for t in round2} == {"sunflower-v2"}
 
     # every annotation's webhook reached the backend (through basic auth being on) and was queued
