@@ -266,7 +266,7 @@ def cmd_concept_score(args) -> int:
     ws = _workspace(args)
     version = _model_version(ws, args.name, args.version)
     classifier = version.load()
-    encoder = ws.image_encoder()
+    encoder = ws.image_encoder().with_runtime(precision="auto")  # the same tower `agile pool add` uses
     paths = list_image_files(args.folder)
     out = open(args.output, "w", newline="") if args.output != "-" else sys.stdout
     writer = csv.writer(out)
