@@ -37,6 +37,7 @@ from sync.settings import Settings
 
 log = logging.getLogger(__name__)
 
+VISIBILITY_TIMEOUT_S = 600
 SYNC_SECONDS = float(os.environ.get("AGILE_SYNC_SECONDS", "15"))
 
 
@@ -44,7 +45,9 @@ def broker_options(settings: Settings) -> tuple[str, dict]:
     """``(broker URL, transport options)``: the configured broker, else a folder in the workspace
     (named here, made by :class:`FolderTransport` when a connection is made)."""
     if settings.broker_url:
-        return settings.broker_url, {}
+        # a task unacknowledged this long (its worker was killed) is delivered again: kombu's default
+        # of an hour would hold a killed round's work that long; our tasks take seconds to minutes
+        return settings.broker_url, {"visibility_timeout": VISIBILITY_TIMEOUT_S}
     folder = (settings.workspace / "broker").resolve()
     return "filesystem://", {
         "data_folder_in": str(folder / "queue"),
@@ -118,7 +121,16 @@ class FolderTransport(filesystem.Transport):
 
 
 class FolderResultBackend(FilesystemBackend):
-    """Celery's ``file://`` result backend that makes its folder when first used, not at import."""
+    """Celery's ``file://`` result backend that makes its folder when first used, not at import,
+    and writes each result whole (a temp file renamed into place): Celery's own writes in place, so
+    ``chord_unlock`` polling a shard's result could read it half-written."""
+
+    def set(self, key, value) -> None:
+        target = self._filename(key)
+        partial = target + b".partial-" + uuid.uuid4().hex.encode()
+        with self.open(partial, "wb") as fh:
+            fh.write(value if isinstance(value, bytes) else str_to_bytes(value))
+        os.replace(partial, target)
 
     def __init__(self, url: str | None = None, *args, **kwargs) -> None:
         Path(self._find_path(url)).mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,8 @@ class ScaleOutError(AgileError):
     """Workers did not answer in time, or a shard task failed."""
 
 
-SELECTION_TIMEOUT_S = 900.0  # AGILE_SELECTION_TIMEOUT: after this, a selection in flight counts as lost
+SELECTION_TIMEOUT_S = 300.0  # AGILE_SELECTION_TIMEOUT: after this, a selection in flight counts as lost
+# (a shard task takes seconds; a worker SIGKILLed mid-chord must not hold the round for long)
 SHARD_ROWS = 250_000  # AGILE_SHARD_ROWS: the most pool rows one score_shard task reads
 
 _LEDGER_SCHEMA = """

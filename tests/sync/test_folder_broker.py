@@ -76,3 +76,14 @@ def test_three_producers_and_a_worker_with_beat_on_the_folder_broker(tmp_path):
         assert "agile.sync_all" in text  # the beat kept running alongside
     finally:
         stop_pid(worker.pid)
+
+
+def test_results_are_written_whole_and_a_killed_tasks_message_returns_within_minutes(tmp_path):
+    app = make_celery(Settings(workspace=tmp_path))
+    backend = app.backend
+    backend.set(b"celery-task-meta-x", b'{"status": "SUCCESS"}')
+    assert backend.get(b"celery-task-meta-x") == b'{"status": "SUCCESS"}'
+    assert sorted(p.name for p in (tmp_path / "results").iterdir() if not p.name.startswith(".fs-backend")) == [
+        "celery-task-meta-x"]  # no partial file left behind
+    redis_app = make_celery(Settings(workspace=tmp_path, broker_url="redis://127.0.0.1:1/0"))
+    assert redis_app.conf.broker_transport_options["visibility_timeout"] <= 600
