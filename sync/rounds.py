@@ -13,7 +13,6 @@ data between it and Label Studio.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +25,7 @@ import numpy as np
 from agile_modeling.classifier import MLPClassifier, ModelVersion
 from agile_modeling.concepts import slugify
 from agile_modeling.errors import AgileError
+from agile_modeling.file_lock import file_lock
 from agile_modeling.loop import AgileLoop, LoopConfig
 from agile_modeling.session import USER, WITHDRAWN, Session
 from agile_modeling.workspace import Workspace
@@ -114,14 +114,8 @@ class ConceptSync:
     @contextmanager
     def concept_lock(self, slug: str):
         """One sync per concept at a time, across worker processes sharing this workspace."""
-        path = self.workspace.root / "locks" / f"{slug}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.workspace.root / "locks" / f"{slug}.lock"):
+            yield
 
     def loop(self, link: ProjectLink) -> AgileLoop:
         return self.workspace.loop(link.concept, LoopConfig(

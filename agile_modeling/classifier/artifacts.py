@@ -19,7 +19,6 @@ The kernel drops a dead process's lock, so a crashed writer never keeps its orph
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -28,8 +27,6 @@ import re
 import shutil
 import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +34,7 @@ import torch
 
 from agile_modeling.classifier.mlp import MLPClassifier
 from agile_modeling.errors import SessionError
+from agile_modeling.file_lock import file_lock
 from agile_modeling.store.embedding_store import fsync_dir
 
 _VERSION_DIR = re.compile(r"^v(\d{4,})$")
@@ -72,20 +70,10 @@ class ModelRegistry:
         self.root.mkdir(parents=True, exist_ok=True)
         self.remove_orphans()
 
-    @contextmanager
-    def _writers_lock(self, exclusive: bool) -> Iterator[bool]:
-        """Shared (a save; waits) or exclusive (the cleaner; never waits) ``flock`` on the registry's
+    def _writers_lock(self, exclusive: bool):
+        """Shared (a save; waits) or exclusive (the cleaner; never waits) lock on the registry's
         lock file. Yields whether it is held."""
-        with open(self.root / _WRITERS_LOCK, "a") as fh:
-            try:
-                fcntl.flock(fh, (fcntl.LOCK_EX | fcntl.LOCK_NB) if exclusive else fcntl.LOCK_SH)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return file_lock(self.root / _WRITERS_LOCK, shared=not exclusive, blocking=not exclusive)
 
     def remove_orphans(self) -> list[Path]:
         """Remove the temporary folders of crashed saves, if no save is running now (see the module

@@ -13,11 +13,9 @@ the same add skips every image whose content hash is already registered.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from tqdm import tqdm
 from agile_modeling.database import Database
 from agile_modeling.encoders.base import ImageEncoder
 from agile_modeling.errors import StoreError
+from agile_modeling.file_lock import file_lock
 from agile_modeling.store.pipeline import DEFAULT_FETCH_WORKERS, Skipped, decoded_images
 
 log = logging.getLogger(__name__)
@@ -145,19 +144,9 @@ class EmbeddingStore:
             raise StoreError(f"store at {self.root} has no {key!r} entry; it is damaged")
         return row[0]
 
-    @contextmanager
     def _write_lock(self, blocking: bool = True):
         """Yields whether this process holds the store's write lock (one writer across processes)."""
-        with open(self.root / "write.lock", "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        return file_lock(self.root / "write.lock", blocking=blocking)
 
     def _remove_orphans(self) -> None:
         with self._write_lock(blocking=False) as locked:
