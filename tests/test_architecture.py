@@ -1,6 +1,7 @@
 """The layering rule of DESIGN.md: the core engine never imports Label Studio, Flask or Celery."""
 
 import ast
+import gc
 from pathlib import Path
 
 import agile_modeling
@@ -10,9 +11,20 @@ FORBIDDEN = {"label_studio_sdk", "label_studio", "flask", "celery", "ml_backend"
 ROOT = Path(agile_modeling.__file__).parent.parent
 
 
+def parse(path: Path) -> ast.Module:
+    """``ast.parse`` with the garbage collector paused: a finalizer that fails during the parse has
+    CPython 3.11 format its traceback with a nested ast.parse, which breaks the outer one
+    (python/cpython#106905)."""
+    gc.disable()
+    try:
+        return ast.parse(path.read_text())
+    finally:
+        gc.enable()
+
+
 def imported_roots(path: Path) -> set[str]:
     roots = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parse(path)):
         if isinstance(node, ast.Import):
             roots |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

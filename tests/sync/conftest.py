@@ -3,6 +3,7 @@ the real ML backend under gunicorn and a real Celery worker, as subprocesses."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -100,6 +101,11 @@ def redis_url(tmp_path):
     client = redis.Redis(port=port)
     wait_for(lambda: _ping(client), 20, "redis-server to answer")
     yield f"redis://127.0.0.1:{port}/0"
+    # Celery result objects of this server unsubscribe from it when collected: collect them while it
+    # still answers. Collected later, their __del__ fails, and CPython 3.11 formats that traceback
+    # with ast.parse inside whatever ast.parse was running (a test's), which then raises
+    # "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905).
+    gc.collect()
     proc.terminate()
     proc.wait(10)
 
