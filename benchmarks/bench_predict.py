@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import shutil
 import sys
 import tempfile
@@ -72,11 +71,6 @@ def pad_pool(store, base: np.ndarray, n: int, chunk: int = 250_000) -> None:
     print()
 
 
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "unknown")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000, help="requests per batch size (upper bound)")
@@ -104,7 +98,7 @@ def main() -> None:
     port = free_port()
     settings = Settings(workspace=ws.root, backend_url=f"http://127.0.0.1:{port}")
     proc = start_process(backend_command(f"127.0.0.1:{port}"), service_env(settings), work / "backend.log")
-    results = {"environment": {**env_info, "cpu_model": cpu_model()}, "pool": pool_size, "batches": {}}
+    results = {"environment": env_info, "pool": pool_size, "batches": {}}
     try:
         wait_http(f"{settings.backend_url}/health", 120, "the ML backend", proc, work / "backend.log")
         with httpx.Client(timeout=30) as http:
@@ -141,7 +135,6 @@ def main() -> None:
     results["load_average_end"] = [round(v, 2) for v in os.getloadavg()[:2]]
     (RESULTS / f"{args.out}.json").write_text(json.dumps(results, indent=1))
     md = ["# /predict load test (second process, loopback, keep-alive)", "", environment_markdown(env_info).rstrip(),
-          f"- CPU: {results['environment']['cpu_model']}",
           f"- load average at the end: {results['load_average_end']}", f"- pool: {pool_size:,} images; one gunicorn "
           "process, 4 threads (as `agile backend`); requests sent one after another, each with the project's label "
           "config (validated per request) and tasks naming pool images", "",

@@ -48,13 +48,6 @@ MODES = {"in-process": "0", "sharded": "1"}
 CONCEPTS = {"in-process": "cat", "sharded": "dog"}  # phrases of the shared text vocabulary
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def build_pool(ws: Workspace, n: int, shard_rows: int) -> np.ndarray:
     """The synthetic pool in the workspace's store; returns the mapped vectors (for the scripted user)."""
     x = np.load(synthetic_pool(n), mmap_mode="r")
@@ -84,7 +77,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     env_info = describe_environment()
-    env_info["cpu_model"] = cpu_model()
     work = Path(tempfile.mkdtemp(prefix="bench-round-"))
     procs: list[subprocess.Popen] = []
     ls = None
@@ -162,7 +154,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "sharded_round.json").write_text(json.dumps(results, indent=1))
     md = ["# Round latency on the product path: sharded vs in-process pool scoring", "",
-          environment_markdown(env_info).rstrip(), f"- CPU model: {env_info['cpu_model']}",
+          environment_markdown(env_info).rstrip(),
           f"- load average at the end: {results['load_average_end']}",
           f"- pool: {args.pool:,} synthetic unit-norm float16 512-d vectors in shards of {args.shard_rows:,} rows; "
           f"batches of {args.batch_size}; real Label Studio, backend under gunicorn, 2 Celery workers (solo) over "
