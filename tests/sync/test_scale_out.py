@@ -62,6 +62,11 @@ def round_tasks(client, project_id: int, round_index: int) -> list:
     return sorted((t for t in client.iter_tasks(project_id) if t.data[ROUND] == round_index), key=lambda t: t.id)
 
 
+def concept_log_lines(slug: str, *logs) -> str:
+    """What the workers logged about ``slug`` (the story of a failed assertion)."""
+    return "\n".join(line for log in logs for line in log.read_text().splitlines() if f"{slug}:" in line)
+
+
 def test_webhook_driven_sharded_rounds_of_two_concepts_on_two_workers(tmp_path, label_studio, services, redis_url,
                                                                         shared_data, monkeypatch):
     """Two concepts' rounds at once on 2 solo workers over Redis, pool scoring sharded: no task waits
@@ -92,7 +97,8 @@ def test_webhook_driven_sharded_rounds_of_two_concepts_on_two_workers(tmp_path, 
             expected = in_process_batch(ws.root, slug, 1, 10, strategies[title])
             assert Workspace(ws.root).sessions.open(slug).batch(1) == expected, title
             assert [t.data[IMAGE_ID] for t in pushed] == expected, title  # pushed in the batch's order
-            assert {t.prediction_version for t in pushed} == {f"{slug}-v1"}  # with the new model's predictions
+            assert {t.prediction_version for t in pushed} == {f"{slug}-v1"}, (  # with the new model's predictions
+                concept_log_lines(slug, worker.log, tmp_path / "worker2.log"))
             # a later sync (the beat's, a repeated webhook) changes nothing
             again = run_agile("concept", "sync", specs[title].concept().name, env=service_env(settings))
             assert again.returncode == 0 and "pushed" not in again.stdout, again.stdout + again.stderr
