@@ -47,6 +47,33 @@ def balanced_epoch_plan(
     )
 
 
+def dropout_masks(rng: np.random.Generator, rows: int, widths: tuple[int, ...], p: float) -> list[torch.Tensor]:
+    """Inverted-dropout masks for one batch: per hidden layer a ``(rows, width)`` float32 tensor of
+    0 and ``1 / keep``, each unit dropped with probability ``p`` (quantised to 1/65536: exact for
+    the recipe's 0.5), drawn from ``rng`` as 16 random bits per unit.
+
+    Why not ``nn.Dropout``: torch draws a Bernoulli variate per unit through its global generator,
+    0.6 s of a 2.9 s fit of 600 labels on an AVX2 CPU; random bytes from numpy cost 0.02 s, and the
+    masks come from the fit's own seeded generator instead of torch's global one.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must lie in [0, 1); got {p}")
+    threshold = round(p * 65536)
+    bits = np.frombuffer(rng.bytes(2 * rows * sum(widths)), dtype=np.uint16).reshape(rows, sum(widths))
+    mask = torch.from_numpy((bits >= threshold).astype(np.float32))
+    mask *= 65536 / (65536 - threshold)
+    return list(torch.split(mask, list(widths), dim=1))
+
+
+def make_optimiser(params, recipe: TrainingRecipe) -> torch.optim.Optimizer:
+    """Adam with the recipe's rate and weight decay, fused where torch has a fused CPU kernel
+    (one call per step instead of a loop over the parameters: 0.45 s -> about 0.1 s of a fit)."""
+    try:
+        return torch.optim.Adam(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # an older torch without the fused CPU kernel
+        return torch.optim.Adam(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay, foreach=True)
+
+
 class MLPClassifier:
     """Binary concept classifier trained with the paper's recipe.
 
@@ -98,8 +125,17 @@ class MLPClassifier:
         rng = np.random.default_rng(rec.seed)
         self.dim = x.shape[1]
         self.model = build_mlp(self.dim, rec.hidden, rec.dropout)
-        optimiser = torch.optim.Adam(self.model.parameters(), lr=rec.learning_rate, weight_decay=rec.weight_decay)
+        optimiser = make_optimiser(self.model.parameters(), rec)
         loss_fn = nn.BCEWithLogitsLoss()
+        linears = [m for m in self.model if isinstance(m, nn.Linear)]
+        widths = tuple(m.out_features for m in linears[:-1])
+
+        def forward(batch_x: torch.Tensor) -> torch.Tensor:
+            """The network in training mode: ReLU then dropout (``dropout_masks``) per hidden layer."""
+            a = batch_x
+            for layer, mask in zip(linears[:-1], dropout_masks(rng, len(batch_x), widths, rec.dropout)):
+                a = torch.relu(layer(a)) * mask
+            return linears[-1](a)
 
         pos_x, neg_x = torch.from_numpy(x[y == 1]), torch.from_numpy(x[y == 0])
         rnd_x = torch.from_numpy(rnd)
@@ -114,7 +150,7 @@ class MLPClassifier:
             for start in range(0, len(ex), rec.batch_size):
                 batch = order[start : start + rec.batch_size]
                 optimiser.zero_grad(set_to_none=True)
-                loss = loss_fn(self.model(ex[batch]).squeeze(1), ey[batch])
+                loss = loss_fn(forward(ex[batch]).squeeze(1), ey[batch])
                 loss.backward()
                 optimiser.step()
                 total += loss.item() * len(batch)
