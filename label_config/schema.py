@@ -100,8 +100,9 @@ def _parse_xml(xml: str) -> Element:
         raise LabelConfigError("the label config is empty: paste one of agile-modeling's configs (label_config/*.xml)")
     try:
         return SafeET.fromstring(xml)
-    except (SafeET.ParseError, DefusedXmlException) as exc:
-        raise LabelConfigError(f"the label config is not valid XML ({exc}); fix it in the project's Settings > Labeling Interface") from None
+    except (SafeET.ParseError, DefusedXmlException, UnicodeError) as exc:
+        raise LabelConfigError(f"the label config is not valid XML ({exc.__class__.__name__}: {str(exc)[:200]}); "
+                               "fix it in the project's Settings > Labeling Interface") from None
 
 
 def parse_rating_config(xml: str) -> RatingSchema:

@@ -40,8 +40,9 @@ log = logging.getLogger("agile.backend")
 ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
 TRAIN_EVENTS = {"START_TRAINING"}
 # Label Studio sends webhooks without basic auth: /webhook is checked by a shared secret header instead;
-# the browser loads images without it: /images is checked by the URL's signature instead
-OPEN_ROUTES = {"health", "index", "images", "metrics", "webhook"}
+# the browser loads images without it: /images is checked by the URL's signature instead.
+# /metrics is not open: with basic auth set, a scraper sends it too.
+OPEN_ROUTES = {"health", "index", "images", "webhook"}
 
 
 def _same(given: str | None, expected: str) -> bool:
@@ -71,14 +72,35 @@ class _Metrics:
                               ["action", "outcome"], registry=self.registry)
 
 
-def _default_enqueue(kind: str, **kwargs) -> None:
-    """Hand work to the sync worker through the Celery broker."""
-    from sync import tasks
+class BrokerUnavailableError(AgileError):
+    """The Celery broker did not take the webhook's work (a 503: Label Studio's next event, or the
+    periodic sync, catches up)."""
 
-    if kind == "sync":
-        tasks.sync_project.delay(kwargs["project_id"], kwargs["requested_at"], kwargs.get("event"))
-    elif kind == "retrain":
-        tasks.retrain.delay(kwargs["concept"])
+
+def celery_enqueue(celery=None):
+    """``enqueue(kind, **kwargs)`` handing webhook work to the sync worker through ``celery`` (default:
+    the worker's own app, configured from the environment)."""
+
+    def enqueue(kind: str, **kwargs) -> None:
+        from kombu.exceptions import OperationalError
+
+        if celery is None:
+            from sync.celery_app import app
+        else:
+            app = celery
+        try:
+            if kind == "sync":
+                # ignore_result: nothing here reads it (a redis result backend would subscribe per webhook)
+                app.send_task("agile.sync_project", args=(kwargs["project_id"], kwargs["requested_at"], kwargs.get("event")),
+                              ignore_result=True)
+            elif kind == "retrain":
+                app.send_task("agile.retrain", args=(kwargs["concept"],), ignore_result=True)
+        except OperationalError as exc:
+            raise BrokerUnavailableError(f"the worker's message broker is unreachable ({exc.__class__.__name__}: "
+                                         f"{str(exc)[:200]}); check CELERY_BROKER_URL and that the broker runs. "
+                                         "The periodic sync will pick up this event") from None
+
+    return enqueue
 
 
 def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
@@ -97,7 +119,7 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
     signer = ImageSigner.from_settings(settings)
     cors_origin = settings.browser_origin
     metrics = _Metrics()
-    enqueue = enqueue or _default_enqueue
+    enqueue = enqueue or celery_enqueue()
     app.extensions["agile"] = {"predictor": predictor, "metrics": metrics, "settings": settings}
 
     has_secrets = bool(settings.webhook_secret and settings.basic_auth_user and settings.basic_auth_pass)
@@ -112,7 +134,10 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
                             "machine: set AGILE_WEBHOOK_SECRET, BASIC_AUTH_USER and BASIC_AUTH_PASS")
         if not (settings.basic_auth_user and settings.basic_auth_pass) or request.endpoint in OPEN_ROUTES:
             return None
-        auth = request.authorization
+        try:
+            auth = request.authorization
+        except ValueError:  # werkzeug's base64 decoding of a header with non-ASCII bytes: no credentials
+            auth = None
         ok = (auth is not None and auth.type == "basic"
               and _same(auth.username, settings.basic_auth_user) & _same(auth.password, settings.basic_auth_pass))
         if not ok:
@@ -146,6 +171,7 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
     @app.errorhandler(EncoderUnavailableError)
     @app.errorhandler(StoreError)
     @app.errorhandler(DatabaseBusyError)  # another process holds the write lock: try again
+    @app.errorhandler(BrokerUnavailableError)
     def _unavailable(exc):
         return jsonify(error=str(exc)), 503
 

@@ -2,8 +2,8 @@
 
 A backend bound to a non-loopback address (``0.0.0.0:9090`` in docker compose) is reachable by
 anyone on the network, so it needs ``AGILE_WEBHOOK_SECRET`` (webhooks) and ``BASIC_AUTH_USER`` /
-``BASIC_AUTH_PASS`` (every other route but ``/health``, ``/`` and ``/metrics``; images need their
-signature). The unsigned image mode (``AGILE_IMAGES_UNSIGNED=1``) serves every pool image to anyone
+``BASIC_AUTH_PASS`` (every other route but the ``/health`` and ``/`` probes, ``/metrics`` included;
+images need their signature). The unsigned image mode (``AGILE_IMAGES_UNSIGNED=1``) serves every pool image to anyone
 who asks, so it is accepted only on loopback. Checked by ``agile backend`` before gunicorn starts
 and by gunicorn itself (``ml_backend/gunicorn_conf.py``, which ``backend_command`` passes).
 """

@@ -250,5 +250,8 @@ def fetch_image_bytes(url: str, policy: FetchPolicy) -> bytes:
             raise ImageReadError(f"cannot fetch {url[:100]} ({exc.__class__.__name__})") from None
         if body is not None:
             return body
-        url = urljoin(url, location)
+        try:
+            url = urljoin(url, location)
+        except ValueError as exc:  # e.g. "http://[::1": urljoin refuses it
+            raise ImageReadError(f"the image at {url[:100]} redirects to an invalid URL ({exc})") from None
     raise ImageReadError(f"more than {MAX_REDIRECTS} redirects fetching the image")

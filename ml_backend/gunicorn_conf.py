@@ -1,5 +1,9 @@
 """gunicorn settings of the ML backend (``--config python:ml_backend.gunicorn_conf``): refuse to start
-on an address other machines can reach without the secrets (:mod:`ml_backend.exposure`)."""
+on an address other machines can reach without the secrets (:mod:`ml_backend.exposure`), and keep
+query strings out of the access log (a signed image URL's ``sig`` is a credential for that image)."""
+
+# gunicorn's default logs the whole request line ("%(r)s"); the path without its query is enough
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
 
 
 def on_starting(server):

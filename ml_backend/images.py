@@ -77,6 +77,22 @@ def fetch_task_image(url: str, policy: FetchPolicy):
     raise ImageReadError(f"{url[:100]!r} is neither an http(s) nor a data: URL, nor an image of the pool")
 
 
+UNPAIRED_SURROGATE = "the image URL is not valid text (it holds an unpaired UTF-16 surrogate)"
+
+
+def task_image_url(task: dict, image_field: str) -> str | None:
+    """The task's image URL as text that can be stored, hashed and sent: "" when there is none (not a
+    string), None when it cannot be encoded (JSON's ``"\\ud800"`` decodes to an unpaired surrogate)."""
+    url = task["data"].get(image_field)
+    if not isinstance(url, str):
+        return ""
+    try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return url
+
+
 def our_image_id(url: str, base: str | None) -> int | None:
     """The pool id in ``<base>/<id>`` or its signed form ``<base>/<id>?exp=...&sig=...``, else None."""
     if not base or not url.startswith(base + "/"):
@@ -162,11 +178,11 @@ class TaskEmbeddings:
         for task in tasks:
             data = task["data"]
             image_id = data.get("agile_image_id")
-            url = data.get(image_field)
-            if not (isinstance(image_id, int) and not isinstance(image_id, bool)) and isinstance(url, str):
+            url = task_image_url(task, image_field) or ""
+            if not (isinstance(image_id, int) and not isinstance(image_id, bool)) and url:
                 image_id = our_image_id(url, self.images_base_url)
             ids.append(image_id if isinstance(image_id, int) and 0 <= image_id < n else None)
-            urls.append(url if isinstance(url, str) else "")
+            urls.append(url)
         unknown = [u for u, i in zip(urls, ids) if i is None and u]
         by_uri = store.ids_of_uris(unknown) if unknown else {}
         return [i if i is not None else by_uri.get(u) for i, u in zip(ids, urls)]
@@ -188,8 +204,10 @@ class TaskEmbeddings:
         for n, image_id in enumerate(ids):
             if image_id is not None:
                 continue
-            url = tasks[n]["data"].get(image_field)
-            url = url if isinstance(url, str) else ""
+            url = task_image_url(tasks[n], image_field)
+            if url is None:
+                errors[n] = UNPAIRED_SURROGATE
+                continue
             cached = self.cache.get(url) if url else None
             if cached is None:
                 misses.setdefault(url, []).append(n)

@@ -9,7 +9,10 @@ from werkzeug.exceptions import BadRequest
 
 def json_body(request) -> dict:
     """The request's JSON object, or 400 saying what is wrong with it."""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise BadRequest("the JSON body is nested too deeply") from None
     if body is None:
         raise BadRequest("the body must be a JSON object (Content-Type: application/json)")
     if not isinstance(body, dict):

@@ -107,4 +107,5 @@ def test_the_running_backend_serves_signed_images_and_answers_hostile_requests(t
         stop_pid(proc.pid)
     text = log.read_text()
     assert " 500 " not in text and "Traceback" not in text, text[-3000:]
+    assert '"GET /images/1 HTTP/1.1" 200' in text and "sig=" not in text  # logged, without the image's credential
     assert "no prediction for task 2" in text and "no prediction for task 3" in text  # logged, with the reason

@@ -4,6 +4,7 @@ the embedding space checked before embedding on the fly, and the on-the-fly cach
 
 import base64
 import io
+import json
 import logging
 import threading
 
@@ -216,3 +217,69 @@ def test_a_huge_image_is_refused_from_its_header_before_decoding(backend_workspa
     c = app_for(backend_workspace, max_image_pixels=1_000_000).test_client()
     response = c.post("/predict", json=predict_body({"id": 9, "data": {"image": big}}))
     assert response.status_code == 422 and "3000x3000 pixels, more than the limit of 1000000" in response.json["error"]
+
+
+# --- inputs found by review (each was a 500) -----------------------------------------------------
+def test_a_basic_auth_header_with_non_ascii_bytes_is_a_401(backend_workspace):
+    c = app_for(backend_workspace, basic_auth_user="user", basic_auth_pass="pass").test_client()
+    good = base64.b64encode(b"user:pass").decode()
+    for route in ("/setup", "/predict", "/metrics"):
+        response = c.post(route, json={"project": PROJECT}, headers={"Authorization": f"Basic {good}\u00e9"})
+        assert response.status_code == 401, (route, response.status_code)
+    assert c.get("/metrics").status_code == 401  # not an open route: a scraper sends the credentials too
+    assert c.get("/metrics", headers={"Authorization": f"Basic {good}"}).status_code == 200
+
+
+@pytest.mark.parametrize("url", ["http://\\ud800/", "data:image/png;base64,\\ud800", "data:\\ud800,abc"])
+def test_an_image_url_with_an_unpaired_surrogate_leaves_the_other_tasks_answered(client, backend_workspace, url):
+    train_model(backend_workspace)
+    body = json.dumps(predict_body({"id": 1, "data": {"image": "URL"}}, {"id": 2, "data": {"image": "x", "agile_image_id": 0}}))
+    body = body.replace('"URL"', f'"{url}"')  # valid JSON whose string decodes to a lone surrogate
+    response = client.post("/predict", data=body, content_type="application/json")
+    assert response.status_code == 200, response.json
+    assert response.json["results"][0] == [] and response.json["results"][1][0]["score"] >= 0
+
+
+def test_a_redirect_to_an_unparsable_url_is_that_task_s_error(backend_workspace):
+    import http.server
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", "http://[::1")
+            self.end_headers()
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        origin = f"127.0.0.1:{server.server_port}"
+        train_model(backend_workspace)
+        c = app_for(backend_workspace, image_hosts=origin).test_client()
+        response = c.post("/predict", json=predict_body({"id": 1, "data": {"image": f"http://{origin}/x"}},
+                                                        {"id": 2, "data": {"image": "x", "agile_image_id": 0}}))
+        assert response.status_code == 200, response.json
+        assert response.json["results"][0] == [] and response.json["results"][1]
+    finally:
+        server.shutdown()
+
+
+def test_a_deeply_nested_body_is_a_400_and_a_label_config_with_a_surrogate_a_422(client):
+    deep = client.post("/setup", data='{"a":' * 5000 + "1" + "}" * 5000, content_type="application/json")
+    assert deep.status_code == 400 and "nested" in deep.json["error"]
+    odd = client.post("/setup", data='{"project": %d, "schema": "\\ud800"}' % PROJECT, content_type="application/json")
+    assert odd.status_code == 422 and "label config" in odd.json["error"]
+
+
+def test_a_webhook_while_the_broker_is_down_is_a_503_with_what_to_check(backend_workspace):
+    from ml_backend.app import celery_enqueue
+    from sync.celery_app import make_celery
+
+    down = make_celery(Settings(workspace=backend_workspace.root, broker_url="redis://127.0.0.1:1/0"))
+    down.conf.broker_connection_timeout = down.conf.broker_connection_max_retries = 1
+    down.conf.task_publish_retry = False
+    c = create_app(backend_settings(backend_workspace), enqueue=celery_enqueue(down)).test_client()
+    response = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}})
+    assert response.status_code == 503 and "CELERY_BROKER_URL" in response.json["error"], response.json
