@@ -4,6 +4,9 @@ query strings out of the access log (a signed image URL's ``sig`` is a credentia
 
 # gunicorn's default logs the whole request line ("%(r)s"); the path without its query is enough
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
+# gunicorn >= 25 opens a control socket at one fixed path per user ($XDG_RUNTIME_DIR or ~/.gunicorn):
+# nothing here uses it, and two backends on one host would share it
+control_socket_disable = True
 
 
 def on_starting(server):

@@ -407,7 +407,11 @@ class ConceptSync:
         """Withdraw every batch image that had a task in the project and has none now (the user
         deleted it), with the rating it had from Label Studio. Returns how many were withdrawn."""
         queued = set(session.queued_ids())
-        gone = (self.state.pushed_images(link.project_id) - present) & queued
+        gone = (self.state.pushed_images(link.project_id) - present) & queued - set(session.withdrawn_images())
+        if gone:  # the listing pages by offset: a deletion while it ran can hide a task; look again
+            again = {t.data[IMAGE_ID] for t in self.client.iter_tasks(link.project_id)
+                     if isinstance(t.data.get(IMAGE_ID), int)}
+            gone -= again
         withdrawn = 0
         for image_id in sorted(gone - set(session.withdrawn_images())):
             withdrawn += session.withdraw_image(image_id, TASK_DELETED)
