@@ -87,16 +87,18 @@ def rate(fn, n: int, repeats: int = 2) -> float:
 
 
 def variants(visual):
-    """name -> (callable on a float32 batch, one-time cost s)."""
+    """name -> (callable on a float32 batch, one-time cost s). The bf16 variants only where bf16 is
+    native (emulated, they run at 1-3 images/s: minutes per row, and never chosen there)."""
     out = {"fp32": (lambda x: visual(x), 0.0)}
-    t = time.perf_counter()
-    bf = copy.deepcopy(visual).to(torch.bfloat16)
-    out["bf16 weights"] = (lambda x: bf(x.to(torch.bfloat16)), time.perf_counter() - t)
+    if CpuInfo.read().native_bf16() or os.environ.get("ATEN_CPU_CAPABILITY") == "avx2":
+        t = time.perf_counter()
+        bf = copy.deepcopy(visual).to(torch.bfloat16)
+        out["bf16 weights"] = (lambda x: bf(x.to(torch.bfloat16)), time.perf_counter() - t)
 
-    def autocast(x):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return visual(x)
-    out["bf16 autocast"] = (autocast, 0.0)
+        def autocast(x):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return visual(x)
+        out["bf16 autocast"] = (autocast, 0.0)
     t = time.perf_counter()
     q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(visual), {torch.nn.Linear}, dtype=torch.qint8)
     out["int8 dynamic Linear"] = (lambda x: q(x), time.perf_counter() - t)
@@ -218,7 +220,7 @@ def write_markdown(res: dict) -> str:
                   "| variant | images/s | x fp32 (capped) | cosine min |", "|---|---|---|---|"]
         for r in res["avx2_capped"]["rows"]:
             lines.append(f"| {r['variant']} | {r['images_per_s']} | {r['images_per_s'] / f:.2f} | {r['cosine_min']:.6f} |")
-    lines += ["", "## (c) the full `agile pool add` pipeline (EmbeddingStore.add_images), 1,000 JPEGs", "",
+    lines += ["", f"## (c) the full `agile pool add` pipeline (EmbeddingStore.add_images), {res['images']:,} JPEGs", "",
               "| case | precision | decode threads | images | pipeline images/s | model-bound images/s | fraction | x plain fp32 "
               "model | load |", "|---|---|---|---|---|---|---|---|---|"]
     for r in res["pipeline"]:
@@ -230,8 +232,9 @@ def write_markdown(res: dict) -> str:
               f"| today's path: one by one in the main thread, fp32 | {pe['today_one_by_one_fp32_images_per_s']} |",
               f"| plain open_clip + torch DataLoader(num_workers=2), fp32 | "
               f"{pe['plain_open_clip_dataloader_fp32_images_per_s']} |",
-              f"| DataLoader(num_workers=2) feeding the bf16 tower (worker processes instead of our threads) | "
-              f"{pe['dataloader_2_workers_bf16_tower_images_per_s']} |", ""]
+              *([f"| DataLoader(num_workers=2) feeding the bf16 tower (worker processes instead of our threads) | "
+                 f"{pe['dataloader_2_workers_bf16_tower_images_per_s']} |"]
+                if "dataloader_2_workers_bf16_tower_images_per_s" in pe else []), ""]
     return "\n".join(lines) + "\n"
 
 
@@ -243,12 +246,13 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", help="model variants to measure in (b) (default: all)")
     ap.add_argument("--cosine-images", type=int, default=500, help="real photos in the cosine check (at most 500)")
     ap.add_argument("--small", type=int, default=500, help="images in the secondary pipeline cases")
-    ap.add_argument("--markdown-only", action="store_true", help="rewrite embedding.md from embedding.json")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite <out>.md from <out>.json")
+    ap.add_argument("--out", default="embedding", help="results name under benchmarks/results/ (.json, .md)")
     ap.add_argument("--child-avx2", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.markdown_only:
-        res = json.loads((RESULTS / "embedding.json").read_text())
-        (RESULTS / "embedding.md").write_text(write_markdown(res) + res.get("notes", ""))
+        res = json.loads((RESULTS / f"{args.out}.json").read_text())
+        (RESULTS / f"{args.out}.md").write_text(write_markdown(res) + res.get("notes", ""))
         return
     paths = make_jpegs(args.images)
     preprocess = _load(SPEC)[1]
@@ -285,12 +289,14 @@ def main() -> None:
 
     # (c) the full pipeline: chosen by capability, and forced as on a CPU without native bf16
     res["pipeline"] = []
-    cases = [("auto (native bf16 here)", None, 2, len(paths)), ("auto (native bf16 here)", None, 1, args.small),
-             ("forced: no native bf16, int8 dot products (VNNI)", False, 2, args.small),
-             ("forced: no native bf16, no VNNI (AVX2-only)", False, 2, args.small // 2)]
-    for label, native, workers, count in cases:
-        enc = OpenClipEncoder(SPEC, batch_size=BATCH, precision="auto", native_bf16=native,
-                              int8_dot=None if native is None else "VNNI)" in label)
+    auto = OpenClipEncoder(SPEC, batch_size=BATCH, precision="auto").runtime.split("/")[-1]
+    cases = [(f"auto (chosen here: {auto})", "auto", 2, len(paths)), (f"auto (chosen here: {auto})", "auto", 1, args.small),
+             ("forced int8 (dynamic int8 Linear)", "int8", 2, args.small),
+             ("forced fp32", "fp32", 2, args.small // 2)]
+    for label, precision, workers, count in cases:
+        if precision == auto:
+            continue  # the auto rows are this precision
+        enc = OpenClipEncoder(SPEC, batch_size=BATCH, precision=precision)
         before = model_bound(enc, x, count)  # interleaved: model alone, pipeline, model alone, same length
         got = pipeline(paths[:count], enc, workers)
         after = model_bound(enc, x, count)
@@ -309,19 +315,20 @@ def main() -> None:
             visual(preprocess(load_image(paths[i]).image)[None])
     today = 128 / (time.perf_counter() - t)
     fp32_dl = dataloader_loop(paths[:256], visual, preprocess)
-    bf = copy.deepcopy(visual).to(torch.bfloat16)
-    bf_dl = dataloader_loop(paths, bf, preprocess, torch.bfloat16)
     res["peers"] = {"today_one_by_one_fp32_images_per_s": round(today, 1),
-                    "plain_open_clip_dataloader_fp32_images_per_s": round(fp32_dl, 1),
-                    "dataloader_2_workers_bf16_tower_images_per_s": round(bf_dl, 1), "load": load1()}
+                    "plain_open_clip_dataloader_fp32_images_per_s": round(fp32_dl, 1), "load": load1()}
+    if cpu.native_bf16():
+        bf = copy.deepcopy(visual).to(torch.bfloat16)
+        res["peers"]["dataloader_2_workers_bf16_tower_images_per_s"] = round(
+            dataloader_loop(paths, bf, preprocess, torch.bfloat16), 1)
     print("peers", res["peers"], flush=True)
     if args.avx2:
         res["avx2_capped"] = avx2_subprocess(args.compile)
         print("avx2", res["avx2_capped"], flush=True)
     res["environment"]["load_average_1m_at_end"] = load1()
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "embedding.json").write_text(json.dumps(res, indent=2))
-    (RESULTS / "embedding.md").write_text(write_markdown(res))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(res, indent=2))
+    (RESULTS / f"{args.out}.md").write_text(write_markdown(res))
     print(json.dumps(res, indent=2))
 
 

@@ -8,9 +8,9 @@ checked at load on a calibration batch; a variant that fails the check falls bac
   BF16: measured 5.6x fp32 for ViT-B-32 on a Sapphire Rapids; where bf16 is emulated it is slower
   than fp32, so it is never chosen there);
 - ``int8``: dynamic int8 quantization of the Linear layers (fbgemm): about 1.7-3x fp32 where the
-  CPU has int8 dot-product instructions (VNNI, AMX-INT8), the choice there when bf16 is not native;
-  with torch's kernels capped at AVX2 it measured slower than fp32 (14.0 vs 17.3 images/s), so an
-  AVX2-only CPU (e.g. AMD Zen 3) gets fp32;
+  CPU has int8 dot-product instructions (VNNI, AMX-INT8), and 1.4x on a real AVX2-only AMD EPYC
+  (fbgemm's AVX2 kernels; an earlier emulation, torch capped at AVX2 on a VNNI Xeon, had measured it
+  slower): the choice wherever bf16 is not native;
 - ``fp16``: autocast on a GPU (``cuda``, ``mps``);
 - ``fp32``: the reference.
 
@@ -101,14 +101,19 @@ def resolve_device(requested: str | None, has_cuda=None, has_mps=None) -> str:
 
 
 INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "i8mm", "asimddp"})
+#: CPUs where fbgemm's int8 kernels beat fp32: int8 dot products, or AVX2's vpmaddubsw (measured on an
+#: AMD EPYC with AVX2 only: ViT-B-32 14.5 images/s int8 against 10.1 fp32, cosine to fp32 >= 0.9998;
+#: ``benchmarks/results/embedding_avx2.md``)
+INT8_FAST_FLAGS = INT8_DOT_FLAGS | {"avx2"}
 
 
 def choose_precision(requested: str | None, device: str, native_bf16: bool | None = None,
                      int8_dot: bool | None = None) -> tuple[str, str]:
     """``(precision, why)`` of the image tower on ``device``.
 
-    ``native_bf16`` / ``int8_dot``: whether the CPU has bf16 / int8 dot-product instructions (default:
-    read from the CPU flags by :class:`agile_modeling.compute.CpuInfo`; tests pass them to force each kind).
+    ``native_bf16`` / ``int8_dot``: whether the CPU has native bf16 / fast int8 kernels (int8 dot
+    products or AVX2, :data:`INT8_FAST_FLAGS`) (default: read from the CPU flags by
+    :class:`agile_modeling.compute.CpuInfo`; tests pass them to force each kind).
     """
     requested = (requested or "auto").strip().lower()
     if requested not in PRECISIONS:
@@ -125,15 +130,15 @@ def choose_precision(requested: str | None, device: str, native_bf16: bool | Non
 
         cpu = CpuInfo.read()
         native_bf16 = cpu.native_bf16() if native_bf16 is None else native_bf16
-        int8_dot = bool(cpu.flags & INT8_DOT_FLAGS) if int8_dot is None else int8_dot
+        int8_dot = bool(cpu.flags & INT8_FAST_FLAGS) if int8_dot is None else int8_dot
     if requested == "fp16":
         raise DeviceUnavailableError("fp16 on the CPU is emulated (about 2 GFLOP/s): use auto, bf16, int8 or fp32")
     if requested == "auto":
         if native_bf16:
             return "bf16", "cpu with native bf16 (AVX512_BF16/AMX/ARM BF16): bf16 weights"
         if int8_dot:
-            return "int8", "cpu without native bf16 (bf16 would be emulated), with int8 dot products: dynamic int8 Linear"
-        return "fp32", "cpu without native bf16 or int8 dot products: fp32 (bf16 emulated, int8 measured slower)"
+            return "int8", "cpu without native bf16 (bf16 would be emulated), with fast int8 kernels: dynamic int8 Linear"
+        return "fp32", "cpu without native bf16, int8 dot products or AVX2: fp32"
     if requested == "bf16" and not native_bf16:
         log.warning("bf16 asked for on a CPU without native bf16: it is emulated and slower than fp32")
     return requested, f"cpu: {requested} asked for"

@@ -122,7 +122,7 @@ def test_cuda_asked_on_a_machine_without_it_fails_from_the_cli(tmp_path, image_f
 def test_the_precision_chooser_forced_each_way(tiny_clip):
     assert choose_precision("auto", "cpu", native_bf16=True)[0] == "bf16"
     assert choose_precision("auto", "cpu", native_bf16=False, int8_dot=True)[0] == "int8"
-    assert choose_precision("auto", "cpu", native_bf16=False, int8_dot=False)[0] == "fp32"  # AVX2-only
+    assert choose_precision("auto", "cpu", native_bf16=False, int8_dot=False)[0] == "fp32"  # no AVX2 either
     assert choose_precision("auto", "cuda", native_bf16=False)[0] == "fp16"
     assert choose_precision("fp32", "cpu", native_bf16=True)[0] == "fp32"
     with pytest.raises(DeviceUnavailableError, match="emulated"):
@@ -135,6 +135,18 @@ def test_the_precision_chooser_forced_each_way(tiny_clip):
         encoder = OpenClipEncoder(tiny_clip.spec, batch_size=4, precision="auto", native_bf16=native, int8_dot=dot)
         assert encoder.runtime == expected and encoder.name == tiny_clip.name  # same space, same name
         assert ((encoder.encode_images(images) * reference).sum(1)).min() >= 0.999
+
+
+def test_an_avx2_cpu_without_vnni_or_native_bf16_gets_int8(monkeypatch):
+    """fbgemm's AVX2 kernels: int8 1.4x fp32 on an AMD EPYC with AVX2 only (benchmarks/results/embedding_avx2.md)."""
+    from agile_modeling import compute
+
+    read = compute.CpuInfo.read
+    for flags, expected in (("fpu sse4_2 avx2 fma f16c", "int8"), ("fpu sse4_2", "fp32"),
+                            ("avx2 avx512_bf16 amx_bf16", "bf16")):
+        cpu = read(f"model name\t: some CPU\nflags\t\t: {flags}\n", "x86_64")
+        monkeypatch.setattr(compute.CpuInfo, "read", classmethod(lambda cls, *a, cpu=cpu: cpu))
+        assert choose_precision("auto", "cpu")[0] == expected, flags
 
 
 def test_a_variant_failing_the_calibration_check_falls_back_to_fp32(tiny_clip, monkeypatch):
