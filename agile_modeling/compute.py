@@ -6,7 +6,7 @@ fp32, measured on an AMD EPYC Zen 3). So the choice is made by capability, not a
 
 1. detect native bf16 from the CPU flags (``/proc/cpuinfo``; ``avx512_bf16`` / ``amx_bf16`` on
    x86, ``bf16`` in ARM's Features);
-2. time a short GEMM probe (4096 x 512 @ 512 x 128, the best call of three interleaved rounds, about 0.1-0.2 s in all) for each candidate: fp32 through
+2. time a short probe of one sweep step (4096 rows through 512-128-128-128-1, the best call of three interleaved rounds, about 0.1-0.2 s in all) for each candidate: fp32 through
    torch (MKL / oneDNN) and through numpy's BLAS, and bf16 through torch only where bf16 is native;
 3. use bf16 only where it beats the fastest fp32 by :data:`BF16_MIN_SPEEDUP` (its scores then need
    a wider exact frontier, see ``scoring``), otherwise fp32 through the faster BLAS.
@@ -112,26 +112,61 @@ class Compute:
         return asdict(self)
 
 
-def probe_gflops(kind: str, shape: tuple[int, int, int] = PROBE_SHAPE, min_calls: int = 4,
-                 budget_s: float = 0.02) -> float:
-    """GFLOP/s of one ``(m, k) @ (k, n)`` product: ``kind`` in ``bf16``, ``fp32-torch``, ``fp32-numpy``.
+def _sweep_step(kind: str, shape: tuple[int, int, int]) -> Callable[[], object]:
+    """One chunk of a pool sweep as ``scoring.PoolScorer`` runs it: ``(m, k)`` rows through layers
+    ``k -> n -> n -> n -> 1`` (product, bias, ReLU) on preallocated buffers, in ``kind``'s arithmetic.
 
-    The best call of at least ``min_calls`` (and up to ``budget_s`` seconds, at most 40 calls),
-    on preallocated buffers as the real sweeps use them. The best, not the median: on a shared
-    2-core machine a call whose second thread is preempted takes a scheduler quantum (measured:
-    bf16 calls alternating between 50 and 1,800 GFLOP/s), which says nothing about the kernel.
+    Why the whole chain and not the first product alone: the BLAS that wins the product can lose the
+    step (measured on an AMD EPYC, AVX2: numpy's product 98 GFLOP/s against torch's 75, yet a 1M
+    sweep took 5.0 s through numpy and 3.5 s through torch).
     """
     m, k, n = shape
-    a = np.full((m, k), 0.03125, dtype=np.float32)  # values do not change the speed (no subnormals)
-    b = np.full((k, n), -0.5, dtype=np.float32)
+    widths = [k, n, n, n, 1]
+    x = np.full((m, k), 0.03125, dtype=np.float32)  # values do not change the speed (no subnormals)
+    weights = [np.full((a, b), 0.01 if b > 1 else -0.5, dtype=np.float32) for a, b in zip(widths, widths[1:])]
+    biases = [np.full(b, 0.01, dtype=np.float32) for b in widths[1:]]
+    last = len(weights) - 1
     if kind == "fp32-numpy":
-        out = np.empty((m, n), np.float32)
-        run: Callable[[], object] = lambda: np.matmul(a, b, out=out)  # noqa: E731
-    else:
-        dtype = torch.bfloat16 if kind == BF16 else torch.float32
-        ta, tb = torch.from_numpy(a).to(dtype), torch.from_numpy(b).to(dtype)
-        tout = torch.empty((m, n), dtype=dtype)
-        run = lambda: torch.mm(ta, tb, out=tout)  # noqa: E731
+        acts = [np.empty((m, b), np.float32) for b in widths[1:]]
+
+        def run_numpy() -> None:
+            a = x
+            for i, (w, b, y) in enumerate(zip(weights, biases, acts)):
+                np.matmul(a, w, out=y)
+                y += b
+                if i < last:
+                    np.maximum(y, 0.0, out=y)
+                a = y
+        return run_numpy
+    dtype = torch.bfloat16 if kind == BF16 else torch.float32
+    tx = torch.from_numpy(x).to(dtype)
+    tw = [torch.from_numpy(w).to(dtype) for w in weights]
+    tb = [torch.from_numpy(b).to(dtype) for b in biases]
+    tacts = [torch.empty((m, b), dtype=dtype) for b in widths[1:]]
+
+    def run_torch() -> None:
+        with torch.inference_mode():
+            a = tx
+            for i, (w, b, y) in enumerate(zip(tw, tb, tacts)):
+                torch.addmm(b, a, w, out=y)
+                if i < last:
+                    y.relu_()
+                a = y
+    return run_torch
+
+
+def probe_gflops(kind: str, shape: tuple[int, int, int] = PROBE_SHAPE, min_calls: int = 4,
+                 budget_s: float = 0.02) -> float:
+    """GFLOP/s of one sweep step (:func:`_sweep_step`): ``kind`` in ``bf16``, ``fp32-torch``, ``fp32-numpy``.
+
+    The best call of at least ``min_calls`` (and up to ``budget_s`` seconds, at most 40 calls).
+    The best, not the median: on a shared 2-core machine a call whose second thread is preempted
+    takes a scheduler quantum (measured: bf16 calls alternating between 50 and 1,800 GFLOP/s),
+    which says nothing about the kernel.
+    """
+    m, k, n = shape
+    run = _sweep_step(kind, shape)
+    flops = 2.0 * m * (k * n + 2 * n * n + n)
     run()  # first call: kernel selection / JIT
     best, calls, began = float("inf"), 0, time.perf_counter()
     while calls < min_calls or (time.perf_counter() - began < budget_s and calls < 40):
@@ -139,7 +174,7 @@ def probe_gflops(kind: str, shape: tuple[int, int, int] = PROBE_SHAPE, min_calls
         run()
         best = min(best, time.perf_counter() - start)
         calls += 1
-    return 2.0 * m * k * n / max(best, 1e-9) / 1e9
+    return flops / max(best, 1e-9) / 1e9
 
 
 def parse_mode(value: str | None) -> str:

@@ -64,7 +64,9 @@ class ExactIndex(NeighbourIndex):
         self.compute = compute or compute_mod.current()
         self.row_norm = row_norm
         self.precision = PRECISIONS[self.compute.dtype]
-        self.chunk_rows = chunk_rows if self.compute.dtype == compute_mod.BF16 else min(chunk_rows, 1 << 12)
+        # fp32: chunks of 2,048 rows keep each converted chunk in cache for its product (1M rows, one
+        # query, AVX2 EPYC: 0.19 s against 0.32 s with 4,096 and 0.26 s with 512)
+        self.chunk_rows = chunk_rows if self.compute.dtype == compute_mod.BF16 else min(chunk_rows, 1 << 11)
         self._bf16: torch.Tensor | None = None
         if self.compute.dtype == compute_mod.BF16:
             self._bf16 = torch.empty((len(view), view.dim), dtype=torch.bfloat16)
@@ -91,14 +93,11 @@ class ExactIndex(NeighbourIndex):
         n, q = len(self.view), len(queries)
         out = torch.empty((n, q), dtype=torch.float32)
         qt = torch.from_numpy(np.ascontiguousarray(queries.T))
-        use_numpy = self.compute.blas == compute_mod.NUMPY
-        out_np, qt_np = out.numpy(), qt.numpy()
+        # torch's product whichever BLAS the pool sweep uses: numpy's matmul into a thin (rows, q) slice
+        # of ``out`` measured 10-40x slower (1M rows, AVX2 EPYC: 2.0-8.0 s against 0.19 s for one query)
         for start, block in self.view.iter_chunks(self.chunk_rows):
             x = copy_fp16_to_fp32(self._staging, block)
-            if use_numpy:
-                np.matmul(x.numpy(), qt_np, out=out_np[start : start + len(block)])
-            else:
-                torch.mm(x, qt, out=out[start : start + len(block)])
+            torch.mm(x, qt, out=out[start : start + len(block)])
         return out
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
