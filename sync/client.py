@@ -180,11 +180,11 @@ class LabelStudioClient:
         task_ids = [int(t) for t in (response.task_ids or [])]
         sent = [{**p, "task": tid} for tid, task in zip(task_ids, tasks) for p in task.get("predictions") or []]
         created = getattr(response, "prediction_count", None)  # Community edition's answer (an extra field)
-        if sent and isinstance(created, int) and created < len(sent) and len(task_ids) == len(tasks):
-            log.warning("Label Studio created %d of the %d predictions imported with %d tasks into project %d: "
-                        "attaching them again", created, len(sent), len(task_ids), project_id)
-            present = {t.id for t in self.iter_tasks(project_id) if t.prediction_version is not None} if created else set()
-            self.import_predictions(project_id, [p for p in sent if p["task"] not in present])
+        # all or none: the server returns before storing any prediction when one fails
+        if sent and created == 0 and len(task_ids) == len(tasks):
+            log.warning("Label Studio created none of the %d predictions imported with %d tasks into project %d: "
+                        "attaching them again", len(sent), len(task_ids), project_id)
+            self.import_predictions(project_id, sent)
         return task_ids
 
     def import_predictions(self, project_id: int, predictions: Sequence[dict]) -> None:
