@@ -38,6 +38,7 @@ from sync.state import RATING, ProjectLink, SyncState
 log = logging.getLogger(__name__)
 
 TASK_DELETED = "its task was deleted in Label Studio"  # why an image is withdrawn from its round
+UNSURE = "unsure: the rater skipped it in Label Studio"  # "I can't tell": never a label, never asked again
 PUSH_CHUNK = 50  # tasks per import request
 
 IMAGE_ID = "agile_image_id"
@@ -182,10 +183,12 @@ class ConceptSync:
                 project_id = self.client.create_project(
                     title=f"{session.concept.name}"[:50], label_config=config,
                     description=f"agile-modeling concept: {_describe(session.concept)}",
-                    show_skip_button=False, show_collab_predictions=True)
+                    **rating_project_settings(self.settings))
                 link = self.state.link(ProjectLink(slug, RATING, project_id, self.settings.label_config,
                                                    seed_size, batch_size, strategy, seed))
                 log.info("created Label Studio project %d for %s", project_id, slug)
+            else:  # e.g. AGILE_PREFILL_PREDICTIONS changed since the project was created
+                self.client.update_project(link.project_id, **rating_project_settings(self.settings))
             self._connect_backend(link)
         return self.sync(concept_name)
 
@@ -292,6 +295,9 @@ class ConceptSync:
             if not isinstance(image_id, int):
                 continue
             annotation = latest_annotation(task)
+            if annotation is None and source == USER and any(a.was_cancelled for a in task.annotations):
+                new += self._record_unsure(session, image_id, current.get(image_id))
+                continue
             if annotation is None:
                 label = current.get(image_id)
                 if label is not None and label.value != WITHDRAWN and label.rater.startswith(LABEL_STUDIO_RATER):
@@ -308,6 +314,18 @@ class ConceptSync:
                 created=parse_timestamp(annotation.updated_at),
                 lead_time=annotation.lead_time if isinstance(annotation.lead_time, (int, float)) else None)
         return new
+
+    @staticmethod
+    def _record_unsure(session: Session, image_id: int, label) -> int:
+        """A skipped task: the rater could not tell. The image leaves its round unrated (withdrawn
+        as :data:`UNSURE`, so it is never pushed or selected again) and a rating it had before the
+        skip is taken back. Returns how many records changed."""
+        if image_id not in session.queued_ids():
+            return 0
+        changed = int(session.withdraw_image(image_id, UNSURE))
+        if label is not None and label.value != WITHDRAWN and label.rater.startswith(LABEL_STUDIO_RATER):
+            changed += session.withdraw_label(image_id, rater=label.rater, external_id=f"label-studio:unsure:{image_id}")
+        return changed
 
     def _current_model(self, loop: AgileLoop) -> tuple[ModelVersion, MLPClassifier] | None:
         version = loop.registry.latest()
@@ -421,6 +439,18 @@ class ConceptSync:
         if withdrawn:
             log.info("%s: %d images withdrawn (%s)", link.concept, withdrawn, TASK_DELETED)
         return withdrawn
+
+
+def rating_project_settings(settings: Settings) -> dict:
+    """Project settings of a concept's rating project.
+
+    Skipping is on and means "I can't tell" (:data:`UNSURE`); a skipped task is not served again.
+    The model's guess is pre-selected only when ``settings.prefill_predictions``: pre-selection
+    anchors the rater (the paper's raters saw only the image). The predictions are attached either
+    way, so the Data Manager shows and sorts by the model's score.
+    """
+    return dict(show_skip_button=True, skip_queue="IGNORE_SKIPPED",
+                show_collab_predictions=settings.prefill_predictions)
 
 
 def _describe(concept) -> str:

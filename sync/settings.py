@@ -16,6 +16,8 @@
 ``AGILE_LABEL_STUDIO_ORIGIN`` the origin the browser opens Label Studio at, allowed by CORS on
                            ``/images`` (default: the origin of ``LABEL_STUDIO_URL``)
 ``AGILE_MAX_IMAGE_PIXELS`` decoded-size limit of a task image (default 40 megapixels)
+``AGILE_PREFILL_PREDICTIONS`` ``1``: tasks open with the model's choice pre-selected (default: not;
+                           the rater sees only the image, as in the paper; scores are in the Data Manager)
 =========================  ==========================================================================
 """
 
@@ -54,6 +56,7 @@ class Settings:
     images_unsigned: bool = False  # development only: plain image URLs, refused off loopback
     label_studio_origin: str | None = None  # as the browser sees Label Studio (CORS of /images)
     max_image_pixels: int | None = None
+    prefill_predictions: bool = False  # open tasks with the model's guess selected (anchors the rater)
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -78,6 +81,7 @@ class Settings:
             images_unsigned=(_env("AGILE_IMAGES_UNSIGNED") or "").lower() in ("1", "true", "yes"),
             label_studio_origin=(_env("AGILE_LABEL_STUDIO_ORIGIN") or "").rstrip("/") or None,
             max_image_pixels=int(_env("AGILE_MAX_IMAGE_PIXELS")) if _env("AGILE_MAX_IMAGE_PIXELS") else None,
+            prefill_predictions=(_env("AGILE_PREFILL_PREDICTIONS") or "").lower() in ("1", "true", "yes"),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["workspace"], str):

@@ -1,0 +1,46 @@
+"""The person rating in Label Studio (issue 14): keys that only set a choice, no pre-selected
+guess unless asked for, "I can't tell" as a skip, and the state of the loop where they are."""
+
+from __future__ import annotations
+
+import pytest
+
+from label_config import load_config
+from sync.rounds import IMAGE_ID, UNSURE, ConceptSync
+from tests.sync.test_label_studio_loop import rate
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("kind", ["rating", "rating-note"])
+def test_a_hotkey_sets_a_choice_and_never_clears_it(kind):
+    # Label Studio's "single" choices toggle: the key of the choice already shown un-ticks it
+    assert 'choice="single-radio"' in load_config(kind) and 'choice="single"' not in load_config(kind)
+
+
+def test_tasks_open_without_the_models_guess_unless_asked_and_skip_means_unsure(manual_loop):
+    loop = manual_loop("real stop signs", seed_size=20, batch_size=10)
+    client, name = loop.sync.client, loop.spec.concept().name
+    project = client.sdk.projects.get(id=loop.project_id)
+    assert project.show_skip_button and project.skip_queue == "IGNORE_SKIPPED"
+    assert not project.show_collab_predictions  # the rater sees the image, not the model's guess
+
+    seed = list(client.iter_tasks(loop.project_id))
+    skipped, rest = seed[0], seed[1:]
+    client.create_annotation(skipped.id, [], was_cancelled=True)
+    rate(client, loop.project_id, rest, loop.truth)
+    report = loop.sync.sync(name)
+
+    session = loop.workspace.sessions.open(name)
+    image = skipped.data[IMAGE_ID]
+    assert image not in session.labels() and session.withdrawn_images()[image] == UNSURE
+    assert report.round == 1 and report.trained and report.pushed == 10  # the round completed without it
+    batch_1 = [t for t in client.iter_tasks(loop.project_id) if not t.annotations]
+    assert len(batch_1) == 10 and image not in {t.data[IMAGE_ID] for t in batch_1}
+    assert all(t.prediction_version == report.trained for t in batch_1)  # scores stay in the Data Manager
+
+    assert loop.sync.sync(name).new_labels == 0  # the skip is recorded once
+
+    # pre-selection, when the operator asks for it (AGILE_PREFILL_PREDICTIONS), applies on publish
+    ConceptSync(loop.settings.with_(prefill_predictions=True), loop.workspace).publish(name)
+    assert client.sdk.projects.get(id=loop.project_id).show_collab_predictions
