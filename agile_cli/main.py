@@ -301,6 +301,8 @@ def cmd_concept_evaluate(args) -> int:
     print(f"evaluation set of {args.name!r}: {report.images} images from {', '.join(report.versions)} "
           f"({report.pushed} new) in project {report.project_id}: {sync.client.url}/projects/{report.project_id}/data")
     print("rate them in Label Studio, then run `agile report` (these ratings never train a model)")
+    if report.warning():
+        print(f"warning: {report.warning()}", file=sys.stderr)
     return 0
 
 
@@ -316,7 +318,9 @@ def cmd_concept_crowd(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from agile_modeling.quality import EVALUATION, plot_quality, quality_table, version_quality, zero_shot_quality
+    from agile_modeling.evaluation import PER_STRATUM
+    from agile_modeling.quality import (EVALUATION, evaluation_warning, plot_quality, quality_table, version_quality,
+                                        zero_shot_quality)
 
     ws = _workspace(args)
     session = ws.sessions.open(args.name)
@@ -341,9 +345,15 @@ def cmd_report(args) -> int:
     header = (f"# {session.concept.name}: quality on {len(evaluation)} evaluation ratings ({positives} positive)\n\n"
               "Stratified evaluation set (10 score strata x 20 lowest-SipHash images per model version, merged); "
               "F1 at 0.5 for the models, at cosine 0.28 for zero-shot CLIP.\n\n")
+    warning = evaluation_warning(evaluation, PER_STRATUM)
+    if warning:
+        header += f"**Warning**: {warning}\n\n"
     (out / "report.md").write_text(header + table + "\n")
-    plot = plot_quality(rows, zero_shot, out / "quality.png", f"{session.concept.name} ({len(evaluation)} evaluation ratings)")
+    plot = plot_quality(rows, zero_shot, out / "quality.png", f"{session.concept.name} ({len(evaluation)} evaluation ratings"
+                        + (f", {positives} positive: too few to measure)" if warning else ")"))
     print(header + table)
+    if warning:
+        print(f"\nwarning: {warning}", file=sys.stderr)
     print(f"\nwrote {out / 'report.md'} and the plot {plot}")
     return 0
 

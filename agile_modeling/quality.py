@@ -92,6 +92,28 @@ def zero_shot_quality(pool: PoolView, text: np.ndarray, evaluation: Mapping[int,
     return binary_metrics(y, zero_shot_scores(pool.take(ids), text), CLIP_ZERO_SHOT_THRESHOLD).as_dict()
 
 
+#: fewer rated positives (or negatives) than this and AUC-PR, F1 and recall mean little: one image
+#: more or less moves them by several points
+MIN_EVALUATION_CLASS = 10
+
+
+def evaluation_warning(evaluation: Mapping[int, int], per_stratum: int) -> str | None:
+    """A plain sentence when the evaluation ratings ``{image_id: 0|1}`` are too one-sided to measure
+    a model (fewer than :data:`MIN_EVALUATION_CLASS` positives or negatives), saying what to do;
+    None when they are enough."""
+    positives = sum(1 for v in evaluation.values() if v)
+    negatives = len(evaluation) - positives
+    if positives >= MIN_EVALUATION_CLASS and negatives >= MIN_EVALUATION_CLASS:
+        return None
+    scarce = "positive" if positives < MIN_EVALUATION_CLASS else "negative"
+    count = positives if scarce == "positive" else negatives
+    return (f"the evaluation set has only {count} {scarce} rating{'s' if count != 1 else ''} (at least "
+            f"{MIN_EVALUATION_CLASS} are needed for AUC-PR, F1 and recall to mean anything): these figures are not a "
+            f"measurement. Most {scarce} images may already be training labels. Widen the strata "
+            f"(`agile concept evaluate NAME --per-stratum {per_stratum * 2}`), or rate another round and publish the "
+            "evaluation set again (each new model version adds its own sample), then rate the new tasks.")
+
+
 METRICS = ("auc_pr", "auc_roc", "f1", "precision", "recall", "accuracy")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from agile_modeling.concepts import slugify
 from agile_modeling.errors import AgileError
 from agile_modeling.evaluation import PER_STRATUM, build_evaluation_set, url_hashes
-from agile_modeling.quality import EVALUATION, pool_probabilities
+from agile_modeling.quality import EVALUATION, MIN_EVALUATION_CLASS, pool_probabilities
 from label_config import load_config
 from sync.rounds import ConceptSync
 from sync.state import ProjectLink
@@ -27,6 +27,15 @@ class EvaluationReport:
     versions: tuple[str, ...]
     images: int
     pushed: int
+    expected_positives: float = 0.0  # the newest version's probabilities summed over the set
+
+    def warning(self) -> str | None:
+        """A sentence when the set will likely hold too few positives to measure anything."""
+        if self.expected_positives >= MIN_EVALUATION_CLASS:
+            return None
+        return (f"the newest model expects only about {self.expected_positives:.0f} positives among these {self.images} "
+                f"images (at least {MIN_EVALUATION_CLASS} are needed to measure AUC-PR): most positives may already be "
+                "training labels. Widen the strata with --per-stratum, or rate another round and run this again.")
 
 
 def publish_evaluation(sync: ConceptSync, concept_name: str, per_stratum: int = PER_STRATUM) -> EvaluationReport:
@@ -49,10 +58,11 @@ def publish_evaluation(sync: ConceptSync, concept_name: str, per_stratum: int = 
     used = set(session.queued_ids())
     for source in {label.source for label in session.label_history()} - {EVALUATION}:
         used |= set(session.labels(source))
-    merged = build_evaluation_set(pool_probabilities(versions, pool), hashes, np.array(sorted(used), dtype=np.int64),
-                                  per_stratum)
+    probabilities = pool_probabilities(versions, pool)
+    merged = build_evaluation_set(probabilities, hashes, np.array(sorted(used), dtype=np.int64), per_stratum)
     pushed = sync.push_images(link, merged.ids, EVALUATION_ROUND)
-    return EvaluationReport(link.project_id, tuple(v.name for v in versions), len(merged.ids), pushed)
+    expected = float(probabilities[versions[-1].name][np.asarray(merged.ids, dtype=np.int64)].sum())
+    return EvaluationReport(link.project_id, tuple(v.name for v in versions), len(merged.ids), pushed, expected)
 
 
 def pull_evaluation(sync: ConceptSync, concept_name: str) -> int:

@@ -51,3 +51,16 @@ def test_minutes_are_none_when_the_tool_gave_no_lead_time(tmp_path, clustered_po
     seed = loop.start()
     loop.session.record_labels((i, int(labels[i] == 0)) for i in seed)
     assert user_minutes_by_round(loop.session) == {0: None}
+
+
+def test_an_evaluation_set_with_too_few_positives_says_so_and_what_to_do():
+    from agile_modeling.quality import MIN_EVALUATION_CLASS, evaluation_warning
+
+    no_cats = {i: 0 for i in range(49)}
+    warning = evaluation_warning(no_cats, per_stratum=20)
+    assert warning and "only 0 positive ratings" in warning and "--per-stratum 40" in warning
+    few = {**no_cats, **{100 + i: 1 for i in range(MIN_EVALUATION_CLASS - 1)}}
+    assert "only 9 positive ratings" in evaluation_warning(few, per_stratum=20)
+    enough = {**no_cats, **{100 + i: 1 for i in range(MIN_EVALUATION_CLASS)}}
+    assert evaluation_warning(enough, per_stratum=20) is None
+    assert "only 3 negative ratings" in evaluation_warning({i: int(i >= 3) for i in range(40)}, per_stratum=20)

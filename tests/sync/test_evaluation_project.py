@@ -43,6 +43,10 @@ def test_evaluation_set_ratings_measure_models_and_never_train_them(tmp_path, ma
     assert f"recorded {len(images)} new evaluation ratings" in report.stdout
     assert "| zero-shot CLIP |" in report.stdout and "| stop-sign-v2 | 1 | 30 |" in report.stdout
     assert (tmp_path / "report" / "quality.png").stat().st_size > 10_000
+    rated_positives = int(truth[images].sum())
+    one_sided = min(rated_positives, len(images) - rated_positives) < 10
+    assert ("warning: the evaluation set has only" in report.stderr) == one_sided, (rated_positives, report.stderr)
+    assert ("**Warning**" in (tmp_path / "report" / "report.md").read_text()) == one_sided
 
     assert fresh_session(ws).labels() == user_labels  # evaluation ratings train nothing
     clf = ws.registry("stop sign").get("stop-sign-v2").load()
