@@ -193,8 +193,13 @@ def cmd_concept_status(args) -> int:
         withdrawn = f", {r.withdrawn} withdrawn" if r.withdrawn else ""
         print(f"round {r.round} ({r.strategy}): {r.labeled}/{len(r.batch)} rated{withdrawn}, model {r.model_version or '-'}")
     for m in session.models():
-        print(f"model {m['name']}: {m['num_labels']} labels, metrics {json.dumps(m['metrics']) if m['metrics'] else '-'}")
+        print(f"model {m['name']}: {m['num_labels']} labels, {_quality_of(m['metrics'])}")
+    from sync.progress import progress_plot
     from sync.state import RATING, SyncState
+
+    plot = progress_plot(session, ws.root / "reports")
+    if plot:
+        print(f"quality per model version: {plot}")
 
     url = os.environ.get("LABEL_STUDIO_URL", "<LABEL_STUDIO_URL>").rstrip("/")
     for link in SyncState(ws.root / "label_studio.sqlite").links_of(session.slug):
@@ -206,6 +211,20 @@ def cmd_concept_status(args) -> int:
         if link.last_error:
             print(f"the worker's last sync of the {link.purpose} project {link.project_id} failed: {link.last_error}")
     return 0
+
+
+def _quality_of(metrics: dict) -> str:
+    """A model version's quality in words: its cross-validated estimate, other metrics as recorded."""
+    if not metrics:
+        return "no quality estimate (too few positive or negative ratings, or not computed yet)"
+    rest = {k: v for k, v in metrics.items() if not k.startswith("cv_")}
+    words = []
+    if "cv_auc_pr" in metrics:
+        words.append(f"estimated AUC-PR {metrics['cv_auc_pr']:.3f} ({metrics['cv_folds']}-fold cross-validation on "
+                     f"{metrics['cv_labels']} ratings, {metrics['cv_positives']} positive)")
+    if rest:
+        words.append("metrics " + json.dumps(rest))
+    return "; ".join(words)
 
 
 def _concept_sync(args):

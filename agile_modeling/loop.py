@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agile_modeling.classifier import DEFAULT_RECIPE, MLPClassifier, ModelRegistry, ModelVersion, TrainingRecipe, recipe_for_round
+from agile_modeling.classifier.validation import QualityEstimate, cross_validated_quality
 from agile_modeling.encoders.base import TextEncoder
 from agile_modeling.errors import SessionError
 from agile_modeling.index.base import NeighbourIndex
@@ -119,7 +120,8 @@ class AgileLoop:
         pairs = np.array(sorted(labels.items()), dtype=np.int64).reshape(-1, 2)
         return hashlib.sha256(pairs.tobytes()).hexdigest()[:16]
 
-    def random_negative_ids(self, recipe: TrainingRecipe, labeled: np.ndarray) -> np.ndarray:
+    def random_negative_ids(self, recipe: TrainingRecipe, labeled: np.ndarray,
+                            round_index: int | None = None) -> np.ndarray:
         """Random unlabeled pool images to use as negatives (seeded, at most ``max_random_negatives``).
 
         Only as many distinct images as the epochs will draw are taken: sampling them from a
@@ -130,7 +132,9 @@ class AgileLoop:
         want = min(max(want, 1), recipe.max_random_negatives, max(n - len(labeled), 0))
         if want == 0:
             return np.zeros(0, dtype=np.int64)
-        rng = np.random.default_rng(recipe.seed + 7919 * (self.session.current_round() + 1))
+        if round_index is None:
+            round_index = self.session.current_round()
+        rng = np.random.default_rng(recipe.seed + 7919 * (round_index + 1))
         draw = np.unique(rng.integers(0, n, size=int(want * 1.2) + 16))
         draw = np.setdiff1d(draw, labeled, assume_unique=True)
         return rng.permutation(draw)[:want]
@@ -158,6 +162,23 @@ class AgileLoop:
         self.session.record_model(version.name, round_index, int(len(y)), metrics)
         log.info("trained %s on %d labels (%d positive)", version.name, len(y), int(y.sum()))
         return version, classifier
+
+    def estimate_quality(self, version: ModelVersion) -> QualityEstimate | None:
+        """Cross-validate ``version``'s recipe on the labels it was trained on and record the
+        estimate with the version (:mod:`agile_modeling.classifier.validation`). None, recording
+        nothing, when the labels changed since that version was trained or either class has too
+        few ratings. Costs about ``folds`` trainings: callers run it off the rater's critical path.
+        """
+        if version.info.get("labels_digest") != self.labels_digest():
+            return None
+        round_index = int(version.info.get("round", self.session.current_round()))
+        recipe = recipe_for_round(round_index, self.config.recipe)
+        ids, x, y = self.training_data()
+        negatives = self.pool.take(self.random_negative_ids(recipe, ids, round_index)).astype(np.float32)
+        estimate = cross_validated_quality(recipe, x, y, negatives)
+        if estimate is not None:
+            self.session.update_model_metrics(version.name, estimate.as_dict())
+        return estimate
 
     def selection_request(self, size: int | None = None) -> "SelectionRequest | None":
         """What the next round's selection must compute, or None while the current round still has

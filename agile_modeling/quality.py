@@ -154,3 +154,26 @@ def plot_quality(rows: Sequence[VersionQuality], zero_shot: Mapping[str, float],
     axes.flat[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(title, fontsize=10)
     return plots.save(fig, path)
+
+
+def plot_progress(models: Sequence[Mapping], path: str | Path, title: str) -> Path | None:
+    """The cross-validated AUC-PR estimate of every model version against its training ratings
+    (``models``: :meth:`Session.models` rows), each point marked with its positives. None when no
+    version has an estimate yet."""
+    rows = [m for m in models if "cv_auc_pr" in m["metrics"]]
+    if not rows:
+        return None
+    fig, axes = plots.subplots(1, 1, figsize=(5.6, 3.6))
+    ax = axes.flat[0]
+    xs, ys = [m["num_labels"] for m in rows], [m["metrics"]["cv_auc_pr"] for m in rows]
+    ax.plot(xs, ys, "o-", color="tab:blue")
+    for x, y, m in zip(xs, ys, rows):
+        ax.annotate(f"{m['name'].rsplit('-', 1)[-1]}\n{m['metrics']['cv_positives']} pos", (x, y),
+                    textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
+    ax.set_xlabel("your ratings")
+    ax.set_ylabel("estimated AUC-PR (cross-validated)")
+    ax.set_ylim(0, 1.1)
+    ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    return plots.save(fig, path)
+

@@ -269,6 +269,21 @@ class Session:
             )
             self.db.execute("UPDATE rounds SET model_version = ? WHERE concept = ? AND round = ?", (name, self.slug, round_index))
 
+    def update_model_metrics(self, name: str, metrics: dict) -> None:
+        """Merge ``metrics`` into a recorded model version's (e.g. a quality estimate computed later).
+
+        Raises:
+            SessionError: no model version of that name.
+        """
+        with self._transaction():
+            row = self.db.execute("SELECT metrics FROM model_versions WHERE concept = ? AND name = ?",
+                                  (self.slug, name)).fetchone()
+            if row is None:
+                raise SessionError(f"no model version {name!r} of {self.slug}")
+            merged = {**json.loads(row[0]), **metrics}
+            self.db.execute("UPDATE model_versions SET metrics = ? WHERE concept = ? AND name = ?",
+                            (json.dumps(merged, default=float), self.slug, name))
+
     def models(self) -> list[dict]:
         return [
             {"name": n, "round": r, "created": c, "num_labels": k, "metrics": json.loads(m)}

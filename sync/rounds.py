@@ -31,6 +31,7 @@ from agile_modeling.session import USER, WITHDRAWN, Session
 from agile_modeling.workspace import Workspace
 from label_config import RatingSchema, load_config, parse_rating_config
 from sync.client import LabelStudioClient, TaskRecord, annotation_from_payload
+from sync.progress import progress_plot, project_texts
 from sync.settings import Settings
 from sync.faults import fault_point
 from sync.state import RATING, ProjectLink, SyncState
@@ -251,6 +252,7 @@ class ConceptSync:
             pending = session.pending()
             if not pending:
                 return None
+            self.show_progress(link, session)
             return SyncReport(link.concept, link.project_id, session.current_round(), new, len(pending), 0,
                               from_event=True)
 
@@ -279,6 +281,8 @@ class ConceptSync:
                          len(session.batch(session.current_round())))
                 pushed += len(self._push_missing(link, session, tasks, model, schema))
             refreshed = self._refresh_open_predictions(link, tasks, model, schema)
+            self._estimate_quality(loop, model[0])
+        self.show_progress(link, session)
         return SyncReport(link.concept, link.project_id, session.current_round(), new_labels,
                           len(session.pending()), pushed,
                           trained, refreshed)
@@ -314,6 +318,25 @@ class ConceptSync:
                 created=parse_timestamp(annotation.updated_at),
                 lead_time=annotation.lead_time if isinstance(annotation.lead_time, (int, float)) else None)
         return new
+
+    def _estimate_quality(self, loop: AgileLoop, version: ModelVersion) -> None:
+        """Cross-validate the new version on the user's ratings (after its batch went out, so the
+        rater does not wait for it) and redraw the progress plot."""
+        if "cv_auc_pr" in version.metrics or any("cv_auc_pr" in m["metrics"] for m in loop.session.models()
+                                                  if m["name"] == version.name):
+            return
+        estimate = loop.estimate_quality(version)
+        if estimate is not None:
+            log.info("%s: %s %s", loop.session.slug, version.name, estimate.summary())
+            progress_plot(loop.session, self.workspace.root / "reports")
+
+    def show_progress(self, link: ProjectLink, session: Session) -> None:
+        """Put the loop's state (round, rated, positives, newest estimate) in the rating project's
+        description and instructions. Cosmetic: a failure is logged, never fails the sync."""
+        try:
+            self.client.update_project(link.project_id, **project_texts(session, _describe(session.concept)))
+        except AgileError as exc:
+            log.warning("%s: could not show the progress in project %d: %s", link.concept, link.project_id, exc)
 
     @staticmethod
     def _record_unsure(session: Session, image_id: int, label) -> int:

@@ -268,6 +268,7 @@ def finish_selection(sync: ConceptSync, parts: Sequence[dict], concept: str, rou
             schema = sync.schema_of(link)
             tasks = list(sync.client.iter_tasks(link.project_id))
             pushed = sync._push_missing(link, session, tasks, (model_version, model_version.load()), schema)
+            sync.show_progress(link, session)
             return SyncReport(concept, link.project_id, round_index, 0, len(session.pending()), len(pushed))
     finally:
         ledger.close()

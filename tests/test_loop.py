@@ -81,3 +81,16 @@ def test_training_from_user_then_crowd_labels_prefers_the_user(tmp_path, cluster
     assert all(merged[i] == 1 - int(labels[i] == 0) for i in seed[30:40])     # the crowd fills the rest
     ids, _, y = loop.training_data()
     assert len(ids) == 40 and y.tolist() == [merged[i] for i in ids.tolist()]
+
+
+def test_a_versions_quality_estimate_is_recorded_only_for_the_labels_it_saw(tmp_path, clustered_pool):
+    loop, labels = make_loop(tmp_path, clustered_pool)
+    seed = loop.start()
+    loop.session.record_labels((i, int(labels[i] == 0)) for i in seed)
+    version, _ = loop.train()
+    estimate = loop.estimate_quality(version)
+    assert estimate is not None and estimate.cv_labels == len(seed)
+    recorded = loop.session.models()[0]["metrics"]
+    assert recorded["cv_auc_pr"] == estimate.cv_auc_pr and recorded["cv_positives"] == int(sum(labels[seed] == 0))
+    loop.session.record_label(int(np.setdiff1d(np.arange(len(labels)), seed)[0]), 1)  # a rating after training
+    assert loop.estimate_quality(version) is None

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from agile_cli.services import service_env
 from label_config import load_config
 from sync.rounds import IMAGE_ID, UNSURE, ConceptSync
+from tests.sync.conftest import run_agile
 from tests.sync.test_label_studio_loop import rate
 
 pytestmark = pytest.mark.slow
@@ -40,6 +42,26 @@ def test_tasks_open_without_the_models_guess_unless_asked_and_skip_means_unsure(
     assert all(t.prediction_version == report.trained for t in batch_1)  # scores stay in the Data Manager
 
     assert loop.sync.sync(name).new_labels == 0  # the skip is recorded once
+
+    # where the rater is: the round, how much of it is rated, positives, the newest version's estimate
+    positives = int(sum(loop.truth[t.data[IMAGE_ID]] for t in rest))
+    model = session.models()[0]
+    assert model["name"] == report.trained and model["metrics"]["cv_positives"] == positives
+    assert model["metrics"]["cv_labels"] == 19 and 0 < model["metrics"]["cv_auc_pr"] <= 1
+    project = client.sdk.projects.get(id=loop.project_id)
+    assert "Round 1: 0 of 10 rated." in project.description
+    assert f"19 ratings so far, {positives} positive." in project.description
+    assert f"Newest model {report.trained} (round 0): estimated AUC-PR {model['metrics']['cv_auc_pr']:.2f}" in project.description
+    assert "Skip when you cannot tell" in project.expert_instruction
+    rate(client, loop.project_id, batch_1[:3], loop.truth)
+    loop.sync.sync(name)
+    assert "Round 1: 3 of 10 rated." in client.sdk.projects.get(id=loop.project_id).description
+    plot = loop.workspace.root / "reports" / session.slug / "progress.png"
+    assert plot.stat().st_size > 5_000
+
+    status = run_agile("concept", "status", name, env=service_env(loop.settings))
+    assert status.returncode == 0, status.stderr
+    assert f"model {report.trained}: 19 labels, estimated AUC-PR" in status.stdout and str(plot) in status.stdout
 
     # pre-selection, when the operator asks for it (AGILE_PREFILL_PREDICTIONS), applies on publish
     ConceptSync(loop.settings.with_(prefill_predictions=True), loop.workspace).publish(name)
