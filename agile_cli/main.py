@@ -687,6 +687,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: everything recorded so far is saved; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `agile vocabulary | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

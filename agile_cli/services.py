@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -22,6 +23,8 @@ import httpx
 from agile_modeling.errors import AgileError
 
 DEMO_CONCEPT = dict(name="cat", positive=["cat"], negative=["dog"], description="a cat, any breed, any pose")
+#: a second concept that works on the demo pool's CIFAR-10 photos with the offline phrase table
+DEMO_TRY = dict(name="road vehicles", positive=["car (automobile)", "truck"], negative=["airplane", "boat"])
 
 
 def service_env(settings) -> dict[str, str]:
@@ -185,7 +188,10 @@ def cmd_up(args) -> int:
     print(f"  export LABEL_STUDIO_URL={server.url} LABEL_STUDIO_API_KEY={c.token} "
           f"AGILE_BACKEND_URL={settings.backend_url} AGILE_WORKSPACE={workspace.root.resolve()} "
           f"AGILE_WEBHOOK_SECRET={settings.webhook_secret}")
-    print("stop everything with: agile down")
+    if project:
+        print(f"a concept of your own on the demo pool (its phrases must be in `agile vocabulary`): "
+              f"agile concept new {shlex.join([DEMO_TRY['name'], '--positive', *DEMO_TRY['positive'], '--negative', *DEMO_TRY['negative']])}")
+    print("stop everything with: make down   (or `agile down` with .venv/bin on PATH)")
     return 0
 
 

@@ -148,20 +148,24 @@ class LabelStudioClient:
     # --- tasks -------------------------------------------------------------------------------
     def iter_tasks(self, project_id: int) -> Iterator[TaskRecord]:
         """Every task of a project with its annotations (all pages)."""
-        pager = self._call(f"list the tasks of project {project_id}", self.sdk.tasks.list,
-                           project=project_id, fields="all", page_size=PAGE_SIZE)
-        try:
-            for task in pager:
+        # Page by page here rather than with the SDK's pager: the pager asks for the page after the
+        # last, which Label Studio answers with an "Invalid page" traceback in its log on every sync.
+        page = 1
+        while True:
+            pager = self._call(f"list the tasks of project {project_id}", self.sdk.tasks.list,
+                               project=project_id, fields="all", page=page, page_size=PAGE_SIZE)
+            items = pager.items or []
+            for task in items:
                 task_id = int(_field(task, "id"))
                 annotations = tuple(annotation_from_payload(a, task_id) for a in (_field(task, "annotations") or []))
                 predictions = _field(task, "predictions") or []
                 newest = max(predictions, key=lambda p: _field(p, "id") or 0) if predictions else None
                 yield TaskRecord(id=task_id, data=dict(_field(task, "data") or {}), annotations=annotations,
                                  prediction_version=_field(newest, "model_version") if newest else None)
-        except ApiError as exc:
-            raise LabelStudioError(f"listing tasks of project {project_id} failed: HTTP {exc.status_code}") from None
-        except httpx.HTTPError as exc:
-            raise LabelStudioError(f"cannot reach Label Studio at {self.url} while listing tasks ({exc})") from None
+            total = _field(pager.response, "total")
+            if len(items) < PAGE_SIZE or (isinstance(total, int) and page * PAGE_SIZE >= total):
+                return
+            page += 1
 
     def import_tasks(self, project_id: int, tasks: Sequence[dict]) -> list[int]:
         """Create ``tasks`` (each may carry inline ``predictions``); their ids, in order.

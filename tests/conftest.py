@@ -15,6 +15,19 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tests_write_only_under_temporary_folders():
+    """A test that forgets ``--workspace``/``AGILE_WORKSPACE`` writes the default workspace into the
+    checkout (where ``.gitignore`` hides it): fail the run instead."""
+    workspace = REPO / "agile-workspace"
+    existed = workspace.exists()
+    yield
+    assert existed or not workspace.exists(), f"a test wrote {workspace}: tests must write under tmp_path"
+
+
 @pytest.fixture
 def clustered_pool():
     """``(x (6000, 64) float16 unit rows, labels (6000,))``: 12 Gaussian clusters on the sphere."""

@@ -6,6 +6,7 @@ embeddings): phrases are looked up by name, normalised the way a user would type
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -57,9 +58,22 @@ class VocabularyTextEncoder(TextEncoder):
         if missing:
             raise UnknownPhraseError(
                 f"no embedding for {missing!r}: this offline text encoder knows {len(self._table)} "
-                "phrases (see `agile vocabulary`); pick one of them, or configure an open_clip model "
-                "with weights to embed free text."
+                f"phrases (see `agile vocabulary --grep WORD`){self._suggestions(missing)}; pick from them, "
+                "or configure an open_clip model with weights to embed free text."
             )
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
         return np.stack([self._table[normalise_phrase(t)] for t in texts]).astype(np.float32)
+
+    def _suggestions(self, missing: Sequence[str]) -> str:
+        """``", e.g. 'sushi', 'fish' for 'tuna sushi'"``: known phrases sharing a word with, or spelled
+        close to, each unknown one."""
+        parts = []
+        for phrase in missing:
+            words = set(normalise_phrase(phrase).split())
+            near = [p for p in self.phrases if words & set(p.replace("(", " ").replace(")", " ").split())][:5]
+            near = near or difflib.get_close_matches(normalise_phrase(phrase), self.phrases, n=3, cutoff=0.6)
+            if near:
+                parts.append(f"{', '.join(map(repr, near))} for {phrase!r}")
+        return f", e.g. {'; '.join(parts)}" if parts else ""
+

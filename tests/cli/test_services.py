@@ -59,3 +59,12 @@ def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, sha
         assert up_again.returncode == 0, up_again.stderr
     finally:
         assert agile("down", workspace=ws).returncode == 0
+
+
+def test_the_concept_suggested_after_make_up_works_with_the_demo_phrase_table():
+    from agile_cli.services import DEMO_TRY
+    from agile_modeling.encoders.vocabulary import VocabularyTextEncoder
+    from agile_modeling.simulate import find_data_dir
+
+    encoder = VocabularyTextEncoder.from_npz(find_data_dir() / "text_vocabulary.npz")
+    assert encoder.encode_texts([*DEMO_TRY["positive"], *DEMO_TRY["negative"]]).shape == (4, encoder.dim)

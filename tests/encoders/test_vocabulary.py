@@ -20,3 +20,14 @@ def test_the_shared_vocabulary_loads(shared_data):
     vocab = shared_data.vocabulary
     assert vocab.dim == 512 and len(vocab.phrases) > 1300  # LVIS + COCO + Objects365 names, overlaps merged
     assert "stop sign" in vocab and "dog" in vocab
+
+
+def test_an_unknown_phrase_error_suggests_known_phrases():
+    from agile_modeling.encoders.vocabulary import VocabularyTextEncoder
+    from agile_modeling.errors import UnknownPhraseError
+
+    encoder = VocabularyTextEncoder({"sushi": np.ones(4), "fish (food)": np.ones(4), "zebra": np.ones(4)})
+    with pytest.raises(UnknownPhraseError, match=r"'sushi' for 'tuna sushi'; 'zebra' for 'zebraa'"):
+        encoder.encode_texts(["tuna sushi", "zebraa"])
+    with pytest.raises(UnknownPhraseError, match=r"'fish \(food\)' for 'raw fish'"):
+        encoder.encode_texts(["raw fish"])

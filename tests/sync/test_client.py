@@ -56,3 +56,21 @@ def test_tasks_imported_during_other_traffic_all_carry_their_predictions(rating_
     assert len(tasks) == 600
     assert [t.id for t in tasks if t.prediction_version != "m-v1"] == []
 
+
+
+def test_listing_every_task_asks_for_no_page_past_the_last(rating_projects, label_studio, monkeypatch):
+    """The SDK's pager asked for one page too many, and Label Studio logged an "Invalid page"
+    traceback for it on every sync (every 15 s with the beat)."""
+    import sync.client
+
+    monkeypatch.setattr(sync.client, "PAGE_SIZE", 7)
+    client, (project, empty), schema = rating_projects
+    for n_tasks in (7, 10):  # a full last page, and a partial one
+        client.import_tasks(project, [task(n, schema, 0.5) for n in range(n_tasks - (7 if n_tasks == 10 else 0))])
+        before = label_studio.log_path.stat().st_size
+        listed = list(client.iter_tasks(project))
+        assert len(listed) == n_tasks and len({t.id for t in listed}) == n_tasks
+        assert list(client.iter_tasks(empty)) == []
+        with open(label_studio.log_path, "rb") as log:
+            log.seek(before)
+            assert b"Invalid page" not in log.read()
