@@ -200,6 +200,7 @@ def cmd_concept_status(args) -> int:
     plot = progress_plot(session, ws.root / "reports")
     if plot:
         print(f"quality per model version: {plot}")
+    _warn_if_the_worker_is_down(ws, session)
 
     url = os.environ.get("LABEL_STUDIO_URL", "<LABEL_STUDIO_URL>").rstrip("/")
     for link in SyncState(ws.root / "label_studio.sqlite").links_of(session.slug):
@@ -211,6 +212,33 @@ def cmd_concept_status(args) -> int:
         if link.last_error:
             print(f"the worker's last sync of the {link.purpose} project {link.project_id} failed: {link.last_error}")
     return 0
+
+
+def _warn_if_the_worker_is_down(ws, session) -> None:
+    """Say so when the worker of this workspace's `agile up` stack is not running, with how many
+    ratings made in Label Studio are waiting to be recorded."""
+    from agile_cli.services import dead_services
+
+    if "worker" not in dead_services(ws.root):
+        return
+    waiting = ""
+    stack = json.loads((ws.root / "stack.json").read_text())
+    from sync.client import LabelStudioClient
+    from sync.rounds import IMAGE_ID, latest_annotation
+    from sync.state import SyncState
+
+    link = SyncState(ws.root / "label_studio.sqlite").for_concept(session.slug)
+    if link is not None:
+        try:
+            client = LabelStudioClient(stack.get("label_studio_url"), stack.get("api_key"), timeout=10)
+            known = set(session.labels()) | set(session.withdrawn_images())
+            count = sum(1 for t in client.iter_tasks(link.project_id)
+                        if latest_annotation(t) is not None and t.data.get(IMAGE_ID) not in known)
+            waiting = f" {count} rating{'s' if count != 1 else ''} in Label Studio {'are' if count != 1 else 'is'} waiting;"
+        except AgileError:
+            waiting = " (Label Studio did not answer either);"
+    print(f"warning: the worker of this workspace's stack is not running:{waiting} ratings are not recorded and no new "
+          "batch comes. Run `make up` (or `agile up`): it starts again what stopped.", file=sys.stderr)
 
 
 def _quality_of(metrics: dict) -> str:

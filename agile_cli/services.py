@@ -58,18 +58,42 @@ def worker_command(beat: bool = True, concurrency: int = 1) -> list[str]:
     return cmd + (["--beat"] if beat else [])
 
 
-def port_or_free(preferred: int) -> int:
-    """``preferred`` if nothing listens there, else a free port (Label Studio would move silently)."""
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now. SO_REUSEADDR as servers set it: connections of
+    a stopped server in TIME_WAIT do not hold the port (without it, `make up` right after `make down`
+    saw 8080 and 9090 as taken and moved to other ports)."""
     import socket
 
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def port_or_free(preferred: int) -> int:
+    """``preferred`` if nothing listens there, else a free port (Label Studio would move silently)."""
     from sync.server import free_port
 
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            return free_port()
+    return preferred if port_is_free(preferred) else free_port()
+
+
+def stable_port(remembered: int | None, default: int, what: str, wait: float = 30.0) -> int:
+    """The port a service had before (every task's image URL and the project's ML backend point at
+    it): waited for while a stopping server still holds it, an error naming it if another program
+    keeps it. Without a remembered port: ``default``, or a free one if taken."""
+    if remembered is None:
+        return port_or_free(default)
+    deadline = time.monotonic() + wait
+    while not port_is_free(remembered):
+        if time.monotonic() > deadline:
+            raise AgileError(f"port {remembered} of {what} is still in use after {wait:.0f} s: the workspace's tasks "
+                             f"point at it. Stop what listens there (`ss -ltnp | grep {remembered}`), or pass another "
+                             "port explicitly (existing tasks' images then need that port too)")
+        time.sleep(0.5)
+    return remembered
 
 
 def wait_http(url: str, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
@@ -142,22 +166,22 @@ def cmd_up(args) -> int:
 
     workspace = Workspace(args.workspace)
     stack_file = workspace.root / "stack.json"
-    if stack_file.exists():
-        pids = json.loads(stack_file.read_text()).get("pids", {}).values()
-        if any(process_alive(int(pid)) for pid in pids):
-            raise AgileError(f"a stack is already running for {workspace.root} (see {stack_file}); run `agile down` first")
-        stack_file.unlink()  # left by a stack that died with the machine: nothing to stop
     logs = workspace.root / "logs"
+    if stack_file.exists() and revive_stack(stack_file, logs):
+        return 0
     if not args.no_demo:
         import_demo_pool(workspace)
     ensure_installed(Path(args.label_studio_venv or DEFAULT_VENV))
     print("starting Label Studio (the first start takes about a minute)...", flush=True)
-    server = LabelStudioServer(workspace.root / "label-studio", port=args.port or port_or_free(8080),
+    ports = workspace.config().get("ports", {})
+    server = LabelStudioServer(workspace.root / "label-studio",
+                               port=args.port or stable_port(ports.get("label_studio"), 8080, "Label Studio"),
                                venv=Path(args.label_studio_venv or DEFAULT_VENV), log_path=logs / "label-studio.log")
     server.start()
     started = {"label_studio": server.process.pid}
     try:
-        backend_port = args.backend_port or port_or_free(9090)
+        backend_port = args.backend_port or stable_port(ports.get("backend"), 9090, "the ML backend")
+        workspace.set_config(ports={"label_studio": server.port, "backend": backend_port})
         settings = Settings.from_env(label_studio_url=server.url, label_studio_api_key=server.credentials.token,
                                      workspace=workspace.root, backend_url=f"http://127.0.0.1:{backend_port}",
                                      webhook_secret=os.environ.get("AGILE_WEBHOOK_SECRET") or secrets.token_hex(16))
@@ -195,6 +219,58 @@ def cmd_up(args) -> int:
     return 0
 
 
+SERVICES = {"backend": "the ML backend", "worker": "the worker"}
+
+
+def revive_stack(stack_file: Path, logs: Path) -> bool:
+    """An earlier ``agile up`` left ``stack_file``. If all its processes live: say so (True). If the
+    ML backend or the worker died: start it again with the stack's settings (True). If Label
+    Studio died, or everything did: stop what is left and forget the stack (False: start afresh)."""
+    stack = json.loads(stack_file.read_text())
+    pids = {name: int(pid) for name, pid in stack.get("pids", {}).items()}
+    dead = [name for name, pid in pids.items() if not process_alive(pid)]
+    if not dead:
+        print(f"the stack of this workspace is running: Label Studio {stack['label_studio_url']}, ML backend "
+              f"{stack['backend_url']} (stop it with: make down)")
+        return True
+    if "label_studio" in dead or set(dead) == set(pids):
+        for name, pid in pids.items():
+            if name not in dead:
+                stop_pid(pid)
+        print(f"the previous stack had stopped ({', '.join(dead)}): starting it again", file=sys.stderr)
+        stack_file.unlink()
+        return False
+    from sync.settings import Settings
+
+    settings = Settings.from_env(label_studio_url=stack["label_studio_url"], label_studio_api_key=stack["api_key"],
+                                 workspace=stack_file.parent, backend_url=stack["backend_url"],
+                                 webhook_secret=stack["webhook_secret"])
+    env = service_env(settings)
+    for name in dead:
+        if name == "backend":
+            process = start_process(backend_command(stack["backend_url"].split("//", 1)[1]), env, logs / "backend.log")
+            wait_http(f"{settings.backend_url}/health", 60, "the ML backend", process, logs / "backend.log")
+        else:
+            process = start_process(worker_command(beat=True), env, logs / "worker.log")
+        pids[name] = process.pid
+        print(f"{SERVICES.get(name, name)} had stopped: started it again (pid {process.pid}); "
+              f"its log: {logs / (name + '.log')}", file=sys.stderr)
+    stack["pids"] = pids
+    stack_file.write_text(json.dumps(stack, indent=2))
+    stack_file.chmod(0o600)
+    return True
+
+
+def dead_services(workspace_root: Path) -> list[str]:
+    """Names of the services of this workspace's ``agile up`` stack that are not running (none
+    without a stack: services run elsewhere are not ours to see)."""
+    stack_file = Path(workspace_root) / "stack.json"
+    if not stack_file.exists():
+        return []
+    pids = json.loads(stack_file.read_text()).get("pids", {})
+    return [name for name, pid in pids.items() if not process_alive(int(pid))]
+
+
 def publish_demo(workspace, settings, args) -> int:
     from agile_modeling.concepts import Concept
     from sync.rounds import ConceptSync
@@ -204,7 +280,7 @@ def publish_demo(workspace, settings, args) -> int:
                                           tuple(DEMO_CONCEPT["negative"]), DEMO_CONCEPT["description"]))
     report = ConceptSync(settings, workspace).publish(DEMO_CONCEPT["name"], seed_size=args.demo_batch,
                                                       batch_size=args.demo_batch)
-    print(f"demo concept {DEMO_CONCEPT['name']!r}: project {report.project_id}, {report.pushed} images to rate "
+    print(f"demo concept {DEMO_CONCEPT['name']!r}: project {report.project_id}, {report.pending} images to rate "
           "(rate them all: the next batch arrives on its own)")
     return report.project_id
 

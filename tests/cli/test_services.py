@@ -8,10 +8,12 @@ import sys
 import httpx
 import pytest
 
-from agile_cli.services import process_alive
+from agile_cli.services import process_alive, stop_pid
+from agile_modeling.workspace import Workspace
+from label_config import parse_rating_config
 from sync.client import LabelStudioClient
 from sync.server import DEFAULT_VENV, ensure_installed
-from tests.sync.conftest import REPO
+from tests.sync.conftest import REPO, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -46,12 +48,44 @@ def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, sha
         assert stack["api_key"] in up.stdout and f"AGILE_WEBHOOK_SECRET={stack['webhook_secret']}" in up.stdout
         assert httpx.get(f"{stack['backend_url']}/health", timeout=5).json()["status"] == "UP"
         again = agile("up", workspace=ws)
-        assert again.returncode == 2 and "already running" in again.stderr
+        assert again.returncode == 0 and "the stack of this workspace is running" in again.stdout
+
+        # a dead worker: status says so, with the ratings waiting; `agile up` starts it again
+        schema = parse_rating_config(client.project_label_config(1))
+        stop_pid(stack["pids"]["worker"])
+        for task in tasks[:3]:
+            client.create_annotation(task.id, schema.rating(1))
+        status = agile("concept", "status", "cat", workspace=ws)
+        assert "the worker of this workspace's stack is not running: 3 ratings in Label Studio are waiting" in status.stderr
+        revived = agile("up", workspace=ws)
+        assert revived.returncode == 0 and "the worker had stopped: started it again" in revived.stderr
+        stack = json.loads((ws / "stack.json").read_text())
+        assert all(process_alive(pid) for pid in stack["pids"].values())
+        wait_for(lambda: len(Workspace(ws).sessions.open("cat").labels()) == 3, 120, "the revived worker to record")
+        assert "not running" not in agile("concept", "status", "cat", workspace=ws).stderr
     finally:
         down = agile("down", workspace=ws)
     assert down.returncode == 0 and "stopped: label_studio" in down.stdout
     assert not (ws / "stack.json").exists()
     assert not any(process_alive(pid) for pid in stack["pids"].values())
+
+    # a restart right away keeps the ports, so every task's image still loads, and adds no second backend
+    restarted = agile("up", workspace=ws)
+    try:
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        new_stack = json.loads((ws / "stack.json").read_text())
+        assert (new_stack["label_studio_url"], new_stack["backend_url"]) == (stack["label_studio_url"], stack["backend_url"])
+        client = LabelStudioClient(new_stack["label_studio_url"], new_stack["api_key"])
+        for task in client.iter_tasks(1):
+            image = httpx.get(task.data["image"], headers={"Origin": new_stack["label_studio_url"]}, timeout=10)
+            assert image.status_code == 200, (task.data["image"], image.text[:200])
+        backends = client.sdk.ml.list(project=1)
+        assert [b.url for b in backends] == [new_stack["backend_url"]]
+        hooks = [h.url for h in client.sdk.webhooks.list(project="1")]
+        assert hooks == [f"{new_stack['backend_url']}/webhook"]
+        assert "project 1, 7 images to rate" in restarted.stdout  # what is open, not what was pushed now
+    finally:
+        assert agile("down", workspace=ws).returncode == 0
     # a stack.json left by a machine that went down does not block the next `agile up`
     (ws / "stack.json").write_text(json.dumps({"pids": {"label_studio": stack["pids"]["label_studio"]}}))
     up_again = agile("up", "--no-demo", workspace=ws)
