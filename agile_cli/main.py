@@ -427,7 +427,7 @@ def cmd_simulate(args) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             res = simulate_session(
                 spec, ctx, args.keep or tmp, rounds=args.rounds, batch_size=args.batch_size, strategy=args.strategy,
-                recipe=recipe, error_rate=args.error_rate, seed=args.seed,
+                recipe=recipe, error_rate=args.error_rate, seed=args.seed, prefetch=args.prefetch,
                 on_round=lambda rr: print(
                     f"  round {rr.round}: {rr.num_labels:4d} ratings ({rr.num_positive} positive)  "
                     f"AUC-PR {rr.metrics['auc_pr']:.3f}  train {rr.train_seconds:.1f}s  select {rr.select_seconds:.2f}s"),
@@ -435,7 +435,7 @@ def cmd_simulate(args) -> int:
         print(f"  zero-shot CLIP AUC-PR {res.zero_shot['auc_pr']:.3f}")
         results.append(res)
     config = {"rounds": args.rounds, "batch_size": args.batch_size, "strategy": args.strategy,
-              "error_rate": args.error_rate, "seed": args.seed, "recipe": recipe.as_dict()}
+              "error_rate": args.error_rate, "seed": args.seed, "prefetch": args.prefetch, "recipe": recipe.as_dict()}
     paths = write_report(results, args.out, config)
     print("\n" + results_table(results))
     print(f"\nwrote {paths['table']}, {paths['json']} and the plot {paths['plot']}")
@@ -651,6 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--batch-size", type=int, default=100, help="images per round (default 100)")
     sim.add_argument("--strategy", choices=["margin", "margin+positive"], default="margin")
     sim.add_argument("--error-rate", type=float, default=0.0, help="simulated user's error rate")
+    sim.add_argument("--prefetch", type=float, default=0.0,
+                     help="select each next batch when this fraction of a batch is still to rate (0: the paper; "
+                     "the Label Studio loop's default is AGILE_PREFETCH=0.5)")
     sim.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--out", default="agile-workspace/simulation", help="where results and the plot go")

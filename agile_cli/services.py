@@ -38,6 +38,7 @@ def service_env(settings) -> dict[str, str]:
         "AGILE_WEBHOOK_SECRET": settings.webhook_secret, "AGILE_IMAGE_SIGNING_KEY": settings.image_signing_key,
         "AGILE_LABEL_STUDIO_ORIGIN": settings.label_studio_origin,
         "AGILE_IMAGES_UNSIGNED": "1" if settings.images_unsigned else None,
+        "AGILE_PREFETCH": repr(settings.prefetch),
     }
     env.update({k: v for k, v in values.items() if v})
     return env

@@ -39,3 +39,7 @@ class DefinitionError(AgileError):
 
 class ProviderError(AgileError):
     """A language/vision model provider failed, refused, or answered something unusable."""
+
+
+class ConfigurationError(AgileError, ValueError):
+    """A setting (an environment variable, an option) has a value the program cannot use."""

@@ -41,6 +41,14 @@ class LoopConfig:
     #: that rated an image wins), e.g. ``("user", "crowd")`` for the paper's User-100 + Crowd-500
     label_source: str | tuple[str, ...] = USER
     seed: int = 0
+    #: prepare the next batch once only this fraction of a batch is left to rate (0: once the
+    #: batch is fully rated, the paper). The rater's queue then never runs dry while the model
+    #: trains and selects; each selection misses the labels of that last fraction.
+    prefetch: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prefetch < 1.0:
+            raise ValueError(f"prefetch is a fraction of a batch in [0, 1), not {self.prefetch}")
 
 
 class AgileLoop:
@@ -180,14 +188,22 @@ class AgileLoop:
             self.session.update_model_metrics(version.name, estimate.as_dict())
         return estimate
 
+    def next_batch_due(self) -> bool:
+        """Whether the next round's batch should be selected now: the seed batch exists and the open
+        images (of every round) are down to ``prefetch`` of a batch (none, by default)."""
+        if self.session.current_round() < 0:
+            return False
+        open_images = len(self.session.pending(source=self.sources[0]))
+        return open_images <= int(self.config.prefetch * self.config.batch_size)
+
     def selection_request(self, size: int | None = None) -> "SelectionRequest | None":
-        """What the next round's selection must compute, or None while the current round still has
-        unlabeled images (nothing to select yet).
+        """What the next round's selection must compute, or None while more than ``prefetch`` of a
+        batch is still unlabeled (:meth:`next_batch_due`: nothing to select yet).
 
         Split from :meth:`next_batch` so that a caller can score the pool elsewhere (sharded over
         workers, asynchronously) and record the result later with :meth:`record_batch`.
         """
-        if self.session.pending(source=self.sources[0]):
+        if not self.next_batch_due():
             return None
         exclude = np.union1d(self.session.queued_ids(), list(self.labels())).astype(np.int64)
         return SelectionRequest(self.session.current_round() + 1, self.strategy.name,
@@ -214,8 +230,8 @@ class AgileLoop:
     def next_batch(self, classifier: MLPClassifier, size: int | None = None) -> list[int]:
         """Select and record the next round's batch over the whole pool (idempotent per round).
 
-        Excludes every image already queued or labeled. If the current round still has unlabeled
-        images, that round is returned instead of starting a new one.
+        Excludes every image already queued or labeled. While the next batch is not due
+        (:meth:`next_batch_due`), the open images are returned instead of starting a new round.
         """
         request = self.selection_request(size)
         if request is None:

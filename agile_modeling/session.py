@@ -154,11 +154,16 @@ class Session:
         return [r[0] for r in self.db.execute("SELECT image_id FROM batch_items WHERE concept = ?", (self.slug,))]
 
     def pending(self, round_index: int | None = None, source: str = USER) -> list[int]:
-        """Images of the round's batch (default: the current one) that ``source`` has not labeled yet
-        and that were not withdrawn (:meth:`withdraw_image`)."""
-        r = self.current_round() if round_index is None else round_index
+        """Images that ``source`` has not labeled yet and that were not withdrawn
+        (:meth:`withdraw_image`): of one round's batch, or (``None``) of every round, oldest
+        first. A round is usually fully rated before the next starts; with a next batch prepared
+        ahead (``LoopConfig.prefetch``) the end of the previous round is still open."""
         done = set(self.labels(source)) | set(self.withdrawn_images())
-        return [i for i in self.batch(r) if i not in done]
+        if round_index is None:
+            rows = self.db.execute("SELECT image_id FROM batch_items WHERE concept = ? ORDER BY round, position",
+                                   (self.slug,))
+            return [r[0] for r in rows if r[0] not in done]
+        return [i for i in self.batch(round_index) if i not in done]
 
     def rounds(self) -> list[RoundInfo]:
         labeled = set(self.labels())

@@ -91,6 +91,7 @@ def latest_annotation(task: TaskRecord):
     return max(live, key=lambda a: (a.updated_at, a.id)) if live else None
 
 
+InFlightCheck = Callable[["ConceptSync", ProjectLink, int], bool]
 SelectionLauncher = Callable[["ConceptSync", ProjectLink, AgileLoop, str], object]
 """``(sync, link, loop, model version) -> anything``: starts the next round's selection, which
 records and pushes the batch itself later (it is called under the concept lock)."""
@@ -101,13 +102,16 @@ class ConceptSync:
 
     def __init__(self, settings: Settings, workspace: Workspace | None = None,
                  client: LabelStudioClient | None = None,
-                 launch_selection: SelectionLauncher | None = None) -> None:
+                 launch_selection: SelectionLauncher | None = None,
+                 selection_in_flight: InFlightCheck | None = None) -> None:
         """``launch_selection``: how a fully rated round's next batch is selected elsewhere
         (:func:`sync.sharded.start_sharded_selection`, a chord on the workers); None selects it in
-        this process. Compose with :func:`sync.sharded.concept_sync`, which follows
-        ``settings.sharded_scoring``."""
+        this process. ``selection_in_flight(sync, link, round)``: whether such a launch of that
+        round is still running (then ratings arriving meanwhile retrain nothing). Compose with
+        :func:`sync.sharded.concept_sync`, which follows ``settings.sharded_scoring``."""
         self.settings = settings
         self.launch_selection = launch_selection
+        self.selection_in_flight = selection_in_flight
         self.workspace = workspace or Workspace(settings.workspace)
         self.client = client or LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key)
         self.state = SyncState(self.workspace.root / "label_studio.sqlite")
@@ -121,7 +125,8 @@ class ConceptSync:
 
     def loop(self, link: ProjectLink) -> AgileLoop:
         return self.workspace.loop(link.concept, LoopConfig(
-            seed_size=link.seed_size, batch_size=link.batch_size, strategy=link.strategy, seed=link.seed))
+            seed_size=link.seed_size, batch_size=link.batch_size, strategy=link.strategy, seed=link.seed,
+            prefetch=self.settings.prefetch))
 
     def image_urls(self, ids: Sequence[int]) -> list[str]:
         """URLs the browser can load: web and data URIs as they are, local files through our image route."""
@@ -250,8 +255,8 @@ class ConceptSync:
                 return None
             new = self._record_annotations(session, [task], schema)
             pending = session.pending()
-            if not pending:
-                return None
+            if not pending or len(pending) <= int(self.settings.prefetch * link.batch_size):
+                return None  # the next batch is due: a full sync trains and selects it
             self.show_progress(link, session)
             return SyncReport(link.concept, link.project_id, session.current_round(), new, len(pending), 0,
                               from_event=True)
@@ -268,14 +273,14 @@ class ConceptSync:
         model = self._current_model(loop)
         pushed = len(self._push_missing(link, session, tasks, model, schema))
         trained, refreshed = None, 0
-        round_done = not session.pending() and bool(session.batch(session.current_round()))
-        if force_retrain or round_done:
+        due = self._next_batch_due(link, loop)
+        if force_retrain or due:
             model = self._model_for_labels(loop, force=force_retrain)
             trained = model[0].name
-            if round_done and self.launch_selection is not None:
+            if due and self.launch_selection is not None:
                 # e.g. scored on the workers by a chord, whose callback records and pushes the batch
                 self.launch_selection(self, link, loop, model[0].name)
-            elif round_done:
+            elif due:
                 loop.next_batch(model[1])
                 log.info("%s: round %d selected (%d images)", link.concept, session.current_round(),
                          len(session.batch(session.current_round())))
@@ -286,6 +291,16 @@ class ConceptSync:
         return SyncReport(link.concept, link.project_id, session.current_round(), new_labels,
                           len(session.pending()), pushed,
                           trained, refreshed)
+
+    def _next_batch_due(self, link: ProjectLink, loop: AgileLoop) -> bool:
+        """Whether to train and select the next batch now: the open images are down to the prefetch
+        share of a batch (:meth:`AgileLoop.next_batch_due`), and no selection of that round is
+        already running on the workers (ratings arriving meanwhile would retrain for nothing)."""
+        session = loop.session
+        if not loop.next_batch_due() or not session.batch(session.current_round()):
+            return False
+        return not (self.selection_in_flight is not None
+                    and self.selection_in_flight(self, link, session.current_round() + 1))
 
     def _record_annotations(self, session: Session, tasks: Iterable[TaskRecord], schema: RatingSchema,
                             source: str = USER) -> int:

@@ -16,6 +16,8 @@
 ``AGILE_LABEL_STUDIO_ORIGIN`` the origin the browser opens Label Studio at, allowed by CORS on
                            ``/images`` (default: the origin of ``LABEL_STUDIO_URL``)
 ``AGILE_MAX_IMAGE_PIXELS`` decoded-size limit of a task image (default 40 megapixels)
+``AGILE_PREFETCH``         select the next batch when this fraction of a batch is still to rate, so the
+                           rater's queue never runs dry (default 0.5; 0: when it is all rated, the paper)
 ``AGILE_PREFILL_PREDICTIONS`` ``1``: tasks open with the model's choice pre-selected (default: not;
                            the rater sees only the image, as in the paper; scores are in the Data Manager)
 =========================  ==========================================================================
@@ -27,12 +29,24 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from agile_modeling.errors import ConfigurationError
 from agile_modeling.workspace import DEFAULT_WORKSPACE
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+def _fraction(name: str, default: float) -> float:
+    value = _env(name)
+    try:
+        fraction = float(value) if value is not None else default
+    except ValueError:
+        fraction = -1.0
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigurationError(f"{name}={value!r}: expected a fraction in [0, 1), e.g. 0.5")
+    return fraction
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,7 @@ class Settings:
     label_studio_origin: str | None = None  # as the browser sees Label Studio (CORS of /images)
     max_image_pixels: int | None = None
     prefill_predictions: bool = False  # open tasks with the model's guess selected (anchors the rater)
+    prefetch: float = 0.5  # next batch when this fraction of a batch is left to rate (LoopConfig.prefetch)
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -82,6 +97,7 @@ class Settings:
             label_studio_origin=(_env("AGILE_LABEL_STUDIO_ORIGIN") or "").rstrip("/") or None,
             max_image_pixels=int(_env("AGILE_MAX_IMAGE_PIXELS")) if _env("AGILE_MAX_IMAGE_PIXELS") else None,
             prefill_predictions=(_env("AGILE_PREFILL_PREDICTIONS") or "").lower() in ("1", "true", "yes"),
+            prefetch=_fraction("AGILE_PREFETCH", 0.5),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values["workspace"], str):

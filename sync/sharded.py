@@ -232,6 +232,16 @@ def start_sharded_selection(sync: ConceptSync, link, loop, version: str, app: Ce
         ledger.close()
 
 
+def selection_in_flight(sync: ConceptSync, link, round_index: int) -> bool:
+    """Whether a launch of round ``round_index``'s selection is running (recorded and not stale)."""
+    ledger = ledger_of(sync)
+    try:
+        entry = ledger.get(link.concept)
+        return entry is not None and entry.round == round_index and not entry.stale()
+    finally:
+        ledger.close()
+
+
 def finish_selection(sync: ConceptSync, parts: Sequence[dict], concept: str, round_index: int, version: str,
                      token: str, k: int, k_pos: int):
     """The chord's callback: merge the shards' candidates, record round ``round_index``'s batch and
@@ -302,5 +312,7 @@ def concept_sync(settings: Settings, workspace: Workspace | None = None) -> Conc
     """The sync of ``settings``' workspace, its rounds selected by a chord on the workers when
     ``settings.sharded_scoring`` is on, else in the calling process (the composition of the worker
     and the CLI)."""
-    return ConceptSync(settings, workspace,
-                       launch_selection=start_sharded_selection if settings.sharded_scoring else None)
+    if not settings.sharded_scoring:
+        return ConceptSync(settings, workspace)
+    return ConceptSync(settings, workspace, launch_selection=start_sharded_selection,
+                       selection_in_flight=selection_in_flight)

@@ -74,6 +74,7 @@ def simulate_session(
     rater: str = "user",
     crowd_error_rate: float = 0.1,
     then_crowd_batch: int = 0,
+    prefetch: float = 0.0,
 ) -> SessionResult:
     """Run one concept: seed of ``batch_size``... then ``rounds`` rounds, retraining after each.
 
@@ -82,7 +83,9 @@ def simulate_session(
     concept, each wrong with ``crowd_error_rate``). Models are always measured against the user's
     ground truth. ``then_crowd_batch`` > 0 adds the paper's "User-100 + Crowd-500" step: one
     more round of that many images rated by the crowd, and a model trained on the user's labels
-    then the crowd's. The session, its labels and model versions are written under ``workdir``
+    then the crowd's. ``prefetch`` > 0 prepares each next batch when that fraction of a batch is
+    still to rate (the product's queue that never runs dry, ``LoopConfig.prefetch``): every model
+    but the last then trains on fewer ratings. The session, its labels and model versions are written under ``workdir``
     with the real session store and registry, exactly as the service would.
     """
     data = ctx.data
@@ -95,7 +98,8 @@ def simulate_session(
         raise ValueError(f"rater must be 'user' or 'crowd', not {rater!r}")
     # a seed larger than 100 (Crowd-500) needs more than the paper's 100 neighbours per phrase
     config = LoopConfig(seed_size=batch_size, batch_size=batch_size, strategy=strategy, recipe=recipe.with_(seed=seed),
-                        seed=seed, label_source=rater, neighbours_per_query=max(NEIGHBOURS_PER_QUERY, batch_size))
+                        seed=seed, label_source=rater, neighbours_per_query=max(NEIGHBOURS_PER_QUERY, batch_size),
+                        prefetch=prefetch)
     loop = AgileLoop(session, ctx.pool, ctx.index, data.vocabulary, registry, config)
     if rater == "user":
         raters = SimulatedUser(spec.ground_truth(data.pool), error_rate, seed)
@@ -114,14 +118,18 @@ def simulate_session(
     def evaluate(classifier) -> dict:
         return binary_metrics(test_truth, classifier.predict_proba(test_x), 0.5).as_dict()
 
-    batch = loop.start()
+    queue = list(loop.start())  # the rater's queue: open images, oldest round first
     for r in range(rounds + 1):
-        session.record_labels(zip(batch, raters.rate(batch)), rater=f"simulated-{rater}", source=rater)
+        # the rater works down the queue until only the prefetch share of a batch is left (all of
+        # it in the last round); the model trains and selects the next batch at that point
+        keep = int(prefetch * batch_size) if r < rounds else 0
+        rated, queue = queue[:max(len(queue) - keep, 0)], queue[max(len(queue) - keep, 0):]
+        session.record_labels(zip(rated, raters.rate(rated)), rater=f"simulated-{rater}", source=rater)
         t0 = time.perf_counter()
         version, classifier = loop.train(evaluate)
         t1 = time.perf_counter()
         if r < rounds:
-            batch = loop.next_batch(classifier)
+            queue += loop.next_batch(classifier)
         t2 = time.perf_counter()
         labels = session.labels(rater)
         rr = RoundResult(r, len(labels), sum(labels.values()), version.name, version.metrics, t1 - t0, t2 - t1 if r < rounds else 0.0)

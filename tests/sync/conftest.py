@@ -58,12 +58,14 @@ def services(tmp_path, label_studio):
     """Start the backend (gunicorn, basic auth on) and a worker for a workspace; stop them after the test."""
     started: list[Service] = []
 
-    def start(workspace: Path, sync_seconds: float = 5.0, broker_url: str | None = None) -> tuple[Settings, Service, Service]:
+    def start(workspace: Path, sync_seconds: float = 5.0, broker_url: str | None = None,
+              prefetch: float = 0.0) -> tuple[Settings, Service, Service]:
+        """``prefetch`` 0 by default: most tests follow the paper's rounds to compare with the engine."""
         port = free_port()
         settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
                             workspace=workspace, backend_url=f"http://127.0.0.1:{port}",
                             basic_auth_user="label-studio", basic_auth_pass="backend-secret",
-                            webhook_secret="shared-webhook-secret", broker_url=broker_url)
+                            webhook_secret="shared-webhook-secret", broker_url=broker_url, prefetch=prefetch)
         env = {**service_env(settings), "AGILE_SYNC_SECONDS": str(sync_seconds), "PYTHONPATH": str(REPO)}
         backend = Service(backend_command(f"127.0.0.1:{port}"), env, tmp_path / "backend.log").start()
         worker = Service(worker_command(beat=True), env, tmp_path / "worker.log").start()
@@ -155,7 +157,7 @@ def manual_loop(tmp_path, label_studio, shared_data):
         ws = shared_workspace(tmp_path / "ws", shared_data)
         ws.sessions.create(spec.concept())
         settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
-                            workspace=ws.root)
+                            workspace=ws.root, prefetch=0.0)  # the paper's rounds: every batch once the last is rated
         sync = ConceptSync(settings, ws)
         project_id = sync.publish(spec.concept().name, seed_size=seed_size, batch_size=batch_size).project_id
         return ManualLoop(ws, settings, sync, spec, spec.ground_truth(shared_data.pool), project_id)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def start_workers(tmp_path, workspace, redis_url, n: int) -> list[Service]:
-    settings = Settings(workspace=workspace, broker_url=redis_url)
+    settings = Settings(workspace=workspace, broker_url=redis_url, prefetch=0.0)  # the paper's rounds
     env = {**service_env(settings), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     return [Service(worker_command(beat=False) + ["-n", f"w{i}@%h"], env, tmp_path / f"worker{i}.log").start()
             for i in range(n)]
