@@ -39,6 +39,7 @@ def service_env(settings) -> dict[str, str]:
         "AGILE_LABEL_STUDIO_ORIGIN": settings.label_studio_origin,
         "AGILE_IMAGES_UNSIGNED": "1" if settings.images_unsigned else None,
         "AGILE_PREFETCH": repr(settings.prefetch),
+        "AGILE_PREFILL_PREDICTIONS": "1" if settings.prefill_predictions else None,
     }
     env.update({k: v for k, v in values.items() if v})
     return env

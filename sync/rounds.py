@@ -485,9 +485,10 @@ def rating_project_settings(settings: Settings) -> dict:
     Skipping is on and means "I can't tell" (:data:`UNSURE`); a skipped task is not served again.
     The model's guess is pre-selected only when ``settings.prefill_predictions``: pre-selection
     anchors the rater (the paper's raters saw only the image). The predictions are attached either
-    way, so the Data Manager shows and sorts by the model's score.
+    way, so the Data Manager shows and sorts by the model's score. The instructions (the loop's
+    state, :mod:`sync.progress`) open with the label stream and stay behind its Instructions button.
     """
-    return dict(show_skip_button=True, skip_queue="IGNORE_SKIPPED",
+    return dict(show_skip_button=True, skip_queue="IGNORE_SKIPPED", show_instruction=True,
                 show_collab_predictions=settings.prefill_predictions)
 
 

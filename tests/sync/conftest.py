@@ -59,13 +59,15 @@ def services(tmp_path, label_studio):
     started: list[Service] = []
 
     def start(workspace: Path, sync_seconds: float = 5.0, broker_url: str | None = None,
-              prefetch: float = 0.0) -> tuple[Settings, Service, Service]:
-        """``prefetch`` 0 by default: most tests follow the paper's rounds to compare with the engine."""
+              prefetch: float = 0.0, **overrides) -> tuple[Settings, Service, Service]:
+        """``prefetch`` 0 by default: most tests follow the paper's rounds to compare with the engine;
+        ``overrides``: other :class:`Settings` fields."""
         port = free_port()
         settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
                             workspace=workspace, backend_url=f"http://127.0.0.1:{port}",
                             basic_auth_user="label-studio", basic_auth_pass="backend-secret",
-                            webhook_secret="shared-webhook-secret", broker_url=broker_url, prefetch=prefetch)
+                            webhook_secret="shared-webhook-secret", broker_url=broker_url, prefetch=prefetch,
+                            **overrides)
         env = {**service_env(settings), "AGILE_SYNC_SECONDS": str(sync_seconds), "PYTHONPATH": str(REPO)}
         backend = Service(backend_command(f"127.0.0.1:{port}"), env, tmp_path / "backend.log").start()
         worker = Service(worker_command(beat=True), env, tmp_path / "worker.log").start()
