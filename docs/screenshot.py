@@ -4,7 +4,7 @@ Not part of the package or the tests. Needs Debian's chromium + chromium-driver 
 ``pip install selenium``; run it against a stack started by ``agile up``::
 
     python docs/screenshot.py --url http://127.0.0.1:PORT --user admin@agile.local --password PW \
-        --project 1 --task 21 --output docs/label-studio-task.png
+        --project 1 --task 21 --output task.png
     python docs/screenshot.py ... --project 3 --task 31 --click Disagree --output docs/deliberation-task.png
 """
 
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--password", required=True)
     parser.add_argument("--project", type=int, required=True)
     parser.add_argument("--task", type=int, required=True)
-    parser.add_argument("--output", default="docs/label-studio-task.png")
+    parser.add_argument("--output", default="screenshot.png")
     parser.add_argument("--click", help="click the control with this label first (e.g. Disagree)")
     args = parser.parse_args()
 
