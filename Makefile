@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 LS_VENV ?= .venv-label-studio
 export AGILE_LABEL_STUDIO_VENV := $(abspath $(LS_VENV))
 
-.PHONY: demo up down test test-fast bench clean label-studio redis
+.PHONY: demo up down test test-fast bench clean label-studio redis browser
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ label-studio: $(LS_VENV)/.installed
 redis:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+# Chromium and its driver from Debian's packages: a test rates in Label Studio's own UI (headless)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 demo: $(VENV)/.installed
 	$(BIN)/agile simulate
 
@@ -36,7 +40,7 @@ up: $(VENV)/.installed $(LS_VENV)/.installed
 down: $(VENV)/.installed
 	$(BIN)/agile down
 
-test: $(VENV)/.installed $(LS_VENV)/.installed redis
+test: $(VENV)/.installed $(LS_VENV)/.installed redis browser
 	$(BIN)/python -m pytest -q
 
 test-fast: $(VENV)/.installed

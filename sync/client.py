@@ -131,6 +131,23 @@ class LabelStudioClient:
                              is_interactive=False, **auth)
         return int(backend.id)
 
+    def remove_other_backends(self, project_id: int, url: str, title: str) -> list[str]:
+        """Delete the project's ML backends named ``title`` at another URL than ``url`` (ours, from
+        before a restart on other ports), with their webhooks; the URLs removed."""
+        keep = url.rstrip("/")
+        removed = []
+        for backend in self._call("list ML backends", self.sdk.ml.list, project=project_id) or []:
+            other = (_field(backend, "url") or "").rstrip("/")
+            if _field(backend, "title") == title and other != keep:
+                self._call(f"remove the stale ML backend {other}", self.sdk.ml.delete, id=int(_field(backend, "id")))
+                removed.append(other)
+        if removed:
+            stale = {f"{other}/webhook" for other in removed}
+            for hook in self._call("list webhooks", self.sdk.webhooks.list, project=str(project_id)) or []:
+                if (_field(hook, "url") or "").rstrip("/") in stale:
+                    self._call("remove a stale webhook", self.sdk.webhooks.delete, id=int(_field(hook, "id")))
+        return removed
+
     def set_webhook_headers(self, project_id: int, url: str, headers: dict[str, str]) -> bool:
         """Add headers (our shared secret) to the project's webhook to ``url``; whether one was found.
 

@@ -42,6 +42,7 @@ TASK_DELETED = "its task was deleted in Label Studio"  # why an image is withdra
 UNSURE = "unsure: the rater skipped it in Label Studio"  # "I can't tell": never a label, never asked again
 PUSH_CHUNK = 50  # tasks per import request
 
+BACKEND_TITLE = "agile-modeling"  # our ML backend's title in every project
 IMAGE_ID = "agile_image_id"
 ROUND = "agile_round"
 LABEL_STUDIO_RATER = "label-studio-user"
@@ -206,7 +207,10 @@ class ConceptSync:
         auth = None
         if self.settings.basic_auth_user and self.settings.basic_auth_pass:
             auth = (self.settings.basic_auth_user, self.settings.basic_auth_pass)
-        self.client.connect_ml_backend(link.project_id, self.settings.backend_url, "agile-modeling", auth)
+        self.client.connect_ml_backend(link.project_id, self.settings.backend_url, BACKEND_TITLE, auth)
+        for stale in self.client.remove_other_backends(link.project_id, self.settings.backend_url, BACKEND_TITLE):
+            log.info("project %d: removed our ML backend at %s (the backend now runs at %s)", link.project_id, stale,
+                     self.settings.backend_url)
         if self.settings.webhook_secret:
             found = self.client.set_webhook_headers(link.project_id, f"{self.settings.backend_url}/webhook",
                                                     {WEBHOOK_SECRET_HEADER: self.settings.webhook_secret})

@@ -3,6 +3,8 @@ guess unless asked for, "I can't tell" as a skip, and the state of the loop wher
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from agile_cli.services import service_env
@@ -67,3 +69,27 @@ def test_tasks_open_without_the_models_guess_unless_asked_and_skip_means_unsure(
     # pre-selection, when the operator asks for it (AGILE_PREFILL_PREDICTIONS), applies on publish
     ConceptSync(loop.settings.with_(prefill_predictions=True), loop.workspace).publish(name)
     assert client.sdk.projects.get(id=loop.project_id).show_collab_predictions
+
+
+def test_publishing_with_the_backend_on_another_port_leaves_no_stale_backend_or_webhook(manual_loop):
+    """`agile up` with another backend port (explicit, or its port taken): Label Studio logged
+    connection errors for the old backend and webhook entries that stayed in the project."""
+    from werkzeug.serving import make_server
+
+    from ml_backend.app import create_app
+
+    loop = manual_loop("real stop signs", seed_size=10, batch_size=10)
+    client, name = loop.sync.client, loop.spec.concept().name
+    servers = [make_server("127.0.0.1", 0, create_app(loop.settings, enqueue=lambda kind, **kw: None), threaded=True)
+               for _ in range(2)]  # our backend app twice: Label Studio checks a backend's health before adding it
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    urls = [f"http://127.0.0.1:{server.server_port}" for server in servers]
+    try:
+        for url in urls:  # the first `agile up`, then one on another port
+            ConceptSync(loop.settings.with_(backend_url=url), loop.workspace).publish(name)
+    finally:
+        for server in servers:
+            server.shutdown()
+    assert [b.url for b in client.sdk.ml.list(project=loop.project_id)] == [urls[1]]
+    assert [h.url for h in client.sdk.webhooks.list(project=str(loop.project_id))] == [f"{urls[1]}/webhook"]
