@@ -222,7 +222,9 @@ def _warn_if_the_worker_is_down(ws, session) -> None:
     if "worker" not in dead_services(ws.root):
         return
     waiting = ""
-    stack = json.loads((ws.root / "stack.json").read_text())
+    from agile_cli.services import read_stack
+
+    stack = read_stack(ws.root / "stack.json") or {}
     from sync.client import LabelStudioClient
     from sync.rounds import IMAGE_ID, latest_annotation
     from sync.state import SyncState

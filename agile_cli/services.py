@@ -193,13 +193,12 @@ def cmd_up(args) -> int:
         worker = start_process(worker_command(beat=True), env, logs / "worker.log")
         started["worker"] = worker.pid
         wait_http(f"{settings.backend_url}/health", 60, "the ML backend", backend, logs / "backend.log")
-        stack_file.write_text(json.dumps({"pids": started, "label_studio_url": server.url,
+        write_stack(stack_file, {"pids": started, "label_studio_url": server.url,
                                           "backend_url": settings.backend_url,
                                           "username": server.credentials.username,
                                           "password": server.credentials.password,
                                           "api_key": server.credentials.token,
-                                          "webhook_secret": settings.webhook_secret}, indent=2))
-        stack_file.chmod(0o600)
+                                          "webhook_secret": settings.webhook_secret})
         project = publish_demo(workspace, settings, args) if not args.no_demo else None
     except BaseException:
         for pid in started.values():
@@ -228,8 +227,12 @@ def revive_stack(stack_file: Path, logs: Path) -> bool:
     """An earlier ``agile up`` left ``stack_file``. If all its processes live: say so (True). If the
     ML backend or the worker died: start it again with the stack's settings (True). If Label
     Studio died, or everything did: stop what is left and forget the stack (False: start afresh)."""
-    stack = json.loads(stack_file.read_text())
-    pids = {name: int(pid) for name, pid in stack.get("pids", {}).items()}
+    stack = read_stack(stack_file)
+    if stack is None:
+        print(f"ignoring {stack_file}: it is not a stack that `agile up` wrote (starting afresh)", file=sys.stderr)
+        stack_file.unlink()
+        return False
+    pids = stack["pids"]
     dead = [name for name, pid in pids.items() if not process_alive(pid)]
     if not dead:
         print(f"the stack of this workspace is running: Label Studio {stack['label_studio_url']}, ML backend "
@@ -237,7 +240,7 @@ def revive_stack(stack_file: Path, logs: Path) -> bool:
         return True
     if "label_studio" in dead or set(dead) == set(pids):
         for name, pid in pids.items():
-            if name not in dead:
+            if name not in dead and group_runs(pid, MARKERS.get(name, "")):  # not a pid reused since
                 stop_pid(pid)
         print(f"the previous stack had stopped ({', '.join(dead)}): starting it again", file=sys.stderr)
         stack_file.unlink()
@@ -249,6 +252,8 @@ def revive_stack(stack_file: Path, logs: Path) -> bool:
                                  webhook_secret=stack["webhook_secret"])
     env = service_env(settings)
     for name in dead:
+        if group_runs(pids[name], MARKERS[name]):  # e.g. the worker's beat child, orphaned when the worker died
+            stop_pid(pids[name], timeout=5)
         if name == "backend":
             process = start_process(backend_command(stack["backend_url"].split("//", 1)[1]), env, logs / "backend.log")
             wait_http(f"{settings.backend_url}/health", 60, "the ML backend", process, logs / "backend.log")
@@ -258,19 +263,52 @@ def revive_stack(stack_file: Path, logs: Path) -> bool:
         print(f"{SERVICES.get(name, name)} had stopped: started it again (pid {process.pid}); "
               f"its log: {logs / (name + '.log')}", file=sys.stderr)
     stack["pids"] = pids
-    stack_file.write_text(json.dumps(stack, indent=2))
-    stack_file.chmod(0o600)
+    write_stack(stack_file, stack)
     return True
+
+
+MARKERS = {"label_studio": "label", "backend": "gunicorn", "worker": "celery"}  # in each service's command line
+
+
+def group_runs(pgid: int, marker: str) -> bool:
+    """Whether a live process of process group ``pgid`` has ``marker`` in its command line (ours, not
+    a pid the system reused since)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(proc.name)) == pgid and marker.encode() in (proc / "cmdline").read_bytes():
+                return True
+        except (OSError, ProcessLookupError):
+            continue
+    return False
+
+
+def read_stack(stack_file: Path) -> dict | None:
+    """The stack ``agile up`` recorded (``pids`` as ints), or None if the file is not one."""
+    try:
+        stack = json.loads(stack_file.read_text())
+        stack["pids"] = {str(name): int(pid) for name, pid in stack["pids"].items()}
+        return stack
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def write_stack(stack_file: Path, stack: dict) -> None:
+    """Write ``stack_file`` atomically, readable by its owner only (it holds the API key)."""
+    tmp = stack_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stack, indent=2))
+    tmp.chmod(0o600)
+    os.replace(tmp, stack_file)
 
 
 def dead_services(workspace_root: Path) -> list[str]:
     """Names of the services of this workspace's ``agile up`` stack that are not running (none
     without a stack: services run elsewhere are not ours to see)."""
-    stack_file = Path(workspace_root) / "stack.json"
-    if not stack_file.exists():
+    stack = read_stack(Path(workspace_root) / "stack.json")
+    if stack is None:
         return []
-    pids = json.loads(stack_file.read_text()).get("pids", {})
-    return [name for name, pid in pids.items() if not process_alive(int(pid))]
+    return [name for name, pid in stack["pids"].items() if not process_alive(pid)]
 
 
 def publish_demo(workspace, settings, args) -> int:
@@ -295,7 +333,9 @@ def cmd_down(args) -> int:
     if not stack_file.exists():
         print(f"nothing to stop: no stack.json in {workspace.root}")
         return 0
-    stack = json.loads(stack_file.read_text())
+    stack = read_stack(stack_file)
+    if stack is None:
+        raise AgileError(f"{stack_file} is not a stack `agile up` wrote: stop its processes by hand, then remove it")
     for name, pid in reversed(list(stack["pids"].items())):
         print(f"{'stopped' if stop_pid(int(pid)) else 'was not running'}: {name} (pid {pid})")
     stack_file.unlink()
@@ -313,6 +353,9 @@ def cmd_backend(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    from sync.settings import Settings
+
+    Settings.from_env()  # a bad setting is one clear error here, not a traceback per worker process
     cmd = worker_command(beat=not args.no_beat, concurrency=args.concurrency)
     os.execv(cmd[0], cmd)
 

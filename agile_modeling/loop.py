@@ -191,10 +191,16 @@ class AgileLoop:
     def next_batch_due(self) -> bool:
         """Whether the next round's batch should be selected now: the seed batch exists and the open
         images (of every round) are down to ``prefetch`` of a batch (none, by default)."""
-        if self.session.current_round() < 0:
+        current = self.session.current_round()
+        if current < 0:
             return False
         open_images = len(self.session.pending(source=self.sources[0]))
-        return open_images <= int(self.config.prefetch * self.config.batch_size)
+        if open_images == 0:
+            return True
+        batch = len(self.session.batch(current))  # a seed smaller than a batch: half of it, not half a batch
+        threshold = int(self.config.prefetch * min(self.config.batch_size, batch))
+        # early only with a positive to learn from: a rare concept's seed waits for its last rating
+        return open_images <= threshold and any(self.labels().values())
 
     def selection_request(self, size: int | None = None) -> "SelectionRequest | None":
         """What the next round's selection must compute, or None while more than ``prefetch`` of a

@@ -242,12 +242,12 @@ class Session:
         Returns whether there was a rating to withdraw."""
         if int(image_id) not in self.labels(source):
             return False
-        self.db.execute(
+        cur = self.db.execute(
             "INSERT OR IGNORE INTO labels (concept, image_id, value, rater, source, round, created, note, external_id) "
             "VALUES (?, ?, ?, ?, ?, NULL, ?, NULL, ?)",
             (self.slug, int(image_id), WITHDRAWN, rater, source, time.time(), external_id),
         )
-        return True
+        return cur.rowcount == 1
 
     def latest_labels(self, source: str = USER) -> dict[int, Label]:
         """``{image_id: Label}``: each image's most recent rating from ``source`` (withdrawn ones included)."""

@@ -319,7 +319,8 @@ class ConceptSync:
                 continue
             annotation = latest_annotation(task)
             if annotation is None and source == USER and any(a.was_cancelled for a in task.annotations):
-                new += self._record_unsure(session, image_id, current.get(image_id))
+                skip = max((a for a in task.annotations if a.was_cancelled), key=lambda a: (a.updated_at, a.id))
+                new += self._record_unsure(session, image_id, current.get(image_id), f"{skip.id}:{skip.updated_at}")
                 continue
             if annotation is None:
                 label = current.get(image_id)
@@ -358,7 +359,7 @@ class ConceptSync:
             log.warning("%s: could not show the progress in project %d: %s", link.concept, link.project_id, exc)
 
     @staticmethod
-    def _record_unsure(session: Session, image_id: int, label) -> int:
+    def _record_unsure(session: Session, image_id: int, label, event: str) -> int:
         """A skipped task: the rater could not tell. The image leaves its round unrated (withdrawn
         as :data:`UNSURE`, so it is never pushed or selected again) and a rating it had before the
         skip is taken back. Returns how many records changed."""
@@ -366,7 +367,8 @@ class ConceptSync:
             return 0
         changed = int(session.withdraw_image(image_id, UNSURE))
         if label is not None and label.value != WITHDRAWN and label.rater.startswith(LABEL_STUDIO_RATER):
-            changed += session.withdraw_label(image_id, rater=label.rater, external_id=f"label-studio:unsure:{image_id}")
+            changed += session.withdraw_label(image_id, rater=label.rater,
+                                              external_id=f"label-studio:unsure:{image_id}:{event}:{label.created}")
         return changed
 
     def _current_model(self, loop: AgileLoop) -> tuple[ModelVersion, MLPClassifier] | None:

@@ -94,3 +94,16 @@ def test_a_versions_quality_estimate_is_recorded_only_for_the_labels_it_saw(tmp_
     assert recorded["cv_auc_pr"] == estimate.cv_auc_pr and recorded["cv_positives"] == int(sum(labels[seed] == 0))
     loop.session.record_label(int(np.setdiff1d(np.arange(len(labels)), seed)[0]), 1)  # a rating after training
     assert loop.estimate_quality(version) is None
+
+
+def test_the_next_batch_comes_early_only_with_a_positive_and_never_before_half_a_small_seed(tmp_path, clustered_pool):
+    from dataclasses import replace
+
+    loop, labels = make_loop(tmp_path, clustered_pool)
+    loop.config = replace(loop.config, seed_size=6, batch_size=40, prefetch=0.5)
+    seed = loop.start()
+    assert len(seed) == 6 and not loop.next_batch_due()  # 6 open: not "half a batch of 40"
+    loop.session.record_labels((i, 0) for i in seed[:3])
+    assert not loop.next_batch_due()  # half the seed rated, but no positive to train on
+    loop.session.record_label(seed[3], 1)
+    assert loop.next_batch_due()  # 2 of 6 open, a positive among the ratings

@@ -135,7 +135,7 @@ def test_repeated_and_lost_webhooks_change_nothing(tmp_path, label_studio, share
     spec = next(s for s in load_suite() if s.title == "real stop signs")
     ws.sessions.create(spec.concept())
     settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
-                        workspace=ws.root, label_config="rating-note")
+                        workspace=ws.root, label_config="rating-note", prefetch=0.0)  # the paper's rounds
     sync = ConceptSync(settings)
     report = sync.publish(spec.concept().name, seed_size=20, batch_size=10)
     again = sync.publish(spec.concept().name, seed_size=20, batch_size=10)

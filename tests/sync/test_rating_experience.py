@@ -46,6 +46,19 @@ def test_tasks_open_without_the_models_guess_unless_asked_and_skip_means_unsure(
 
     assert loop.sync.sync(name).new_labels == 0  # the skip is recorded once
 
+    # rated after all, then skipped again: each change is followed, every time
+    skip = next(a for a in client.sdk.tasks.get(id=skipped.id).annotations)
+    skip_id = skip["id"] if isinstance(skip, dict) else skip.id
+    for _ in range(2):
+        client.sdk.annotations.update(id=skip_id, result=rest and loop.sync.schema_of(loop.sync.state.for_concept(session.slug)).rating(1),
+                                      was_cancelled=False)
+        loop.sync.sync(name)
+        assert session.labels().get(image) == 1
+        client.sdk.annotations.update(id=skip_id, result=[], was_cancelled=True)
+        loop.sync.sync(name)
+        assert image not in session.labels()
+    assert loop.sync.sync(name).new_labels == 0
+
     # where the rater is: the round, how much of it is rated, positives, the newest version's estimate
     positives = int(sum(loop.truth[t.data[IMAGE_ID]] for t in rest))
     model = session.models()[0]

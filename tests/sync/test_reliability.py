@@ -84,7 +84,8 @@ def test_label_studio_down_while_the_worker_has_work(tmp_path, shared_data):
     ws = shared_workspace(tmp_path / "ws", shared_data)
     spec = next(s for s in load_suite() if s.title == "real stop signs")
     ws.sessions.create(spec.concept())
-    settings = Settings(label_studio_url=server.url, label_studio_api_key=server.credentials.token, workspace=ws.root)
+    settings = Settings(label_studio_url=server.url, label_studio_api_key=server.credentials.token, workspace=ws.root,
+                        prefetch=0.0)
     sync = ConceptSync(settings, ws)
     project = sync.publish(spec.concept().name, seed_size=20, batch_size=10).project_id
     client = LabelStudioClient(server.url, server.credentials.token)

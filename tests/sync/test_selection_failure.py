@@ -126,7 +126,7 @@ def test_a_failed_shard_ends_the_selection_over_redis(tmp_path, redis_url):
     sync = _LockedState(root)
     _link(sync.state)
     settings = Settings(workspace=root, broker_url=redis_url, label_studio_url="http://127.0.0.1:9",
-                        label_studio_api_key="unused")
+                        label_studio_api_key="unused", prefetch=0.0)
     service = worker(tmp_path, settings, "r")
     app = make_celery(settings)
     ledger = ledger_of(sync)
