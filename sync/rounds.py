@@ -342,9 +342,8 @@ class ConceptSync:
     def _estimate_quality(self, loop: AgileLoop, version: ModelVersion) -> None:
         """Cross-validate the new version on the user's ratings (after its batch went out, so the
         rater does not wait for it) and redraw the progress plot."""
-        if "cv_auc_pr" in version.metrics or any("cv_auc_pr" in m["metrics"] for m in loop.session.models()
-                                                  if m["name"] == version.name):
-            return
+        if any("cv_auc_pr" in m["metrics"] for m in loop.session.models() if m["name"] == version.name):
+            return  # estimated already (estimates live in the session; model.json is written once)
         estimate = loop.estimate_quality(version)
         if estimate is not None:
             log.info("%s: %s %s", loop.session.slug, version.name, estimate.summary())

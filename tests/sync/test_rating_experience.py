@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from agile_cli.services import service_env
-from label_config import load_config
+from label_config import load_config, parse_rating_config
 from sync.rounds import IMAGE_ID, UNSURE, ConceptSync
 from tests.sync.conftest import run_agile
 from tests.sync.test_label_studio_loop import rate
@@ -50,8 +50,7 @@ def test_tasks_open_without_the_models_guess_unless_asked_and_skip_means_unsure(
     skip = next(a for a in client.sdk.tasks.get(id=skipped.id).annotations)
     skip_id = skip["id"] if isinstance(skip, dict) else skip.id
     for _ in range(2):
-        client.sdk.annotations.update(id=skip_id, result=rest and loop.sync.schema_of(loop.sync.state.for_concept(session.slug)).rating(1),
-                                      was_cancelled=False)
+        client.sdk.annotations.update(id=skip_id, result=parse_rating_config(load_config()).rating(1), was_cancelled=False)
         loop.sync.sync(name)
         assert session.labels().get(image) == 1
         client.sdk.annotations.update(id=skip_id, result=[], was_cancelled=True)
