@@ -1,11 +1,10 @@
-"""``agile deliberate``: Agile Deliberation from the command line, or through Label Studio when
+"""agile deliberate: Agile Deliberation from the command line, or through Label Studio when
 LABEL_STUDIO_URL is set (scoping and borderline batches become projects there)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from agile_modeling.errors import AgileError
@@ -25,17 +24,22 @@ providers: --provider offline (built in: image-text embeddings only, no key, no 
 def _ws(args):
     from agile_modeling.workspace import Workspace
 
-    return Workspace(args.workspace)
+    return Workspace(args.settings.workspace)
+
+
+def _deliberation(args, ws=None):
+    """The concept's deliberation with the provider of ``--provider`` (or ``AGILE_PROVIDER``)."""
+    gemini = args.settings.gemini() if args.provider == "gemini" else None
+    return (ws or _ws(args)).deliberation(args.name, args.provider, gemini=gemini)
 
 
 def _label_studio(args):
-    if not os.environ.get("LABEL_STUDIO_URL") or getattr(args, "no_publish", False):
+    if not args.settings.label_studio_url or getattr(args, "no_publish", False):
         return None
     from sync.deliberation import DeliberationSync
     from sync.rounds import ConceptSync
-    from sync.settings import Settings
 
-    return DeliberationSync(ConceptSync(Settings.from_env(workspace=args.workspace)), args.provider)
+    return DeliberationSync(ConceptSync(args.settings), args.provider)
 
 
 def _print_scoping(items) -> None:
@@ -66,14 +70,14 @@ def cmd_new(args) -> int:
         report = ls.publish_scoping(args.name, args.description or "")
         print(f"scoping project {report.project_id}: {ls.client.url}/projects/{report.project_id}/data "
               f"({report.pushed} candidates pushed); decide there, then `agile deliberate start {args.name!r}`")
-    items = ws.deliberation(args.name, args.provider).scope(args.description or "")
+    items = _deliberation(args, ws).scope(args.description or "")
     print(f"scoping proposal for {args.name!r} ({len(items)} candidate sub-concepts, provider {args.provider}):")
     _print_scoping(items)
     return 0
 
 
 def cmd_decide(args) -> int:
-    delib = _ws(args).deliberation(args.name, args.provider)
+    delib = _deliberation(args)
     decisions = {**{p: "keep" for p in args.keep}, **{p: "flip" for p in args.flip}, **{p: "discard" for p in args.discard}}
     delib.decide_scoping(decisions)
     _print_scoping(delib.history.scoping())
@@ -85,7 +89,7 @@ def cmd_start(args) -> int:
     ls = _label_studio(args)
     if ls:
         print(ls.start(args.name).summary())
-    delib = ws.deliberation(args.name, args.provider)
+    delib = _deliberation(args, ws)
     version = delib.finish_scoping()
     print(version.definition.render())
     if not ls:
@@ -94,7 +98,7 @@ def cmd_start(args) -> int:
 
 
 def cmd_label(args) -> int:
-    delib = _ws(args).deliberation(args.name, args.provider)
+    delib = _deliberation(args)
     new = delib.record(args.image_id, 1 if args.label == "in" else 0, args.comment or "")
     left = delib.pending()
     print(f"{'recorded' if new else 'already recorded'}; {len(left)} images of this batch left: {left}")
@@ -107,7 +111,7 @@ def cmd_next(args) -> int:
     if ls:
         print(ls.sync_deliberation(args.name).summary())
         return 0
-    delib = ws.deliberation(args.name, args.provider)
+    delib = _deliberation(args, ws)
     if delib.history.current_round() >= 0 and not delib.pending():
         version = delib.refine()
         print(f"definition v{version.version}: {version.change}\n{version.definition.render()}\n")
@@ -140,7 +144,7 @@ def cmd_edit(args) -> int:
     except (OSError, json.JSONDecodeError) as e:
         raise AgileError(f"cannot read the definition from {args.file}: {e}; write it as `agile deliberate show "
                          f"{args.name!r} --json` prints it") from None
-    version = _ws(args).deliberation(args.name, args.provider).edit(Definition.from_dict(data), args.note or "")
+    version = _deliberation(args).edit(Definition.from_dict(data), args.note or "")
     print(f"definition v{version.version}: {version.change}")
     return 0
 
@@ -149,7 +153,7 @@ def cmd_study(args) -> int:
     from agile_modeling.simulate.deliberation_study import run_deliberation_study
 
     print(f"simulated Agile Deliberation: {args.rounds} rounds of 5 labels per user; results go to {args.out}")
-    run_deliberation_study(args.out, rounds=args.rounds, seed=args.seed, data_root=args.data)
+    run_deliberation_study(args.out, rounds=args.rounds, seed=args.seed, data_root=args.data or args.settings.shared_data)
     print((Path(args.out) / "deliberation.md").read_text())
     return 0
 
@@ -164,7 +168,7 @@ def add_deliberate_commands(sub) -> None:
         s = dsub.add_parser(name, help=help, description=help)
         if concept:
             s.add_argument("name", help="the concept's name")
-        s.add_argument("--provider", choices=("offline", "gemini"), default=os.environ.get("AGILE_PROVIDER", "offline"),
+        s.add_argument("--provider", choices=("offline", "gemini"),
                        help="model provider (default: $AGILE_PROVIDER or offline)")
         s.set_defaults(func=func)
         return s

@@ -1,7 +1,7 @@
-"""``agile``: build an image classifier for a subjective concept, with its owner in the loop.
+"""agile: build an image classifier for a subjective concept, with its owner in the loop.
 
-Every subcommand explains itself with ``--help``. State lives in a workspace folder
-(``--workspace``, or ``$AGILE_WORKSPACE``, default ``./agile-workspace``).
+Every subcommand explains itself with --help. State lives in a workspace folder
+(--workspace, or $AGILE_WORKSPACE, default ./agile-workspace); `agile config` shows every setting.
 """
 
 from __future__ import annotations
@@ -16,6 +16,12 @@ import tempfile
 from pathlib import Path
 
 from agile_modeling.errors import AgileError
+
+#: the selection strategies a command may name: agile_modeling.selection.STRATEGIES (spelled out so that
+#: `agile --help` does not import torch; a test keeps them equal)
+STRATEGY_NAMES = ["margin", "margin+positive"]
+#: label sources `concept label` records: session.USER, quality.EVALUATION, sync.crowd.CROWD (as above)
+LABEL_SOURCES = ["user", "evaluation", "crowd"]
 
 EPILOG = """examples:
   agile simulate                                   # the paper's protocol on the shared real embeddings
@@ -37,7 +43,7 @@ EPILOG = """examples:
 def _workspace(args):
     from agile_modeling.workspace import Workspace
 
-    return Workspace(args.workspace)
+    return Workspace(args.settings.workspace)
 
 
 def _encoder_spec(args):
@@ -121,9 +127,10 @@ def cmd_concept_new(args) -> int:
     ws.sessions.create(concept)
     batch = ws.loop(args.name, LoopConfig(seed_size=args.size, seed=args.seed)).start()
     print(f"concept {concept.name!r}: seed batch of {len(batch)} images to rate (round 0)")
-    if os.environ.get("LABEL_STUDIO_URL") and not args.no_publish:
+    if args.settings.label_studio_url and not args.no_publish:
         sync = _concept_sync(args)
-        report = sync.publish(args.name, seed_size=args.size, batch_size=args.batch_size, seed=args.seed)
+        report = sync.publish(args.name, seed_size=args.size, batch_size=args.batch_size, strategy=args.strategy,
+                              seed=args.seed)
         print(f"published to Label Studio as project {report.project_id}: "
               f"{sync.client.url}/projects/{report.project_id}/data ({report.pushed} tasks pushed)")
     else:
@@ -162,7 +169,14 @@ def cmd_concept_label(args) -> int:
             image_id = int(image) if image.isdigit() else store.ids_of_uris([image]).get(image)
             if image_id is None:
                 raise AgileError(f"{args.csv}:{lineno}: {image!r} is not in the pool")
-            stored += session.record_label(image_id, values[row[1].strip().lower()], rater=args.rater)
+            stored += session.record_label(image_id, values[row[1].strip().lower()], rater=args.rater,
+                                           source=args.source)
+    if args.source == "evaluation":
+        print(f"stored {stored} evaluation labels: they train nothing; `agile report {args.name}` scores on them")
+        return 0
+    if args.source == "crowd":
+        print(f"stored {stored} crowd labels (kept apart from the owner's ratings)")
+        return 0
     print(f"stored {stored} labels; {len(session.pending())} images of round {session.current_round()} still to rate")
     return 0
 
@@ -202,7 +216,7 @@ def cmd_concept_status(args) -> int:
         print(f"quality per model version: {plot}")
     _warn_if_the_worker_is_down(ws, session)
 
-    url = os.environ.get("LABEL_STUDIO_URL", "<LABEL_STUDIO_URL>").rstrip("/")
+    url = args.settings.label_studio_url or "<LABEL_STUDIO_URL>"
     for link in SyncState(ws.root / "label_studio.sqlite").links_of(session.slug):
         if link.purpose == RATING:
             print(f"Label Studio project {link.project_id}: {url}/projects/{link.project_id}/data "
@@ -258,10 +272,9 @@ def _quality_of(metrics: dict) -> str:
 
 
 def _concept_sync(args):
-    from sync.settings import Settings
     from sync.sharded import concept_sync
 
-    return concept_sync(Settings.from_env(workspace=args.workspace))
+    return concept_sync(args.settings)
 
 
 def cmd_concept_publish(args) -> int:
@@ -373,7 +386,7 @@ def cmd_report(args) -> int:
 
     ws = _workspace(args)
     session = ws.sessions.open(args.name)
-    if os.environ.get("LABEL_STUDIO_URL"):
+    if args.settings.label_studio_url:
         from sync.evaluation import pull_evaluation
 
         pulled = pull_evaluation(_concept_sync(args), args.name)
@@ -413,7 +426,7 @@ def cmd_simulate(args) -> int:
     from agile_modeling.simulate import SimulationContext, load_shared_data, load_suite, simulate_session
     from agile_modeling.simulate.report import results_table, write_report
 
-    data = load_shared_data(args.data)
+    data = load_shared_data(args.data or args.settings.shared_data)
     suite = load_suite(args.suite, demo=not (args.all or args.concept))
     if args.concept:
         wanted = {c.lower() for c in args.concept}
@@ -448,7 +461,7 @@ def cmd_study(args) -> int:
     from agile_modeling.simulate import SimulationContext, load_shared_data, load_suite
     from agile_modeling.simulate.study import StudyConfig, per_concept_table, plot_study, run_study, summary_table
 
-    data = load_shared_data(args.data)
+    data = load_shared_data(args.data or args.settings.shared_data)
     suite = load_suite(args.suite)
     if args.concept:
         wanted = {c.lower() for c in args.concept}
@@ -470,11 +483,24 @@ def cmd_vocabulary(args) -> int:
     from agile_modeling.simulate import find_data_dir
     from agile_modeling.encoders import VocabularyTextEncoder
 
-    path = args.file or find_data_dir() / "text_vocabulary.npz"
+    path = args.file or find_data_dir(args.settings.shared_data) / "text_vocabulary.npz"
     phrases = VocabularyTextEncoder.from_npz(path).phrases
     for p in phrases:
         if not args.grep or args.grep.lower() in p:
             print(p)
+    return 0
+
+
+def cmd_config(args) -> int:
+    from sync.settings import configuration_markdown
+
+    if args.markdown:
+        print(configuration_markdown(), end="")
+        return 0
+    rows = args.settings.described()
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
     return 0
 
 
@@ -499,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--pretrained", default="laion2b_s34b_b79k",
                      help="open_clip pretrained tag (downloaded on first use), or 'none' for random weights")
     add.add_argument("--checkpoint", help="local checkpoint file instead of a download (offline machines)")
-    add.add_argument("--device", default=os.environ.get("AGILE_DEVICE", "auto"),
+    add.add_argument("--device",
                      help="where the model runs: auto (a GPU if there is one, else the CPU), cpu, cuda[:N] or mps "
                      "(default: $AGILE_DEVICE or auto); a device that is not there is an error")
     add.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8", "fp16"],
@@ -550,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--seed", type=int, default=0, help="random seed of the draw")
     new.add_argument("--text-vocabulary", help="npz of phrase embeddings to use offline instead of a text tower")
     new.add_argument("--batch-size", type=int, default=100, help="images per active-learning round in Label Studio")
+    new.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin",
+                     help="how the rounds after the seed pick images to rate in Label Studio (default margin)")
     new.add_argument("--no-publish", action="store_true",
                      help="do not create a Label Studio project even though LABEL_STUDIO_URL is set")
     new.set_defaults(func=cmd_concept_new)
@@ -561,6 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("name")
     lab.add_argument("csv", help="CSV rows 'image,label'; label is positive/negative, yes/no or 1/0")
     lab.add_argument("--rater", default="user", help="who rated (default: user)")
+    lab.add_argument("--source", choices=LABEL_SOURCES, default="user",
+                     help="what the ratings are: user (the concept owner's: they train the model, the default), "
+                     "evaluation (a held-out set `agile report` scores every model version on) or crowd (other "
+                     "raters, kept apart as the crowd project's are)")
     lab.set_defaults(func=cmd_concept_label)
     train = csub.add_parser(
         "train", help="retrain on all labels, then select the next batch",
@@ -569,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("name")
     train.add_argument("--batch-size", type=int, default=100)
-    train.add_argument("--strategy", choices=["margin", "margin+positive"], default="margin")
+    train.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin")
     train.add_argument("--labels", choices=["user", "crowd", "user+crowd"], default="user",
                        help="whose labels train it: the user's, the crowd's majority, or the user's then the crowd's")
     train.set_defaults(func=cmd_concept_train)
@@ -588,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("name")
     pub.add_argument("--size", type=int, default=100, help="seed batch size (default 100)")
     pub.add_argument("--batch-size", type=int, default=100, help="images per active-learning round (default 100)")
-    pub.add_argument("--strategy", choices=["margin", "margin+positive"], default="margin")
+    pub.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin")
     pub.add_argument("--seed", type=int, default=0)
     pub.set_defaults(func=cmd_concept_publish)
     syn = csub.add_parser(
@@ -651,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--data", help="folder of the shared embeddings (default: ../shared/data/clip-vit-b32)")
     sim.add_argument("--rounds", type=int, default=5, help="active-learning rounds after the seed (default 5)")
     sim.add_argument("--batch-size", type=int, default=100, help="images per round (default 100)")
-    sim.add_argument("--strategy", choices=["margin", "margin+positive"], default="margin")
+    sim.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin")
     sim.add_argument("--error-rate", type=float, default=0.0, help="simulated user's error rate")
     sim.add_argument("--prefetch", type=float, default=0.0,
                      help="select each next batch when this fraction of a batch is still to rate (0: the paper; "
@@ -685,6 +717,14 @@ def build_parser() -> argparse.ArgumentParser:
     voc.add_argument("--file", help="an npz phrase table (default: the shared text_vocabulary.npz)")
     voc.set_defaults(func=cmd_vocabulary)
 
+    conf = sub.add_parser(
+        "config", help="print the settings in effect (from the environment), or the configuration reference",
+        description="Print every setting with the value this shell's environment gives it (secrets only as set or "
+        "not set). Every setting is an environment variable; docs/configuration.md describes them.")
+    conf.add_argument("--markdown", action="store_true",
+                      help="print the configuration reference instead (what docs/configuration.md holds)")
+    conf.set_defaults(func=cmd_config)
+
     rep = sub.add_parser(
         "report", help="quality of every model version on the evaluation ratings (table + PNG)",
         description="Pull the evaluation project's ratings (when LABEL_STUDIO_URL is set), score every model version "
@@ -702,17 +742,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: command-line flags that win over a setting of the environment: flag -> Settings field
+FLAG_SETTINGS = {"workspace": "workspace", "provider": "provider", "device": "device"}
+
+
+def configure(args: argparse.Namespace) -> None:
+    """The composition root: read every setting once (the environment, then the flags that win over it),
+    hand the core its compute mode, and give the command ``args.settings`` (flags hold the values used)."""
+    from sync.process import configure_process
+    from sync.settings import Settings
+
+    flags = {field: getattr(args, flag, None) for flag, field in FLAG_SETTINGS.items()}
+    args.settings = Settings.from_env(**flags)
+    for flag, field in FLAG_SETTINGS.items():
+        if hasattr(args, flag):
+            setattr(args, flag, getattr(args.settings, field))
+    configure_process(args.settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        from agile_modeling import compute  # the composition root passes the environment down
-
-        compute.configure(os.environ.get("AGILE_COMPUTE"), os.environ.get("AGILE_TORCH_THREADS"))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
+        configure(args)
         return args.func(args)
     except AgileError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,9 +1,9 @@
-"""``agile backend``, ``agile worker``, ``agile up`` and ``agile down``: the services of the loop.
+"""`agile backend`, `agile worker`, `agile up` and `agile down`: the services of the loop.
 
-``agile up`` starts, on this machine, a Label Studio server (its own virtual environment, SQLite,
+`agile up` starts, on this machine, a Label Studio server (its own virtual environment, SQLite,
 127.0.0.1 only), the ML backend (gunicorn) and the sync worker (Celery, with its periodic sync),
 imports the demo pool if the workspace has none, publishes a demo concept and prints where to go.
-What it started is written to ``<workspace>/stack.json``; ``agile down`` stops exactly that.
+What it started is written to `<workspace>/stack.json`; `agile down` stops exactly that.
 """
 
 from __future__ import annotations
@@ -17,32 +17,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from agile_modeling.errors import AgileError
+from sync.settings import Settings
+
+if TYPE_CHECKING:
+    from agile_modeling.workspace import Workspace
 
 DEMO_CONCEPT = dict(name="cat", positive=["cat"], negative=["dog"], description="a cat, any breed, any pose")
 #: a second concept that works on the demo pool's CIFAR-10 photos with the offline phrase table
 DEMO_TRY = dict(name="road vehicles", positive=["car (automobile)", "truck"], negative=["airplane", "boat"])
 
 
-def service_env(settings) -> dict[str, str]:
-    """The environment the backend and the worker read their configuration from."""
-    env = dict(os.environ)
-    values = {
-        "LABEL_STUDIO_URL": settings.label_studio_url, "LABEL_STUDIO_API_KEY": settings.label_studio_api_key,
-        "AGILE_WORKSPACE": str(Path(settings.workspace).resolve()), "AGILE_BACKEND_URL": settings.backend_url,
-        "AGILE_IMAGE_URL": settings.image_url, "CELERY_BROKER_URL": settings.broker_url,
-        "BASIC_AUTH_USER": settings.basic_auth_user, "BASIC_AUTH_PASS": settings.basic_auth_pass,
-        "AGILE_WEBHOOK_SECRET": settings.webhook_secret, "AGILE_IMAGE_SIGNING_KEY": settings.image_signing_key,
-        "AGILE_LABEL_STUDIO_ORIGIN": settings.label_studio_origin,
-        "AGILE_IMAGES_UNSIGNED": "1" if settings.images_unsigned else None,
-        "AGILE_PREFETCH": repr(settings.prefetch),
-        "AGILE_PREFILL_PREDICTIONS": "1" if settings.prefill_predictions else None,
-    }
-    env.update({k: v for k, v in values.items() if v})
-    return env
+def service_env(settings: Settings) -> dict[str, str]:
+    """The environment the backend and the worker read their configuration from: this process's,
+    with every setting of ``settings`` that is not its default."""
+    return {**os.environ, **settings.as_env()}
 
 
 def backend_command(bind: str, threads: int = 4, workers: int = 1) -> list[str]:
@@ -148,14 +141,14 @@ def stop_pid(pid: int, timeout: float = 15.0) -> bool:
     return True
 
 
-def import_demo_pool(workspace) -> None:
+def import_demo_pool(workspace: Workspace, shared_data: Path | None = None) -> None:
     """The 500 CIFAR-10 images with real pixels and real CLIP embeddings, if the pool is empty."""
     from agile_modeling.simulate import find_data_dir
     from agile_modeling.simulate.shared_pool import SHARED_ENCODER, import_cifar_demo
 
     if (workspace.root / "pool" / "images.sqlite").exists() and len(workspace.store()) > 0:
         return
-    data_dir = find_data_dir()
+    data_dir = find_data_dir(shared_data)
     added = import_cifar_demo(workspace.store(512, SHARED_ENCODER), workspace.root / "demo-images", data_dir)
     workspace.set_config(text_vocabulary=str((data_dir / "text_vocabulary.npz").resolve()))
     print(f"demo pool: {added} CIFAR-10 photos with real CLIP ViT-B/32 embeddings ({data_dir})")
@@ -163,30 +156,31 @@ def import_demo_pool(workspace) -> None:
 
 def cmd_up(args) -> int:
     from agile_modeling.workspace import Workspace
-    from sync.server import DEFAULT_VENV, LabelStudioServer, ensure_installed
-    from sync.settings import Settings
+    from sync.server import LabelStudioServer, ensure_installed
 
-    workspace = Workspace(args.workspace)
+    base: Settings = args.settings
+    workspace = Workspace(base.workspace)
     stack_file = workspace.root / "stack.json"
     logs = workspace.root / "logs"
-    if stack_file.exists() and revive_stack(stack_file, logs):
+    if stack_file.exists() and revive_stack(stack_file, logs, base):
         return 0
     if not args.no_demo:
-        import_demo_pool(workspace)
-    ensure_installed(Path(args.label_studio_venv or DEFAULT_VENV))
+        import_demo_pool(workspace, base.shared_data)
+    venv = Path(args.label_studio_venv or base.label_studio_venv)
+    ensure_installed(venv)
     print("starting Label Studio (the first start takes about a minute)...", flush=True)
     ports = workspace.config().get("ports", {})
     server = LabelStudioServer(workspace.root / "label-studio",
                                port=args.port or stable_port(ports.get("label_studio"), 8080, "Label Studio"),
-                               venv=Path(args.label_studio_venv or DEFAULT_VENV), log_path=logs / "label-studio.log")
+                               venv=venv, log_path=logs / "label-studio.log")
     server.start()
     started = {"label_studio": server.process.pid}
     try:
         backend_port = args.backend_port or stable_port(ports.get("backend"), 9090, "the ML backend")
         workspace.set_config(ports={"label_studio": server.port, "backend": backend_port})
-        settings = Settings.from_env(label_studio_url=server.url, label_studio_api_key=server.credentials.token,
-                                     workspace=workspace.root, backend_url=f"http://127.0.0.1:{backend_port}",
-                                     webhook_secret=os.environ.get("AGILE_WEBHOOK_SECRET") or secrets.token_hex(16))
+        settings = base.with_(label_studio_url=server.url, label_studio_api_key=server.credentials.token,
+                              workspace=workspace.root, backend_url=f"http://127.0.0.1:{backend_port}",
+                              webhook_secret=base.webhook_secret or secrets.token_hex(16))
         env = service_env(settings)
         backend = start_process(backend_command(f"127.0.0.1:{backend_port}"), env, logs / "backend.log")
         started["backend"] = backend.pid
@@ -223,7 +217,7 @@ def cmd_up(args) -> int:
 SERVICES = {"backend": "the ML backend", "worker": "the worker"}
 
 
-def revive_stack(stack_file: Path, logs: Path) -> bool:
+def revive_stack(stack_file: Path, logs: Path, base: Settings) -> bool:
     """An earlier ``agile up`` left ``stack_file``. If all its processes live: say so (True). If the
     ML backend or the worker died: start it again with the stack's settings (True). If Label
     Studio died, or everything did: stop what is left and forget the stack (False: start afresh)."""
@@ -245,11 +239,9 @@ def revive_stack(stack_file: Path, logs: Path) -> bool:
         print(f"the previous stack had stopped ({', '.join(dead)}): starting it again", file=sys.stderr)
         stack_file.unlink()
         return False
-    from sync.settings import Settings
-
-    settings = Settings.from_env(label_studio_url=stack["label_studio_url"], label_studio_api_key=stack["api_key"],
-                                 workspace=stack_file.parent, backend_url=stack["backend_url"],
-                                 webhook_secret=stack["webhook_secret"])
+    settings = base.with_(label_studio_url=stack["label_studio_url"], label_studio_api_key=stack["api_key"],
+                          workspace=stack_file.parent, backend_url=stack["backend_url"],
+                          webhook_secret=stack["webhook_secret"])
     env = service_env(settings)
     for name in dead:
         if group_runs(pids[name], MARKERS[name]):  # e.g. the worker's beat child, orphaned when the worker died
@@ -328,7 +320,7 @@ def publish_demo(workspace, settings, args) -> int:
 def cmd_down(args) -> int:
     from agile_modeling.workspace import Workspace
 
-    workspace = Workspace(args.workspace)
+    workspace = Workspace(args.settings.workspace)
     stack_file = workspace.root / "stack.json"
     if not stack_file.exists():
         print(f"nothing to stop: no stack.json in {workspace.root}")
@@ -345,17 +337,15 @@ def cmd_down(args) -> int:
 def cmd_backend(args) -> int:
     """Replace this process with gunicorn serving the backend (refused on an exposed address without secrets)."""
     from ml_backend.exposure import check_bind
-    from sync.settings import Settings
 
-    check_bind(Settings.from_env(), args.bind)
+    check_bind(args.settings, args.bind)
     cmd = backend_command(args.bind, args.threads, args.workers)
     os.execv(cmd[0], cmd)
 
 
 def cmd_worker(args) -> int:
-    from sync.settings import Settings
-
-    Settings.from_env()  # a bad setting is one clear error here, not a traceback per worker process
+    """Replace this process with the Celery worker (``main`` has checked the settings: a bad one is
+    one clear error there, not a traceback per worker process)."""
     cmd = worker_command(beat=not args.no_beat, concurrency=args.concurrency)
     os.execv(cmd[0], cmd)
 
@@ -367,7 +357,8 @@ def add_service_commands(sub) -> None:
         "on first use (about a minute, 1 GB).")
     up.add_argument("--port", type=int, help="Label Studio's port (default 8080, or a free one if taken)")
     up.add_argument("--backend-port", type=int, help="the ML backend's port (default 9090, or a free one if taken)")
-    up.add_argument("--label-studio-venv", help="Label Studio's virtual environment (default .venv-label-studio)")
+    up.add_argument("--label-studio-venv", help="Label Studio's virtual environment (default: "
+                    "$AGILE_LABEL_STUDIO_VENV or .venv-label-studio)")
     up.add_argument("--no-demo", action="store_true",
                     help="no demo pool and no demo concept: serve the workspace's own pool (`agile pool add` first)")
     up.add_argument("--demo-batch", type=int, default=20, help="images per batch of the demo concept (default 20)")

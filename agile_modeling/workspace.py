@@ -15,6 +15,7 @@ import os
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,18 +29,19 @@ from agile_modeling.session import SessionStore
 from agile_modeling.store import EmbeddingStore
 from agile_modeling.store.image_source import read_bytes
 
+if TYPE_CHECKING:  # the deliberation is imported on first use: most commands never need it
+    from agile_modeling.deliberation import Deliberation, DeliberationConfig
+    from agile_modeling.deliberation.providers.base import ModelProvider
+    from agile_modeling.deliberation.providers.gemini import GeminiSettings
+
 DEFAULT_WORKSPACE = "agile-workspace"
 #: pool images the offline deliberation provider looks at to judge scoping candidates
 GROUNDING_SAMPLE = 50_000
 
 
-def default_workspace() -> Path:
-    return Path(os.environ.get("AGILE_WORKSPACE", DEFAULT_WORKSPACE))
-
-
 class Workspace:
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root else default_workspace()
+        self.root = Path(root) if root else Path(DEFAULT_WORKSPACE)
         self.root.mkdir(parents=True, exist_ok=True)
 
     # --- configuration ---------------------------------------------------------------------
@@ -110,14 +112,15 @@ class Workspace:
         return LazyIndex(lambda: build_index(view), len(view))
 
     # --- Agile Deliberation ------------------------------------------------------------------
-    def provider(self, name: str = "offline"):
+    def provider(self, name: str = "offline", gemini: GeminiSettings | None = None) -> ModelProvider:
         """The deliberation's model provider, made once per workspace object.
 
         ``offline``: the built-in embedding provider (needs the workspace's phrase vocabulary);
-        ``gemini``: Gemini via google-genai (GEMINI_API_KEY), caching calls in sessions.sqlite.
+        ``gemini``: Gemini via google-genai with ``gemini``'s key and models (the composition root
+        builds them from its settings), caching calls in sessions.sqlite.
         """
         from agile_modeling.deliberation.providers.cache import CallCache
-        from agile_modeling.deliberation.providers.gemini import GeminiProvider, GeminiSettings
+        from agile_modeling.deliberation.providers.gemini import GeminiProvider
         from agile_modeling.deliberation.providers.offline import EmbeddingProvider
 
         cache = self.__dict__.setdefault("_providers", {})
@@ -133,7 +136,10 @@ class Workspace:
                 ids = np.sort(rng.choice(len(pool), min(len(pool), GROUNDING_SAMPLE), replace=False))
                 cache[name] = EmbeddingProvider(text, grounding=pool.take(ids).astype(np.float32))
             elif name == "gemini":
-                cache[name] = GeminiProvider(GeminiSettings.from_env(), CallCache(self.root / "sessions.sqlite"))
+                if gemini is None:
+                    raise ProviderError("the Gemini provider needs GEMINI_API_KEY (or GOOGLE_API_KEY); without a key, "
+                                        "use the built-in offline provider (--provider offline)")
+                cache[name] = GeminiProvider(gemini, CallCache(self.root / "sessions.sqlite"))
             else:
                 raise ProviderError(f"unknown provider {name!r}: choose offline or gemini")
         return cache[name]
@@ -143,13 +149,14 @@ class Workspace:
         :class:`ImageReadError` for images known only by their embeddings."""
         return read_bytes(self.store().uris([int(image_id)])[0])
 
-    def deliberation(self, concept_name: str, provider: str = "offline", config=None):
-        """The Agile Deliberation of a concept (its session must exist)."""
+    def deliberation(self, concept_name: str, provider: str = "offline", config: DeliberationConfig | None = None,
+                     gemini: GeminiSettings | None = None) -> Deliberation:
+        """The Agile Deliberation of a concept (its session must exist); ``provider`` as :meth:`provider`."""
         from agile_modeling.deliberation import Deliberation, DeliberationConfig
 
         store = self.store()
         return Deliberation(self.sessions.open(concept_name), store.vectors(), self.index(store), self.text_encoder(),
-                            self.provider(provider), config or DeliberationConfig(), image_bytes=self.image_bytes)
+                            self.provider(provider, gemini), config or DeliberationConfig(), image_bytes=self.image_bytes)
 
     def loop(self, concept_name: str, config: LoopConfig = LoopConfig()) -> AgileLoop:
         store = self.store()

@@ -43,7 +43,7 @@ from agile_modeling.workspace import Workspace  # noqa: E402
 from label_config import parse_rating_config  # noqa: E402
 from sync.client import LabelStudioClient  # noqa: E402
 from sync.rounds import IMAGE_ID, ConceptSync  # noqa: E402
-from sync.server import DEFAULT_VENV, LabelStudioServer, free_port  # noqa: E402
+from sync.server import LabelStudioServer, free_port  # noqa: E402
 from sync.settings import Settings  # noqa: E402
 
 CONCEPT = "sunflowers"
@@ -102,8 +102,8 @@ def main() -> None:
     ws.sessions.create(spec.concept())
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ls-"))
-    server = LabelStudioServer(tmp / "label-studio", venv=DEFAULT_VENV if DEFAULT_VENV.is_absolute()
-                               else Path(__file__).resolve().parents[1] / DEFAULT_VENV).start()
+    server = LabelStudioServer(tmp / "label-studio", venv=Path(__file__).resolve().parents[1] /
+                               Settings.from_env().label_studio_venv).start()
     port = free_port()
     settings = Settings(label_studio_url=server.url, label_studio_api_key=server.credentials.token,
                         workspace=ws.root, backend_url=f"http://127.0.0.1:{port}", prefetch=args.prefetch)

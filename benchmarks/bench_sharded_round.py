@@ -39,7 +39,7 @@ from agile_modeling.workspace import Workspace  # noqa: E402
 from label_config import parse_rating_config  # noqa: E402
 from sync.client import LabelStudioClient  # noqa: E402
 from sync.rounds import IMAGE_ID, ROUND  # noqa: E402
-from sync.server import DEFAULT_VENV, LabelStudioServer, free_port  # noqa: E402
+from sync.server import LabelStudioServer, free_port  # noqa: E402
 from sync.settings import Settings  # noqa: E402
 from sync.state import SyncState  # noqa: E402
 
@@ -93,7 +93,7 @@ def main() -> None:
         procs.append(subprocess.Popen([shutil.which("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1",
                                        "--save", "", "--appendonly", "no", "--dir", str(work)],
                                       stdout=subprocess.DEVNULL, start_new_session=True))
-        venv = DEFAULT_VENV if DEFAULT_VENV.is_absolute() else REPO / DEFAULT_VENV
+        venv = REPO / Settings.from_env().label_studio_venv  # an absolute setting stays itself
         ls = LabelStudioServer(work / "label-studio", venv=venv).start()
         port = free_port()
         settings = Settings(label_studio_url=ls.url, label_studio_api_key=ls.credentials.token, workspace=ws.root,

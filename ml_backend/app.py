@@ -17,7 +17,9 @@ import ipaddress
 import logging
 import mimetypes
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, jsonify, request, send_file
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -34,6 +36,9 @@ from sync.image_signing import NO_KEY, ImageSignatureError, ImageSigner
 from sync.rounds import WEBHOOK_SECRET_HEADER
 from sync.settings import Settings
 from sync.state import UnknownProjectError
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 log = logging.getLogger("agile.backend")
 
@@ -77,17 +82,17 @@ class BrokerUnavailableError(AgileError):
     periodic sync, catches up)."""
 
 
-def celery_enqueue(celery=None):
-    """``enqueue(kind, **kwargs)`` handing webhook work to the sync worker through ``celery`` (default:
-    the worker's own app, configured from the environment)."""
+def celery_enqueue(celery: Callable[[], Celery]) -> Callable[..., None]:
+    """``enqueue(kind, **kwargs)`` handing webhook work to the sync worker through the app ``celery()``
+    makes on the first webhook (Celery is not imported until work arrives)."""
+    apps: list[Celery] = []
 
     def enqueue(kind: str, **kwargs) -> None:
         from kombu.exceptions import OperationalError
 
-        if celery is None:
-            from sync.celery_app import app
-        else:
-            app = celery
+        if not apps:
+            apps.append(celery())
+        app = apps[0]
         try:
             if kind == "sync":
                 # ignore_result: nothing here reads it (a redis result backend would subscribe per webhook)
@@ -103,12 +108,18 @@ def celery_enqueue(celery=None):
     return enqueue
 
 
-def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
-    """The backend for ``settings`` (default: from the environment).
+def _celery_of(settings: Settings) -> Celery:
+    from sync.celery_app import make_celery
 
-    ``enqueue(kind, **kwargs)`` hands webhook work to the worker; the default sends Celery tasks.
+    return make_celery(settings)
+
+
+def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -> Flask:
+    """The backend for ``settings`` (built by the composition root, ``ml_backend.wsgi``).
+
+    ``enqueue(kind, **kwargs)`` hands webhook work to the worker; the default sends Celery tasks
+    through the broker of ``settings``.
     """
-    settings = settings or Settings.from_env()
     app = Flask("agile_modeling_backend")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
     workspace = Workspace(settings.workspace)
@@ -119,7 +130,7 @@ def create_app(settings: Settings | None = None, enqueue=None) -> Flask:
     signer = ImageSigner.from_settings(settings)
     cors_origin = settings.browser_origin
     metrics = _Metrics()
-    enqueue = enqueue or celery_enqueue()
+    enqueue = enqueue or celery_enqueue(lambda: _celery_of(settings))
     app.extensions["agile"] = {"predictor": predictor, "metrics": metrics, "settings": settings}
 
     has_secrets = bool(settings.webhook_secret and settings.basic_auth_user and settings.basic_auth_pass)

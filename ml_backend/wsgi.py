@@ -2,10 +2,10 @@
 (what ``agile backend`` runs: the config refuses an exposed bind without secrets). Under any other
 server, a backend without secrets answers only requests from this machine (``create_app``)."""
 
-import os
-
-from agile_modeling import compute
 from ml_backend.app import create_app
+from sync.process import configure_process
+from sync.settings import Settings
 
-compute.configure(os.environ.get("AGILE_COMPUTE"), os.environ.get("AGILE_TORCH_THREADS"))
-app = create_app()
+SETTINGS = Settings.from_env()  # the backend's composition root: every setting, read once
+configure_process(SETTINGS)
+app = create_app(SETTINGS)

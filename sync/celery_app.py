@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from queue import Empty
 from time import monotonic
+from typing import Any
 
 from celery import Celery
 from celery.backends.filesystem import FilesystemBackend
@@ -33,12 +34,12 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
+from sync.process import configure_process
 from sync.settings import Settings
 
 log = logging.getLogger(__name__)
 
 VISIBILITY_TIMEOUT_S = 600
-SYNC_SECONDS = float(os.environ.get("AGILE_SYNC_SECONDS", "15"))
 
 
 def broker_options(settings: Settings) -> tuple[str, dict]:
@@ -153,10 +154,19 @@ def result_backend(settings: Settings) -> str:
     return f"{FolderResultBackend.__module__}:{FolderResultBackend.__name__}+file://{folder}"  # made on first use
 
 
-def make_celery(settings: Settings | None = None) -> Celery:
-    settings = settings or Settings.from_env()
+class AgileCelery(Celery):
+    """The Celery app with the settings it was made from (its tasks build their sync from them)."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__("agile", **kwargs)
+        self.settings = settings
+
+
+def make_celery(settings: Settings) -> AgileCelery:
+    """The app of ``settings``: their broker (a workspace folder by default), results and beat period."""
     broker, options = broker_options(settings)
-    app = Celery("agile", broker=broker, backend=result_backend(settings), include=["sync.tasks"])
+    app = AgileCelery(settings, broker=broker, backend=result_backend(settings), include=["sync.tasks"])
+    period = settings.sync_seconds
     app.conf.update(
         result_expires=3600,
         broker_transport_options=options,
@@ -168,9 +178,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         accept_content=["json"],
         worker_hijack_root_logger=False,
         worker_prefetch_multiplier=1,
-        beat_schedule={"sync-all-concepts": {"task": "agile.sync_all", "schedule": SYNC_SECONDS,
+        beat_schedule={"sync-all-concepts": {"task": "agile.sync_all", "schedule": period,
                                             # a run still queued when the next is due is dropped, not piled up
-                                            "options": {"expires": SYNC_SECONDS}}},
+                                            "options": {"expires": period}}},
         beat_schedule_filename=str((settings.workspace / "celerybeat-schedule").resolve()),
     )
     return app
@@ -183,20 +193,30 @@ def _one_thread_per_child(**_) -> None:
     a thread per core and N children fight over the same cores: 4-7x slower here."""
     from billiard.process import current_process
 
-    _configure_compute()
+    settings = worker_app().settings
+    configure_process(settings)
     if current_process().name == "MainProcess":  # the solo pool: one process, all cores
         return
     import torch
 
-    torch.set_num_threads(int(os.environ.get("AGILE_TORCH_THREADS", "1")))
+    torch.set_num_threads(settings.torch_threads or 1)
 
 
-def _configure_compute() -> None:
-    """``AGILE_COMPUTE`` (auto|bf16|fp32) and ``AGILE_TORCH_THREADS`` (training threads) passed to the core."""
-    from agile_modeling import compute
-
-    compute.configure(os.environ.get("AGILE_COMPUTE"), os.environ.get("AGILE_TORCH_THREADS"))
+_worker_app: list[AgileCelery] = []
 
 
-app = make_celery()
-_configure_compute()
+def worker_app() -> AgileCelery:
+    """The worker's composition root (``celery -A sync.celery_app worker``): the app of the settings
+    read once from the environment, made on first use (importing this module reads nothing)."""
+    if not _worker_app:
+        settings = Settings.from_env()
+        configure_process(settings)
+        _worker_app.append(make_celery(settings))
+    return _worker_app[0]
+
+
+def __getattr__(name: str) -> Any:
+    """``sync.celery_app.app`` is :func:`worker_app` (what ``celery -A`` and the tasks' decorators use)."""
+    if name == "app":
+        return worker_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,17 +53,19 @@ def definition_html(version: DefinitionVersion, history: list[DefinitionVersion]
 class DeliberationSync:
     """Args:
         sync: the workspace's Label Studio connection (shared with the rating loop).
-        provider: ``"offline"`` or ``"gemini"`` (see :meth:`Workspace.deliberation`).
+        provider: ``"offline"`` or ``"gemini"`` (see :meth:`Workspace.deliberation`); default the
+            settings' ``AGILE_PROVIDER``. Gemini's key and models come from the same settings.
     """
 
-    def __init__(self, sync: ConceptSync, provider: str = "offline") -> None:
+    def __init__(self, sync: ConceptSync, provider: str | None = None) -> None:
         self.sync = sync
         self.client = sync.client
         self.state = sync.state
-        self.provider = provider
+        self.provider = provider or sync.settings.provider
 
     def deliberation(self, concept: str) -> Deliberation:
-        return self.sync.workspace.deliberation(concept, self.provider)
+        gemini = self.sync.settings.gemini() if self.provider == "gemini" else None
+        return self.sync.workspace.deliberation(concept, self.provider, gemini=gemini)
 
     # --- stage 1 -------------------------------------------------------------------------------
     def publish_scoping(self, concept: str, description: str = "") -> DeliberationReport:

@@ -18,7 +18,6 @@ success sets ``last_sync`` and clears ``last_error``; any failure sets ``last_er
 from __future__ import annotations
 
 import logging
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -142,7 +141,7 @@ class EvaluationHandler(PurposeHandler):
 
 
 def _deliberation(concepts: ConceptSync) -> DeliberationSync:
-    return DeliberationSync(concepts, os.environ.get("AGILE_PROVIDER", "offline"))
+    return DeliberationSync(concepts)  # the provider of the worker's settings (AGILE_PROVIDER)
 
 
 class ScopingHandler(PurposeHandler):

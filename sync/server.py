@@ -26,7 +26,6 @@ from agile_modeling.errors import AgileError
 log = logging.getLogger(__name__)
 
 LABEL_STUDIO_VERSION = "1.23.2"
-DEFAULT_VENV = Path(os.environ.get("AGILE_LABEL_STUDIO_VENV", ".venv-label-studio"))
 
 
 class LabelStudioServerError(AgileError):
@@ -39,11 +38,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def label_studio_executable(venv: Path = DEFAULT_VENV) -> Path:
+def label_studio_executable(venv: Path) -> Path:
     return venv / "bin" / "label-studio"
 
 
-def ensure_installed(venv: Path = DEFAULT_VENV, python: str = sys.executable) -> Path:
+def ensure_installed(venv: Path, python: str = sys.executable) -> Path:
     """Create ``venv`` with Label Studio in it unless it is there already (about 70 s, 1 GB)."""
     exe = label_studio_executable(venv)
     if exe.exists():
@@ -89,7 +88,7 @@ class LabelStudioServer:
         log_path: where its output goes (default ``data_dir/label-studio.log``).
     """
 
-    def __init__(self, data_dir: str | Path, port: int | None = None, venv: Path = DEFAULT_VENV,
+    def __init__(self, data_dir: str | Path, venv: Path, port: int | None = None,
                  log_path: Path | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()

@@ -15,7 +15,6 @@ resumes where it was.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -41,23 +40,12 @@ class ScaleOutError(AgileError):
     """Workers did not answer in time, or a shard task failed."""
 
 
-SELECTION_TIMEOUT_S = 300.0  # AGILE_SELECTION_TIMEOUT: after this, a selection in flight counts as lost
-# (a shard task takes seconds; a worker SIGKILLed mid-chord must not hold the round for long)
-SHARD_ROWS = 250_000  # AGILE_SHARD_ROWS: the most pool rows one score_shard task reads
 
 _LEDGER_SCHEMA = """
 CREATE TABLE IF NOT EXISTS selections_in_flight (
     concept TEXT PRIMARY KEY, round INTEGER NOT NULL, version TEXT NOT NULL, token TEXT NOT NULL,
     started REAL NOT NULL);
 """
-
-
-def selection_timeout() -> float:
-    return float(os.environ.get("AGILE_SELECTION_TIMEOUT") or SELECTION_TIMEOUT_S)
-
-
-def shard_rows() -> int:
-    return int(os.environ.get("AGILE_SHARD_ROWS") or SHARD_ROWS)
 
 
 @dataclass(frozen=True)
@@ -70,9 +58,11 @@ class InFlight:
     token: str  # names this launch; its callback carries it
     started: float
 
-    def stale(self, now: float | None = None, timeout: float | None = None) -> bool:
-        """True once it has run longer than the timeout: its chord is taken for lost."""
-        return (now if now is not None else time.time()) - self.started > (timeout or selection_timeout())
+    def stale(self, timeout: float, now: float | None = None) -> bool:
+        """True once it has run longer than ``timeout`` seconds (``AGILE_SELECTION_TIMEOUT``: a shard task
+        takes seconds; a worker SIGKILLed mid-chord must not hold the round for long): its chord is
+        taken for lost."""
+        return (now if now is not None else time.time()) - self.started > timeout
 
 
 class SelectionLedger:
@@ -112,10 +102,9 @@ class SelectionLedger:
         self.db.close()
 
 
-def shard_pieces(shards: Sequence[tuple[Path, int, int]], rows: int | None = None) -> list[tuple[Path, int, list[int]]]:
+def shard_pieces(shards: Sequence[tuple[Path, int, int]], rows: int) -> list[tuple[Path, int, list[int]]]:
     """``(shard file, global id of the piece's first row, [start, stop) rows of the file)`` for every
     piece of at most ``rows`` rows: a pool stored in one big shard still spreads over the workers."""
-    rows = rows or shard_rows()
     return [(Path(path), int(offset) + start, [start, min(start + rows, int(n))])
             for path, offset, n in shards for start in range(0, int(n), rows)]
 
@@ -133,7 +122,7 @@ def score_signatures(app: Celery, models_root: Path, version: str, pieces: Seque
 
 
 def launch_selection(app: Celery, ledger: SelectionLedger, concept: str, request, version: str, models_root: Path,
-                     shards: Sequence[tuple[Path, int, int]]) -> InFlight:
+                     shards: Sequence[tuple[Path, int, int]], shard_rows: int) -> InFlight:
     """Record the selection as in flight and send ``chord(score_shard pieces)(agile.finish_selection)``.
 
     Nothing waits for it: the callback, on whichever worker, merges the candidates and records and
@@ -141,7 +130,7 @@ def launch_selection(app: Celery, ledger: SelectionLedger, concept: str, request
     """
     k_pos = positives_wanted(request.strategy, request.k)
     entry = ledger.begin(concept, request.round, version)
-    header = score_signatures(app, models_root, version, shard_pieces(shards), request.k, k_pos, request.exclude)
+    header = score_signatures(app, models_root, version, shard_pieces(shards, shard_rows), request.k, k_pos, request.exclude)
     callback = app.signature("agile.finish_selection",
                              kwargs=dict(concept=concept, round_index=request.round, version=version, token=entry.token,
                                          k=request.k, k_pos=k_pos))
@@ -219,15 +208,16 @@ def start_sharded_selection(sync: ConceptSync, link, loop, version: str, app: Ce
     try:
         entry = ledger.get(link.concept)
         if entry is not None and entry.round == request.round and entry.version == version:
-            if not entry.stale():
+            if not entry.stale(sync.settings.selection_timeout):
                 log.info("%s: selection of round %d from %s in flight since %.0f s", link.concept, entry.round,
                          version, time.time() - entry.started)
                 return entry
             log.warning("%s: selection of round %d from %s launched %.0f s ago never finished (timeout %.0f s, "
                         "AGILE_SELECTION_TIMEOUT): launching it again", link.concept, entry.round, version,
-                        time.time() - entry.started, selection_timeout())
+                        time.time() - entry.started, sync.settings.selection_timeout)
         shards = sync.workspace.store().shard_files()
-        return launch_selection(app or default_app(), ledger, link.concept, request, version, loop.registry.root, shards)
+        return launch_selection(app or default_app(), ledger, link.concept, request, version, loop.registry.root, shards,
+                                sync.settings.shard_rows)
     finally:
         ledger.close()
 
@@ -237,7 +227,7 @@ def selection_in_flight(sync: ConceptSync, link, round_index: int) -> bool:
     ledger = ledger_of(sync)
     try:
         entry = ledger.get(link.concept)
-        return entry is not None and entry.round == round_index and not entry.stale()
+        return entry is not None and entry.round == round_index and not entry.stale(sync.settings.selection_timeout)
     finally:
         ledger.close()
 

@@ -18,7 +18,6 @@ from sync.celery_app import app
 from sync import purposes, sharded
 from sync.client import LabelStudioError
 from sync.rounds import ConceptSync
-from sync.settings import Settings
 
 log = logging.getLogger("agile.worker")
 
@@ -26,7 +25,7 @@ log = logging.getLogger("agile.worker")
 @lru_cache(maxsize=1)
 def concept_sync() -> ConceptSync:
     """One per worker process: the workspace, its encoders and the client are reused across tasks."""
-    return sharded.concept_sync(Settings.from_env())
+    return sharded.concept_sync(app.settings)
 
 
 RETRY_BACKOFF_MAX_S = 60  # the longest pause between retries while Label Studio is unreachable
@@ -68,9 +67,7 @@ def sync_all():
     Each project is isolated (a failing one is recorded and the others still sync). A project a
     webhook fully synced within the last half period is skipped: half, so that this run never skips
     the work of the previous periodic run, one period (give or take the queue's jitter) ago."""
-    from sync.celery_app import SYNC_SECONDS
-
-    return _run("periodic sync", purposes.sync_all, concept_sync(), SYNC_SECONDS / 2)
+    return _run("periodic sync", purposes.sync_all, concept_sync(), app.settings.sync_seconds / 2)
 
 
 @app.task(name="agile.publish")

@@ -6,7 +6,6 @@ simulated user); test = ``test`` rows. Phrases come from ``text_vocabulary.npz``
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,15 +15,13 @@ from agile_modeling.encoders.vocabulary import VocabularyTextEncoder
 from agile_modeling.errors import DatasetNotFoundError
 
 DATASETS = ("caltech101", "oxford_pets", "oxford_flowers", "dtd", "fgvc_aircraft", "ucf101", "imagenet", "food101")
-ENV_VAR = "AGILE_SHARED_DATA"
 
 
 def find_data_dir(explicit: str | Path | None = None) -> Path:
-    """The ``clip-vit-b32`` folder: ``explicit``, ``$AGILE_SHARED_DATA``, or ``../shared/data/clip-vit-b32``
-    from the current folder or from this checkout."""
+    """The ``clip-vit-b32`` folder: ``explicit`` (the command's ``--data`` or ``AGILE_SHARED_DATA``, passed
+    down by the composition root), or ``../shared/data/clip-vit-b32`` from the current folder or from
+    this checkout."""
     candidates = [Path(explicit)] if explicit else []
-    if os.environ.get(ENV_VAR):
-        candidates.append(Path(os.environ[ENV_VAR]))
     here = Path(__file__).resolve().parents[2]
     candidates += [Path.cwd().parent / "shared/data/clip-vit-b32", here.parent / "shared/data/clip-vit-b32"]
     for c in candidates:
@@ -33,7 +30,7 @@ def find_data_dir(explicit: str | Path | None = None) -> Path:
     raise DatasetNotFoundError(
         "the shared CLIP embeddings were not found (looked in: "
         + ", ".join(str(c) for c in candidates)
-        + f"). Set {ENV_VAR} to the folder holding caltech101.npz ... text_vocabulary.npz."
+        + "). Set AGILE_SHARED_DATA (or --data) to the folder holding caltech101.npz ... text_vocabulary.npz."
     )
 
 

@@ -107,3 +107,27 @@ def test_a_failed_step_leaves_the_workspace_usable(tmp_path, image_folder):
     assert failed.returncode == 2 and "local checkpoint file" in failed.stderr
     ok = agile("pool", "add", str(image_folder), "--model", "ViT-S-32", "--pretrained", "none", "--quiet", cwd=tmp_path)
     assert "added 8 images" in ok.stdout
+
+
+def test_the_help_is_plain_text_and_names_what_the_engine_knows():
+    """No reST markup in any --help; the strategy and label-source choices are the engine's."""
+    from agile_cli.main import LABEL_SOURCES, STRATEGY_NAMES
+    from agile_modeling.quality import EVALUATION
+    from agile_modeling.selection import STRATEGIES
+    from agile_modeling.session import USER
+    from sync.crowd import CROWD
+
+    def parsers(parser, path=()):
+        yield path, parser
+        for action in parser._actions:
+            if action.__class__.__name__ == "_SubParsersAction":
+                for name, sub in action.choices.items():
+                    yield from parsers(sub, path + (name,))
+
+    every = dict(parsers(build_parser()))
+    assert len(every) > 30
+    for path, parser in every.items():
+        assert "``" not in parser.format_help(), path
+    assert STRATEGY_NAMES == sorted(STRATEGIES) and LABEL_SOURCES == [USER, EVALUATION, CROWD]
+    assert {"strategy", "batch_size"} <= {a.dest for a in every[("concept", "new")]._actions}
+    assert "source" in {a.dest for a in every[("concept", "label")]._actions}

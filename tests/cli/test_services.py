@@ -12,7 +12,8 @@ from agile_cli.services import process_alive, stop_pid
 from agile_modeling.workspace import Workspace
 from label_config import parse_rating_config
 from sync.client import LabelStudioClient
-from sync.server import DEFAULT_VENV, ensure_installed
+from sync.server import ensure_installed
+from tests.sync.conftest import label_studio_venv
 from tests.sync.conftest import REPO, wait_for
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ def agile(*args, workspace, timeout=400):
 
 
 def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, shared_data):
-    ensure_installed(DEFAULT_VENV if DEFAULT_VENV.is_absolute() else REPO / DEFAULT_VENV)
+    ensure_installed(label_studio_venv())
     ws = tmp_path / "ws"
     up = agile("up", "--demo-batch", "10", workspace=ws)
     try:

@@ -134,10 +134,13 @@ def test_ambiguity_summaries_are_embedded_and_refinements_become_replace_edits()
 
 
 def test_settings_from_env_need_a_key():
+    from sync.settings import Settings
+
     with pytest.raises(ProviderError, match="GEMINI_API_KEY"):
-        GeminiSettings.from_env({})
-    s = GeminiSettings.from_env({"GOOGLE_API_KEY": "k", "AGILE_GEMINI_MODEL": "gemini-x", "GEMINI_BASE_URL": "http://h"})
+        Settings.from_env({}).gemini()
+    s = Settings.from_env({"GOOGLE_API_KEY": "k", "AGILE_GEMINI_MODEL": "gemini-x", "GEMINI_BASE_URL": "http://h"}).gemini()
     assert (s.model, s.base_url, s.api_key) == ("gemini-x", "http://h", "k")
+    assert s.decompose_model == GeminiSettings.decompose_model  # unset: the provider's default
 
 
 def test_images_without_pixels_are_a_clear_error():

@@ -280,6 +280,6 @@ def test_a_webhook_while_the_broker_is_down_is_a_503_with_what_to_check(backend_
     down = make_celery(Settings(workspace=backend_workspace.root, broker_url="redis://127.0.0.1:1/0"))
     down.conf.broker_connection_timeout = down.conf.broker_connection_max_retries = 1
     down.conf.task_publish_retry = False
-    c = create_app(backend_settings(backend_workspace), enqueue=celery_enqueue(down)).test_client()
+    c = create_app(backend_settings(backend_workspace), enqueue=celery_enqueue(lambda: down)).test_client()
     response = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}})
     assert response.status_code == 503 and "CELERY_BROKER_URL" in response.json["error"], response.json

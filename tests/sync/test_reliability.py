@@ -13,9 +13,9 @@ from ml_backend.requests import annotation_event
 from sync.client import LabelStudioClient
 from sync.purposes import sync_project
 from sync.rounds import IMAGE_ID, ConceptSync
-from sync.server import DEFAULT_VENV, LabelStudioServer
+from sync.server import LabelStudioServer
 from sync.settings import Settings
-from tests.sync.conftest import REPO, Service, run_agile, wait_for
+from tests.sync.conftest import REPO, Service, label_studio_venv, run_agile, wait_for
 from tests.sync.test_label_studio_loop import open_tasks, rate, shared_workspace
 
 pytestmark = pytest.mark.slow
@@ -79,7 +79,7 @@ def test_reordered_and_late_webhooks_end_at_the_servers_state(manual_loop):
 
 def test_label_studio_down_while_the_worker_has_work(tmp_path, shared_data):
     """The worker finds Label Studio unreachable, backs off, and completes the round once it is back."""
-    venv = DEFAULT_VENV if DEFAULT_VENV.is_absolute() else REPO / DEFAULT_VENV
+    venv = label_studio_venv()
     server = LabelStudioServer(tmp_path / "ls", venv=venv).start()
     ws = shared_workspace(tmp_path / "ws", shared_data)
     spec = next(s for s in load_suite() if s.title == "real stop signs")

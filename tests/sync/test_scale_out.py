@@ -71,13 +71,12 @@ def test_webhook_driven_sharded_rounds_of_two_concepts_on_two_workers(tmp_path, 
                                                                         shared_data, monkeypatch):
     """Two concepts' rounds at once on 2 solo workers over Redis, pool scoring sharded: no task waits
     for another, both rounds complete, and each batch is exactly the single-process selection."""
-    monkeypatch.setenv("AGILE_SHARDED_SCORING", "1")
-    monkeypatch.setenv("AGILE_SHARD_ROWS", "6000")  # the shared pool in 7 pieces
     specs = {s.title: s for s in load_suite() if s.title in ("cats", "real stop signs")}
     ws = shared_workspace(tmp_path / "ws", shared_data)
     for spec in specs.values():
         ws.sessions.create(spec.concept())
-    settings, backend, worker = services(ws.root, sync_seconds=600, broker_url=redis_url)  # webhooks drive it
+    settings, backend, worker = services(ws.root, sync_seconds=600, broker_url=redis_url,  # webhooks drive it
+                                         sharded_scoring=True, shard_rows=6000)  # the shared pool in 7 pieces
     env = {**service_env(settings), "PYTHONPATH": str(REPO), "AGILE_SYNC_SECONDS": "600"}
     second = Service(worker_command(beat=False) + ["-n", "second@%h"], env, tmp_path / "worker2.log").start()
     try:
@@ -114,12 +113,10 @@ def test_webhook_driven_sharded_rounds_of_two_concepts_on_two_workers(tmp_path, 
 def test_sharded_round_over_the_default_folder_broker(tmp_path, label_studio, services, shared_data, monkeypatch):
     """The embedded default: filesystem broker, file:// results (the chord polls with
     ``celery.chord_unlock``), one solo worker with a frequent beat syncing while the chord runs."""
-    monkeypatch.setenv("AGILE_SHARDED_SCORING", "1")
-    monkeypatch.setenv("AGILE_SHARD_ROWS", "10000")
     spec = next(s for s in load_suite() if s.title == "cats")
     ws = shared_workspace(tmp_path / "ws", shared_data)
     ws.sessions.create(spec.concept())
-    settings, backend, worker = services(ws.root, sync_seconds=2)
+    settings, backend, worker = services(ws.root, sync_seconds=2, sharded_scoring=True, shard_rows=10000)
     project_id = publish(spec, settings, "margin")
     client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
     rate(client, project_id, list(client.iter_tasks(project_id)), spec.ground_truth(shared_data.pool))

@@ -71,8 +71,8 @@ def test_a_failed_shard_ends_the_round_at_once_and_the_next_sync_relaunches_it(t
     import sync.sharded as sharded
     from sync.celery_app import make_celery
 
-    monkeypatch.setenv("AGILE_SHARD_ROWS", "10000")
     ml = manual_loop("cats", seed_size=20, batch_size=10)
+    ml.sync.settings = ml.settings.with_(shard_rows=10000)
     name = ml.spec.concept().name
     service = worker(tmp_path, ml.settings, "w")  # starts while the seed is rated and the model trained
     app = make_celery(Settings(workspace=ml.workspace.root))  # the same folder broker as the worker's
@@ -84,7 +84,7 @@ def test_a_failed_shard_ends_the_round_at_once_and_the_next_sync_relaunches_it(t
         monkeypatch.setattr(sharded, "launch_selection", lambda *a, **kw: launched.append(real_launch(*a, **kw))
                             or launched[-1])
         bad = broken_shard(tmp_path / "cut-short.npy")
-        monkeypatch.setattr(sharded, "shard_pieces", lambda shards, rows=None: [
+        monkeypatch.setattr(sharded, "shard_pieces", lambda shards, rows: [
             *real_pieces(shards, rows)[:-1], (bad, *real_pieces(shards, rows)[-1][1:])])
 
         ml.rate_open_tasks()

@@ -55,13 +55,12 @@ def callback_kwargs(message) -> dict:
 @pytest.fixture
 def broker_app(tmp_path, monkeypatch):
     """A Celery app on a folder broker nobody consumes, used by the sync for its launches."""
-    monkeypatch.setenv("AGILE_WORKSPACE", str(tmp_path / "worker-ws"))
+    monkeypatch.setenv("AGILE_WORKSPACE", str(tmp_path / "worker-ws"))  # if this process makes the worker's app
     import sync.sharded
     from sync.celery_app import make_celery
 
     app = make_celery(Settings(workspace=tmp_path / "broker-ws"))
     monkeypatch.setattr(sync.sharded, "default_app", lambda: app)
-    monkeypatch.setenv("AGILE_SHARD_ROWS", "8000")
     yield app
     app.close()
 
@@ -71,6 +70,7 @@ def test_selection_in_flight_is_launched_once_and_recorded_once(manual_loop, bro
     from sync.tasks import score_shard
 
     ml = manual_loop("cats", seed_size=20, batch_size=10)
+    ml.sync.settings = ml.settings.with_(shard_rows=8000)
     ml.sync.launch_selection = start_sharded_selection
     name = ml.spec.concept().name
     ml.rate_open_tasks()

@@ -13,10 +13,10 @@ the reason, never the key.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -67,16 +67,13 @@ class GeminiSettings:
     output_usd_per_mtok: float = 2.50
 
     @classmethod
-    def from_env(cls, environ: dict | None = None) -> "GeminiSettings":
-        env = os.environ if environ is None else environ
-        key = env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY")
-        if not key:
+    def with_key(cls, api_key: str | None, **options: Any) -> "GeminiSettings":
+        """Settings with ``api_key`` (from the composition root's settings); :class:`ProviderError` that
+        says what to set when there is none. ``options`` that are None keep the defaults."""
+        if not api_key:
             raise ProviderError("the Gemini provider needs GEMINI_API_KEY (or GOOGLE_API_KEY); without a key, use "
                                 "the built-in offline provider (--provider offline)")
-        return cls(api_key=key, model=env.get("AGILE_GEMINI_MODEL", cls.model),
-                   decompose_model=env.get("AGILE_GEMINI_DECOMPOSE_MODEL", cls.decompose_model),
-                   embedding_model=env.get("AGILE_GEMINI_EMBEDDING_MODEL", cls.embedding_model),
-                   base_url=env.get("GEMINI_BASE_URL") or None)
+        return cls(api_key=api_key, **{k: v for k, v in options.items() if v is not None})
 
     def __repr__(self) -> str:  # never print the key
         return f"GeminiSettings(model={self.model!r}, decompose_model={self.decompose_model!r}, base_url={self.base_url!r})"
