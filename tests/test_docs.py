@@ -1,0 +1,201 @@
+"""The documentation: every relative link resolves, the README stays a quickstart, and figures the
+docs quote from benchmarks/results/ match the results files (a rerun that changes a figure, or an
+edit of the figure in a doc, fails here until both agree)."""
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+if (ROOT / "benchmarks" / "README.md").exists():
+    DOCS.append(ROOT / "benchmarks" / "README.md")
+
+#: ``[text](target)`` and ``![alt](target)``; the target ends at whitespace or ")" (a title after
+#: a space is allowed and ignored)
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+
+
+def relative_links(path: Path) -> list[str]:
+    """Link targets in a markdown file, outside fenced code blocks, without web and mail links."""
+    text = FENCE.sub("", path.read_text(encoding="utf-8"))
+    targets = [m.group(1) for m in LINK.finditer(text)]
+    return [t for t in targets if not re.match(r"^(https?:|mailto:)", t)]
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = FENCE.sub("", path.read_text(encoding="utf-8"))
+    return {slug(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.MULTILINE)}
+
+
+def broken_links(path: Path) -> list[str]:
+    """Targets whose file does not exist, or whose ``#anchor`` names no heading of a markdown file."""
+    broken = []
+    for target in relative_links(path):
+        file_part, _, anchor = target.partition("#")
+        linked = path.parent / file_part.split("?", 1)[0] if file_part else path
+        if not linked.exists():
+            broken.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            broken.append(target)
+    return broken
+
+
+def test_the_docs_exist_and_link_to_each_other():
+    names = {p.relative_to(ROOT).as_posix() for p in DOCS}
+    assert {"README.md", "docs/architecture.md", "docs/papers.md", "docs/deployment.md",
+            "docs/benchmarks.md", "docs/studies.md", "docs/cli.md"} <= names
+    readme_links = set(relative_links(ROOT / "README.md"))
+    for doc in ("docs/architecture.md", "docs/papers.md", "docs/deployment.md", "docs/benchmarks.md",
+                "docs/studies.md", "docs/configuration.md", "docs/label-studio-instructions.png",
+                "docs/label-studio-stream.png"):
+        assert doc in readme_links, f"README.md does not link to {doc}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_relative_link_resolves(doc):
+    """``docs/configuration.md`` is generated from the settings object (``agile config --markdown``);
+    its links are checked like every other doc's."""
+    assert broken_links(doc) == []
+
+
+def test_the_link_checker_sees_a_broken_link_and_ignores_web_links_and_code(tmp_path):
+    doc = tmp_path / "doc.md"
+    (tmp_path / "there.md").write_text("# A part (`of it`)\n")
+    doc.write_text("[ok](there.md#a-part-of-it) ![img](missing.png) [web](https://example.com/x) [mail](mailto:a@b)\n"
+                   "[anchor](#top) [here](#doc)\n# Doc\n```\n[in code](nowhere.md)\n```\n[gone](sub/gone.md) [no such part](there.md#b)\n")
+    assert broken_links(doc) == ["missing.png", "#top", "sub/gone.md", "there.md#b"]
+
+
+def test_the_readme_is_a_quickstart():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) < 200, f"README.md has {len(lines)} lines: move detail into docs/"
+
+
+# --- figures quoted from benchmarks/results/ -------------------------------------------------------
+def load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+
+
+def squeeze(text: str) -> str:
+    """Runs of whitespace as one space, so that rewrapping a paragraph changes nothing."""
+    return " ".join(text.split())
+
+
+def doc_text(name: str) -> str:
+    return squeeze((ROOT / name).read_text(encoding="utf-8"))
+
+
+def peer_row(rows: list[dict], task: str, n: int, method: str) -> dict:
+    (row,) = [r for r in rows if r["task"] == task and r["n"] == n and r["method"] == method]
+    return row
+
+
+def stream_waits() -> tuple[dict, dict]:
+    return load("label_studio_stream_paper.json"), load("label_studio_stream.json")
+
+
+def figure_label_studio_stream_table() -> tuple[str, str]:
+    paper, prefetch = stream_waits()
+    assert paper["prefetch"] == 0.0 and prefetch["prefetch"] == 0.5
+    return "docs/benchmarks.md", (
+        f"served by the stream, median / p90 | {paper['boundary_wait_median_s']:.2f} s / "
+        f"{paper['boundary_wait_p90_s']:.2f} s | {prefetch['boundary_wait_median_s']:.2f} s / "
+        f"{prefetch['boundary_wait_p90_s']:.2f} s |")
+
+
+def figure_label_studio_stream_readme() -> tuple[str, str]:
+    paper, prefetch = stream_waits()
+    return "README.md", (f"served {prefetch['boundary_wait_median_s']:.2f} s after the last rating of a batch, "
+                         f"against {paper['boundary_wait_median_s']:.2f} s with the paper's rounds")
+
+
+def figure_pool_scale_1m() -> tuple[str, str]:
+    (row,) = [r for r in load("pool.json")["rows"] if r["pool"] == 1_000_000]
+    return "docs/benchmarks.md", (
+        f"| 1M | {row['select_s']:.2f} s (target 0.6 s) | {row['train_s']:.2f} s (target 5 s) | "
+        f"{row['round_s']:.2f} s | {row['knn_query_ms']:.1f} ms (target 50 ms) |")
+
+
+def figure_exact_search_1m() -> tuple[str, str]:
+    rows = load("peers_avx2.json")["rows"]
+    task = "exact k=100 search, 1 query"
+    auto = peer_row(rows, task, 1_000_000, "project ExactIndex auto (fp32)")["best_s"]
+    fp32 = peer_row(rows, task, 1_000_000, "project ExactIndex fp32")["best_s"]
+    faiss = peer_row(rows, task, 1_000_000, "faiss IndexFlatIP")["best_s"]
+    return "docs/benchmarks.md", (f"| exact k=100 search, 1 query | {auto:.2f} s ({fp32:.2f} forced fp32), from the "
+                                  f"float16 memory map | {faiss:.2f} s faiss `IndexFlatIP`")
+
+
+def figure_training_seconds() -> tuple[str, str]:
+    rows = load("training_avx2.json")["rows"]
+    order = ["cats", "real stop signs", "small dog breeds", "fluffy dogs"]
+    best = {r["concept"]: r["best_s"] for r in rows if r["method"] == "project MLP, 1 training thread(s) (default)"}
+    auc = {r["concept"]: r["test_auc_pr"] for r in rows if r["method"] == "project MLP, 1 training thread(s) (default)"}
+    return "docs/benchmarks.md", ("| the project's recipe, 1 thread (default) | "
+                                  + " / ".join(f"{best[c]:.2f}" for c in order) + " | "
+                                  + " / ".join(f"{auc[c]:.3f}" for c in order) + " |")
+
+
+def figure_embedding_images_per_s() -> tuple[str, str]:
+    data = load("embedding.json")
+    (auto,) = [p for p in data["pipeline"] if p["case"] == "auto (native bf16 here)" and p["decode_threads"] == 2]
+    assert auto["precision"] == "cpu/bf16"
+    return "docs/benchmarks.md", f"| `agile pool add`, auto = bf16 | {auto['images_per_s']:.1f} |"
+
+
+def figure_prefetch_quality() -> tuple[str, str]:
+    rows = load("prefetch.json")["rows"]
+    means = {p: statistics.mean(r["final_auc_pr"] for r in rows if r["prefetch"] == p) for p in (0.0, 0.5)}
+    sessions = sum(1 for r in rows if r["prefetch"] == 0.0)
+    return "docs/benchmarks.md", f"| all ({sessions} sessions) | {means[0.0]:.3f} | {means[0.5]:.3f} |"
+
+
+def figure_prefetch_quality_readme() -> tuple[str, str]:
+    rows = load("prefetch.json")["rows"]
+    means = {f"{statistics.mean(r['final_auc_pr'] for r in rows if r['prefetch'] == p):.3f}" for p in (0.0, 0.5)}
+    assert len(means) == 1, f"the README says 'either way' but the means differ: {means}"
+    return "README.md", f"600 ratings is {means.pop()} either way"
+
+
+FIGURES = [figure_label_studio_stream_table, figure_label_studio_stream_readme, figure_pool_scale_1m,
+           figure_exact_search_1m, figure_training_seconds, figure_embedding_images_per_s,
+           figure_prefetch_quality, figure_prefetch_quality_readme]
+
+
+@pytest.mark.parametrize("figure", FIGURES, ids=lambda f: f.__name__.removeprefix("figure_"))
+def test_quoted_figures_match_the_results_files(figure):
+    doc, expected = figure()
+    assert squeeze(expected) in doc_text(doc), f"{doc} should say {expected!r} (read off benchmarks/results/)"
+
+
+def _perturbed(value, key=None):
+    """Every measured float of a results file times 1.5 (the prefetch setting that labels a run kept)."""
+    if isinstance(value, dict):
+        return {k: _perturbed(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_perturbed(v, key) for v in value]
+    if isinstance(value, float) and key != "prefetch":
+        return value * 1.5
+    return value
+
+
+@pytest.mark.parametrize("figure", FIGURES, ids=lambda f: f.__name__.removeprefix("figure_"))
+def test_a_changed_results_file_is_caught(figure, monkeypatch):
+    real_load = load
+    monkeypatch.setitem(globals(), "load", lambda name: _perturbed(real_load(name)))
+    try:
+        doc, expected = figure()
+    except AssertionError:  # the figure's own check saw the change (the README's "either way")
+        return
+    assert squeeze(expected) not in doc_text(doc)
