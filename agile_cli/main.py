@@ -20,6 +20,8 @@ from agile_modeling.errors import AgileError
 #: the selection strategies a command may name: agile_modeling.selection.STRATEGIES (spelled out so that
 #: `agile --help` does not import torch; a test keeps them equal)
 STRATEGY_NAMES = ["margin", "margin+positive"]
+#: classifier kinds: agile_modeling.classifier.CLASSIFIERS (as above)
+CLASSIFIER_KINDS = ["mlp", "logistic"]
 #: label sources `concept label` records: session.USER, quality.EVALUATION, sync.crowd.CROWD (as above)
 LABEL_SOURCES = ["user", "evaluation", "crowd"]
 
@@ -220,7 +222,7 @@ def cmd_concept_status(args) -> int:
     for link in SyncState(ws.root / "label_studio.sqlite").links_of(session.slug):
         if link.purpose == RATING:
             print(f"Label Studio project {link.project_id}: {url}/projects/{link.project_id}/data "
-                  f"(batches of {link.batch_size}, {link.strategy})")
+                  f"(batches of {link.round_settings.batch_size}, {link.round_settings.strategy})")
         else:
             print(f"Label Studio {link.purpose} project {link.project_id}: {url}/projects/{link.project_id}/data")
         if link.last_error:
@@ -443,14 +445,15 @@ def cmd_simulate(args) -> int:
             res = simulate_session(
                 spec, ctx, args.keep or tmp, rounds=args.rounds, batch_size=args.batch_size, strategy=args.strategy,
                 recipe=recipe, error_rate=args.error_rate, seed=args.seed, prefetch=args.prefetch,
-                on_round=lambda rr: print(
+                classifier=args.classifier, on_round=lambda rr: print(
                     f"  round {rr.round}: {rr.num_labels:4d} ratings ({rr.num_positive} positive)  "
                     f"AUC-PR {rr.metrics['auc_pr']:.3f}  train {rr.train_seconds:.1f}s  select {rr.select_seconds:.2f}s"),
             )
         print(f"  zero-shot CLIP AUC-PR {res.zero_shot['auc_pr']:.3f}")
         results.append(res)
     config = {"rounds": args.rounds, "batch_size": args.batch_size, "strategy": args.strategy,
-              "error_rate": args.error_rate, "seed": args.seed, "prefetch": args.prefetch, "recipe": recipe.as_dict()}
+              "error_rate": args.error_rate, "seed": args.seed, "prefetch": args.prefetch, "classifier": args.classifier,
+              "recipe": recipe.as_dict()}
     paths = write_report(results, args.out, config)
     print("\n" + results_table(results))
     print(f"\nwrote {paths['table']}, {paths['json']} and the plot {paths['plot']}")
@@ -684,6 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rounds", type=int, default=5, help="active-learning rounds after the seed (default 5)")
     sim.add_argument("--batch-size", type=int, default=100, help="images per round (default 100)")
     sim.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin")
+    sim.add_argument("--classifier", choices=CLASSIFIER_KINDS, default="mlp",
+                     help="the model trained each round: the paper's mlp (default) or logistic regression (a baseline)")
     sim.add_argument("--error-rate", type=float, default=0.0, help="simulated user's error rate")
     sim.add_argument("--prefetch", type=float, default=0.0,
                      help="select each next batch when this fraction of a batch is still to rate (0: the paper; "

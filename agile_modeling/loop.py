@@ -14,12 +14,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agile_modeling.classifier import DEFAULT_RECIPE, MLPClassifier, ModelRegistry, ModelVersion, TrainingRecipe, recipe_for_round
+from agile_modeling.classifier import (
+    CLASSIFIERS,
+    DEFAULT_RECIPE,
+    ConceptClassifier,
+    ModelRegistry,
+    ModelVersion,
+    TrainingRecipe,
+    make_classifier,
+    recipe_for_round,
+)
 from agile_modeling.classifier.validation import QualityEstimate, cross_validated_quality
 from agile_modeling.encoders.base import TextEncoder
 from agile_modeling.errors import SessionError
 from agile_modeling.index.base import NeighbourIndex
-from agile_modeling.scoring import PoolScorer
+from agile_modeling.scoring import pool_scorer
 from agile_modeling.seeding import NEIGHBOURS_PER_QUERY, SEED_BATCH_SIZE, seed_batch
 from agile_modeling.selection import strategy_by_name
 from agile_modeling.session import USER, Session
@@ -45,10 +54,15 @@ class LoopConfig:
     #: batch is fully rated, the paper). The rater's queue then never runs dry while the model
     #: trains and selects; each selection misses the labels of that last fraction.
     prefetch: float = 0.0
+    #: the model trained each round (``agile_modeling.classifier.CLASSIFIERS``): the paper's MLP, or
+    #: ``logistic`` regression (a baseline)
+    classifier: str = "mlp"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.prefetch < 1.0:
             raise ValueError(f"prefetch is a fraction of a batch in [0, 1), not {self.prefetch}")
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"unknown classifier {self.classifier!r}: choose one of {', '.join(CLASSIFIERS)}")
 
 
 class AgileLoop:
@@ -128,8 +142,9 @@ class AgileLoop:
         pairs = np.array(sorted(labels.items()), dtype=np.int64).reshape(-1, 2)
         return hashlib.sha256(pairs.tobytes()).hexdigest()[:16]
 
-    def random_negative_ids(self, recipe: TrainingRecipe, labeled: np.ndarray,
-                            round_index: int | None = None) -> np.ndarray:
+    def random_negative_ids(
+        self, recipe: TrainingRecipe, labeled: np.ndarray, round_index: int | None = None
+    ) -> np.ndarray:
         """Random unlabeled pool images to use as negatives (seeded, at most ``max_random_negatives``).
 
         Only as many distinct images as the epochs will draw are taken: sampling them from a
@@ -147,8 +162,11 @@ class AgileLoop:
         draw = np.setdiff1d(draw, labeled, assume_unique=True)
         return rng.permutation(draw)[:want]
 
-    def train(self, evaluate: Callable[[MLPClassifier], dict] | None = None,
-              progress: Callable[[int, float], None] | None = None) -> tuple[ModelVersion, MLPClassifier]:
+    def train(
+        self,
+        evaluate: Callable[[ConceptClassifier], dict] | None = None,
+        progress: Callable[[int, float], None] | None = None,
+    ) -> tuple[ModelVersion, ConceptClassifier]:
         """Train on every label so far and save a new model version.
 
         The first model (only the seed batch rated) is the small 16-unit MLP; later ones 3x128.
@@ -161,10 +179,16 @@ class AgileLoop:
         recipe = recipe_for_round(round_index, self.config.recipe)
         ids, x, y = self.training_data()
         neg_ids = self.random_negative_ids(recipe, ids)
-        classifier = MLPClassifier(recipe).fit(x, y, self.pool.take(neg_ids).astype(np.float32), progress=progress)
+        classifier = make_classifier(self.config.classifier, recipe).fit(
+            x, y, self.pool.take(neg_ids).astype(np.float32), progress=progress
+        )
         metrics = evaluate(classifier) if evaluate else {}
         version = self.registry.save(
-            classifier, metrics, round=round_index, num_labels=int(len(y)), num_positive=int(y.sum()),
+            classifier,
+            metrics,
+            round=round_index,
+            num_labels=int(len(y)),
+            num_positive=int(y.sum()),
             labels_digest=self.labels_digest(),
         )
         self.session.record_model(version.name, round_index, int(len(y)), metrics)
@@ -183,7 +207,7 @@ class AgileLoop:
         recipe = recipe_for_round(round_index, self.config.recipe)
         ids, x, y = self.training_data()
         negatives = self.pool.take(self.random_negative_ids(recipe, ids, round_index)).astype(np.float32)
-        estimate = cross_validated_quality(recipe, x, y, negatives)
+        estimate = cross_validated_quality(recipe, x, y, negatives, kind=version.kind)
         if estimate is not None:
             self.session.update_model_metrics(version.name, estimate.as_dict())
         return estimate
@@ -202,7 +226,7 @@ class AgileLoop:
         # early only with a positive to learn from: a rare concept's seed waits for its last rating
         return open_images <= threshold and any(self.labels().values())
 
-    def selection_request(self, size: int | None = None) -> "SelectionRequest | None":
+    def selection_request(self, size: int | None = None) -> SelectionRequest | None:
         """What the next round's selection must compute, or None while more than ``prefetch`` of a
         batch is still unlabeled (:meth:`next_batch_due`: nothing to select yet).
 
@@ -212,16 +236,17 @@ class AgileLoop:
         if not self.next_batch_due():
             return None
         exclude = np.union1d(self.session.queued_ids(), list(self.labels())).astype(np.int64)
-        return SelectionRequest(self.session.current_round() + 1, self.strategy.name,
-                                int(size or self.config.batch_size), exclude)
+        return SelectionRequest(
+            self.session.current_round() + 1, self.strategy.name, int(size or self.config.batch_size), exclude
+        )
 
-    def select(self, classifier: MLPClassifier, request: "SelectionRequest") -> np.ndarray:
+    def select(self, classifier: ConceptClassifier, request: SelectionRequest) -> np.ndarray:
         """The request's batch, scored over the whole pool in this process (``(<= k,)`` int64)."""
-        scorer = PoolScorer(classifier)
+        scorer = pool_scorer(classifier)
         approx = scorer.approximate_logits(self.pool)
         return self.strategy.select(approx, request.k, request.exclude, lambda i: scorer.exact_logits(self.pool, i))
 
-    def record_batch(self, request: "SelectionRequest", ids: np.ndarray | list[int]) -> list[int]:
+    def record_batch(self, request: SelectionRequest, ids: np.ndarray | list[int]) -> list[int]:
         """Record ``ids`` as the batch of ``request.round`` (idempotent: if that round is already
         recorded, its recorded batch is returned and ``ids`` is ignored).
 
@@ -233,7 +258,7 @@ class AgileLoop:
         self.session.start_round(request.round, request.strategy, [int(i) for i in ids])
         return self.session.batch(request.round)
 
-    def next_batch(self, classifier: MLPClassifier, size: int | None = None) -> list[int]:
+    def next_batch(self, classifier: ConceptClassifier, size: int | None = None) -> list[int]:
         """Select and record the next round's batch over the whole pool (idempotent per round).
 
         Excludes every image already queued or labeled. While the next batch is not due

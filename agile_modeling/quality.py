@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from agile_modeling import plots
-
 from agile_modeling.classifier import ModelRegistry, ModelVersion
 from agile_modeling.metrics import binary_metrics
-from agile_modeling.scoring import PoolScorer
+from agile_modeling.scoring import pool_scorer
 from agile_modeling.session import USER, WITHDRAWN, Session
 from agile_modeling.store.embedding_store import PoolView
 from agile_modeling.zero_shot import CLIP_ZERO_SHOT_THRESHOLD, zero_shot_scores
@@ -43,7 +42,7 @@ def pool_probabilities(versions: Sequence[ModelVersion], pool: PoolView) -> dict
     """``{version name: (n,) float32 probability of every pool image}`` (bf16 pool scoring)."""
     out = {}
     for version in versions:
-        logits = PoolScorer(version.load()).approximate_logits(pool)
+        logits = pool_scorer(version.load()).approximate_logits(pool)
         out[version.name] = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
     return out
 
@@ -66,8 +65,9 @@ def user_minutes_by_round(session: Session) -> dict[int, float | None]:
     return out
 
 
-def version_quality(session: Session, registry: ModelRegistry, pool: PoolView,
-                    evaluation: Mapping[int, int]) -> list[VersionQuality]:
+def version_quality(
+    session: Session, registry: ModelRegistry, pool: PoolView, evaluation: Mapping[int, int]
+) -> list[VersionQuality]:
     """Every model version of the concept, scored on the evaluation ratings ``{image_id: 0|1}``."""
     ids = np.array(sorted(evaluation), dtype=np.int64)
     y = np.array([evaluation[i] for i in ids.tolist()], dtype=np.int64)
@@ -78,8 +78,9 @@ def version_quality(session: Session, registry: ModelRegistry, pool: PoolView,
         probs = version.load().predict_proba(x) if len(ids) else np.zeros(0)
         metrics = binary_metrics(y, probs, 0.5).as_dict() if len(ids) else {}
         r = int(version.info.get("round", -1))
-        out.append(VersionQuality(version.name, r, int(version.info.get("num_labels", 0)), minutes.get(r),
-                                  len(ids), metrics))
+        out.append(
+            VersionQuality(version.name, r, int(version.info.get("num_labels", 0)), minutes.get(r), len(ids), metrics)
+        )
     return out
 
 
@@ -107,11 +108,13 @@ def evaluation_warning(evaluation: Mapping[int, int], per_stratum: int) -> str |
         return None
     scarce = "positive" if positives < MIN_EVALUATION_CLASS else "negative"
     count = positives if scarce == "positive" else negatives
-    return (f"the evaluation set has only {count} {scarce} rating{'s' if count != 1 else ''} (at least "
-            f"{MIN_EVALUATION_CLASS} are needed for AUC-PR, F1 and recall to mean anything): these figures are not a "
-            f"measurement. Most {scarce} images may already be training labels. Widen the strata "
-            f"(`agile concept evaluate NAME --per-stratum {per_stratum * 2}`), or rate another round and publish the "
-            "evaluation set again (each new model version adds its own sample), then rate the new tasks.")
+    return (
+        f"the evaluation set has only {count} {scarce} rating{'s' if count != 1 else ''} (at least "
+        f"{MIN_EVALUATION_CLASS} are needed for AUC-PR, F1 and recall to mean anything): these figures are not a "
+        f"measurement. Most {scarce} images may already be training labels. Widen the strata "
+        f"(`agile concept evaluate NAME --per-stratum {per_stratum * 2}`), or rate another round and publish the "
+        "evaluation set again (each new model version adds its own sample), then rate the new tasks."
+    )
 
 
 METRICS = ("auc_pr", "auc_roc", "f1", "precision", "recall", "accuracy")
@@ -119,7 +122,9 @@ METRICS = ("auc_pr", "auc_roc", "f1", "precision", "recall", "accuracy")
 
 def quality_table(rows: Sequence[VersionQuality], zero_shot: Mapping[str, float]) -> str:
     """Markdown: zero-shot, then one row per model version."""
-    head = "| model | round | training ratings | user minutes | " + " | ".join(m.replace("_", "-") for m in METRICS) + " |"
+    head = (
+        "| model | round | training ratings | user minutes | " + " | ".join(m.replace("_", "-") for m in METRICS) + " |"
+    )
     lines = [head, "|" + "---|" * (4 + len(METRICS))]
 
     def cells(metrics):
@@ -132,8 +137,9 @@ def quality_table(rows: Sequence[VersionQuality], zero_shot: Mapping[str, float]
     return "\n".join(lines)
 
 
-def plot_quality(rows: Sequence[VersionQuality], zero_shot: Mapping[str, float], path: str | Path,
-                 title: str, metric: str = "auc_pr") -> Path:
+def plot_quality(
+    rows: Sequence[VersionQuality], zero_shot: Mapping[str, float], path: str | Path, title: str, metric: str = "auc_pr"
+) -> Path:
     """AUC-PR (or ``metric``) per model version against ratings and against user minutes; zero-shot dashed."""
     with_minutes = [r for r in rows if r.user_minutes is not None]
     panels = [("training ratings", [r.num_labels for r in rows], rows)]
@@ -143,8 +149,14 @@ def plot_quality(rows: Sequence[VersionQuality], zero_shot: Mapping[str, float],
     for ax, (xlabel, xs, subset) in zip(axes.flat, panels):
         ax.plot(xs, [r.metrics.get(metric, np.nan) for r in subset], "o-", color="tab:blue", label="agile model")
         for x, r in zip(xs, subset):
-            ax.annotate(r.name.rsplit("-", 1)[-1], (x, r.metrics.get(metric, np.nan)), textcoords="offset points",
-                        xytext=(0, 6), ha="center", fontsize=7)
+            ax.annotate(
+                r.name.rsplit("-", 1)[-1],
+                (x, r.metrics.get(metric, np.nan)),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=7,
+            )
         if metric in zero_shot:
             ax.axhline(zero_shot[metric], color="tab:gray", ls="--", label="zero-shot CLIP")
         ax.set_xlabel(xlabel)
@@ -168,12 +180,17 @@ def plot_progress(models: Sequence[Mapping], path: str | Path, title: str) -> Pa
     xs, ys = [m["num_labels"] for m in rows], [m["metrics"]["cv_auc_pr"] for m in rows]
     ax.plot(xs, ys, "o-", color="tab:blue")
     for x, y, m in zip(xs, ys, rows):
-        ax.annotate(f"{m['name'].rsplit('-', 1)[-1]}\n{m['metrics']['cv_positives']} pos", (x, y),
-                    textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7)
+        ax.annotate(
+            f"{m['name'].rsplit('-', 1)[-1]}\n{m['metrics']['cv_positives']} pos",
+            (x, y),
+            textcoords="offset points",
+            xytext=(0, 7),
+            ha="center",
+            fontsize=7,
+        )
     ax.set_xlabel("your ratings")
     ax.set_ylabel("estimated AUC-PR (cross-validated)")
     ax.set_ylim(0, 1.1)
     ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     return plots.save(fig, path)
-

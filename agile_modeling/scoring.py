@@ -32,9 +32,14 @@ from tqdm import tqdm
 
 from agile_modeling import compute as compute_mod
 from agile_modeling.bf16 import (
-    FP64_PRECISION, PRECISIONS, UNIT_ROW_NORM, copy_fp16_to_bf16, copy_fp16_to_fp32, layers_error_bound,
+    FP64_PRECISION,
+    PRECISIONS,
+    UNIT_ROW_NORM,
+    copy_fp16_to_bf16,
+    copy_fp16_to_fp32,
+    layers_error_bound,
 )
-from agile_modeling.classifier.mlp import MLPClassifier
+from agile_modeling.classifier.base import ConceptClassifier
 from agile_modeling.store.embedding_store import PoolView
 
 DEFAULT_CHUNK_ROWS = 1 << 13  # 8k rows: the activations stay in cache (fastest of 8k-64k here)
@@ -57,7 +62,7 @@ class BoundedLogits(np.ndarray):
 
     bound: float | None
 
-    def __new__(cls, values: np.ndarray, bound: float) -> "BoundedLogits":
+    def __new__(cls, values: np.ndarray, bound: float) -> BoundedLogits:
         obj = np.asarray(values).view(cls)
         obj.bound = float(bound)
         return obj
@@ -81,22 +86,61 @@ def approximation_bound(values: np.ndarray) -> float | None:
     return getattr(values, "bound", None)
 
 
+def pool_scorer(classifier: ConceptClassifier) -> PoolScorer | DecisionScorer:
+    """The fastest exact way to score a pool with ``classifier``: the bounded sweep of
+    :class:`PoolScorer` when it is a ReLU network (``linear_layers``), else :class:`DecisionScorer`."""
+    return PoolScorer(classifier) if classifier.linear_layers() is not None else DecisionScorer(classifier)
+
+
+class DecisionScorer:
+    """Scores a pool through ``classifier.decision_function`` (any classifier): its logits are taken
+    as exact (bound 0), so selection needs no second pass."""
+
+    def __init__(self, classifier: ConceptClassifier, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+        self.classifier = classifier
+        self.chunk_rows = chunk_rows
+        self.error_bound = 0.0
+
+    def approximate_logits(self, view: PoolView, progress: bool = False) -> BoundedLogits:
+        """Logits ``(n,)`` float32 of every pool image, in id order (bound 0)."""
+        out = np.empty(len(view), dtype=np.float32)
+        for start, block in view.iter_chunks(self.chunk_rows):
+            out[start : start + len(block)] = self.classifier.decision_function(block)
+        return BoundedLogits(out, 0.0)
+
+    def exact_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Logits of rows ``(m, d)`` as float64 ``(m,)``."""
+        return self.classifier.decision_function(np.asarray(rows)).astype(np.float64)
+
+    def exact_logits(self, view: PoolView, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Logits of pool images ``ids`` as float64 ``(len(ids),)``."""
+        return self.exact_rows(view.take(ids))
+
+
 class PoolScorer:
     """Scores whole pools with one classifier, reusing its buffers between calls.
 
     Args:
-        classifier: a fitted :class:`MLPClassifier`.
+        classifier: a fitted classifier with ``linear_layers`` (a ReLU network: the MLP, logistic
+            regression).
         chunk_rows: rows per chunk.
         compute: the backend (default: the process's, :func:`agile_modeling.compute.current`).
         row_norm: bound on the pool rows' L2 norm (unit vectors stored as float16).
     """
 
-    def __init__(self, classifier: MLPClassifier, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 compute: compute_mod.Compute | None = None, row_norm: float = UNIT_ROW_NORM) -> None:
+    def __init__(
+        self,
+        classifier: ConceptClassifier,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        compute: compute_mod.Compute | None = None,
+        row_norm: float = UNIT_ROW_NORM,
+    ) -> None:
         self.classifier = classifier
         self.chunk_rows = chunk_rows
         self.compute = compute or compute_mod.current()
         layers = classifier.linear_layers()
+        if layers is None:
+            raise TypeError(f"a {classifier.kind} classifier has no linear layers: score it with pool_scorer()")
         self._layers64 = [(w.T.to(torch.float64).contiguous().numpy(), b.to(torch.float64).numpy()) for w, b in layers]
         self.exact_bound = float(layers_error_bound(layers, FP64_PRECISION, row_norm)[0])
         self.dtype = self.compute.dtype
@@ -113,7 +157,9 @@ class PoolScorer:
         self._weights = [w.T.contiguous().to(tdtype) for w, _ in layers]  # (in, out)
         self._biases = [b.to(tdtype) for _, b in layers]
         self._staging = torch.empty((chunk_rows, dim), dtype=torch.float32)
-        self._input = torch.empty((chunk_rows, dim), dtype=torch.bfloat16) if tdtype == torch.bfloat16 else self._staging
+        self._input = (
+            torch.empty((chunk_rows, dim), dtype=torch.bfloat16) if tdtype == torch.bfloat16 else self._staging
+        )
         self._acts = [torch.empty((chunk_rows, w.shape[1]), dtype=tdtype) for w in self._weights]
         if self._numpy:
             self._np_weights = [w.numpy() for w in self._weights]
@@ -128,7 +174,9 @@ class PoolScorer:
         out_t = torch.from_numpy(out)
         chunks = view.iter_chunks(self.chunk_rows)
         if progress:
-            chunks = tqdm(chunks, total=-(-len(view) // self.chunk_rows), desc=f"scoring pool ({self.dtype})", unit="chunk")
+            chunks = tqdm(
+                chunks, total=-(-len(view) // self.chunk_rows), desc=f"scoring pool ({self.dtype})", unit="chunk"
+            )
         last = len(self._weights) - 1
         for start, block in chunks:
             m = len(block)
@@ -181,7 +229,7 @@ class PoolScorer:
         return self.exact_rows(view.take(ids))
 
 
-def reference_logits(classifier: MLPClassifier, view: PoolView, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+def reference_logits(classifier: ConceptClassifier, view: PoolView, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
     """Plain fp32 logits of the whole pool (``model(x)``, no tricks)."""
     out = np.empty(len(view), dtype=np.float32)
     for start, block in view.iter_chunks(chunk_rows):
@@ -189,9 +237,15 @@ def reference_logits(classifier: MLPClassifier, view: PoolView, chunk_rows: int 
     return out
 
 
-def exact_pool_logits(classifier: MLPClassifier, view: PoolView, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+def exact_pool_logits(
+    classifier: ConceptClassifier, view: PoolView, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> np.ndarray:
     """float64 logits of the whole pool: the ground truth selection is exact against (slow)."""
-    scorer = PoolScorer(classifier, chunk_rows=EXACT_BLOCK_ROWS, compute=_FP32_PLACEHOLDER)
+    scorer: PoolScorer | DecisionScorer = (
+        PoolScorer(classifier, chunk_rows=EXACT_BLOCK_ROWS, compute=_FP32_PLACEHOLDER)
+        if classifier.linear_layers() is not None
+        else DecisionScorer(classifier)
+    )
     out = np.empty(len(view), dtype=np.float64)
     for start, block in view.iter_chunks(chunk_rows):
         out[start : start + len(block)] = scorer.exact_rows(block)

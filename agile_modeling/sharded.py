@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agile_modeling.classifier.mlp import MLPClassifier
-from agile_modeling.scoring import PoolScorer
+from agile_modeling.classifier.base import ConceptClassifier
+from agile_modeling.scoring import pool_scorer
 from agile_modeling.selection import MIN_FRONTIER, MarginPositiveMining, _eligible_keys, _exact_smallest
 from agile_modeling.store.embedding_store import PoolView
 
@@ -45,26 +45,44 @@ class ShardCandidates:
         return {k: v.tolist() for k, v in self.__dict__.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ShardCandidates":
-        return cls(np.asarray(d["margin_ids"], np.int64), np.asarray(d["margin_keys"], np.float64),
-                   np.asarray(d["positive_ids"], np.int64), np.asarray(d["positive_keys"], np.float64))
+    def from_dict(cls, d: dict) -> ShardCandidates:
+        return cls(
+            np.asarray(d["margin_ids"], np.int64),
+            np.asarray(d["margin_keys"], np.float64),
+            np.asarray(d["positive_ids"], np.int64),
+            np.asarray(d["positive_keys"], np.float64),
+        )
 
 
-def shard_candidates(classifier: MLPClassifier, shard: np.ndarray, offset: int, k: int, k_pos: int,
-                     exclude: Sequence[int] | np.ndarray, frontier_factor: int = 5) -> ShardCandidates:
+def shard_candidates(
+    classifier: ConceptClassifier,
+    shard: np.ndarray,
+    offset: int,
+    k: int,
+    k_pos: int,
+    exclude: Sequence[int] | np.ndarray,
+    frontier_factor: int = 5,
+) -> ShardCandidates:
     """Score one shard ``(m, d)`` float16 whose first row is global id ``offset``; ``exclude`` holds global ids."""
     view = PoolView([shard], shard.shape[1])
-    scorer = PoolScorer(classifier)
+    scorer = pool_scorer(classifier)
     approx = scorer.approximate_logits(view)
     exclude = np.asarray(exclude, dtype=np.int64)
     local = exclude[(exclude >= offset) & (exclude < offset + len(shard))] - offset
     frontier = max(MIN_FRONTIER, frontier_factor * k)
     exact = lambda ids: scorer.exact_logits(view, ids)  # noqa: E731
     margin = _exact_smallest(_eligible_keys(np.abs(approx), local), k, lambda ids: np.abs(exact(ids)), frontier)
-    positive = (_exact_smallest(_eligible_keys(-approx, local), k_pos, lambda ids: -exact(ids), frontier)
-                if k_pos else np.zeros(0, np.int64))
-    return ShardCandidates(margin + offset, np.abs(exact(margin)).astype(np.float64),
-                           positive + offset, (-exact(positive)).astype(np.float64))
+    positive = (
+        _exact_smallest(_eligible_keys(-approx, local), k_pos, lambda ids: -exact(ids), frontier)
+        if k_pos
+        else np.zeros(0, np.int64)
+    )
+    return ShardCandidates(
+        margin + offset,
+        np.abs(exact(margin)).astype(np.float64),
+        positive + offset,
+        (-exact(positive)).astype(np.float64),
+    )
 
 
 def _smallest(ids: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:

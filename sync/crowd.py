@@ -14,14 +14,22 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from agile_modeling.concepts import slugify
+from agile_modeling.crowd import (
+    DECIDED,
+    TIE,
+    TOO_FEW,
+    RaterAgreement,
+    Vote,
+    crowd_instructions,
+    majority_vote,
+    rater_agreement,
+)
 from agile_modeling.errors import AgileError
-from agile_modeling.crowd import DECIDED, TIE, TOO_FEW, RaterAgreement, Vote, crowd_instructions, majority_vote, rater_agreement
 from agile_modeling.session import USER, WITHDRAWN
 from label_config import load_config
 from sync.rounds import IMAGE_ID, ROUND, ConceptSync, parse_timestamp
-from sync.state import ProjectLink
+from sync.state import CROWD, ProjectLink
 
-CROWD = "crowd"
 ANNOTATORS = 3
 
 
@@ -36,8 +44,10 @@ class CrowdReport:
     agreement: tuple[RaterAgreement, ...]
 
     def summary(self) -> str:
-        lines = [f"crowd project {self.project_id}: {self.tasks} tasks; majority for {self.decided}, "
-                 f"{self.ties} ties, {self.too_few} with too few votes; {self.changed} crowd labels changed"]
+        lines = [
+            f"crowd project {self.project_id}: {self.tasks} tasks; majority for {self.decided}, "
+            f"{self.ties} ties, {self.too_few} with too few votes; {self.changed} crowd labels changed"
+        ]
         for a in self.agreement:
             user = f"{a.with_user:.0%} with the user on {a.user_overlap}" if a.with_user is not None else "-"
             majority = f"{a.with_majority:.0%}" if a.with_majority is not None else "-"
@@ -48,9 +58,9 @@ class CrowdReport:
 def _instructions(sync: ConceptSync, concept_name: str) -> str:
     session = sync.workspace.sessions.open(concept_name)
     latest = session.latest_labels(USER)
-    notes = [l.note for l in latest.values() if l.note and l.value != WITHDRAWN]
-    positives = [i for i, l in latest.items() if l.value == 1][:6]
-    negatives = [i for i, l in latest.items() if l.value == 0][:6]
+    notes = [label.note for label in latest.values() if label.note and label.value != WITHDRAWN]
+    positives = [i for i, label in latest.items() if label.value == 1][:6]
+    negatives = [i for i, label in latest.items() if label.value == 0][:6]
     return crowd_instructions(session.concept, notes[:10], sync.image_urls(positives), sync.image_urls(negatives))
 
 
@@ -63,11 +73,16 @@ def publish_crowd(sync: ConceptSync, concept_name: str, annotators: int = ANNOTA
     instructions = _instructions(sync, concept_name)
     if link is None:
         project_id = sync.client.create_project(
-            title=f"{session.concept.name} - crowd"[:50], label_config=load_config("rating"),
+            title=f"{session.concept.name} - crowd"[:50],
+            label_config=load_config("rating"),
             description=f"Crowd ratings of agile-modeling concept {session.concept.name!r}",
-            expert_instruction=instructions, show_instruction=True, maximum_annotations=annotators,
-            show_skip_button=False, show_collab_predictions=False)
-        link = sync.state.link(ProjectLink(slug, CROWD, project_id, "rating", 0, annotators, "majority", 0))
+            expert_instruction=instructions,
+            show_instruction=True,
+            maximum_annotations=annotators,
+            show_skip_button=False,
+            show_collab_predictions=False,
+        )
+        link = sync.state.link(ProjectLink(slug, CROWD, project_id, annotators=annotators))
     else:
         sync.client.update_project(link.project_id, expert_instruction=instructions)
     pushed = 0
@@ -81,7 +96,9 @@ def pull_crowd(sync: ConceptSync, concept_name: str) -> CrowdReport:
     slug = slugify(concept_name)
     link = sync.state.for_concept(slug, CROWD)
     if link is None:
-        raise AgileError(f"concept {concept_name!r} has no crowd project: create it with `agile concept crowd {concept_name!r}`")
+        raise AgileError(
+            f"concept {concept_name!r} has no crowd project: create it with `agile concept crowd {concept_name!r}`"
+        )
     session = sync.workspace.sessions.open(concept_name)
     tasks = list(sync.client.iter_tasks(link.project_id))
     schema = sync.schema_of(link)
@@ -94,8 +111,10 @@ def pull_crowd(sync: ConceptSync, concept_name: str) -> CrowdReport:
         for annotation in task.annotations:
             value, _ = schema.label_of(annotation.result)
             if value is not None and not annotation.was_cancelled:
-                votes.append(Vote(image_id, str(annotation.completed_by), value, parse_timestamp(annotation.updated_at) or 0.0))
-    results = majority_vote(votes, min_votes=link.batch_size)  # batch_size holds the annotators per task
+                votes.append(
+                    Vote(image_id, str(annotation.completed_by), value, parse_timestamp(annotation.updated_at) or 0.0)
+                )
+    results = majority_vote(votes, min_votes=link.annotators or 1)
     votes_of: dict[int, list[Vote]] = defaultdict(list)
     for vote in votes:
         votes_of[vote.image_id].append(vote)
@@ -104,16 +123,33 @@ def pull_crowd(sync: ConceptSync, concept_name: str) -> CrowdReport:
         current = session.labels(CROWD)
         for image_id, result in results.items():
             if result.status == DECIDED:
-                digest = hashlib.sha256(repr(sorted((v.rater, v.value, v.time) for v in votes_of[image_id]))
-                                        .encode()).hexdigest()[:12]
+                digest = hashlib.sha256(
+                    repr(sorted((v.rater, v.value, v.time) for v in votes_of[image_id])).encode()
+                ).hexdigest()[:12]
                 if current.get(image_id) != result.value:
-                    changed += session.record_label(image_id, result.value, rater="crowd-majority", source=CROWD,
-                                                    round_index=task_of[image_id].data.get(ROUND),
-                                                    external_id=f"crowd:{task_of[image_id].id}:{digest}")
+                    changed += session.record_label(
+                        image_id,
+                        result.value,
+                        rater="crowd-majority",
+                        source=CROWD,
+                        round_index=task_of[image_id].data.get(ROUND),
+                        external_id=f"crowd:{task_of[image_id].id}:{digest}",
+                    )
             elif image_id in current:
-                changed += session.withdraw_label(image_id, rater="crowd-majority", source=CROWD,
-                                                  external_id=f"crowd:withdrawn:{task_of[image_id].id}:{len(votes)}")
+                changed += session.withdraw_label(
+                    image_id,
+                    rater="crowd-majority",
+                    source=CROWD,
+                    external_id=f"crowd:withdrawn:{task_of[image_id].id}:{len(votes)}",
+                )
     statuses = [r.status for r in results.values()]
     agreement = rater_agreement(votes, results, session.labels(USER))
-    return CrowdReport(link.project_id, len(tasks), statuses.count(DECIDED), statuses.count(TIE),
-                       statuses.count(TOO_FEW) + (len(task_of) - len(results)), changed, tuple(agreement))
+    return CrowdReport(
+        link.project_id,
+        len(tasks),
+        statuses.count(DECIDED),
+        statuses.count(TIE),
+        statuses.count(TOO_FEW) + (len(task_of) - len(results)),
+        changed,
+        tuple(agreement),
+    )

@@ -39,22 +39,28 @@ class DeliberationReport:
 
     def summary(self) -> str:
         v = "no definition yet" if self.definition_version is None else f"definition v{self.definition_version}"
-        return (f"{self.concept}: {v}, borderline round {self.round}, {self.recorded} new answers, "
-                f"{self.pushed} tasks pushed (project {self.project_id})")
+        return (
+            f"{self.concept}: {v}, borderline round {self.round}, {self.recorded} new answers, "
+            f"{self.pushed} tasks pushed (project {self.project_id})"
+        )
 
 
 def definition_html(version: DefinitionVersion, history: list[DefinitionVersion]) -> str:
     """The project instructions: the current definition, then what changed in each version and why."""
-    changes = "".join(f"<li><b>v{v.version}</b> ({v.author}): {html.escape(v.change[:400])}</li>" for v in reversed(history))
-    return (f"<h3>Current definition (v{version.version})</h3><pre>{html.escape(version.definition.render())}</pre>"
-            f"<h4>History</h4><ul>{changes}</ul>")
+    changes = "".join(
+        f"<li><b>v{v.version}</b> ({v.author}): {html.escape(v.change[:400])}</li>" for v in reversed(history)
+    )
+    return (
+        f"<h3>Current definition (v{version.version})</h3><pre>{html.escape(version.definition.render())}</pre>"
+        f"<h4>History</h4><ul>{changes}</ul>"
+    )
 
 
 class DeliberationSync:
     """Args:
-        sync: the workspace's Label Studio connection (shared with the rating loop).
-        provider: ``"offline"`` or ``"gemini"`` (see :meth:`Workspace.deliberation`); default the
-            settings' ``AGILE_PROVIDER``. Gemini's key and models come from the same settings.
+    sync: the workspace's Label Studio connection (shared with the rating loop).
+    provider: ``"offline"`` or ``"gemini"`` (see :meth:`Workspace.deliberation`); default the
+        settings' ``AGILE_PROVIDER``. Gemini's key and models come from the same settings.
     """
 
     def __init__(self, sync: ConceptSync, provider: str | None = None) -> None:
@@ -74,21 +80,34 @@ class DeliberationSync:
         delib = self.deliberation(concept)
         with self.sync.concept_lock(slug):
             items = delib.scope(description)
-            link = self._link(slug, SCOPING, f"{delib.session.concept.name} - scoping",
-                              "Agile Deliberation, stage 1: keep, flip or discard each candidate sub-concept.")
+            link = self._link(
+                slug,
+                SCOPING,
+                f"{delib.session.concept.name} - scoping",
+                "Agile Deliberation, stage 1: keep, flip or discard each candidate sub-concept.",
+            )
             present = {t.data.get(POSITION) for t in self.client.iter_tasks(link.project_id)}
             tasks = []
             for it in items:
                 if it.position in present:
                     continue
                 urls = self.sync.image_urls(list(it.image_ids))
-                examples = "".join(f'<img src="{html.escape(u)}" style="height:140px;margin:3px" alt="example"/>'
-                                   for u in urls)
-                tasks.append({"data": {
-                    "concept": delib.session.concept.name, "unit": it.unit, "name": it.name,
-                    "side_text": "IN SCOPE" if it.side == "in" else "OUT OF SCOPE",
-                    "description": it.description or f"Typical pool images for '{it.name}':",
-                    "examples_html": f"<div>{examples}</div>", POSITION: it.position}})
+                examples = "".join(
+                    f'<img src="{html.escape(u)}" style="height:140px;margin:3px" alt="example"/>' for u in urls
+                )
+                tasks.append(
+                    {
+                        "data": {
+                            "concept": delib.session.concept.name,
+                            "unit": it.unit,
+                            "name": it.name,
+                            "side_text": "IN SCOPE" if it.side == "in" else "OUT OF SCOPE",
+                            "description": it.description or f"Typical pool images for '{it.name}':",
+                            "examples_html": f"<div>{examples}</div>",
+                            POSITION: it.position,
+                        }
+                    }
+                )
             self.client.import_tasks(link.project_id, tasks)
         return DeliberationReport(slug, link.project_id, 0, None, -1, len(tasks))
 
@@ -143,7 +162,9 @@ class DeliberationSync:
             else:  # a crash between recording a batch and pushing it: push what is missing
                 pushed = self._push(link, delib, delib.history.round(delib.history.current_round()), tasks)
         current = delib.history.require_current()
-        return DeliberationReport(slug, link.project_id, recorded, current.version, delib.history.current_round(), pushed)
+        return DeliberationReport(
+            slug, link.project_id, recorded, current.version, delib.history.current_round(), pushed
+        )
 
     def _record(self, delib: Deliberation, tasks) -> int:
         shown = delib.history.shown_ids()
@@ -166,29 +187,45 @@ class DeliberationSync:
         if not items:
             return 0
         urls = self.sync.image_urls([it.image_id for it in items])
-        payload = [{"data": {
-            "image": url, "concept": delib.session.concept.name,
-            "decision_text": "IN SCOPE" if it.decision else "OUT OF SCOPE",
-            "rationale": f"Why: {it.rationale}",
-            "ambiguity": f"This batch: {batch.explanation} This image: {it.summary}",
-            "definition_version": batch.definition_version, IMAGE_ID: it.image_id, ROUND: batch.round,
-            DECISION: it.decision}} for it, url in zip(items, urls)]
+        payload = [
+            {
+                "data": {
+                    "image": url,
+                    "concept": delib.session.concept.name,
+                    "decision_text": "IN SCOPE" if it.decision else "OUT OF SCOPE",
+                    "rationale": f"Why: {it.rationale}",
+                    "ambiguity": f"This batch: {batch.explanation} This image: {it.summary}",
+                    "definition_version": batch.definition_version,
+                    IMAGE_ID: it.image_id,
+                    ROUND: batch.round,
+                    DECISION: it.decision,
+                }
+            }
+            for it, url in zip(items, urls)
+        ]
         self.client.import_tasks(link.project_id, payload)
         return len(payload)
 
     def _show_definition(self, link: ProjectLink, delib: Deliberation) -> None:
         current = delib.history.require_current()
-        self.client.update_project(link.project_id, expert_instruction=definition_html(current, delib.history.versions()),
-                                   show_instruction=True,
-                                   description=f"Definition v{current.version}:\n{current.definition.render()}"[:1000])
+        self.client.update_project(
+            link.project_id,
+            expert_instruction=definition_html(current, delib.history.versions()),
+            show_instruction=True,
+            description=f"Definition v{current.version}:\n{current.definition.render()}"[:1000],
+        )
 
     # --- links ---------------------------------------------------------------------------------
     def _link(self, slug: str, purpose: str, title: str, description: str) -> ProjectLink:
         link = self.state.for_concept(slug, purpose)
         if link is None:
-            project_id = self.client.create_project(title=title[:50], label_config=load_deliberation_config(purpose),
-                                                    description=description, show_skip_button=False)
-            link = self.state.link(ProjectLink(slug, purpose, project_id, purpose, 0, 0, purpose, 0))
+            project_id = self.client.create_project(
+                title=title[:50],
+                label_config=load_deliberation_config(purpose),
+                description=description,
+                show_skip_button=False,
+            )
+            link = self.state.link(ProjectLink(slug, purpose, project_id))
             log.info("created the %s project %d for %s", purpose, project_id, slug)
         return link
 

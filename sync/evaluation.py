@@ -33,9 +33,11 @@ class EvaluationReport:
         """A sentence when the set will likely hold too few positives to measure anything."""
         if self.expected_positives >= MIN_EVALUATION_CLASS:
             return None
-        return (f"the newest model expects only about {self.expected_positives:.0f} positives among these {self.images} "
-                f"images (at least {MIN_EVALUATION_CLASS} are needed to measure AUC-PR): most positives may already be "
-                "training labels. Widen the strata with --per-stratum, or rate another round and run this again.")
+        return (
+            f"the newest model expects only about {self.expected_positives:.0f} positives among these {self.images} "
+            f"images (at least {MIN_EVALUATION_CLASS} are needed to measure AUC-PR): most positives may already be "
+            "training labels. Widen the strata with --per-stratum, or rate another round and run this again."
+        )
 
 
 def publish_evaluation(sync: ConceptSync, concept_name: str, per_stratum: int = PER_STRATUM) -> EvaluationReport:
@@ -48,10 +50,13 @@ def publish_evaluation(sync: ConceptSync, concept_name: str, per_stratum: int = 
     link = sync.state.for_concept(slug, EVALUATION)
     if link is None:
         project_id = sync.client.create_project(
-            title=f"{session.concept.name} - evaluation"[:50], label_config=load_config("rating"),
+            title=f"{session.concept.name} - evaluation"[:50],
+            label_config=load_config("rating"),
             description="Evaluation set of agile-modeling: these ratings measure the models and never train one.",
-            show_skip_button=False, show_collab_predictions=False)
-        link = sync.state.link(ProjectLink(slug, EVALUATION, project_id, "rating", 0, 0, "stratified", 0))
+            show_skip_button=False,
+            show_collab_predictions=False,
+        )
+        link = sync.state.link(ProjectLink(slug, EVALUATION, project_id))
     store = sync.workspace.store()
     pool = store.vectors()
     hashes = url_hashes(store.uris(range(len(pool))))

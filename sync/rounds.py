@@ -22,7 +22,7 @@ from datetime import datetime
 
 import numpy as np
 
-from agile_modeling.classifier import MLPClassifier, ModelVersion
+from agile_modeling.classifier import ConceptClassifier, ModelVersion
 from agile_modeling.concepts import slugify
 from agile_modeling.errors import AgileError
 from agile_modeling.file_lock import file_lock
@@ -31,10 +31,10 @@ from agile_modeling.session import USER, WITHDRAWN, Session
 from agile_modeling.workspace import Workspace
 from label_config import RatingSchema, load_config, parse_rating_config
 from sync.client import LabelStudioClient, TaskRecord, annotation_from_payload
+from sync.faults import fault_point
 from sync.progress import progress_plot, project_texts
 from sync.settings import Settings
-from sync.faults import fault_point
-from sync.state import RATING, ProjectLink, SyncState
+from sync.state import RATING, ProjectLink, RoundSettings, SyncState
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,10 @@ class SyncReport:
     def summary(self) -> str:
         if self.skipped:
             return f"{self.concept}: already synced"
-        parts = [f"{self.concept}: round {self.round}, {self.new_labels} new labels, {self.pending} to rate"
-                 + (" (from the webhook)" if self.from_event else "")]
+        parts = [
+            f"{self.concept}: round {self.round}, {self.new_labels} new labels, {self.pending} to rate"
+            + (" (from the webhook)" if self.from_event else "")
+        ]
         if self.trained:
             parts.append(f"trained {self.trained}")
         if self.pushed:
@@ -101,10 +103,14 @@ records and pushes the batch itself later (it is called under the concept lock).
 class ConceptSync:
     """Publishes and syncs concepts of one workspace with one Label Studio server."""
 
-    def __init__(self, settings: Settings, workspace: Workspace | None = None,
-                 client: LabelStudioClient | None = None,
-                 launch_selection: SelectionLauncher | None = None,
-                 selection_in_flight: InFlightCheck | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        workspace: Workspace | None = None,
+        client: LabelStudioClient | None = None,
+        launch_selection: SelectionLauncher | None = None,
+        selection_in_flight: InFlightCheck | None = None,
+    ) -> None:
         """``launch_selection``: how a fully rated round's next batch is selected elsewhere
         (:func:`sync.sharded.start_sharded_selection`, a chord on the workers); None selects it in
         this process. ``selection_in_flight(sync, link, round)``: whether such a launch of that
@@ -125,9 +131,17 @@ class ConceptSync:
             yield
 
     def loop(self, link: ProjectLink) -> AgileLoop:
-        return self.workspace.loop(link.concept, LoopConfig(
-            seed_size=link.seed_size, batch_size=link.batch_size, strategy=link.strategy, seed=link.seed,
-            prefetch=self.settings.prefetch))
+        rounds = link.round_settings
+        return self.workspace.loop(
+            link.concept,
+            LoopConfig(
+                seed_size=rounds.seed_size,
+                batch_size=rounds.batch_size,
+                strategy=rounds.strategy,
+                seed=rounds.seed,
+                prefetch=self.settings.prefetch,
+            ),
+        )
 
     def image_urls(self, ids: Sequence[int]) -> list[str]:
         """URLs the browser can load: web and data URIs as they are, local files through our image route."""
@@ -148,23 +162,40 @@ class ConceptSync:
                 out.append(uri)
         return out
 
-    def _task_payloads(self, session: Session, round_index: int, ids: Sequence[int],
-                       model: tuple[ModelVersion, MLPClassifier] | None, schema: RatingSchema) -> list[dict]:
+    def _task_payloads(
+        self,
+        session: Session,
+        round_index: int,
+        ids: Sequence[int],
+        model: tuple[ModelVersion, ConceptClassifier] | None,
+        schema: RatingSchema,
+    ) -> list[dict]:
         concept = session.concept
         urls = self.image_urls(ids)
         probs = self._probabilities(model[1], ids) if model else None
         tasks = []
         for n, (image_id, url) in enumerate(zip(ids, urls)):
-            task = {"data": {schema.image_field: url, "concept": concept.name,
-                             "description": concept.description or _describe(concept),
-                             IMAGE_ID: int(image_id), ROUND: int(round_index)}}
+            task = {
+                "data": {
+                    schema.image_field: url,
+                    "concept": concept.name,
+                    "description": concept.description or _describe(concept),
+                    IMAGE_ID: int(image_id),
+                    ROUND: int(round_index),
+                }
+            }
             if probs is not None:
-                task["predictions"] = [{"model_version": model[0].name, "score": float(probs[n]),
-                                        "result": schema.prediction(float(probs[n]))}]
+                task["predictions"] = [
+                    {
+                        "model_version": model[0].name,
+                        "score": float(probs[n]),
+                        "result": schema.prediction(float(probs[n])),
+                    }
+                ]
             tasks.append(task)
         return tasks
 
-    def _probabilities(self, classifier: MLPClassifier, ids: Sequence[int]) -> np.ndarray:
+    def _probabilities(self, classifier: ConceptClassifier, ids: Sequence[int]) -> np.ndarray:
         x = self.workspace.store().vectors().take(np.asarray(ids, dtype=np.int64)).astype(np.float32)
         return classifier.predict_proba(x)
 
@@ -173,8 +204,9 @@ class ConceptSync:
         return parse_rating_config(self.client.project_label_config(link.project_id))
 
     # --- publish -----------------------------------------------------------------------------
-    def publish(self, concept_name: str, seed_size: int = 100, batch_size: int = 100, strategy: str = "margin",
-                seed: int = 0) -> SyncReport:
+    def publish(
+        self, concept_name: str, seed_size: int = 100, batch_size: int = 100, strategy: str = "margin", seed: int = 0
+    ) -> SyncReport:
         """Create the concept's project (once), connect our ML backend, and push the seed batch.
 
         The concept's session must exist (``agile concept new``). Calling it again only pushes
@@ -188,11 +220,19 @@ class ConceptSync:
                 config = load_config(self.settings.label_config)
                 parse_rating_config(config)  # our own file: fails loudly if edited badly
                 project_id = self.client.create_project(
-                    title=f"{session.concept.name}"[:50], label_config=config,
+                    title=f"{session.concept.name}"[:50],
+                    label_config=config,
                     description=f"agile-modeling concept: {_describe(session.concept)}",
-                    **rating_project_settings(self.settings))
-                link = self.state.link(ProjectLink(slug, RATING, project_id, self.settings.label_config,
-                                                   seed_size, batch_size, strategy, seed))
+                    **rating_project_settings(self.settings),
+                )
+                link = self.state.link(
+                    ProjectLink(
+                        slug,
+                        RATING,
+                        project_id,
+                        RoundSettings(self.settings.label_config, seed_size, batch_size, strategy, seed),
+                    )
+                )
                 log.info("created Label Studio project %d for %s", project_id, slug)
             else:  # e.g. AGILE_PREFILL_PREDICTIONS changed since the project was created
                 self.client.update_project(link.project_id, **rating_project_settings(self.settings))
@@ -201,22 +241,34 @@ class ConceptSync:
 
     def _connect_backend(self, link: ProjectLink) -> None:
         if not self.settings.backend_url:
-            log.warning("AGILE_BACKEND_URL is not set: project %d gets no ML backend (no /predict, no webhooks)",
-                        link.project_id)
+            log.warning(
+                "AGILE_BACKEND_URL is not set: project %d gets no ML backend (no /predict, no webhooks)",
+                link.project_id,
+            )
             return
         auth = None
         if self.settings.basic_auth_user and self.settings.basic_auth_pass:
             auth = (self.settings.basic_auth_user, self.settings.basic_auth_pass)
         self.client.connect_ml_backend(link.project_id, self.settings.backend_url, BACKEND_TITLE, auth)
         for stale in self.client.remove_other_backends(link.project_id, self.settings.backend_url, BACKEND_TITLE):
-            log.info("project %d: removed our ML backend at %s (the backend now runs at %s)", link.project_id, stale,
-                     self.settings.backend_url)
+            log.info(
+                "project %d: removed our ML backend at %s (the backend now runs at %s)",
+                link.project_id,
+                stale,
+                self.settings.backend_url,
+            )
         if self.settings.webhook_secret:
-            found = self.client.set_webhook_headers(link.project_id, f"{self.settings.backend_url}/webhook",
-                                                    {WEBHOOK_SECRET_HEADER: self.settings.webhook_secret})
+            found = self.client.set_webhook_headers(
+                link.project_id,
+                f"{self.settings.backend_url}/webhook",
+                {WEBHOOK_SECRET_HEADER: self.settings.webhook_secret},
+            )
             if not found:
-                log.warning("project %d has no webhook to %s/webhook: only the periodic sync will see ratings",
-                            link.project_id, self.settings.backend_url)
+                log.warning(
+                    "project %d has no webhook to %s/webhook: only the periodic sync will see ratings",
+                    link.project_id,
+                    self.settings.backend_url,
+                )
 
     # --- sync --------------------------------------------------------------------------------
     def sync(self, concept_name: str, requested_at: float | None = None, force_retrain: bool = False) -> SyncReport:
@@ -246,11 +298,14 @@ class ConceptSync:
         """Record the annotation of an ``ANNOTATION_CREATED/UPDATED`` payload; None means "do a full sync"."""
         try:
             raw = event["annotation"]
-            task = TaskRecord(int(event["task_id"]), {IMAGE_ID: event["image_id"], ROUND: event.get("round")},
-                              annotations=(annotation_from_payload(raw, int(event["task_id"])),))
+            task = TaskRecord(
+                int(event["task_id"]),
+                {IMAGE_ID: event["image_id"], ROUND: event.get("round")},
+                annotations=(annotation_from_payload(raw, int(event["task_id"])),),
+            )
         except (KeyError, TypeError, ValueError):
             return None
-        schema = parse_rating_config(load_config(link.label_config))
+        schema = parse_rating_config(load_config(link.round_settings.label_config))
         if task.annotations[0].was_cancelled or schema.label_of(task.annotations[0].result)[0] is None:
             return None
         with self.concept_lock(link.concept):
@@ -259,11 +314,12 @@ class ConceptSync:
                 return None
             new = self._record_annotations(session, [task], schema)
             pending = session.pending()
-            if not pending or len(pending) <= int(self.settings.prefetch * link.batch_size):
+            if not pending or len(pending) <= int(self.settings.prefetch * link.round_settings.batch_size):
                 return None  # the next batch is due: a full sync trains and selects it
             self.show_progress(link, session)
-            return SyncReport(link.concept, link.project_id, session.current_round(), new, len(pending), 0,
-                              from_event=True)
+            return SyncReport(
+                link.concept, link.project_id, session.current_round(), new, len(pending), 0, from_event=True
+            )
 
     def _sync_locked(self, link: ProjectLink, force_retrain: bool) -> SyncReport:
         loop = self.loop(link)
@@ -286,15 +342,26 @@ class ConceptSync:
                 self.launch_selection(self, link, loop, model[0].name)
             elif due:
                 loop.next_batch(model[1])
-                log.info("%s: round %d selected (%d images)", link.concept, session.current_round(),
-                         len(session.batch(session.current_round())))
+                log.info(
+                    "%s: round %d selected (%d images)",
+                    link.concept,
+                    session.current_round(),
+                    len(session.batch(session.current_round())),
+                )
                 pushed += len(self._push_missing(link, session, tasks, model, schema))
             refreshed = self._refresh_open_predictions(link, tasks, model, schema)
             self._estimate_quality(loop, model[0])
         self.show_progress(link, session)
-        return SyncReport(link.concept, link.project_id, session.current_round(), new_labels,
-                          len(session.pending()), pushed,
-                          trained, refreshed)
+        return SyncReport(
+            link.concept,
+            link.project_id,
+            session.current_round(),
+            new_labels,
+            len(session.pending()),
+            pushed,
+            trained,
+            refreshed,
+        )
 
     def _next_batch_due(self, link: ProjectLink, loop: AgileLoop) -> bool:
         """Whether to train and select the next batch now: the open images are down to the prefetch
@@ -303,11 +370,13 @@ class ConceptSync:
         session = loop.session
         if not loop.next_batch_due() or not session.batch(session.current_round()):
             return False
-        return not (self.selection_in_flight is not None
-                    and self.selection_in_flight(self, link, session.current_round() + 1))
+        return not (
+            self.selection_in_flight is not None and self.selection_in_flight(self, link, session.current_round() + 1)
+        )
 
-    def _record_annotations(self, session: Session, tasks: Iterable[TaskRecord], schema: RatingSchema,
-                            source: str = USER) -> int:
+    def _record_annotations(
+        self, session: Session, tasks: Iterable[TaskRecord], schema: RatingSchema, source: str = USER
+    ) -> int:
         """Make the session's labels of ``source`` match the server: each task's latest annotation is
         recorded (a repeated one is a no-op); a rating whose annotations were all deleted is withdrawn.
         Returns how many labels changed."""
@@ -325,18 +394,27 @@ class ConceptSync:
             if annotation is None:
                 label = current.get(image_id)
                 if label is not None and label.value != WITHDRAWN and label.rater.startswith(LABEL_STUDIO_RATER):
-                    new += session.withdraw_label(image_id, rater=label.rater, source=source,
-                                                  external_id=f"label-studio:withdrawn:{task.id}:{label.created}")
+                    new += session.withdraw_label(
+                        image_id,
+                        rater=label.rater,
+                        source=source,
+                        external_id=f"label-studio:withdrawn:{task.id}:{label.created}",
+                    )
                 continue
             value, note = schema.label_of(annotation.result)
             if value is None:
                 continue
             new += session.record_label(
-                image_id, value, rater=f"{LABEL_STUDIO_RATER}:{annotation.completed_by}", source=source,
-                round_index=task.data.get(ROUND), note=note,
+                image_id,
+                value,
+                rater=f"{LABEL_STUDIO_RATER}:{annotation.completed_by}",
+                source=source,
+                round_index=task.data.get(ROUND),
+                note=note,
                 external_id=f"label-studio:{annotation.id}:{annotation.updated_at}",
                 created=parse_timestamp(annotation.updated_at),
-                lead_time=annotation.lead_time if isinstance(annotation.lead_time, (int, float)) else None)
+                lead_time=annotation.lead_time if isinstance(annotation.lead_time, (int, float)) else None,
+            )
         return new
 
     def _estimate_quality(self, loop: AgileLoop, version: ModelVersion) -> None:
@@ -366,26 +444,37 @@ class ConceptSync:
             return 0
         changed = int(session.withdraw_image(image_id, UNSURE))
         if label is not None and label.value != WITHDRAWN and label.rater.startswith(LABEL_STUDIO_RATER):
-            changed += session.withdraw_label(image_id, rater=label.rater,
-                                              external_id=f"label-studio:unsure:{image_id}:{event}:{label.created}")
+            changed += session.withdraw_label(
+                image_id, rater=label.rater, external_id=f"label-studio:unsure:{image_id}:{event}:{label.created}"
+            )
         return changed
 
-    def _current_model(self, loop: AgileLoop) -> tuple[ModelVersion, MLPClassifier] | None:
+    def _current_model(self, loop: AgileLoop) -> tuple[ModelVersion, ConceptClassifier] | None:
         version = loop.registry.latest()
         return (version, version.load()) if version else None
 
-    def _model_for_labels(self, loop: AgileLoop, force: bool = False) -> tuple[ModelVersion, MLPClassifier]:
+    def _model_for_labels(self, loop: AgileLoop, force: bool = False) -> tuple[ModelVersion, ConceptClassifier]:
         """The model trained on exactly the current labels: reused if a crash came after training."""
         latest = loop.registry.latest()
-        if (not force and latest is not None and latest.info.get("labels_digest") == loop.labels_digest()
-                and latest.info.get("round") == loop.session.current_round()):
+        if (
+            not force
+            and latest is not None
+            and latest.info.get("labels_digest") == loop.labels_digest()
+            and latest.info.get("round") == loop.session.current_round()
+        ):
             return latest, latest.load()
         model = loop.train(progress=lambda epoch, loss: fault_point("training"))
         fault_point("after-train")
         return model
 
-    def _push_missing(self, link: ProjectLink, session: Session, tasks: list[TaskRecord],
-                      model: tuple[ModelVersion, MLPClassifier] | None, schema: RatingSchema) -> list[int]:
+    def _push_missing(
+        self,
+        link: ProjectLink,
+        session: Session,
+        tasks: list[TaskRecord],
+        model: tuple[ModelVersion, ConceptClassifier] | None,
+        schema: RatingSchema,
+    ) -> list[int]:
         """Import the current round's images that never had a task (so a crash mid-push resumes).
 
         ``tasks`` is the project's whole task list. An image whose task was pushed (or seen on the
@@ -404,7 +493,7 @@ class ConceptSync:
         payloads = self._task_payloads(session, round_index, missing, model, schema)
         task_ids = []
         for start in range(0, len(payloads), PUSH_CHUNK):  # chunks bound one request's size
-            chunk = payloads[start:start + PUSH_CHUNK]
+            chunk = payloads[start : start + PUSH_CHUNK]
             task_ids += self.client.import_tasks(link.project_id, chunk)
             self.state.record_pushed(link.project_id, [(p["data"][IMAGE_ID], round_index) for p in chunk])
             fault_point("push")
@@ -413,17 +502,31 @@ class ConceptSync:
         log.info("%s: pushed %d tasks of round %d", link.concept, len(missing), round_index)
         return task_ids
 
-    def _refresh_open_predictions(self, link: ProjectLink, tasks: Sequence[TaskRecord],
-                                  model: tuple[ModelVersion, MLPClassifier], schema: RatingSchema) -> int:
+    def _refresh_open_predictions(
+        self,
+        link: ProjectLink,
+        tasks: Sequence[TaskRecord],
+        model: tuple[ModelVersion, ConceptClassifier],
+        schema: RatingSchema,
+    ) -> int:
         """Attach the new model's prediction to every task still waiting for a rating."""
-        open_tasks = [t for t in tasks if latest_annotation(t) is None and isinstance(t.data.get(IMAGE_ID), int)
-                      and t.prediction_version != model[0].name]
+        open_tasks = [
+            t
+            for t in tasks
+            if latest_annotation(t) is None
+            and isinstance(t.data.get(IMAGE_ID), int)
+            and t.prediction_version != model[0].name
+        ]
         if not open_tasks:
             return 0
         probs = self._probabilities(model[1], [t.data[IMAGE_ID] for t in open_tasks])
-        self.client.import_predictions(link.project_id, [
-            {"task": t.id, "result": schema.prediction(float(p)), "score": float(p), "model_version": model[0].name}
-            for t, p in zip(open_tasks, probs)])
+        self.client.import_predictions(
+            link.project_id,
+            [
+                {"task": t.id, "result": schema.prediction(float(p)), "score": float(p), "model_version": model[0].name}
+                for t, p in zip(open_tasks, probs)
+            ],
+        )
         return len(open_tasks)
 
     def retrain(self, concept_name: str) -> SyncReport:
@@ -440,7 +543,9 @@ class ConceptSync:
             tasks = list(self.client.iter_tasks(link.project_id))
             return self._record_annotations(session, tasks, self.schema_of(link), source=link.purpose)
 
-    def push_images(self, link: ProjectLink, image_ids: Sequence[int], round_index: int, extra: dict | None = None) -> int:
+    def push_images(
+        self, link: ProjectLink, image_ids: Sequence[int], round_index: int, extra: dict | None = None
+    ) -> int:
         """Import the images that never had a task in the project (no predictions); returns how many.
         An image whose task the user deleted there is not pushed again."""
         session = self.workspace.sessions.open(link.concept)
@@ -460,8 +565,9 @@ class ConceptSync:
         task imported just before a crash is known from here on)."""
         present = {t.data[IMAGE_ID]: t.data.get(ROUND) for t in tasks if isinstance(t.data.get(IMAGE_ID), int)}
         known = self.state.pushed_images(link.project_id)
-        self.state.record_pushed(link.project_id, [(i, r if isinstance(r, int) else None)
-                                                   for i, r in present.items() if i not in known])
+        self.state.record_pushed(
+            link.project_id, [(i, r if isinstance(r, int) else None) for i, r in present.items() if i not in known]
+        )
         return set(present)
 
     def _withdraw_deleted_tasks(self, link: ProjectLink, session: Session, present: set[int]) -> int:
@@ -470,8 +576,11 @@ class ConceptSync:
         queued = set(session.queued_ids())
         gone = (self.state.pushed_images(link.project_id) - present) & queued - set(session.withdrawn_images())
         if gone:  # the listing pages by offset: a deletion while it ran can hide a task; look again
-            again = {t.data[IMAGE_ID] for t in self.client.iter_tasks(link.project_id)
-                     if isinstance(t.data.get(IMAGE_ID), int)}
+            again = {
+                t.data[IMAGE_ID]
+                for t in self.client.iter_tasks(link.project_id)
+                if isinstance(t.data.get(IMAGE_ID), int)
+            }
             gone -= again
         withdrawn = 0
         for image_id in sorted(gone - set(session.withdrawn_images())):
@@ -493,8 +602,12 @@ def rating_project_settings(settings: Settings) -> dict:
     way, so the Data Manager shows and sorts by the model's score. The instructions (the loop's
     state, :mod:`sync.progress`) open with the label stream and stay behind its Instructions button.
     """
-    return dict(show_skip_button=True, skip_queue="IGNORE_SKIPPED", show_instruction=True,
-                show_collab_predictions=settings.prefill_predictions)
+    return dict(
+        show_skip_button=True,
+        skip_queue="IGNORE_SKIPPED",
+        show_instruction=True,
+        show_collab_predictions=settings.prefill_predictions,
+    )
 
 
 def _describe(concept) -> str:

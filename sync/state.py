@@ -18,16 +18,20 @@ from agile_modeling.errors import AgileError
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     concept TEXT NOT NULL, purpose TEXT NOT NULL, project_id INTEGER NOT NULL UNIQUE,
-    label_config TEXT NOT NULL, seed_size INTEGER NOT NULL, batch_size INTEGER NOT NULL,
-    strategy TEXT NOT NULL, seed INTEGER NOT NULL, created REAL NOT NULL, last_sync REAL NOT NULL DEFAULT 0,
-    last_error TEXT,
+    created REAL NOT NULL, last_sync REAL NOT NULL DEFAULT 0, last_error TEXT,
     PRIMARY KEY (concept, purpose));
+CREATE TABLE IF NOT EXISTS rating_projects (
+    project_id INTEGER PRIMARY KEY REFERENCES projects (project_id), label_config TEXT NOT NULL,
+    seed_size INTEGER NOT NULL, batch_size INTEGER NOT NULL, strategy TEXT NOT NULL, seed INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS crowd_projects (
+    project_id INTEGER PRIMARY KEY REFERENCES projects (project_id), annotators INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS pushed_images (
     project_id INTEGER NOT NULL, image_id INTEGER NOT NULL, round INTEGER, recorded REAL NOT NULL,
     PRIMARY KEY (project_id, image_id));
 """
 
 RATING = "rating"
+CROWD = "crowd"
 
 
 class UnknownProjectError(AgileError):
@@ -35,62 +39,144 @@ class UnknownProjectError(AgileError):
 
 
 @dataclass(frozen=True)
+class RoundSettings:
+    """How a rating project's rounds run: what ``concept publish`` was given."""
+
+    label_config: str  # the labeling interface's name (label_config/<name>.xml)
+    seed_size: int
+    batch_size: int
+    strategy: str  # a selection strategy of agile_modeling.selection
+    seed: int
+
+
+@dataclass(frozen=True)
 class ProjectLink:
-    """One concept's project and the loop settings it runs with."""
+    """One concept's project for one purpose (rating, crowd, evaluation, a deliberation stage), with
+    the settings of that purpose: ``rounds`` for the rating project, ``annotators`` (ratings wanted
+    per image) for the crowd project; the other purposes have none."""
 
     concept: str  # the concept's slug
     purpose: str
     project_id: int
-    label_config: str
-    seed_size: int
-    batch_size: int
-    strategy: str
-    seed: int
+    rounds: RoundSettings | None = None
+    annotators: int | None = None
     last_sync: float = 0.0
     last_error: str | None = None  # why the latest sync failed (cleared by the next good one)
+
+    def __post_init__(self) -> None:
+        if (self.purpose == RATING) != (self.rounds is not None):
+            raise ValueError(
+                f"a {self.purpose} project link {'needs' if self.purpose == RATING else 'has no'} round settings"
+            )
+        if (self.purpose == CROWD) != (self.annotators is not None):
+            raise ValueError(
+                f"a {self.purpose} project link {'needs' if self.purpose == CROWD else 'has no'} number of annotators"
+            )
+
+    @property
+    def round_settings(self) -> RoundSettings:
+        """``rounds`` of a rating project (an error for the other purposes)."""
+        if self.rounds is None:
+            raise ValueError(f"project {self.project_id} is a {self.purpose} project: it has no rounds")
+        return self.rounds
 
 
 class SyncState:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.db = Database(self.path, _SCHEMA)  # per-thread connections, WAL, one busy timeout (agile_modeling.database)
+        self.db = Database(
+            self.path, _SCHEMA
+        )  # per-thread connections, WAL, one busy timeout (agile_modeling.database)
+        self._migrate()
 
-    _COLUMNS = "concept, purpose, project_id, label_config, seed_size, batch_size, strategy, seed, last_sync, last_error"
+    def _migrate(self) -> None:
+        """A state file written before each purpose had its own settings kept them in the columns of
+        ``projects`` (the crowd's annotators in ``batch_size``, "majority" in ``strategy``, a
+        deliberation's purpose in ``label_config``): move them to their tables, keep the rest."""
+        with self.db.transaction():
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(projects)")}
+            if "label_config" not in columns:
+                return
+            self.db.execute(
+                "INSERT OR IGNORE INTO rating_projects SELECT project_id, label_config, seed_size, "
+                "batch_size, strategy, seed FROM projects WHERE purpose = ?",
+                (RATING,),
+            )
+            self.db.execute(
+                "INSERT OR IGNORE INTO crowd_projects SELECT project_id, batch_size FROM projects WHERE purpose = ?",
+                (CROWD,),
+            )
+            self.db.execute(
+                "CREATE TABLE projects_new (concept TEXT NOT NULL, purpose TEXT NOT NULL, project_id "
+                "INTEGER NOT NULL UNIQUE, created REAL NOT NULL, last_sync REAL NOT NULL DEFAULT 0, "
+                "last_error TEXT, PRIMARY KEY (concept, purpose))"
+            )
+            self.db.execute(
+                "INSERT INTO projects_new SELECT concept, purpose, project_id, created, last_sync, "
+                "last_error FROM projects"
+            )
+            self.db.execute("DROP TABLE projects")
+            self.db.execute("ALTER TABLE projects_new RENAME TO projects")
+
+    _SELECT = (
+        "SELECT p.concept, p.purpose, p.project_id, r.label_config, r.seed_size, r.batch_size, r.strategy, "
+        "r.seed, c.annotators, p.last_sync, p.last_error FROM projects p "
+        "LEFT JOIN rating_projects r ON r.project_id = p.project_id "
+        "LEFT JOIN crowd_projects c ON c.project_id = p.project_id"
+    )
+
+    @staticmethod
+    def _link(row: tuple) -> ProjectLink:
+        concept, purpose, project_id, label_config, seed_size, batch_size, strategy, seed, annotators, *sync = row
+        rounds = RoundSettings(label_config, seed_size, batch_size, strategy, seed) if purpose == RATING else None
+        return ProjectLink(concept, purpose, project_id, rounds, annotators if purpose == CROWD else None, *sync)
 
     def link(self, link: ProjectLink) -> ProjectLink:
         """Record a concept's project; if one is already recorded, that one is returned."""
-        self.db.execute(
-            "INSERT OR IGNORE INTO projects (concept, purpose, project_id, label_config, seed_size, batch_size, strategy,"
-            " seed, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (link.concept, link.purpose, link.project_id, link.label_config, link.seed_size, link.batch_size,
-             link.strategy, link.seed, time.time()),
-        )
-        return self.for_concept(link.concept, link.purpose)
+        with self.db.transaction():
+            added = self.db.execute(
+                "INSERT OR IGNORE INTO projects (concept, purpose, project_id, created) VALUES (?, ?, ?, ?)",
+                (link.concept, link.purpose, link.project_id, time.time()),
+            ).rowcount
+            if added and link.rounds is not None:
+                r = link.rounds
+                self.db.execute(
+                    "INSERT INTO rating_projects VALUES (?, ?, ?, ?, ?, ?)",
+                    (link.project_id, r.label_config, r.seed_size, r.batch_size, r.strategy, r.seed),
+                )
+            if added and link.annotators is not None:
+                self.db.execute("INSERT INTO crowd_projects VALUES (?, ?)", (link.project_id, link.annotators))
+        found = self.for_concept(link.concept, link.purpose)
+        assert found is not None  # recorded just now, or earlier by a racing publish
+        return found
 
     def for_concept(self, concept: str, purpose: str = RATING) -> ProjectLink | None:
-        row = self.db.execute(f"SELECT {self._COLUMNS} FROM projects WHERE concept = ? AND purpose = ?",
-                              (concept, purpose)).fetchone()
-        return ProjectLink(*row) if row else None
+        row = self.db.execute(f"{self._SELECT} WHERE p.concept = ? AND p.purpose = ?", (concept, purpose)).fetchone()
+        return self._link(row) if row else None
 
     def for_project(self, project_id: int) -> ProjectLink:
-        row = self.db.execute(f"SELECT {self._COLUMNS} FROM projects WHERE project_id = ?", (int(project_id),)).fetchone()
+        row = self.db.execute(f"{self._SELECT} WHERE p.project_id = ?", (int(project_id),)).fetchone()
         if not row:
             raise UnknownProjectError(
                 f"Label Studio project {project_id} belongs to no concept of this workspace; "
-                "publish one with `agile concept new ...` (or check AGILE_WORKSPACE)")
-        return ProjectLink(*row)
+                "publish one with `agile concept new ...` (or check AGILE_WORKSPACE)"
+            )
+        return self._link(row)
 
     def links_of(self, concept: str) -> list[ProjectLink]:
         """Every project of a concept (rating, crowd, evaluation, ...), oldest first."""
-        return [ProjectLink(*r) for r in self.db.execute(
-            f"SELECT {self._COLUMNS} FROM projects WHERE concept = ? ORDER BY created", (concept,))]
+        return [
+            self._link(r) for r in self.db.execute(f"{self._SELECT} WHERE p.concept = ? ORDER BY p.created", (concept,))
+        ]
 
     def all(self) -> list[ProjectLink]:
-        return [ProjectLink(*r) for r in self.db.execute(f"SELECT {self._COLUMNS} FROM projects ORDER BY created")]
+        return [self._link(r) for r in self.db.execute(f"{self._SELECT} ORDER BY p.created")]
 
     def mark_synced(self, project_id: int, started: float) -> None:
-        self.db.execute("UPDATE projects SET last_sync = MAX(last_sync, ?), last_error = NULL WHERE project_id = ?",
-                        (started, project_id))
+        self.db.execute(
+            "UPDATE projects SET last_sync = MAX(last_sync, ?), last_error = NULL WHERE project_id = ?",
+            (started, project_id),
+        )
 
     def record_error(self, project_id: int, message: str) -> None:
         self.db.execute("UPDATE projects SET last_error = ? WHERE project_id = ?", (message, project_id))
@@ -100,10 +186,14 @@ class SyncState:
         """Record ``(image_id, round)`` pairs as having (had) a task in the project: imported by us,
         or seen on the server. Idempotent."""
         now = time.time()
-        self.db.executemany("INSERT OR IGNORE INTO pushed_images VALUES (?, ?, ?, ?)",
-                            [(int(project_id), int(i), r, now) for i, r in images])
+        self.db.executemany(
+            "INSERT OR IGNORE INTO pushed_images VALUES (?, ?, ?, ?)",
+            [(int(project_id), int(i), r, now) for i, r in images],
+        )
 
     def pushed_images(self, project_id: int) -> set[int]:
         """Images that had a task in the project at some point (see :meth:`record_pushed`)."""
-        return {int(r[0]) for r in self.db.execute("SELECT image_id FROM pushed_images WHERE project_id = ?",
-                                                   (int(project_id),))}
+        return {
+            int(r[0])
+            for r in self.db.execute("SELECT image_id FROM pushed_images WHERE project_id = ?", (int(project_id),))
+        }

@@ -18,7 +18,7 @@ import agile_modeling.database as database
 from agile_modeling.concepts import Concept
 from agile_modeling.database import Database, DatabaseBusyError
 from agile_modeling.session import SessionStore
-from sync.state import RATING, ProjectLink, SyncState
+from sync.state import RATING, ProjectLink, RoundSettings, SyncState
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_threads_sharing_one_sync_state_all_write(tmp_path):
 
     def write(t: int) -> None:
         for i in range(30):
-            state.link(ProjectLink(f"c{t}-{i}", RATING, t * 100 + i, "rating", 4, 2, "margin", 0))
+            state.link(ProjectLink(f"c{t}-{i}", RATING, t * 100 + i, RoundSettings("rating", 4, 2, "margin", 0)))
             state.mark_synced(t * 100 + i, time.time())
 
     assert run_threads(6, write) == []
@@ -91,9 +91,17 @@ def test_processes_writing_one_sessions_file_at_once_lose_nothing(tmp_path):
     path = tmp_path / "sessions.sqlite"
     SessionStore(path).create(Concept("dog")).start_round(0, "seed", [0])
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(w), str(go)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-             for w in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(w), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        for w in range(4)
+    ]
     time.sleep(1.0)
     go.touch()
     outs = [p.communicate(timeout=120) for p in procs]
@@ -158,7 +166,7 @@ def test_a_transaction_rolls_back_on_error_and_nested_ones_join_the_outer(tmp_pa
     with pytest.raises(ZeroDivisionError):
         with db.transaction():
             db.execute("INSERT INTO t VALUES (1)")
-            1 / 0
+            raise ZeroDivisionError("the block fails")
     with db.transaction():
         db.execute("INSERT INTO t VALUES (2)")
         with db.transaction():

@@ -2,8 +2,9 @@
 
 Layout::
 
-    <root>/v0001/weights.pt   torch state of the MLPClassifier
-    <root>/v0001/model.json   name, number, created, sha256 of weights, recipe, metrics, extra info
+    <root>/v0001/weights.pt   torch state of the classifier (``ConceptClassifier.state``)
+    <root>/v0001/model.json   name, number, created, sha256 of weights, classifier kind and params,
+                              recipe, metrics, extra info (no ``kind``: an MLP, as saved before kinds)
 
 A version is assembled in a hidden temporary folder (``.tmp-<host>-<pid>-<ns>``), fsynced, then
 renamed into place: a crash leaves either no new version or a complete one, and earlier versions
@@ -29,10 +30,12 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from agile_modeling.classifier.mlp import MLPClassifier
+from agile_modeling.classifier.base import ConceptClassifier
+from agile_modeling.classifier.kinds import classifier_class
 from agile_modeling.errors import SessionError
 from agile_modeling.file_lock import file_lock
 from agile_modeling.store.embedding_store import fsync_dir
@@ -56,9 +59,14 @@ class ModelVersion:
     def metrics(self) -> dict:
         return self.info.get("metrics", {})
 
-    def load(self) -> MLPClassifier:
+    @property
+    def kind(self) -> str:
+        """The classifier's kind (``agile_modeling.classifier.kinds.CLASSIFIERS``)."""
+        return str(self.info.get("kind", "mlp"))
+
+    def load(self) -> ConceptClassifier:
         state = torch.load(self.path / "weights.pt", map_location="cpu", weights_only=True)
-        return MLPClassifier.from_state(state)
+        return classifier_class(self.kind).from_state(state)
 
 
 class ModelRegistry:
@@ -93,12 +101,12 @@ class ModelRegistry:
     def _numbers(self) -> list[int]:
         return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _VERSION_DIR.match(p.name)))
 
-    def save(self, classifier: MLPClassifier, metrics: dict | None = None, **info) -> ModelVersion:
+    def save(self, classifier: ConceptClassifier, metrics: dict | None = None, **info: Any) -> ModelVersion:
         """Write a new version and return it. Extra keyword ``info`` is stored in ``model.json``."""
         with self._writers_lock(exclusive=False):
             return self._save(classifier, metrics, info)
 
-    def _save(self, classifier: MLPClassifier, metrics: dict | None, info: dict) -> ModelVersion:
+    def _save(self, classifier: ConceptClassifier, metrics: dict | None, info: dict) -> ModelVersion:
         tmp = self.root / f".tmp-{socket.gethostname()}-{os.getpid()}-{time.monotonic_ns()}"
         tmp.mkdir()
         weights = tmp / "weights.pt"
@@ -111,7 +119,8 @@ class ModelRegistry:
                 "number": number,
                 "created": time.time(),
                 "weights_sha256": digest,
-                "recipe": classifier.recipe.as_dict(),
+                "kind": classifier.kind,
+                "recipe": classifier.params(),
                 "metrics": metrics or {},
                 **info,
             }

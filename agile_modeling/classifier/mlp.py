@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from agile_modeling import compute as compute_mod
+from agile_modeling.classifier.base import ConceptClassifier, check_training_data
 from agile_modeling.classifier.recipe import DEFAULT_RECIPE, TrainingRecipe
-from agile_modeling.errors import NotEnoughLabelsError
 
 
-def build_mlp(dim: int, hidden: tuple[int, ...], dropout: float) -> nn.Sequential:
-    """``dim -> hidden[0] -> ... -> 1`` with ReLU and dropout after every hidden layer."""
+def build_mlp(
+    dim: int, hidden: tuple[int, ...], dropout: float, generator: torch.Generator | None = None
+) -> nn.Sequential:
+    """``dim -> hidden[0] -> ... -> 1`` with ReLU and dropout after every hidden layer, initialised as
+    ``nn.Linear`` does but from ``generator`` (default: a fresh one), never torch's global RNG: the
+    same draws ``torch.manual_seed(s)`` then ``nn.Linear`` would make, without touching the caller's."""
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
     layers: list[nn.Module] = []
     width = dim
     for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+        layers += [nn.Linear(width, h, device="meta"), nn.ReLU(), nn.Dropout(dropout)]
         width = h
-    layers.append(nn.Linear(width, 1))
-    return nn.Sequential(*layers)
+    layers.append(nn.Linear(width, 1, device="meta"))
+    model = nn.Sequential(*layers).to_empty(device="cpu")
+    with torch.no_grad():
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+                bound = 1.0 / math.sqrt(layer.in_features)
+                layer.bias.uniform_(-bound, bound, generator=generator)
+    return model
 
 
 def balanced_epoch_plan(
@@ -74,13 +88,15 @@ def make_optimiser(params, recipe: TrainingRecipe) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay, foreach=True)
 
 
-class MLPClassifier:
+class MLPClassifier(ConceptClassifier):
     """Binary concept classifier trained with the paper's recipe.
 
     ``fit`` takes the labeled embeddings and, separately, random pool embeddings that are
     assumed negative (they prevent over-triggering on a pool where the concept is rare).
     Deterministic for a fixed ``recipe.seed`` on one machine.
     """
+
+    kind = "mlp"
 
     def __init__(self, recipe: TrainingRecipe = DEFAULT_RECIPE) -> None:
         self.recipe = recipe
@@ -95,7 +111,7 @@ class MLPClassifier:
         y: np.ndarray,
         random_negatives: np.ndarray | None = None,
         progress: Callable[[int, float], None] | None = None,
-    ) -> "MLPClassifier":
+    ) -> MLPClassifier:
         """Train from scratch.
 
         Args:
@@ -104,27 +120,15 @@ class MLPClassifier:
             random_negatives: ``(m, d)`` random pool embeddings labeled negative (may be empty).
             progress: called as ``progress(epoch, mean_loss)`` after every epoch.
         """
-        x = np.asarray(x, dtype=np.float32)
-        y = np.asarray(y).astype(np.int64)
-        if x.ndim != 2 or y.shape != (len(x),):
-            raise ValueError(f"x must be (n, d) and y (n,); got {x.shape} and {y.shape}")
-        if not np.isin(y, (0, 1)).all():
-            raise ValueError("labels must be 0 (negative) or 1 (positive)")
-        if not (y == 1).any():
-            raise NotEnoughLabelsError("no positive label yet: rate at least one image as positive")
-        rnd = np.zeros((0, x.shape[1]), np.float32) if random_negatives is None else np.asarray(random_negatives, np.float32)
-        if not (y == 0).any() and not len(rnd):
-            raise NotEnoughLabelsError("no negative label and no random negatives: nothing to contrast with")
-
+        x, y, rnd = check_training_data(x, y, random_negatives)
         with compute_mod.torch_threads(compute_mod.training_threads()):
             return self._fit(x, y, rnd, progress)
 
-    def _fit(self, x: np.ndarray, y: np.ndarray, rnd: np.ndarray, progress) -> "MLPClassifier":
+    def _fit(self, x: np.ndarray, y: np.ndarray, rnd: np.ndarray, progress) -> MLPClassifier:
         rec = self.recipe
-        torch.manual_seed(rec.seed)
         rng = np.random.default_rng(rec.seed)
         self.dim = x.shape[1]
-        self.model = build_mlp(self.dim, rec.hidden, rec.dropout)
+        self.model = build_mlp(self.dim, rec.hidden, rec.dropout, torch.Generator().manual_seed(rec.seed))
         optimiser = make_optimiser(self.model.parameters(), rec)
         loss_fn = nn.BCEWithLogitsLoss()
         linears = [m for m in self.model if isinstance(m, nn.Linear)]
@@ -143,7 +147,9 @@ class MLPClassifier:
         self.model.train()
         self.history = []
         for epoch in range(rec.epochs):
-            ex = torch.cat([pos_x[pos_i[epoch]], neg_x[neg_i[epoch]], rnd_x[rnd_i[epoch]]])  # empty plans give empty parts
+            ex = torch.cat(
+                [pos_x[pos_i[epoch]], neg_x[neg_i[epoch]], rnd_x[rnd_i[epoch]]]
+            )  # empty plans give empty parts
             ey = torch.cat([torch.ones(pos_i.shape[1]), torch.zeros(len(ex) - pos_i.shape[1])])
             order = torch.from_numpy(rng.permutation(len(ex)))
             total = 0.0
@@ -172,6 +178,7 @@ class MLPClassifier:
         machine (:func:`agile_modeling.compute.current`; the model's own weights, no bf16: these are
         the logits ``/predict`` answers with). Pool-wide scoring goes through ``scoring.PoolScorer``."""
         model = self._require_fitted()
+        x = self.check_embeddings(x)
         out = np.empty(len(x), dtype=np.float32)
         if compute_mod.current().blas == compute_mod.NUMPY:
             layers = [(w.T.contiguous().numpy(), b.numpy()) for w, b in self.linear_layers()]
@@ -189,23 +196,19 @@ class MLPClassifier:
             out[start : start + len(block)] = model(block).squeeze(1).numpy()
         return out
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Probability that each image ``(n, d)`` shows the concept: ``(n,)`` float32."""
-        return (1.0 / (1.0 + np.exp(-self.decision_function(x).astype(np.float64)))).astype(np.float32)
-
-    def predict(self, x: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-        return (self.predict_proba(x) >= threshold).astype(np.int64)
-
     def linear_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``[(weight (out, in), bias (out,)), ...]`` of every layer, input first (ReLU between)."""
         return [(m.weight.detach(), m.bias.detach()) for m in self._require_fitted() if isinstance(m, nn.Linear)]
 
     # --- persistence -------------------------------------------------------------------------
-    def state(self) -> dict:
+    def params(self) -> dict[str, Any]:
+        return self.recipe.as_dict()
+
+    def state(self) -> dict[str, Any]:
         return {"dim": self.dim, "recipe": self.recipe.as_dict(), "weights": self._require_fitted().state_dict()}
 
     @classmethod
-    def from_state(cls, state: dict) -> "MLPClassifier":
+    def from_state(cls, state: dict[str, Any]) -> MLPClassifier:
         recipe = state["recipe"]
         clf = cls(TrainingRecipe(**{**recipe, "hidden": tuple(recipe["hidden"])}))
         clf.dim = int(state["dim"])

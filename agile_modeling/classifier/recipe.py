@@ -39,7 +39,7 @@ class TrainingRecipe:
         if self.epochs < 1 or self.epoch_size < 1 or self.batch_size < 1:
             raise ValueError("epochs, epoch_size and batch_size must be positive")
 
-    def with_(self, **changes) -> "TrainingRecipe":
+    def with_(self, **changes) -> TrainingRecipe:
         return replace(self, **changes)
 
     def as_dict(self) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from agile_modeling.classifier.mlp import MLPClassifier
+from agile_modeling.classifier.kinds import make_classifier
 from agile_modeling.classifier.recipe import TrainingRecipe
 from agile_modeling.metrics import binary_metrics
 
@@ -45,8 +45,10 @@ class QualityEstimate:
         return asdict(self)
 
     def summary(self) -> str:
-        return (f"estimated AUC-PR {self.cv_auc_pr:.2f} ({self.cv_folds}-fold cross-validation on your "
-                f"{self.cv_labels} ratings, {self.cv_positives} positive)")
+        return (
+            f"estimated AUC-PR {self.cv_auc_pr:.2f} ({self.cv_folds}-fold cross-validation on your "
+            f"{self.cv_labels} ratings, {self.cv_positives} positive)"
+        )
 
 
 def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -59,9 +61,11 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def cross_validated_quality(recipe: TrainingRecipe, x: np.ndarray, y: np.ndarray,
-                            random_negatives: np.ndarray | None = None) -> QualityEstimate | None:
-    """Out-of-fold AUC-PR of ``recipe`` on the ratings ``x`` ``(n, d)``, ``y`` ``(n,)`` in {0, 1}.
+def cross_validated_quality(
+    recipe: TrainingRecipe, x: np.ndarray, y: np.ndarray, random_negatives: np.ndarray | None = None, kind: str = "mlp"
+) -> QualityEstimate | None:
+    """Out-of-fold AUC-PR of a ``kind`` classifier with ``recipe`` on the ratings ``x`` ``(n, d)``,
+    ``y`` ``(n,)`` in {0, 1}.
 
     ``random_negatives`` ``(m, d)``: the unlabeled pool images the version was trained with as
     negatives (used for training in every fold, never scored). None when either class has fewer
@@ -79,7 +83,7 @@ def cross_validated_quality(recipe: TrainingRecipe, x: np.ndarray, y: np.ndarray
     out_of_fold = np.empty(len(y), dtype=np.float64)
     for k in range(folds):
         held = fold == k
-        model = MLPClassifier(recipe).fit(x[~held], y[~held], random_negatives)
+        model = make_classifier(kind, recipe).fit(x[~held], y[~held], random_negatives)
         out_of_fold[held] = model.predict_proba(x[held])
     auc_pr = binary_metrics(y, out_of_fold, 0.5).auc_pr
     return QualityEstimate(float(auc_pr), positives, int(len(y)), folds)

@@ -12,8 +12,8 @@ import numpy as np
 from agile_modeling.classifier import DEFAULT_RECIPE, ModelRegistry, TrainingRecipe
 from agile_modeling.index import ExactIndex, NeighbourIndex
 from agile_modeling.loop import AgileLoop, LoopConfig
-from agile_modeling.seeding import NEIGHBOURS_PER_QUERY
 from agile_modeling.metrics import binary_metrics
+from agile_modeling.seeding import NEIGHBOURS_PER_QUERY
 from agile_modeling.session import SessionStore
 from agile_modeling.simulate.data import SharedData
 from agile_modeling.simulate.suite import SimulatedConcept
@@ -55,7 +55,7 @@ class SimulationContext:
     index: NeighbourIndex
 
     @classmethod
-    def build(cls, data: SharedData) -> "SimulationContext":
+    def build(cls, data: SharedData) -> SimulationContext:
         pool = PoolView([data.pool.x], data.pool.x.shape[1])
         return cls(data, pool, ExactIndex(pool))
 
@@ -75,6 +75,7 @@ def simulate_session(
     crowd_error_rate: float = 0.1,
     then_crowd_batch: int = 0,
     prefetch: float = 0.0,
+    classifier: str = "mlp",
 ) -> SessionResult:
     """Run one concept: seed of ``batch_size``... then ``rounds`` rounds, retraining after each.
 
@@ -85,7 +86,8 @@ def simulate_session(
     more round of that many images rated by the crowd, and a model trained on the user's labels
     then the crowd's. ``prefetch`` > 0 prepares each next batch when that fraction of a batch is
     still to rate (the product's queue that never runs dry, ``LoopConfig.prefetch``): every model
-    but the last then trains on fewer ratings. The session, its labels and model versions are written under ``workdir``
+    but the last then trains on fewer ratings. ``classifier``: the model trained each round
+    (``LoopConfig.classifier``). The session, its labels and model versions are written under ``workdir``
     with the real session store and registry, exactly as the service would.
     """
     data = ctx.data
@@ -97,9 +99,17 @@ def simulate_session(
     if rater not in ("user", "crowd"):
         raise ValueError(f"rater must be 'user' or 'crowd', not {rater!r}")
     # a seed larger than 100 (Crowd-500) needs more than the paper's 100 neighbours per phrase
-    config = LoopConfig(seed_size=batch_size, batch_size=batch_size, strategy=strategy, recipe=recipe.with_(seed=seed),
-                        seed=seed, label_source=rater, neighbours_per_query=max(NEIGHBOURS_PER_QUERY, batch_size),
-                        prefetch=prefetch)
+    config = LoopConfig(
+        seed_size=batch_size,
+        batch_size=batch_size,
+        strategy=strategy,
+        recipe=recipe.with_(seed=seed),
+        seed=seed,
+        label_source=rater,
+        neighbours_per_query=max(NEIGHBOURS_PER_QUERY, batch_size),
+        prefetch=prefetch,
+        classifier=classifier,
+    )
     loop = AgileLoop(session, ctx.pool, ctx.index, data.vocabulary, registry, config)
     if rater == "user":
         raters = SimulatedUser(spec.ground_truth(data.pool), error_rate, seed)
@@ -110,7 +120,10 @@ def simulate_session(
 
     text = data.vocabulary.encode_texts([concept.name])[0]
     result = SessionResult(
-        spec.title, spec.difficulty, strategy, batch_size,
+        spec.title,
+        spec.difficulty,
+        strategy,
+        batch_size,
         binary_metrics(test_truth, zero_shot_scores(test_x, text), CLIP_ZERO_SHOT_THRESHOLD).as_dict(),
         int(test_truth.sum()),
     )
@@ -123,7 +136,7 @@ def simulate_session(
         # the rater works down the queue until only the prefetch share of a batch is left (all of
         # it in the last round); the model trains and selects the next batch at that point
         keep = int(prefetch * batch_size) if r < rounds else 0
-        rated, queue = queue[:max(len(queue) - keep, 0)], queue[max(len(queue) - keep, 0):]
+        rated, queue = queue[: max(len(queue) - keep, 0)], queue[max(len(queue) - keep, 0) :]
         session.record_labels(zip(rated, raters.rate(rated)), rater=f"simulated-{rater}", source=rater)
         t0 = time.perf_counter()
         version, classifier = loop.train(evaluate)
@@ -132,7 +145,9 @@ def simulate_session(
             queue += loop.next_batch(classifier)
         t2 = time.perf_counter()
         labels = session.labels(rater)
-        rr = RoundResult(r, len(labels), sum(labels.values()), version.name, version.metrics, t1 - t0, t2 - t1 if r < rounds else 0.0)
+        rr = RoundResult(
+            r, len(labels), sum(labels.values()), version.name, version.metrics, t1 - t0, t2 - t1 if r < rounds else 0.0
+        )
         result.rounds.append(rr)
         if on_round:
             on_round(rr)

@@ -54,7 +54,6 @@ import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,8 +86,13 @@ def start_slow_saver(tmp_path: Path, root: Path, prefix: str) -> tuple[subproces
     """A subprocess holding a save open; returns it once its temporary folder exists, and the go file."""
     script, go = tmp_path / "slow_saver.py", tmp_path / "go"
     script.write_text(SLOW_SAVER)
-    proc = subprocess.Popen([sys.executable, str(script), str(root), prefix, str(go)], stdout=subprocess.PIPE,
-                            text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(root), prefix, str(go)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     line = proc.stdout.readline()
     assert line.strip() == "SAVING", f"the saver did not start its save: {line!r}"
     assert list(root.glob(".tmp-*")), "the save in progress has no temporary folder"

@@ -38,7 +38,9 @@ def test_balanced_epochs_upsample_positives_to_half():
 def test_learns_a_concept_from_few_labels_and_random_negatives(clustered_pool):
     x, y = concept_data(clustered_pool)
     rng = np.random.default_rng(0)
-    train = np.concatenate([rng.choice(np.flatnonzero(y == 1), 30, replace=False), rng.choice(np.flatnonzero(y == 0), 70, replace=False)])
+    train = np.concatenate(
+        [rng.choice(np.flatnonzero(y == 1), 30, replace=False), rng.choice(np.flatnonzero(y == 0), 70, replace=False)]
+    )
     random_negatives = x[rng.choice(len(x), 2000, replace=False)]
     clf = MLPClassifier(FAST).fit(x[train], y[train], random_negatives)
     test = np.setdiff1d(np.arange(len(x)), train)

@@ -31,7 +31,7 @@ def test_the_estimate_separates_a_learnable_concept_from_noise(clustered_pool):
 def test_no_estimate_from_too_few_positives():
     x = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
     y = np.zeros(40, int)
-    y[:MIN_PER_CLASS - 1] = 1
+    y[: MIN_PER_CLASS - 1] = 1
     assert cross_validated_quality(FAST, x, y) is None
     y[:MIN_PER_CLASS] = 1
     estimate = cross_validated_quality(FAST, x, y)

@@ -11,7 +11,7 @@ from agile_modeling.store import list_image_files
 from agile_modeling.workspace import Workspace
 from ml_backend.app import create_app
 from sync.settings import Settings
-from sync.state import RATING, ProjectLink, SyncState
+from sync.state import RATING, ProjectLink, RoundSettings, SyncState
 
 PROJECT = 7
 
@@ -23,7 +23,9 @@ def backend_workspace(tmp_path, image_folder, tiny_clip):
     store = ws.store(encoder.dim, encoder.name)
     store.add_images(list_image_files(image_folder), encoder, progress=False)
     ws.sessions.create(Concept("red things", ("red",)))
-    SyncState(ws.root / "label_studio.sqlite").link(ProjectLink("red-things", RATING, PROJECT, "rating", 4, 2, "margin", 0))
+    SyncState(ws.root / "label_studio.sqlite").link(
+        ProjectLink("red-things", RATING, PROJECT, RoundSettings("rating", 4, 2, "margin", 0))
+    )
     return ws
 
 
@@ -44,8 +46,13 @@ BACKEND = "http://127.0.0.1:9"  # nothing listens there: a fetch from it fails a
 
 def backend_settings(ws: Workspace, **kw) -> Settings:
     """What the backend reads in a real deployment: Label Studio's URL and key, its own URL."""
-    return Settings(workspace=ws.root, label_studio_url=LABEL_STUDIO, backend_url=BACKEND,
-                    label_studio_api_key="0123456789abcdef0123456789abcdef01234567", **kw)
+    return Settings(
+        workspace=ws.root,
+        label_studio_url=LABEL_STUDIO,
+        backend_url=BACKEND,
+        label_studio_api_key="0123456789abcdef0123456789abcdef01234567",
+        **kw,
+    )
 
 
 @pytest.fixture

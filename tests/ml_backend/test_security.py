@@ -20,7 +20,7 @@ from ml_backend.images import POOL_ENCODER_KEY, EmbeddingCache
 from sync.image_signing import ImageSigner
 from sync.rounds import ConceptSync
 from sync.settings import Settings
-from sync.state import RATING, ProjectLink, SyncState
+from sync.state import RATING, ProjectLink, RoundSettings, SyncState
 from tests.ml_backend.conftest import BACKEND, LABEL_STUDIO, PROJECT, backend_settings, train_model
 from tests.ml_backend.test_app import data_url, predict_body
 
@@ -158,7 +158,7 @@ def precomputed_workspace(tmp_path, tiny_clip):
     from agile_modeling.concepts import Concept
 
     ws.sessions.create(Concept("red things", ("red",)))
-    SyncState(ws.root / "label_studio.sqlite").link(ProjectLink("red-things", RATING, PROJECT, "rating", 4, 2, "margin", 0))
+    SyncState(ws.root / "label_studio.sqlite").link(ProjectLink("red-things", RATING, PROJECT, RoundSettings("rating", 4, 2, "margin", 0)))
     train_model(ws)
     return ws
 

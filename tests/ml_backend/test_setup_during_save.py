@@ -17,7 +17,7 @@ from agile_modeling.concepts import Concept
 from agile_modeling.workspace import Workspace
 from sync.server import free_port
 from sync.settings import Settings
-from sync.state import RATING, ProjectLink, SyncState
+from sync.state import RATING, ProjectLink, RoundSettings, SyncState
 from tests.classifier.test_artifacts import start_slow_saver
 
 PROJECT = 11
@@ -28,10 +28,17 @@ AUTH = ("label-studio", "backend-secret")
 def test_hammering_setup_under_gunicorn_never_deletes_a_model_being_saved(tmp_path):
     ws = Workspace(tmp_path / "ws")
     ws.sessions.create(Concept("red things", ("red",)))
-    SyncState(ws.root / "label_studio.sqlite").link(ProjectLink("red-things", RATING, PROJECT, "rating", 4, 2, "margin", 0))
+    SyncState(ws.root / "label_studio.sqlite").link(
+        ProjectLink("red-things", RATING, PROJECT, RoundSettings("rating", 4, 2, "margin", 0))
+    )
     port = free_port()
-    settings = Settings(workspace=ws.root, backend_url=f"http://127.0.0.1:{port}", basic_auth_user=AUTH[0],
-                        basic_auth_pass=AUTH[1], webhook_secret="shared-webhook-secret")
+    settings = Settings(
+        workspace=ws.root,
+        backend_url=f"http://127.0.0.1:{port}",
+        basic_auth_user=AUTH[0],
+        basic_auth_pass=AUTH[1],
+        webhook_secret="shared-webhook-secret",
+    )
     env = {**service_env(settings), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     backend = start_process(backend_command(f"127.0.0.1:{port}"), env, tmp_path / "backend.log")
     saver = None

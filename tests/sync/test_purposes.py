@@ -12,7 +12,7 @@ from sync.deliberation import DELIBERATION, SCOPING
 from sync.purposes import HANDLERS, CrowdHandler, FailedSync, UnknownPurposeError, handler_for, sync_all, sync_project
 from sync.rounds import ConceptSync
 from sync.settings import Settings
-from sync.state import RATING, ProjectLink
+from sync.state import RATING, ProjectLink, RoundSettings
 
 
 @pytest.fixture
@@ -30,8 +30,8 @@ def test_every_purpose_has_its_own_handler_and_an_unknown_one_is_an_error():
 
 
 def test_sync_all_records_each_failure_and_goes_on(concepts):
-    concepts.state.link(ProjectLink("a", "mystery", 1, "rating", 0, 0, "?", 0))
-    concepts.state.link(ProjectLink("b", RATING, 2, "rating", 20, 10, "margin", 0))  # no pool: fails too
+    concepts.state.link(ProjectLink("a", "mystery", 1))
+    concepts.state.link(ProjectLink("b", RATING, 2, RoundSettings("rating", 20, 10, "margin", 0)))  # no pool: fails too
     reports = sync_all(concepts)
     assert [type(r) for r in reports] == [FailedSync, FailedSync] and [r.project_id for r in reports] == [1, 2]
     assert "no sync handler for projects of purpose 'mystery'" in concepts.state.for_project(1).last_error
@@ -41,7 +41,7 @@ def test_sync_all_records_each_failure_and_goes_on(concepts):
 
 
 def test_a_project_synced_within_the_period_is_skipped(concepts):
-    concepts.state.link(ProjectLink("a", "mystery", 1, "rating", 0, 0, "?", 0))
+    concepts.state.link(ProjectLink("a", "mystery", 1))
     concepts.state.mark_synced(1, time.time())
     assert sync_all(concepts, skip_synced_within=60) == []
     assert concepts.state.for_project(1).last_error is None

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from agile_cli.services import service_env, worker_command
-from sync.rounds import ConceptSync, ROUND
+from sync.rounds import ROUND, ConceptSync
 from sync.settings import Settings
-from sync.state import RATING, ProjectLink, SyncState
+from sync.state import RATING, ProjectLink, RoundSettings, SyncState
 from tests.sync.conftest import REPO, Service, run_agile, wait_for
 
 
@@ -44,7 +44,7 @@ class _LockedState:
 
 
 def _link(state: SyncState, concept: str = "cat", project_id: int = 7) -> None:
-    state.link(ProjectLink(concept, RATING, project_id, "<View/>", 20, 10, "margin", 0))
+    state.link(ProjectLink(concept, RATING, project_id, RoundSettings("<View/>", 20, 10, "margin", 0)))
 
 
 def test_a_late_errback_of_a_replaced_launch_changes_nothing(tmp_path):
@@ -81,11 +81,15 @@ def test_a_failed_shard_ends_the_round_at_once_and_the_next_sync_relaunches_it(t
         ml.sync.launch_selection = sharded.start_sharded_selection
         launched = []
         real_launch, real_pieces = sharded.launch_selection, sharded.shard_pieces
-        monkeypatch.setattr(sharded, "launch_selection", lambda *a, **kw: launched.append(real_launch(*a, **kw))
-                            or launched[-1])
+        monkeypatch.setattr(
+            sharded, "launch_selection", lambda *a, **kw: launched.append(real_launch(*a, **kw)) or launched[-1]
+        )
         bad = broken_shard(tmp_path / "cut-short.npy")
-        monkeypatch.setattr(sharded, "shard_pieces", lambda shards, rows: [
-            *real_pieces(shards, rows)[:-1], (bad, *real_pieces(shards, rows)[-1][1:])])
+        monkeypatch.setattr(
+            sharded,
+            "shard_pieces",
+            lambda shards, rows: [*real_pieces(shards, rows)[:-1], (bad, *real_pieces(shards, rows)[-1][1:])],
+        )
 
         ml.rate_open_tasks()
         assert ml.sync.sync(name).trained == "cat-v1"
@@ -103,8 +107,11 @@ def test_a_failed_shard_ends_the_round_at_once_and_the_next_sync_relaunches_it(t
         monkeypatch.setattr(sharded, "shard_pieces", real_pieces)
         assert ml.sync.sync(name).pushed == 0
         assert len(launched) == 2 and launched[1].token != launched[0].token
-        wait_for(lambda: sum(t.data[ROUND] == 1 for t in ml.sync.client.iter_tasks(ml.project_id)) == 10, 90,
-                 "round 1 selected by the relaunch")
+        wait_for(
+            lambda: sum(t.data[ROUND] == 1 for t in ml.sync.client.iter_tasks(ml.project_id)) == 10,
+            90,
+            "round 1 selected by the relaunch",
+        )
         assert sharded.ledger_of(ml.sync).get("cat") is None
     finally:
         service.stop()
@@ -125,16 +132,20 @@ def test_a_failed_shard_ends_the_selection_over_redis(tmp_path, redis_url):
     root.mkdir()
     sync = _LockedState(root)
     _link(sync.state)
-    settings = Settings(workspace=root, broker_url=redis_url, label_studio_url="http://127.0.0.1:9",
-                        label_studio_api_key="unused", prefetch=0.0)
+    settings = Settings(
+        workspace=root,
+        broker_url=redis_url,
+        label_studio_url="http://127.0.0.1:9",
+        label_studio_api_key="unused",
+        prefetch=0.0,
+    )
     service = worker(tmp_path, settings, "r")
     app = make_celery(settings)
     ledger = ledger_of(sync)
     try:
         bad = broken_shard(tmp_path / "cut-short.npy")
         request = SimpleNamespace(strategy="margin", k=10, round=1, exclude=np.array([], dtype=np.int64))
-        entry = launch_selection(app, ledger, "cat", request, "cat-v1", root / "models",
-                                 [(bad, 0, 64), (bad, 64, 64)])
+        entry = launch_selection(app, ledger, "cat", request, "cat-v1", root / "models", [(bad, 0, 64), (bad, 64, 64)])
         assert ledger.get("cat") == entry
         wait_for(lambda: ledger.get("cat") is None, 60, "the failed selection to end over Redis")
         error = sync.state.for_concept("cat").last_error
