@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 LS_VENV ?= .venv-label-studio
 export AGILE_LABEL_STUDIO_VENV := $(abspath $(LS_VENV))
 
-.PHONY: demo up down test test-fast bench clean label-studio redis browser
+.PHONY: demo up down test test-fast lint bench clean label-studio redis browser
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,13 @@ up: $(VENV)/.installed $(LS_VENV)/.installed
 down: $(VENV)/.installed
 	$(BIN)/agile down
 
-test: $(VENV)/.installed $(LS_VENV)/.installed redis browser
+# static checks: ruff (lint + format) on everything, mypy (strict on the core engine agile_modeling/)
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(VENV)/.installed $(LS_VENV)/.installed redis browser lint
 	$(BIN)/python -m pytest -q
 
 test-fast: $(VENV)/.installed

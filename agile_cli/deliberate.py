@@ -68,8 +68,10 @@ def cmd_new(args) -> int:
     ls = _label_studio(args)
     if ls:
         report = ls.publish_scoping(args.name, args.description or "")
-        print(f"scoping project {report.project_id}: {ls.client.url}/projects/{report.project_id}/data "
-              f"({report.pushed} candidates pushed); decide there, then `agile deliberate start {args.name!r}`")
+        print(
+            f"scoping project {report.project_id}: {ls.client.url}/projects/{report.project_id}/data "
+            f"({report.pushed} candidates pushed); decide there, then `agile deliberate start {args.name!r}`"
+        )
     items = _deliberation(args, ws).scope(args.description or "")
     print(f"scoping proposal for {args.name!r} ({len(items)} candidate sub-concepts, provider {args.provider}):")
     _print_scoping(items)
@@ -78,7 +80,11 @@ def cmd_new(args) -> int:
 
 def cmd_decide(args) -> int:
     delib = _deliberation(args)
-    decisions = {**{p: "keep" for p in args.keep}, **{p: "flip" for p in args.flip}, **{p: "discard" for p in args.discard}}
+    decisions = {
+        **{p: "keep" for p in args.keep},
+        **{p: "flip" for p in args.flip},
+        **{p: "discard" for p in args.discard},
+    }
     delib.decide_scoping(decisions)
     _print_scoping(delib.history.scoping())
     return 0
@@ -129,7 +135,9 @@ def cmd_show(args) -> int:
     if args.history:
         print("\nhistory:")
         for v in history.versions():
-            scores = f" (F1 batch {v.scores['f1_batch']:.2f}, all {v.scores['f1_all']:.2f})" if "f1_all" in v.scores else ""
+            scores = (
+                f" (F1 batch {v.scores['f1_batch']:.2f}, all {v.scores['f1_all']:.2f})" if "f1_all" in v.scores else ""
+            )
             print(f"  v{v.version} [{v.author}]{scores}: {v.change}")
     if args.json:
         print(json.dumps(current.definition.as_dict(), indent=2))
@@ -142,8 +150,10 @@ def cmd_edit(args) -> int:
     try:
         data = json.loads(Path(args.file).read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise AgileError(f"cannot read the definition from {args.file}: {e}; write it as `agile deliberate show "
-                         f"{args.name!r} --json` prints it") from None
+        raise AgileError(
+            f"cannot read the definition from {args.file}: {e}; write it as `agile deliberate show "
+            f"{args.name!r} --json` prints it"
+        ) from None
     version = _deliberation(args).edit(Definition.from_dict(data), args.note or "")
     print(f"definition v{version.version}: {version.change}")
     return 0
@@ -153,43 +163,63 @@ def cmd_study(args) -> int:
     from agile_modeling.simulate.deliberation_study import run_deliberation_study
 
     print(f"simulated Agile Deliberation: {args.rounds} rounds of 5 labels per user; results go to {args.out}")
-    run_deliberation_study(args.out, rounds=args.rounds, seed=args.seed, data_root=args.data or args.settings.shared_data)
+    run_deliberation_study(
+        args.out, rounds=args.rounds, seed=args.seed, data_root=args.data or args.settings.shared_data
+    )
     print((Path(args.out) / "deliberation.md").read_text())
     return 0
 
 
 def add_deliberate_commands(sub) -> None:
-    p = sub.add_parser("deliberate", help="Agile Deliberation: decide what a vague concept means, with a structured "
-                       "definition refined over borderline images", description=__doc__, epilog=HELP,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "deliberate",
+        help="Agile Deliberation: decide what a vague concept means, with a structured "
+        "definition refined over borderline images",
+        description=__doc__,
+        epilog=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     dsub = p.add_subparsers(dest="deliberate_command", metavar="STEP", required=True)
 
     def step(name, func, help, concept=True):
         s = dsub.add_parser(name, help=help, description=help)
         if concept:
             s.add_argument("name", help="the concept's name")
-        s.add_argument("--provider", choices=("offline", "gemini"),
-                       help="model provider (default: $AGILE_PROVIDER or offline)")
+        s.add_argument(
+            "--provider", choices=("offline", "gemini"), help="model provider (default: $AGILE_PROVIDER or offline)"
+        )
         s.set_defaults(func=func)
         return s
 
-    new = step("new", cmd_new, "start a deliberation: the scoping proposal (unit concepts, candidate sub-concepts, "
-               "representative images); published to Label Studio when LABEL_STUDIO_URL is set")
+    new = step(
+        "new",
+        cmd_new,
+        "start a deliberation: the scoping proposal (unit concepts, candidate sub-concepts, "
+        "representative images); published to Label Studio when LABEL_STUDIO_URL is set",
+    )
     new.add_argument("--description", help="what the concept is about, in your words")
     new.add_argument("--text-vocabulary", help="npz phrase table for offline use")
     new.add_argument("--no-publish", action="store_true", help="do not publish to Label Studio")
     dec = step("decide", cmd_decide, "keep, flip or discard scoping candidates by their # number")
     for flag in ("keep", "flip", "discard"):
         dec.add_argument(f"--{flag}", nargs="*", type=int, default=[], metavar="N")
-    start = step("start", cmd_start, "record d0 from the scoping decisions (undecided ones are kept) and show the "
-                 "first borderline batch (in Label Studio when published)")
+    start = step(
+        "start",
+        cmd_start,
+        "record d0 from the scoping decisions (undecided ones are kept) and show the "
+        "first borderline batch (in Label Studio when published)",
+    )
     start.add_argument("--no-publish", action="store_true")
     lab = step("label", cmd_label, "label a borderline image in or out of scope, with an optional comment")
     lab.add_argument("image_id", type=int)
     lab.add_argument("label", choices=("in", "out"))
     lab.add_argument("--comment", help="why (say it whenever you disagree with the definition)")
-    nxt = step("next", cmd_next, "after a batch is labeled: refine the definition (5 candidates, best by F1) and show "
-               "the next borderline batch; with Label Studio: sync the deliberation project")
+    nxt = step(
+        "next",
+        cmd_next,
+        "after a batch is labeled: refine the definition (5 candidates, best by F1) and show "
+        "the next borderline batch; with Label Studio: sync the deliberation project",
+    )
     nxt.add_argument("--no-publish", action="store_true")
     show = step("show", cmd_show, "print the current definition")
     show.add_argument("--history", action="store_true", help="every version: what changed and why")
@@ -197,9 +227,13 @@ def add_deliberate_commands(sub) -> None:
     edit = step("edit", cmd_edit, "replace the definition by your own edit (a JSON file)")
     edit.add_argument("--file", required=True)
     edit.add_argument("--note", help="why you changed it")
-    study = step("study", cmd_study, "the simulated deliberation study over the shared embeddings (offline provider): "
-                 "F1/precision/recall per round against zero-shot, automatic decomposition and agile modeling",
-                 concept=False)
+    study = step(
+        "study",
+        cmd_study,
+        "the simulated deliberation study over the shared embeddings (offline provider): "
+        "F1/precision/recall per round against zero-shot, automatic decomposition and agile modeling",
+        concept=False,
+    )
     study.add_argument("--rounds", type=int, default=10)
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--data", help="folder of the shared embeddings")

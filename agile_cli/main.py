@@ -66,23 +66,29 @@ def cmd_pool_add(args) -> int:
         if path.is_dir():
             uris += list_image_files(path)
         elif path.is_file() and path.suffix.lower() in (".txt", ".lst", ".csv"):
-            uris += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+            uris += [
+                line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+            ]
         else:
             uris.append(source)
     encoder = ws.image_encoder(_encoder_spec(args)).with_runtime(
-        device=args.device, precision=args.precision, batch_size=args.batch_size)
+        device=args.device, precision=args.precision, batch_size=args.batch_size
+    )
     store = ws.store(encoder.dim, encoder.name)
     if args.distributed:
         from sync.sharded import fan_out_embedding
 
         totals = fan_out_embedding(ws.root.resolve(), uris, chunk=args.chunk, progress=not args.quiet)
-        print(f"added {totals['added']} images, {totals['already_present']} already in the store, "
-              f"{len(totals['skipped'])} skipped (on the Celery workers)")
+        print(
+            f"added {totals['added']} images, {totals['already_present']} already in the store, "
+            f"{len(totals['skipped'])} skipped (on the Celery workers)"
+        )
         for uri, reason in totals["skipped"]:
             print(f"  skipped {uri}: {reason}", file=sys.stderr)
         return 0
-    report = store.add_images(uris, encoder, progress=not args.quiet, workers=args.workers,
-                              fetch_workers=args.fetch_workers)
+    report = store.add_images(
+        uris, encoder, progress=not args.quiet, workers=args.workers, fetch_workers=args.fetch_workers
+    )
     print(report.summary() + f" (on {encoder.runtime})")
     for uri, reason in report.skipped:
         print(f"  skipped {uri}: {reason}", file=sys.stderr)
@@ -109,8 +115,18 @@ def cmd_pool_info(args) -> int:
     ws = _workspace(args)
     store = ws.store()
     view = store.vectors()
-    print(json.dumps({"workspace": str(ws.root), "images": len(store), "dim": store.dim,
-                      "encoder": store.encoder_name, "shards": len(view.shards)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "workspace": str(ws.root),
+                "images": len(store),
+                "dim": store.dim,
+                "encoder": store.encoder_name,
+                "shards": len(view.shards),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -131,10 +147,13 @@ def cmd_concept_new(args) -> int:
     print(f"concept {concept.name!r}: seed batch of {len(batch)} images to rate (round 0)")
     if args.settings.label_studio_url and not args.no_publish:
         sync = _concept_sync(args)
-        report = sync.publish(args.name, seed_size=args.size, batch_size=args.batch_size, strategy=args.strategy,
-                              seed=args.seed)
-        print(f"published to Label Studio as project {report.project_id}: "
-              f"{sync.client.url}/projects/{report.project_id}/data ({report.pushed} tasks pushed)")
+        report = sync.publish(
+            args.name, seed_size=args.size, batch_size=args.batch_size, strategy=args.strategy, seed=args.seed
+        )
+        print(
+            f"published to Label Studio as project {report.project_id}: "
+            f"{sync.client.url}/projects/{report.project_id}/data ({report.pushed} tasks pushed)"
+        )
     else:
         _print_batch(ws, batch)
     return 0
@@ -171,8 +190,9 @@ def cmd_concept_label(args) -> int:
             image_id = int(image) if image.isdigit() else store.ids_of_uris([image]).get(image)
             if image_id is None:
                 raise AgileError(f"{args.csv}:{lineno}: {image!r} is not in the pool")
-            stored += session.record_label(image_id, values[row[1].strip().lower()], rater=args.rater,
-                                           source=args.source)
+            stored += session.record_label(
+                image_id, values[row[1].strip().lower()], rater=args.rater, source=args.source
+            )
     if args.source == "evaluation":
         print(f"stored {stored} evaluation labels: they train nothing; `agile report {args.name}` scores on them")
         return 0
@@ -188,8 +208,12 @@ def cmd_concept_train(args) -> int:
 
     ws = _workspace(args)
     sources = tuple(args.labels.split("+"))
-    loop = ws.loop(args.name, LoopConfig(batch_size=args.batch_size, strategy=args.strategy,
-                                         label_source=sources if len(sources) > 1 else sources[0]))
+    loop = ws.loop(
+        args.name,
+        LoopConfig(
+            batch_size=args.batch_size, strategy=args.strategy, label_source=sources if len(sources) > 1 else sources[0]
+        ),
+    )
     version, classifier = loop.train()
     print(f"trained {version.name} on {version.info['num_labels']} labels ({version.info['num_positive']} positive)")
     batch = loop.next_batch(classifier)
@@ -207,7 +231,9 @@ def cmd_concept_status(args) -> int:
     print(f"labels: {len(labels)} ({sum(labels.values())} positive)")
     for r in session.rounds():
         withdrawn = f", {r.withdrawn} withdrawn" if r.withdrawn else ""
-        print(f"round {r.round} ({r.strategy}): {r.labeled}/{len(r.batch)} rated{withdrawn}, model {r.model_version or '-'}")
+        print(
+            f"round {r.round} ({r.strategy}): {r.labeled}/{len(r.batch)} rated{withdrawn}, model {r.model_version or '-'}"
+        )
     for m in session.models():
         print(f"model {m['name']}: {m['num_labels']} labels, {_quality_of(m['metrics'])}")
     from sync.progress import progress_plot
@@ -221,8 +247,10 @@ def cmd_concept_status(args) -> int:
     url = args.settings.label_studio_url or "<LABEL_STUDIO_URL>"
     for link in SyncState(ws.root / "label_studio.sqlite").links_of(session.slug):
         if link.purpose == RATING:
-            print(f"Label Studio project {link.project_id}: {url}/projects/{link.project_id}/data "
-                  f"(batches of {link.round_settings.batch_size}, {link.round_settings.strategy})")
+            print(
+                f"Label Studio project {link.project_id}: {url}/projects/{link.project_id}/data "
+                f"(batches of {link.round_settings.batch_size}, {link.round_settings.strategy})"
+            )
         else:
             print(f"Label Studio {link.purpose} project {link.project_id}: {url}/projects/{link.project_id}/data")
         if link.last_error:
@@ -250,13 +278,21 @@ def _warn_if_the_worker_is_down(ws, session) -> None:
         try:
             client = LabelStudioClient(stack.get("label_studio_url"), stack.get("api_key"), timeout=10)
             known = set(session.labels()) | set(session.withdrawn_images())
-            count = sum(1 for t in client.iter_tasks(link.project_id)
-                        if latest_annotation(t) is not None and t.data.get(IMAGE_ID) not in known)
-            waiting = f" {count} rating{'s' if count != 1 else ''} in Label Studio {'are' if count != 1 else 'is'} waiting;"
+            count = sum(
+                1
+                for t in client.iter_tasks(link.project_id)
+                if latest_annotation(t) is not None and t.data.get(IMAGE_ID) not in known
+            )
+            waiting = (
+                f" {count} rating{'s' if count != 1 else ''} in Label Studio {'are' if count != 1 else 'is'} waiting;"
+            )
         except AgileError:
             waiting = " (Label Studio did not answer either);"
-    print(f"warning: the worker of this workspace's stack is not running:{waiting} ratings are not recorded and no new "
-          "batch comes. Run `make up` (or `agile up`): it starts again what stopped.", file=sys.stderr)
+    print(
+        f"warning: the worker of this workspace's stack is not running:{waiting} ratings are not recorded and no new "
+        "batch comes. Run `make up` (or `agile up`): it starts again what stopped.",
+        file=sys.stderr,
+    )
 
 
 def _quality_of(metrics: dict) -> str:
@@ -266,8 +302,10 @@ def _quality_of(metrics: dict) -> str:
     rest = {k: v for k, v in metrics.items() if not k.startswith("cv_")}
     words = []
     if "cv_auc_pr" in metrics:
-        words.append(f"estimated AUC-PR {metrics['cv_auc_pr']:.3f} ({metrics['cv_folds']}-fold cross-validation on "
-                     f"{metrics['cv_labels']} ratings, {metrics['cv_positives']} positive)")
+        words.append(
+            f"estimated AUC-PR {metrics['cv_auc_pr']:.3f} ({metrics['cv_folds']}-fold cross-validation on "
+            f"{metrics['cv_labels']} ratings, {metrics['cv_positives']} positive)"
+        )
     if rest:
         words.append("metrics " + json.dumps(rest))
     return "; ".join(words)
@@ -280,10 +318,13 @@ def _concept_sync(args):
 
 
 def cmd_concept_publish(args) -> int:
-    report = _concept_sync(args).publish(args.name, seed_size=args.size, batch_size=args.batch_size,
-                                         strategy=args.strategy, seed=args.seed)
+    report = _concept_sync(args).publish(
+        args.name, seed_size=args.size, batch_size=args.batch_size, strategy=args.strategy, seed=args.seed
+    )
     sync = _concept_sync(args)
-    print(f"published {args.name!r} as project {report.project_id}: {sync.client.url}/projects/{report.project_id}/data")
+    print(
+        f"published {args.name!r} as project {report.project_id}: {sync.client.url}/projects/{report.project_id}/data"
+    )
     print(report.summary())
     return 0
 
@@ -317,8 +358,11 @@ def cmd_concept_export(args) -> int:
         raise AgileError(f"{out} exists and is not empty: choose another --output")
     shutil.copytree(version.path, out, dirs_exist_ok=True)
     store = ws.store()
-    (out / "embedding.json").write_text(json.dumps(
-        {"encoder": store.encoder_name, "dim": store.dim, "open_clip": ws.config().get("open_clip")}, indent=2))
+    (out / "embedding.json").write_text(
+        json.dumps(
+            {"encoder": store.encoder_name, "dim": store.dim, "open_clip": ws.config().get("open_clip")}, indent=2
+        )
+    )
     print(f"exported {version.name} to {out} (weights.pt, model.json, embedding.json: the encoder its inputs need)")
     return 0
 
@@ -338,7 +382,7 @@ def cmd_concept_score(args) -> int:
     scored = skipped = 0
     for start in range(0, len(paths), 64):
         images, names = [], []
-        for path in paths[start:start + 64]:
+        for path in paths[start : start + 64]:
             try:
                 images.append(load_image(path).image)
                 names.append(path)
@@ -352,8 +396,12 @@ def cmd_concept_score(args) -> int:
             scored += len(names)
     if out is not sys.stdout:
         out.close()
-    print(f"scored {scored} images with {version.name}" + (f", skipped {skipped}" if skipped else "")
-          + (f" -> {args.output}" if args.output != "-" else ""), file=sys.stderr)
+    print(
+        f"scored {scored} images with {version.name}"
+        + (f", skipped {skipped}" if skipped else "")
+        + (f" -> {args.output}" if args.output != "-" else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -362,8 +410,10 @@ def cmd_concept_evaluate(args) -> int:
 
     sync = _concept_sync(args)
     report = publish_evaluation(sync, args.name, per_stratum=args.per_stratum)
-    print(f"evaluation set of {args.name!r}: {report.images} images from {', '.join(report.versions)} "
-          f"({report.pushed} new) in project {report.project_id}: {sync.client.url}/projects/{report.project_id}/data")
+    print(
+        f"evaluation set of {args.name!r}: {report.images} images from {', '.join(report.versions)} "
+        f"({report.pushed} new) in project {report.project_id}: {sync.client.url}/projects/{report.project_id}/data"
+    )
     print("rate them in Label Studio, then run `agile report` (these ratings never train a model)")
     if report.warning():
         print(f"warning: {report.warning()}", file=sys.stderr)
@@ -375,16 +425,24 @@ def cmd_concept_crowd(args) -> int:
 
     sync = _concept_sync(args)
     project_id, pushed = publish_crowd(sync, args.name, annotators=args.annotators)
-    print(f"crowd project {project_id}: {sync.client.url}/projects/{project_id}/data ({pushed} new tasks, "
-          f"{args.annotators} annotators per task)")
+    print(
+        f"crowd project {project_id}: {sync.client.url}/projects/{project_id}/data ({pushed} new tasks, "
+        f"{args.annotators} annotators per task)"
+    )
     print(pull_crowd(sync, args.name).summary())
     return 0
 
 
 def cmd_report(args) -> int:
     from agile_modeling.evaluation import PER_STRATUM
-    from agile_modeling.quality import (EVALUATION, evaluation_warning, plot_quality, quality_table, version_quality,
-                                        zero_shot_quality)
+    from agile_modeling.quality import (
+        EVALUATION,
+        evaluation_warning,
+        plot_quality,
+        quality_table,
+        version_quality,
+        zero_shot_quality,
+    )
 
     ws = _workspace(args)
     session = ws.sessions.open(args.name)
@@ -396,8 +454,10 @@ def cmd_report(args) -> int:
             print(f"recorded {pulled} new evaluation ratings from Label Studio")
     evaluation = session.labels(EVALUATION)
     if not evaluation:
-        raise AgileError(f"concept {args.name!r} has no evaluation ratings yet: publish an evaluation set with "
-                         f"`agile concept evaluate {args.name!r}`, rate it in Label Studio, then run the report again")
+        raise AgileError(
+            f"concept {args.name!r} has no evaluation ratings yet: publish an evaluation set with "
+            f"`agile concept evaluate {args.name!r}`, rate it in Label Studio, then run the report again"
+        )
     pool = ws.store().vectors()
     rows = version_quality(session, ws.registry(args.name), pool, evaluation)
     text = ws.text_encoder().encode_texts([session.concept.name])[0]
@@ -406,15 +466,22 @@ def cmd_report(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table = quality_table(rows, zero_shot)
     positives = sum(evaluation.values())
-    header = (f"# {session.concept.name}: quality on {len(evaluation)} evaluation ratings ({positives} positive)\n\n"
-              "Stratified evaluation set (10 score strata x 20 lowest-SipHash images per model version, merged); "
-              "F1 at 0.5 for the models, at cosine 0.28 for zero-shot CLIP.\n\n")
+    header = (
+        f"# {session.concept.name}: quality on {len(evaluation)} evaluation ratings ({positives} positive)\n\n"
+        "Stratified evaluation set (10 score strata x 20 lowest-SipHash images per model version, merged); "
+        "F1 at 0.5 for the models, at cosine 0.28 for zero-shot CLIP.\n\n"
+    )
     warning = evaluation_warning(evaluation, PER_STRATUM)
     if warning:
         header += f"**Warning**: {warning}\n\n"
     (out / "report.md").write_text(header + table + "\n")
-    plot = plot_quality(rows, zero_shot, out / "quality.png", f"{session.concept.name} ({len(evaluation)} evaluation ratings"
-                        + (f", {positives} positive: too few to measure)" if warning else ")"))
+    plot = plot_quality(
+        rows,
+        zero_shot,
+        out / "quality.png",
+        f"{session.concept.name} ({len(evaluation)} evaluation ratings"
+        + (f", {positives} positive: too few to measure)" if warning else ")"),
+    )
     print(header + table)
     if warning:
         print(f"\nwarning: {warning}", file=sys.stderr)
@@ -434,7 +501,9 @@ def cmd_simulate(args) -> int:
         wanted = {c.lower() for c in args.concept}
         suite = [s for s in suite if s.title.lower() in wanted or s.name.lower() in wanted]
         if not suite:
-            raise AgileError(f"no concept named {args.concept} in the suite; see {args.suite or 'the packaged concepts.json'}")
+            raise AgileError(
+                f"no concept named {args.concept} in the suite; see {args.suite or 'the packaged concepts.json'}"
+            )
     print(f"pool: {len(data.pool)} real CLIP ViT-B/32 embeddings, test: {len(data.test)} (from {data.root})")
     ctx = SimulationContext.build(data)
     recipe = DEFAULT_RECIPE.with_(learning_rate=args.learning_rate or DEFAULT_RECIPE.learning_rate)
@@ -443,17 +512,34 @@ def cmd_simulate(args) -> int:
         print(f"\n{spec.title} ({spec.difficulty}): phrases {list(spec.concept().phrases)}")
         with tempfile.TemporaryDirectory() as tmp:
             res = simulate_session(
-                spec, ctx, args.keep or tmp, rounds=args.rounds, batch_size=args.batch_size, strategy=args.strategy,
-                recipe=recipe, error_rate=args.error_rate, seed=args.seed, prefetch=args.prefetch,
-                classifier=args.classifier, on_round=lambda rr: print(
+                spec,
+                ctx,
+                args.keep or tmp,
+                rounds=args.rounds,
+                batch_size=args.batch_size,
+                strategy=args.strategy,
+                recipe=recipe,
+                error_rate=args.error_rate,
+                seed=args.seed,
+                prefetch=args.prefetch,
+                classifier=args.classifier,
+                on_round=lambda rr: print(
                     f"  round {rr.round}: {rr.num_labels:4d} ratings ({rr.num_positive} positive)  "
-                    f"AUC-PR {rr.metrics['auc_pr']:.3f}  train {rr.train_seconds:.1f}s  select {rr.select_seconds:.2f}s"),
+                    f"AUC-PR {rr.metrics['auc_pr']:.3f}  train {rr.train_seconds:.1f}s  select {rr.select_seconds:.2f}s"
+                ),
             )
         print(f"  zero-shot CLIP AUC-PR {res.zero_shot['auc_pr']:.3f}")
         results.append(res)
-    config = {"rounds": args.rounds, "batch_size": args.batch_size, "strategy": args.strategy,
-              "error_rate": args.error_rate, "seed": args.seed, "prefetch": args.prefetch, "classifier": args.classifier,
-              "recipe": recipe.as_dict()}
+    config = {
+        "rounds": args.rounds,
+        "batch_size": args.batch_size,
+        "strategy": args.strategy,
+        "error_rate": args.error_rate,
+        "seed": args.seed,
+        "prefetch": args.prefetch,
+        "classifier": args.classifier,
+        "recipe": recipe.as_dict(),
+    }
     paths = write_report(results, args.out, config)
     print("\n" + results_table(results))
     print(f"\nwrote {paths['table']}, {paths['json']} and the plot {paths['plot']}")
@@ -469,12 +555,19 @@ def cmd_study(args) -> int:
     if args.concept:
         wanted = {c.lower() for c in args.concept}
         suite = [s for s in suite if s.title.lower() in wanted or s.name.lower() in wanted]
-    print(f"the simulated study: {len(suite)} concepts, pool {len(data.pool)}, test {len(data.test)}; "
-          f"results go to {args.out} (a stopped run resumes)")
+    print(
+        f"the simulated study: {len(suite)} concepts, pool {len(data.pool)}, test {len(data.test)}; "
+        f"results go to {args.out} (a stopped run resumes)"
+    )
     results = run_study(suite, SimulationContext.build(data), args.out, StudyConfig(rounds=args.rounds, seed=args.seed))
     out = Path(args.out)
-    text = ("# The simulated study\n\nMean ± standard error of test AUC-PR over concepts (hard / easy / all).\n\n"
-            + summary_table(results) + "\n\n## Per concept (test AUC-PR)\n\n" + per_concept_table(results) + "\n")
+    text = (
+        "# The simulated study\n\nMean ± standard error of test AUC-PR over concepts (hard / easy / all).\n\n"
+        + summary_table(results)
+        + "\n\n## Per concept (test AUC-PR)\n\n"
+        + per_concept_table(results)
+        + "\n"
+    )
     (out / "study.md").write_text(text)
     plot = plot_study(results, out / "study.png")
     print(text)
@@ -483,8 +576,8 @@ def cmd_study(args) -> int:
 
 
 def cmd_vocabulary(args) -> int:
-    from agile_modeling.simulate import find_data_dir
     from agile_modeling.encoders import VocabularyTextEncoder
+    from agile_modeling.simulate import find_data_dir
 
     path = args.file or find_data_dir(args.settings.shared_data) / "text_vocabulary.npz"
     phrases = VocabularyTextEncoder.from_npz(path).phrases
@@ -516,36 +609,56 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    pool = sub.add_parser("pool", help="the pool of unlabeled images (embedded once)", description="Manage the image pool.")
+    pool = sub.add_parser(
+        "pool", help="the pool of unlabeled images (embedded once)", description="Manage the image pool."
+    )
     pool_sub = pool.add_subparsers(dest="pool_command", metavar="ACTION", required=True)
     add = pool_sub.add_parser(
-        "add", help="embed images (folders, paths, URLs, or .txt lists of them) into the pool",
+        "add",
+        help="embed images (folders, paths, URLs, or .txt lists of them) into the pool",
         description="Embed images once and append them to the pool. Corrupt or unreadable images are "
         "skipped and reported; re-running resumes (images already embedded are recognised by content hash).",
     )
     add.add_argument("sources", nargs="+", help="folder, image path or URL, or a .txt file with one per line")
     add.add_argument("--model", default="ViT-B-32", help="open_clip model name (default ViT-B-32)")
-    add.add_argument("--pretrained", default="laion2b_s34b_b79k",
-                     help="open_clip pretrained tag (downloaded on first use), or 'none' for random weights")
+    add.add_argument(
+        "--pretrained",
+        default="laion2b_s34b_b79k",
+        help="open_clip pretrained tag (downloaded on first use), or 'none' for random weights",
+    )
     add.add_argument("--checkpoint", help="local checkpoint file instead of a download (offline machines)")
-    add.add_argument("--device",
-                     help="where the model runs: auto (a GPU if there is one, else the CPU), cpu, cuda[:N] or mps "
-                     "(default: $AGILE_DEVICE or auto); a device that is not there is an error")
-    add.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8", "fp16"],
-                     help="the image tower's arithmetic (same embedding space, cosine >= 0.999 to fp32): auto = bf16 "
-                     "on CPUs with native bf16, int8 Linear layers on other CPUs, fp16 autocast on a GPU")
+    add.add_argument(
+        "--device",
+        help="where the model runs: auto (a GPU if there is one, else the CPU), cpu, cuda[:N] or mps "
+        "(default: $AGILE_DEVICE or auto); a device that is not there is an error",
+    )
+    add.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "int8", "fp16"],
+        help="the image tower's arithmetic (same embedding space, cosine >= 0.999 to fp32): auto = bf16 "
+        "on CPUs with native bf16, int8 Linear layers on other CPUs, fp16 autocast on a GPU",
+    )
     add.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
-    add.add_argument("--workers", type=int, default=None,
-                     help="threads reading and decoding images beside the model (default: one per core, at most 4)")
+    add.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="threads reading and decoding images beside the model (default: one per core, at most 4)",
+    )
     add.add_argument("--fetch-workers", type=int, default=16, help="concurrent downloads of http(s) images at most")
     add.add_argument("--quiet", action="store_true", help="no progress bar")
-    add.add_argument("--distributed", action="store_true",
-                     help="embed on the Celery workers (CELERY_BROKER_URL), one task per --chunk images; run it again "
-                     "to resume after an interruption")
+    add.add_argument(
+        "--distributed",
+        action="store_true",
+        help="embed on the Celery workers (CELERY_BROKER_URL), one task per --chunk images; run it again "
+        "to resume after an interruption",
+    )
     add.add_argument("--chunk", type=int, default=256, help="images per task with --distributed")
     add.set_defaults(func=cmd_pool_add)
     imp = pool_sub.add_parser(
-        "import-embeddings", help="import precomputed clip-retrieval embeddings (img_emb/ + metadata/)",
+        "import-embeddings",
+        help="import precomputed clip-retrieval embeddings (img_emb/ + metadata/)",
         description="Append precomputed embeddings laid out by clip-retrieval (img_emb/*.npy and "
         "metadata/*.parquet with url and caption columns); no image is downloaded or embedded.",
     )
@@ -555,7 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--quiet", action="store_true")
     imp.set_defaults(func=cmd_pool_import)
     info = pool_sub.add_parser(
-        "info", help="size and encoder of the pool",
+        "info",
+        help="size and encoder of the pool",
         description="Print the workspace's pool as JSON: number of images, embedding dimension, the encoder "
         "that made them and the number of shard files.",
     )
@@ -564,7 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
     concept = sub.add_parser("concept", help="create and train concept classifiers", description="Concept sessions.")
     csub = concept.add_subparsers(dest="concept_command", metavar="ACTION", required=True)
     new = csub.add_parser(
-        "new", help="create a concept and pick its seed batch",
+        "new",
+        help="create a concept and pick its seed batch",
         description="Create a concept from its name and phrases. The 100 nearest pool images of every "
         "phrase are pooled and 100 are drawn at random: the seed batch to rate. When LABEL_STUDIO_URL is set, "
         "the concept is also published: a Label Studio project with the seed batch as tasks (see `concept publish`).",
@@ -573,53 +688,78 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--positive", nargs="*", default=[], help="phrases for the concept or its visual modes")
     new.add_argument("--negative", nargs="*", default=[], help="related phrases that are NOT the concept")
     new.add_argument("--description", help="what raters are shown")
-    new.add_argument("--example", nargs="*", default=[], metavar="IMAGE",
-                     help="pool images (id or path/URL) that show the concept: extra queries for the seed batch")
+    new.add_argument(
+        "--example",
+        nargs="*",
+        default=[],
+        metavar="IMAGE",
+        help="pool images (id or path/URL) that show the concept: extra queries for the seed batch",
+    )
     new.add_argument("--size", type=int, default=100, help="seed batch size (default 100)")
     new.add_argument("--seed", type=int, default=0, help="random seed of the draw")
     new.add_argument("--text-vocabulary", help="npz of phrase embeddings to use offline instead of a text tower")
     new.add_argument("--batch-size", type=int, default=100, help="images per active-learning round in Label Studio")
-    new.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin",
-                     help="how the rounds after the seed pick images to rate in Label Studio (default margin)")
-    new.add_argument("--no-publish", action="store_true",
-                     help="do not create a Label Studio project even though LABEL_STUDIO_URL is set")
+    new.add_argument(
+        "--strategy",
+        choices=STRATEGY_NAMES,
+        default="margin",
+        help="how the rounds after the seed pick images to rate in Label Studio (default margin)",
+    )
+    new.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="do not create a Label Studio project even though LABEL_STUDIO_URL is set",
+    )
     new.set_defaults(func=cmd_concept_new)
     lab = csub.add_parser(
-        "label", help="record ratings from a CSV (image id or URI, positive/negative)",
+        "label",
+        help="record ratings from a CSV (image id or URI, positive/negative)",
         description="Record the user's ratings from a CSV file of 'image,label' rows. Each rating is committed "
         "as it is read; re-running the same file stores the ratings again as newer ones (the latest counts).",
     )
     lab.add_argument("name")
     lab.add_argument("csv", help="CSV rows 'image,label'; label is positive/negative, yes/no or 1/0")
     lab.add_argument("--rater", default="user", help="who rated (default: user)")
-    lab.add_argument("--source", choices=LABEL_SOURCES, default="user",
-                     help="what the ratings are: user (the concept owner's: they train the model, the default), "
-                     "evaluation (a held-out set `agile report` scores every model version on) or crowd (other "
-                     "raters, kept apart as the crowd project's are)")
+    lab.add_argument(
+        "--source",
+        choices=LABEL_SOURCES,
+        default="user",
+        help="what the ratings are: user (the concept owner's: they train the model, the default), "
+        "evaluation (a held-out set `agile report` scores every model version on) or crowd (other "
+        "raters, kept apart as the crowd project's are)",
+    )
     lab.set_defaults(func=cmd_concept_label)
     train = csub.add_parser(
-        "train", help="retrain on all labels, then select the next batch",
+        "train",
+        help="retrain on all labels, then select the next batch",
         description="Train a new model version on every label so far (1x16 MLP on the seed batch, 3x128 "
         "after), then select the next batch over the whole pool.",
     )
     train.add_argument("name")
     train.add_argument("--batch-size", type=int, default=100)
     train.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin")
-    train.add_argument("--labels", choices=["user", "crowd", "user+crowd"], default="user",
-                       help="whose labels train it: the user's, the crowd's majority, or the user's then the crowd's")
+    train.add_argument(
+        "--labels",
+        choices=["user", "crowd", "user+crowd"],
+        default="user",
+        help="whose labels train it: the user's, the crowd's majority, or the user's then the crowd's",
+    )
     train.set_defaults(func=cmd_concept_train)
     status = csub.add_parser(
-        "status", help="rounds, labels and model versions of a concept",
+        "status",
+        help="rounds, labels and model versions of a concept",
         description="Show a concept's phrases, how many images are rated, every round with its batch and "
         "model version, and the metrics recorded with each model.",
     )
     status.add_argument("name")
     status.set_defaults(func=cmd_concept_status)
     pub = csub.add_parser(
-        "publish", help="create the concept's Label Studio project and push its seed batch",
+        "publish",
+        help="create the concept's Label Studio project and push its seed batch",
         description="Create a Label Studio project for an existing concept (label config from label_config/), "
         "connect the ML backend (AGILE_BACKEND_URL) and push the seed batch as tasks. Needs LABEL_STUDIO_URL and "
-        "LABEL_STUDIO_API_KEY (`agile up` prints them). Running it again only pushes what is missing.")
+        "LABEL_STUDIO_API_KEY (`agile up` prints them). Running it again only pushes what is missing.",
+    )
     pub.add_argument("name")
     pub.add_argument("--size", type=int, default=100, help="seed batch size (default 100)")
     pub.add_argument("--batch-size", type=int, default=100, help="images per active-learning round (default 100)")
@@ -627,72 +767,95 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--seed", type=int, default=0)
     pub.set_defaults(func=cmd_concept_publish)
     syn = csub.add_parser(
-        "sync", help="pull ratings from Label Studio now; retrain and push the next batch if the round is done",
+        "sync",
+        help="pull ratings from Label Studio now; retrain and push the next batch if the round is done",
         description="What the worker does on every webhook: record new annotations as labels, push missing tasks, "
-        "and when every task of the round is rated, retrain and push the next batch with predictions.")
+        "and when every task of the round is rated, retrain and push the next batch with predictions.",
+    )
     syn.add_argument("name")
     syn.set_defaults(func=cmd_concept_sync)
     ret = csub.add_parser(
-        "retrain", help="train now on every rating so far and refresh the predictions of open tasks",
+        "retrain",
+        help="train now on every rating so far and refresh the predictions of open tasks",
         description="Force a retrain in the middle of a round: a new model version from every label so far; open "
-        "tasks in Label Studio get the new model's predictions. The round's batch is unchanged.")
+        "tasks in Label Studio get the new model's predictions. The round's batch is unchanged.",
+    )
     ret.add_argument("name")
     ret.set_defaults(func=cmd_concept_retrain)
     exp = csub.add_parser(
-        "export", help="copy a trained classifier (weights, recipe, metrics, encoder) to a folder",
+        "export",
+        help="copy a trained classifier (weights, recipe, metrics, encoder) to a folder",
         description="Export a model version (default: the latest) as weights.pt + model.json + embedding.json. "
-        "Load it with agile_modeling.classifier.ModelVersion or torch.load.")
+        "Load it with agile_modeling.classifier.ModelVersion or torch.load.",
+    )
     exp.add_argument("name")
     exp.add_argument("--output", required=True, help="folder to write (must be empty or new)")
     exp.add_argument("--version", help="a version name such as gourmet-tuna-v3 (default: latest)")
     exp.set_defaults(func=cmd_concept_export)
     score = csub.add_parser(
-        "score", help="score a folder of new images with a trained classifier (CSV)",
+        "score",
+        help="score a folder of new images with a trained classifier (CSV)",
         description="Embed every image of a folder with the workspace's encoder (not added to the pool) and write "
-        "'image,score,label,model_version' rows. Unreadable images are skipped and reported.")
+        "'image,score,label,model_version' rows. Unreadable images are skipped and reported.",
+    )
     score.add_argument("name")
     score.add_argument("folder")
     score.add_argument("--output", default="-", help="CSV file (default: standard output)")
     score.add_argument("--version", help="model version (default: latest)")
     score.set_defaults(func=cmd_concept_score)
     ev = csub.add_parser(
-        "evaluate", help="publish the concept's evaluation set to Label Studio",
+        "evaluate",
+        help="publish the concept's evaluation set to Label Studio",
         description="Score the pool with every model version, take the 20 images with the lowest SipHash of their "
         "URL in each of 10 score strata, merge over versions (training images excluded) and push them to the "
         "concept's evaluation project. Its ratings measure the models and never train one. Run it again after "
-        "new versions: only new images are pushed.")
+        "new versions: only new images are pushed.",
+    )
     ev.add_argument("name")
     ev.add_argument("--per-stratum", type=int, default=20, help="images per score stratum and version (default 20)")
     ev.set_defaults(func=cmd_concept_evaluate)
     crowd = csub.add_parser(
-        "crowd", help="publish the concept's batches to a crowd project and pull the majority vote",
+        "crowd",
+        help="publish the concept's batches to a crowd project and pull the majority vote",
         description="Create (once) a crowd project with the concept's batches so far and instructions built from its "
         "description, the user's notes and rated examples; pull the annotations, take each annotator's latest vote, "
         "record the majority as 'crowd' labels and report ties, tasks with too few votes and each annotator's "
-        "agreement. Train on them with `agile concept train NAME --labels crowd` (or user+crowd).")
+        "agreement. Train on them with `agile concept train NAME --labels crowd` (or user+crowd).",
+    )
     crowd.add_argument("name")
     crowd.add_argument("--annotators", type=int, default=3, help="annotators per task (default 3)")
     crowd.set_defaults(func=cmd_concept_crowd)
 
     sim = sub.add_parser(
-        "simulate", help="run the paper's simulated-user protocol on the shared real embeddings",
+        "simulate",
+        help="run the paper's simulated-user protocol on the shared real embeddings",
         description="Simulated users rate batches from ground truth over the shared CLIP ViT-B/32 embeddings "
         "(pool: val + few-shot rows; test: test rows): a seed batch, then rounds of active learning. "
         "Prints per-round AUC-PR beside zero-shot CLIP and writes a table, JSON and a PNG plot.",
     )
-    sim.add_argument("--concept", nargs="*", help="concept titles or names from the suite (default: the six demo concepts)")
+    sim.add_argument(
+        "--concept", nargs="*", help="concept titles or names from the suite (default: the six demo concepts)"
+    )
     sim.add_argument("--all", action="store_true", help="every concept of the suite (37: 27 easy, 10 hard)")
     sim.add_argument("--suite", help="a concepts.json of your own")
     sim.add_argument("--data", help="folder of the shared embeddings (default: ../shared/data/clip-vit-b32)")
     sim.add_argument("--rounds", type=int, default=5, help="active-learning rounds after the seed (default 5)")
     sim.add_argument("--batch-size", type=int, default=100, help="images per round (default 100)")
     sim.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin")
-    sim.add_argument("--classifier", choices=CLASSIFIER_KINDS, default="mlp",
-                     help="the model trained each round: the paper's mlp (default) or logistic regression (a baseline)")
+    sim.add_argument(
+        "--classifier",
+        choices=CLASSIFIER_KINDS,
+        default="mlp",
+        help="the model trained each round: the paper's mlp (default) or logistic regression (a baseline)",
+    )
     sim.add_argument("--error-rate", type=float, default=0.0, help="simulated user's error rate")
-    sim.add_argument("--prefetch", type=float, default=0.0,
-                     help="select each next batch when this fraction of a batch is still to rate (0: the paper; "
-                     "the Label Studio loop's default is AGILE_PREFETCH=0.5)")
+    sim.add_argument(
+        "--prefetch",
+        type=float,
+        default=0.0,
+        help="select each next batch when this fraction of a batch is still to rate (0: the paper; "
+        "the Label Studio loop's default is AGILE_PREFETCH=0.5)",
+    )
     sim.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--out", default="agile-workspace/simulation", help="where results and the plot go")
@@ -700,11 +863,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_simulate)
 
     study = sub.add_parser(
-        "study", help="the paper's simulated study over the concept suite (tables and plots)",
+        "study",
+        help="the paper's simulated study over the concept suite (tables and plots)",
         description="For every concept of the suite: zero-shot CLIP; the user's loop with batches of 50/100/200; "
         "margin vs margin + positive mining; User-100 vs Crowd-100 vs Crowd-500 vs User-100 + Crowd-500 (a simulated "
         "crowd of 3 raters applying the literal reading of the concept, majority vote); an oracle trained on every "
-        "pool label; and the stratified evaluation estimate against exact test metrics. Fixed seeds; resumable.")
+        "pool label; and the stratified evaluation estimate against exact test metrics. Fixed seeds; resumable.",
+    )
     study.add_argument("--concept", nargs="*", help="concept titles or names (default: the whole suite)")
     study.add_argument("--suite", help="a concepts.json of your own")
     study.add_argument("--data", help="folder of the shared embeddings")
@@ -714,7 +879,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.set_defaults(func=cmd_study)
 
     voc = sub.add_parser(
-        "vocabulary", help="list the phrases the offline text encoder knows",
+        "vocabulary",
+        help="list the phrases the offline text encoder knows",
         description="List the phrases of an offline phrase table (default: the shared text_vocabulary.npz). "
         "Without a text tower, concept phrases must be chosen from this list.",
     )
@@ -723,18 +889,25 @@ def build_parser() -> argparse.ArgumentParser:
     voc.set_defaults(func=cmd_vocabulary)
 
     conf = sub.add_parser(
-        "config", help="print the settings in effect (from the environment), or the configuration reference",
+        "config",
+        help="print the settings in effect (from the environment), or the configuration reference",
         description="Print every setting with the value this shell's environment gives it (secrets only as set or "
-        "not set). Every setting is an environment variable; docs/configuration.md describes them.")
-    conf.add_argument("--markdown", action="store_true",
-                      help="print the configuration reference instead (what docs/configuration.md holds)")
+        "not set). Every setting is an environment variable; docs/configuration.md describes them.",
+    )
+    conf.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the configuration reference instead (what docs/configuration.md holds)",
+    )
     conf.set_defaults(func=cmd_config)
 
     rep = sub.add_parser(
-        "report", help="quality of every model version on the evaluation ratings (table + PNG)",
+        "report",
+        help="quality of every model version on the evaluation ratings (table + PNG)",
         description="Pull the evaluation project's ratings (when LABEL_STUDIO_URL is set), score every model version "
         "and zero-shot CLIP on them (AUC-PR, AUC-ROC, F1, precision, recall, accuracy), and write report.md and "
-        "quality.png: quality against training ratings and against the minutes the user spent rating.")
+        "quality.png: quality against training ratings and against the minutes the user spent rating.",
+    )
     rep.add_argument("name")
     rep.add_argument("--output", help="folder for report.md and quality.png (default: <workspace>/reports/<concept>)")
     rep.set_defaults(func=cmd_report)
@@ -767,7 +940,9 @@ def configure(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         configure(args)
         return args.func(args)

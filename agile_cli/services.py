@@ -41,15 +41,42 @@ def service_env(settings: Settings) -> dict[str, str]:
 def backend_command(bind: str, threads: int = 4, workers: int = 1) -> list[str]:
     """gunicorn serving the ML backend (one process by default: the model loads once); its config
     refuses an address other machines can reach without the secrets (ml_backend/exposure.py)."""
-    return [sys.executable, "-m", "gunicorn", "ml_backend.wsgi:app", "--config", "python:ml_backend.gunicorn_conf",
-            "--bind", bind, "--workers", str(workers),
-            "--threads", str(threads), "--timeout", "120", "--access-logfile", "-"]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "ml_backend.wsgi:app",
+        "--config",
+        "python:ml_backend.gunicorn_conf",
+        "--bind",
+        bind,
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--timeout",
+        "120",
+        "--access-logfile",
+        "-",
+    ]
 
 
 def worker_command(beat: bool = True, concurrency: int = 1) -> list[str]:
     """A Celery worker of the sync tasks (with the periodic sync when ``beat``)."""
-    cmd = [sys.executable, "-m", "celery", "-A", "sync.celery_app", "worker", "--loglevel", "INFO",
-           "--concurrency", str(concurrency), "--pool", "solo" if concurrency == 1 else "prefork"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "sync.celery_app",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        "solo" if concurrency == 1 else "prefork",
+    ]
     return cmd + (["--beat"] if beat else [])
 
 
@@ -84,14 +111,18 @@ def stable_port(remembered: int | None, default: int, what: str, wait: float = 3
     deadline = time.monotonic() + wait
     while not port_is_free(remembered):
         if time.monotonic() > deadline:
-            raise AgileError(f"port {remembered} of {what} is still in use after {wait:.0f} s: the workspace's tasks "
-                             f"point at it. Stop what listens there (`ss -ltnp | grep {remembered}`), or pass another "
-                             "port explicitly (existing tasks' images then need that port too)")
+            raise AgileError(
+                f"port {remembered} of {what} is still in use after {wait:.0f} s: the workspace's tasks "
+                f"point at it. Stop what listens there (`ss -ltnp | grep {remembered}`), or pass another "
+                "port explicitly (existing tasks' images then need that port too)"
+            )
         time.sleep(0.5)
     return remembered
 
 
-def wait_http(url: str, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+def wait_http(
+    url: str, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -170,29 +201,42 @@ def cmd_up(args) -> int:
     ensure_installed(venv)
     print("starting Label Studio (the first start takes about a minute)...", flush=True)
     ports = workspace.config().get("ports", {})
-    server = LabelStudioServer(workspace.root / "label-studio",
-                               port=args.port or stable_port(ports.get("label_studio"), 8080, "Label Studio"),
-                               venv=venv, log_path=logs / "label-studio.log")
+    server = LabelStudioServer(
+        workspace.root / "label-studio",
+        port=args.port or stable_port(ports.get("label_studio"), 8080, "Label Studio"),
+        venv=venv,
+        log_path=logs / "label-studio.log",
+    )
     server.start()
     started = {"label_studio": server.process.pid}
     try:
         backend_port = args.backend_port or stable_port(ports.get("backend"), 9090, "the ML backend")
         workspace.set_config(ports={"label_studio": server.port, "backend": backend_port})
-        settings = base.with_(label_studio_url=server.url, label_studio_api_key=server.credentials.token,
-                              workspace=workspace.root, backend_url=f"http://127.0.0.1:{backend_port}",
-                              webhook_secret=base.webhook_secret or secrets.token_hex(16))
+        settings = base.with_(
+            label_studio_url=server.url,
+            label_studio_api_key=server.credentials.token,
+            workspace=workspace.root,
+            backend_url=f"http://127.0.0.1:{backend_port}",
+            webhook_secret=base.webhook_secret or secrets.token_hex(16),
+        )
         env = service_env(settings)
         backend = start_process(backend_command(f"127.0.0.1:{backend_port}"), env, logs / "backend.log")
         started["backend"] = backend.pid
         worker = start_process(worker_command(beat=True), env, logs / "worker.log")
         started["worker"] = worker.pid
         wait_http(f"{settings.backend_url}/health", 60, "the ML backend", backend, logs / "backend.log")
-        write_stack(stack_file, {"pids": started, "label_studio_url": server.url,
-                                          "backend_url": settings.backend_url,
-                                          "username": server.credentials.username,
-                                          "password": server.credentials.password,
-                                          "api_key": server.credentials.token,
-                                          "webhook_secret": settings.webhook_secret})
+        write_stack(
+            stack_file,
+            {
+                "pids": started,
+                "label_studio_url": server.url,
+                "backend_url": settings.backend_url,
+                "username": server.credentials.username,
+                "password": server.credentials.password,
+                "api_key": server.credentials.token,
+                "webhook_secret": settings.webhook_secret,
+            },
+        )
         project = publish_demo(workspace, settings, args) if not args.no_demo else None
     except BaseException:
         for pid in started.values():
@@ -204,12 +248,16 @@ def cmd_up(args) -> int:
     print(f"  login: {c.username}  password: {c.password}")
     print(f"ML backend:   {settings.backend_url}   worker log: {logs / 'worker.log'}")
     print("for the CLI in this shell:")
-    print(f"  export LABEL_STUDIO_URL={server.url} LABEL_STUDIO_API_KEY={c.token} "
-          f"AGILE_BACKEND_URL={settings.backend_url} AGILE_WORKSPACE={workspace.root.resolve()} "
-          f"AGILE_WEBHOOK_SECRET={settings.webhook_secret}")
+    print(
+        f"  export LABEL_STUDIO_URL={server.url} LABEL_STUDIO_API_KEY={c.token} "
+        f"AGILE_BACKEND_URL={settings.backend_url} AGILE_WORKSPACE={workspace.root.resolve()} "
+        f"AGILE_WEBHOOK_SECRET={settings.webhook_secret}"
+    )
     if project:
-        print(f"a concept of your own on the demo pool (its phrases must be in `agile vocabulary`): "
-              f"agile concept new {shlex.join([DEMO_TRY['name'], '--positive', *DEMO_TRY['positive'], '--negative', *DEMO_TRY['negative']])}")
+        print(
+            f"a concept of your own on the demo pool (its phrases must be in `agile vocabulary`): "
+            f"agile concept new {shlex.join([DEMO_TRY['name'], '--positive', *DEMO_TRY['positive'], '--negative', *DEMO_TRY['negative']])}"
+        )
     print("stop everything with: make down   (or `agile down` with .venv/bin on PATH)")
     return 0
 
@@ -229,8 +277,10 @@ def revive_stack(stack_file: Path, logs: Path, base: Settings) -> bool:
     pids = stack["pids"]
     dead = [name for name, pid in pids.items() if not process_alive(pid)]
     if not dead:
-        print(f"the stack of this workspace is running: Label Studio {stack['label_studio_url']}, ML backend "
-              f"{stack['backend_url']} (stop it with: make down)")
+        print(
+            f"the stack of this workspace is running: Label Studio {stack['label_studio_url']}, ML backend "
+            f"{stack['backend_url']} (stop it with: make down)"
+        )
         return True
     if "label_studio" in dead or set(dead) == set(pids):
         for name, pid in pids.items():
@@ -239,9 +289,13 @@ def revive_stack(stack_file: Path, logs: Path, base: Settings) -> bool:
         print(f"the previous stack had stopped ({', '.join(dead)}): starting it again", file=sys.stderr)
         stack_file.unlink()
         return False
-    settings = base.with_(label_studio_url=stack["label_studio_url"], label_studio_api_key=stack["api_key"],
-                          workspace=stack_file.parent, backend_url=stack["backend_url"],
-                          webhook_secret=stack["webhook_secret"])
+    settings = base.with_(
+        label_studio_url=stack["label_studio_url"],
+        label_studio_api_key=stack["api_key"],
+        workspace=stack_file.parent,
+        backend_url=stack["backend_url"],
+        webhook_secret=stack["webhook_secret"],
+    )
     env = service_env(settings)
     for name in dead:
         if group_runs(pids[name], MARKERS[name]):  # e.g. the worker's beat child, orphaned when the worker died
@@ -252,8 +306,11 @@ def revive_stack(stack_file: Path, logs: Path, base: Settings) -> bool:
         else:
             process = start_process(worker_command(beat=True), env, logs / "worker.log")
         pids[name] = process.pid
-        print(f"{SERVICES.get(name, name)} had stopped: started it again (pid {process.pid}); "
-              f"its log: {logs / (name + '.log')}", file=sys.stderr)
+        print(
+            f"{SERVICES.get(name, name)} had stopped: started it again (pid {process.pid}); "
+            f"its log: {logs / (name + '.log')}",
+            file=sys.stderr,
+        )
     stack["pids"] = pids
     write_stack(stack_file, stack)
     return True
@@ -308,12 +365,21 @@ def publish_demo(workspace, settings, args) -> int:
     from sync.rounds import ConceptSync
 
     if DEMO_CONCEPT["name"] not in workspace.sessions.names():
-        workspace.sessions.create(Concept(DEMO_CONCEPT["name"], tuple(DEMO_CONCEPT["positive"]),
-                                          tuple(DEMO_CONCEPT["negative"]), DEMO_CONCEPT["description"]))
-    report = ConceptSync(settings, workspace).publish(DEMO_CONCEPT["name"], seed_size=args.demo_batch,
-                                                      batch_size=args.demo_batch)
-    print(f"demo concept {DEMO_CONCEPT['name']!r}: project {report.project_id}, {report.pending} images to rate "
-          "(rate them all: the next batch arrives on its own)")
+        workspace.sessions.create(
+            Concept(
+                DEMO_CONCEPT["name"],
+                tuple(DEMO_CONCEPT["positive"]),
+                tuple(DEMO_CONCEPT["negative"]),
+                DEMO_CONCEPT["description"],
+            )
+        )
+    report = ConceptSync(settings, workspace).publish(
+        DEMO_CONCEPT["name"], seed_size=args.demo_batch, batch_size=args.demo_batch
+    )
+    print(
+        f"demo concept {DEMO_CONCEPT['name']!r}: project {report.project_id}, {report.pending} images to rate "
+        "(rate them all: the next batch arrives on its own)"
+    )
     return report.project_id
 
 
@@ -352,35 +418,49 @@ def cmd_worker(args) -> int:
 
 def add_service_commands(sub) -> None:
     up = sub.add_parser(
-        "up", help="start Label Studio, the ML backend and the worker on this machine, with a demo concept",
+        "up",
+        help="start Label Studio, the ML backend and the worker on this machine, with a demo concept",
         description=__doc__.split("\n\n")[1] + " Label Studio is installed into its own virtual environment "
-        "on first use (about a minute, 1 GB).")
+        "on first use (about a minute, 1 GB).",
+    )
     up.add_argument("--port", type=int, help="Label Studio's port (default 8080, or a free one if taken)")
     up.add_argument("--backend-port", type=int, help="the ML backend's port (default 9090, or a free one if taken)")
-    up.add_argument("--label-studio-venv", help="Label Studio's virtual environment (default: "
-                    "$AGILE_LABEL_STUDIO_VENV or .venv-label-studio)")
-    up.add_argument("--no-demo", action="store_true",
-                    help="no demo pool and no demo concept: serve the workspace's own pool (`agile pool add` first)")
+    up.add_argument(
+        "--label-studio-venv",
+        help="Label Studio's virtual environment (default: $AGILE_LABEL_STUDIO_VENV or .venv-label-studio)",
+    )
+    up.add_argument(
+        "--no-demo",
+        action="store_true",
+        help="no demo pool and no demo concept: serve the workspace's own pool (`agile pool add` first)",
+    )
     up.add_argument("--demo-batch", type=int, default=20, help="images per batch of the demo concept (default 20)")
     up.set_defaults(func=cmd_up)
-    down = sub.add_parser("down", help="stop what `agile up` started",
-                          description="Stop the Label Studio server, ML backend and worker listed in the workspace's "
-                          "stack.json (SIGTERM, then SIGKILL after 15 s). Labels and models stay in the workspace.")
+    down = sub.add_parser(
+        "down",
+        help="stop what `agile up` started",
+        description="Stop the Label Studio server, ML backend and worker listed in the workspace's "
+        "stack.json (SIGTERM, then SIGKILL after 15 s). Labels and models stay in the workspace.",
+    )
     down.set_defaults(func=cmd_down)
     backend = sub.add_parser(
-        "backend", help="serve the Label Studio ML backend (gunicorn)",
+        "backend",
+        help="serve the Label Studio ML backend (gunicorn)",
         description="Run the ML backend under gunicorn. Configuration from the environment: LABEL_STUDIO_URL, "
         "LABEL_STUDIO_API_KEY, AGILE_WORKSPACE (or MODEL_DIR), BASIC_AUTH_USER / BASIC_AUTH_PASS, AGILE_WEBHOOK_SECRET, "
         "AGILE_IMAGE_SIGNING_KEY, CELERY_BROKER_URL. On an address other than loopback it refuses to start without "
-        "AGILE_WEBHOOK_SECRET, BASIC_AUTH_USER and BASIC_AUTH_PASS.")
+        "AGILE_WEBHOOK_SECRET, BASIC_AUTH_USER and BASIC_AUTH_PASS.",
+    )
     backend.add_argument("--bind", default="127.0.0.1:9090", help="host:port (default 127.0.0.1:9090)")
     backend.add_argument("--threads", type=int, default=4, help="threads per process (default 4)")
     backend.add_argument("--workers", type=int, default=1, help="processes (default 1: the model loads once)")
     backend.set_defaults(func=cmd_backend)
     worker = sub.add_parser(
-        "worker", help="run the sync worker (Celery) that pushes batches and retrains",
+        "worker",
+        help="run the sync worker (Celery) that pushes batches and retrains",
         description="Run the Celery worker of the sync tasks. Without CELERY_BROKER_URL the broker is a folder in "
-        "the workspace (nothing to install); with CELERY_BROKER_URL=redis://... workers can run anywhere.")
+        "the workspace (nothing to install); with CELERY_BROKER_URL=redis://... workers can run anywhere.",
+    )
     worker.add_argument("--no-beat", action="store_true", help="no periodic sync in this worker (run one elsewhere)")
     worker.add_argument("--concurrency", type=int, default=1, help="tasks at a time (default 1)")
     worker.set_defaults(func=cmd_worker)

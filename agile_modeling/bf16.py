@@ -99,8 +99,12 @@ def spectral_norm(w: np.ndarray) -> float:
     return float(np.sqrt(max(top, 0.0) * SLACK + 1e-300)) * SLACK
 
 
-def layers_error_bound(layers: list[tuple[torch.Tensor, torch.Tensor]], precision: Precision,
-                       row_norm: float = UNIT_ROW_NORM, relu: bool = True) -> np.ndarray:
+def layers_error_bound(
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    precision: Precision,
+    row_norm: float = UNIT_ROW_NORM,
+    relu: bool = True,
+) -> np.ndarray:
     """Bound on ``|computed - exact|`` of every output unit of ``layers`` (ReLU between), for any
     input row with ``||x|| <= row_norm``: ``(out,)`` float64.
 
@@ -138,8 +142,13 @@ def layers_error_bound(layers: list[tuple[torch.Tensor, torch.Tensor]], precisio
         err = (pre + u_out * (z_unit + pre) + tiny_out) * SLACK
         # on the 2-norm of the vector
         z_norm = min(op * big_a + float(np.linalg.norm(b)), float(np.linalg.norm(z_unit))) * SLACK
-        pre_norm = min(float(np.linalg.norm(pre)),
-                       op * e_norm + dw_op * a_hat + float(np.linalg.norm(db)) + float(np.linalg.norm(acc))) * SLACK
+        pre_norm = (
+            min(
+                float(np.linalg.norm(pre)),
+                op * e_norm + dw_op * a_hat + float(np.linalg.norm(db)) + float(np.linalg.norm(acc)),
+            )
+            * SLACK
+        )
         err_norm = (pre_norm + u_out * (z_norm + pre_norm) + np.sqrt(out) * tiny_out) * SLACK
         if index < len(layers) - 1 and relu:  # ReLU is 1-Lipschitz per element
             big_a = z_norm
@@ -155,8 +164,12 @@ def dot_error_bound(dim: int, query_norm: float, precision: Precision, row_norm:
     e_in = precision.u_in * big_a
     a_hat = big_a + e_in
     qh = query_norm * (1 + q_round)
-    pre = (query_norm * e_in + query_norm * q_round * a_hat
-           + gamma(n, precision.u_acc) * qh * a_hat + (n + 1) * precision.tiny)
+    pre = (
+        query_norm * e_in
+        + query_norm * q_round * a_hat
+        + gamma(n, precision.u_acc) * qh * a_hat
+        + (n + 1) * precision.tiny
+    )
     return float((pre + precision.u_out * (query_norm * big_a + pre) + precision.tiny) * SLACK)
 
 
@@ -175,6 +188,6 @@ def copy_fp16_to_bf16(dst: torch.Tensor, src: np.ndarray, staging: torch.Tensor)
 
 def copy_fp16_to_fp32(dst: torch.Tensor, src: np.ndarray) -> torch.Tensor:
     """Write ``src`` ``(m, d)`` float16 into ``dst[:m]`` as float32 (exact); returns ``dst[:m]``."""
-    out = dst[:len(src)]
+    out = dst[: len(src)]
     out.copy_(torch.from_numpy(np.asarray(src)))
     return out

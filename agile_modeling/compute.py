@@ -62,7 +62,7 @@ class CpuInfo:
     torch_capability: str
 
     @classmethod
-    def read(cls, cpuinfo: str | None = None, machine: str | None = None) -> "CpuInfo":
+    def read(cls, cpuinfo: str | None = None, machine: str | None = None) -> CpuInfo:
         """This machine's CPU, from ``/proc/cpuinfo`` (or the text given)."""
         if cpuinfo is None:
             try:
@@ -137,6 +137,7 @@ def _sweep_step(kind: str, shape: tuple[int, int, int]) -> Callable[[], object]:
                 if i < last:
                     np.maximum(y, 0.0, out=y)
                 a = y
+
         return run_numpy
     dtype = torch.bfloat16 if kind == BF16 else torch.float32
     tx = torch.from_numpy(x).to(dtype)
@@ -152,11 +153,13 @@ def _sweep_step(kind: str, shape: tuple[int, int, int]) -> Callable[[], object]:
                 if i < last:
                     y.relu_()
                 a = y
+
     return run_torch
 
 
-def probe_gflops(kind: str, shape: tuple[int, int, int] = PROBE_SHAPE, min_calls: int = 4,
-                 budget_s: float = 0.02) -> float:
+def probe_gflops(
+    kind: str, shape: tuple[int, int, int] = PROBE_SHAPE, min_calls: int = 4, budget_s: float = 0.02
+) -> float:
     """GFLOP/s of one sweep step (:func:`_sweep_step`): ``kind`` in ``bf16``, ``fp32-torch``, ``fp32-numpy``.
 
     The best call of at least ``min_calls`` (and up to ``budget_s`` seconds, at most 40 calls).
@@ -185,8 +188,7 @@ def parse_mode(value: str | None) -> str:
     return mode
 
 
-def choose(mode: str = AUTO, cpu: CpuInfo | None = None,
-           probe: Callable[[str], float] = probe_gflops) -> Compute:
+def choose(mode: str = AUTO, cpu: CpuInfo | None = None, probe: Callable[[str], float] = probe_gflops) -> Compute:
     """Decide the backend for ``mode`` (not cached; see :func:`current`)."""
     mode = parse_mode(mode)
     cpu = cpu or CpuInfo.read()
@@ -199,8 +201,11 @@ def choose(mode: str = AUTO, cpu: CpuInfo | None = None,
     # On a loaded machine a whole round can be preempted (measured 2026-12-02: bf16 probed at 46
     # GFLOP/s at start-up, 864 a minute later): where native bf16 loses, look again before deciding.
     extra = 0
-    while BF16 in rates and rates[BF16] < BF16_MIN_SPEEDUP * max(rates["fp32-torch"], rates["fp32-numpy"]) \
-            and extra < PROBE_RETRY_ROUNDS:
+    while (
+        BF16 in rates
+        and rates[BF16] < BF16_MIN_SPEEDUP * max(rates["fp32-torch"], rates["fp32-numpy"])
+        and extra < PROBE_RETRY_ROUNDS
+    ):
         extra += 1
         for kind in kinds:
             rates[kind] = max(rates[kind], probe(kind))
@@ -217,8 +222,9 @@ def choose(mode: str = AUTO, cpu: CpuInfo | None = None,
             dtype, reason = BF16, f"native bf16 measured {rates[BF16] / best_fp32:.1f}x the fastest fp32"
         else:
             dtype, reason = FP32, f"native bf16 but only {rates[BF16] / best_fp32:.1f}x fp32 here"
-    return Compute(dtype, blas, mode, reason, native, {k: round(v, 1) for k, v in rates.items()},
-                   cpu.model, cpu.torch_capability)
+    return Compute(
+        dtype, blas, mode, reason, native, {k: round(v, 1) for k, v in rates.items()}, cpu.model, cpu.torch_capability
+    )
 
 
 _lock = threading.Lock()

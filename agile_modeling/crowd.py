@@ -82,12 +82,13 @@ class RaterAgreement:
     rater: str
     votes: int
     with_majority: float | None  # over decided images they voted on
-    with_user: float | None      # over images the user also rated
+    with_user: float | None  # over images the user also rated
     user_overlap: int
 
 
-def rater_agreement(votes: Iterable[Vote], results: Mapping[int, VoteResult],
-                    user_labels: Mapping[int, int] | None = None) -> list[RaterAgreement]:
+def rater_agreement(
+    votes: Iterable[Vote], results: Mapping[int, VoteResult], user_labels: Mapping[int, int] | None = None
+) -> list[RaterAgreement]:
     """Per-annotator agreement with the majority (and with the user's labels where they overlap)."""
     user_labels = user_labels or {}
     per_rater: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -98,16 +99,25 @@ def rater_agreement(votes: Iterable[Vote], results: Mapping[int, VoteResult],
     for rater, items in sorted(per_rater.items()):
         decided = [(i, v) for i, v in items if results.get(i) and results[i].status == DECIDED]
         overlap = [(i, v) for i, v in items if i in user_labels]
-        out.append(RaterAgreement(
-            rater, len(items),
-            sum(v == results[i].value for i, v in decided) / len(decided) if decided else None,
-            sum(v == user_labels[i] for i, v in overlap) / len(overlap) if overlap else None,
-            len(overlap)))
+        out.append(
+            RaterAgreement(
+                rater,
+                len(items),
+                sum(v == results[i].value for i, v in decided) / len(decided) if decided else None,
+                sum(v == user_labels[i] for i, v in overlap) / len(overlap) if overlap else None,
+                len(overlap),
+            )
+        )
     return out
 
 
-def crowd_instructions(concept: Concept, notes: Sequence[str] = (), positive_examples: Sequence[str] = (),
-                       negative_examples: Sequence[str] = (), max_examples: int = 6) -> str:
+def crowd_instructions(
+    concept: Concept,
+    notes: Sequence[str] = (),
+    positive_examples: Sequence[str] = (),
+    negative_examples: Sequence[str] = (),
+    max_examples: int = 6,
+) -> str:
     """HTML instructions for crowd raters, from what the concept's owner said and rated.
 
     Args:
@@ -125,13 +135,22 @@ def crowd_instructions(concept: Concept, notes: Sequence[str] = (), positive_exa
     if concept.negatives:
         parts.append("<p><b>Does not include:</b> " + escape(", ".join(concept.negatives)) + "</p>")
     if notes:
-        parts.append("<p><b>In the words of the person who defined it:</b></p><ul>"
-                     + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
+        parts.append(
+            "<p><b>In the words of the person who defined it:</b></p><ul>"
+            + "".join(f"<li>{escape(n)}</li>" for n in notes)
+            + "</ul>"
+        )
     for title, urls in (("Positive examples", positive_examples), ("Negative examples", negative_examples)):
         if urls:
-            parts.append(f"<p><b>{title}:</b></p><p>" + "".join(
-                f'<img src="{escape(u, quote=True)}" width="120" style="margin:2px"/>' for u in urls[:max_examples])
-                + "</p>")
-    parts.append("<p>Answer <b>Positive</b> or <b>Negative</b> for every image; when unsure, "
-                 "choose what the definition above says.</p>")
+            parts.append(
+                f"<p><b>{title}:</b></p><p>"
+                + "".join(
+                    f'<img src="{escape(u, quote=True)}" width="120" style="margin:2px"/>' for u in urls[:max_examples]
+                )
+                + "</p>"
+            )
+    parts.append(
+        "<p>Answer <b>Positive</b> or <b>Negative</b> for every image; when unsure, "
+        "choose what the definition above says.</p>"
+    )
     return "\n".join(parts)

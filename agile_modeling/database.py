@@ -68,15 +68,24 @@ class Database:
     ``path=None`` is a private in-memory database shared by this object's threads.
     """
 
-    def __init__(self, path: str | Path | None, schema: str = "", *, busy_timeout_s: float | None = None,
-                 attempts: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path | None,
+        schema: str = "",
+        *,
+        busy_timeout_s: float | None = None,
+        attempts: int | None = None,
+    ) -> None:
         self.path = Path(path) if path is not None else None
         self.busy_timeout_s = float(BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s)
         self.attempts = max(1, int(LOCK_ATTEMPTS if attempts is None else attempts))
         if self.path is None:  # a shared-cache table lock fails at once, without the busy timeout: retry more
             self.attempts = max(self.attempts, 30)
         if self.path is None:  # shared-cache memory database: every thread's connection sees the same tables
-            self._target, self._uri = f"file:agile-memory-{os.getpid()}-{next(_memory_names)}?mode=memory&cache=shared", True
+            self._target, self._uri = (
+                f"file:agile-memory-{os.getpid()}-{next(_memory_names)}?mode=memory&cache=shared",
+                True,
+            )
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._target, self._uri = str(self.path), False
@@ -94,8 +103,9 @@ class Database:
 
     # --- connections -------------------------------------------------------------------------
     def _new_connection(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._target, uri=self._uri, timeout=self.busy_timeout_s, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(
+            self._target, uri=self._uri, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
         try:
             if self.path is not None:
                 self._with_retries(lambda: conn.execute("PRAGMA journal_mode=WAL"))
@@ -154,8 +164,9 @@ class Database:
                     raise DatabaseBusyError(
                         f"{self.path or 'the in-memory database'} stayed locked by another connection for "
                         f"{attempt} x {self.busy_timeout_s:g} s ({exc}); another process is holding its write lock "
-                        "(a long transaction, or a stuck process): retry later, or stop that process") from exc
-                time.sleep(min(1.0, 0.05 * 2 ** attempt) * (0.5 + random.random()))
+                        "(a long transaction, or a stuck process): retry later, or stop that process"
+                    ) from exc
+                time.sleep(min(1.0, 0.05 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
     def execute(self, sql: str, parameters: Iterable[Any] | dict = ()) -> sqlite3.Cursor:
@@ -176,7 +187,7 @@ class Database:
         return getattr(self._local, "depth", 0)
 
     @contextmanager
-    def transaction(self) -> Iterator["Database"]:
+    def transaction(self) -> Iterator[Database]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` on this thread's connection (``ROLLBACK`` if the block
         raises). A transaction opened inside another one of the same thread joins it."""
         conn = self.connection()

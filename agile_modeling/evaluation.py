@@ -80,7 +80,9 @@ def stratified_sample(
         order = np.lexsort((members, hashes[members]))[:per_stratum]  # by hash, ties by id
         ids.append(members[order])
         chosen_strata.append(np.full(len(order), s))
-    return StratifiedSample(np.concatenate(ids).astype(np.int64), np.concatenate(chosen_strata).astype(np.int64), available)
+    return StratifiedSample(
+        np.concatenate(ids).astype(np.int64), np.concatenate(chosen_strata).astype(np.int64), available
+    )
 
 
 @dataclass

@@ -24,7 +24,10 @@ ExactLogits = Callable[[np.ndarray], np.ndarray]
 
 
 def _exact_smallest(
-    approx_key: np.ndarray, k: int, exact_key: Callable[[np.ndarray], np.ndarray], frontier: int,
+    approx_key: np.ndarray,
+    k: int,
+    exact_key: Callable[[np.ndarray], np.ndarray],
+    frontier: int,
     bound: float | None = None,
 ) -> np.ndarray:
     """Ids of the ``k`` smallest exact keys (ties by id), certified by a proven bound.
@@ -133,7 +136,10 @@ class MarginPositiveMining(SelectionStrategy):
         )
         rest = np.concatenate([exclude, positives])
         uncertain = _exact_smallest(
-            _eligible_keys(np.abs(approx_logits), rest), k - len(positives), lambda ids: np.abs(exact_logits(ids)), frontier
+            _eligible_keys(np.abs(approx_logits), rest),
+            k - len(positives),
+            lambda ids: np.abs(exact_logits(ids)),
+            frontier,
         )
         return np.concatenate([positives, uncertain]).astype(np.int64)
 

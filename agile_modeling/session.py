@@ -75,7 +75,9 @@ class SessionStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.db = Database(self.path, _SCHEMA)  # per-thread connections, WAL, one busy timeout (agile_modeling.database)
+        self.db = Database(
+            self.path, _SCHEMA
+        )  # per-thread connections, WAL, one busy timeout (agile_modeling.database)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -84,19 +86,26 @@ class SessionStore:
         if "lead_time" not in columns:
             self.db.execute("ALTER TABLE labels ADD COLUMN lead_time REAL")
 
-    def create(self, concept: Concept) -> "Session":
+    def create(self, concept: Concept) -> Session:
         """Start a session for a new concept (an existing concept of that name is an error)."""
         try:
             self.db.execute(
                 "INSERT INTO concepts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (concept.slug, concept.name, concept.description, json.dumps(concept.positives),
-                 json.dumps(concept.negatives), json.dumps(list(concept.example_ids)), time.time()),
+                (
+                    concept.slug,
+                    concept.name,
+                    concept.description,
+                    json.dumps(concept.positives),
+                    json.dumps(concept.negatives),
+                    json.dumps(list(concept.example_ids)),
+                    time.time(),
+                ),
             )
         except sqlite3.IntegrityError:
             raise SessionError(f"a concept named {concept.name!r} exists already; open it instead") from None
         return Session(self, concept.slug)
 
-    def open(self, name: str) -> "Session":
+    def open(self, name: str) -> Session:
         slug = slugify(name)
         if not self.db.execute("SELECT 1 FROM concepts WHERE slug = ?", (slug,)).fetchone():
             known = ", ".join(self.names()) or "none yet"
@@ -129,12 +138,16 @@ class Session:
     def start_round(self, round_index: int, strategy: str, image_ids: Sequence[int]) -> None:
         """Record the batch of ``round_index``. Idempotent: starting a recorded round again is a no-op."""
         with self._transaction():
-            if self.db.execute("SELECT 1 FROM rounds WHERE concept = ? AND round = ?", (self.slug, round_index)).fetchone():
+            if self.db.execute(
+                "SELECT 1 FROM rounds WHERE concept = ? AND round = ?", (self.slug, round_index)
+            ).fetchone():
                 return
             expected = self.current_round() + 1
             if round_index != expected:
                 raise SessionError(f"round {round_index} cannot start: the next round of {self.slug} is {expected}")
-            self.db.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, NULL)", (self.slug, round_index, strategy, time.time()))
+            self.db.execute(
+                "INSERT INTO rounds VALUES (?, ?, ?, ?, NULL)", (self.slug, round_index, strategy, time.time())
+            )
             self.db.executemany(
                 "INSERT OR IGNORE INTO batch_items VALUES (?, ?, ?, ?)",
                 [(self.slug, round_index, int(i), pos) for pos, i in enumerate(image_ids)],
@@ -146,8 +159,13 @@ class Session:
         return -1 if row[0] is None else int(row[0])
 
     def batch(self, round_index: int) -> list[int]:
-        return [r[0] for r in self.db.execute(
-            "SELECT image_id FROM batch_items WHERE concept = ? AND round = ? ORDER BY position", (self.slug, round_index))]
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT image_id FROM batch_items WHERE concept = ? AND round = ? ORDER BY position",
+                (self.slug, round_index),
+            )
+        ]
 
     def queued_ids(self) -> list[int]:
         """Every image ever put in a batch of this concept."""
@@ -160,8 +178,9 @@ class Session:
         ahead (``LoopConfig.prefetch``) the end of the previous round is still open."""
         done = set(self.labels(source)) | set(self.withdrawn_images())
         if round_index is None:
-            rows = self.db.execute("SELECT image_id FROM batch_items WHERE concept = ? ORDER BY round, position",
-                                   (self.slug,))
+            rows = self.db.execute(
+                "SELECT image_id FROM batch_items WHERE concept = ? ORDER BY round, position", (self.slug,)
+            )
             return [r[0] for r in rows if r[0] not in done]
         return [i for i in self.batch(round_index) if i not in done]
 
@@ -173,8 +192,17 @@ class Session:
             "SELECT round, strategy, created, model_version FROM rounds WHERE concept = ? ORDER BY round", (self.slug,)
         ).fetchall():
             batch = tuple(self.batch(r))
-            out.append(RoundInfo(r, strategy, created, version, batch, sum(i in labeled for i in batch),
-                                 sum(i in withdrawn for i in batch)))
+            out.append(
+                RoundInfo(
+                    r,
+                    strategy,
+                    created,
+                    version,
+                    batch,
+                    sum(i in labeled for i in batch),
+                    sum(i in withdrawn for i in batch),
+                )
+            )
         return out
 
     def withdraw_image(self, image_id: int, reason: str) -> bool:
@@ -186,18 +214,23 @@ class Session:
         Raises:
             SessionError: the image is in no batch of this concept.
         """
-        row = self.db.execute("SELECT round FROM batch_items WHERE concept = ? AND image_id = ?",
-                              (self.slug, int(image_id))).fetchone()
+        row = self.db.execute(
+            "SELECT round FROM batch_items WHERE concept = ? AND image_id = ?", (self.slug, int(image_id))
+        ).fetchone()
         if row is None:
             raise SessionError(f"image {image_id} is in no batch of {self.slug}: there is nothing to withdraw")
-        cur = self.db.execute("INSERT OR IGNORE INTO withdrawn_images VALUES (?, ?, ?, ?, ?)",
-                              (self.slug, int(image_id), row[0], reason, time.time()))
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO withdrawn_images VALUES (?, ?, ?, ?, ?)",
+            (self.slug, int(image_id), row[0], reason, time.time()),
+        )
         return cur.rowcount == 1
 
     def withdrawn_images(self) -> dict[int, str]:
         """``{image_id: reason}``: batch images the rater took out of rating (see :meth:`withdraw_image`)."""
-        return {int(i): r for i, r in self.db.execute(
-            "SELECT image_id, reason FROM withdrawn_images WHERE concept = ?", (self.slug,))}
+        return {
+            int(i): r
+            for i, r in self.db.execute("SELECT image_id, reason FROM withdrawn_images WHERE concept = ?", (self.slug,))
+        }
 
     # --- labels ------------------------------------------------------------------------------
     def record_label(
@@ -221,14 +254,24 @@ class Session:
             raise ValueError("a label is 1 (positive) or 0 (negative)")
         if round_index is None:
             row = self.db.execute(
-                "SELECT round FROM batch_items WHERE concept = ? AND image_id = ?", (self.slug, int(image_id))).fetchone()
+                "SELECT round FROM batch_items WHERE concept = ? AND image_id = ?", (self.slug, int(image_id))
+            ).fetchone()
             round_index = row[0] if row else None
         cur = self.db.execute(
             "INSERT OR IGNORE INTO labels (concept, image_id, value, rater, source, round, created, note, external_id,"
             " lead_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (self.slug, int(image_id), int(value), rater, source, round_index,
-             created if created is not None else time.time(), note, external_id,
-             float(lead_time) if lead_time is not None else None),
+            (
+                self.slug,
+                int(image_id),
+                int(value),
+                rater,
+                source,
+                round_index,
+                created if created is not None else time.time(),
+                note,
+                external_id,
+                float(lead_time) if lead_time is not None else None,
+            ),
         )
         return cur.rowcount == 1
 
@@ -253,17 +296,23 @@ class Session:
         """``{image_id: Label}``: each image's most recent rating from ``source`` (withdrawn ones included)."""
         rows = self.db.execute(
             "SELECT image_id, value, rater, source, round, created, note, lead_time FROM labels WHERE concept = ? AND source = ? "
-            "ORDER BY created, id", (self.slug, source))
+            "ORDER BY created, id",
+            (self.slug, source),
+        )
         return {int(r[0]): Label(*r) for r in rows}
 
     def labels(self, source: str = USER) -> dict[int, int]:
         """``{image_id: value}`` from ``source``: each image's most recent rating, unless withdrawn."""
-        return {i: int(l.value) for i, l in self.latest_labels(source).items() if l.value != WITHDRAWN}
+        return {i: int(label.value) for i, label in self.latest_labels(source).items() if label.value != WITHDRAWN}
 
     def label_history(self) -> list[Label]:
-        return [Label(*r) for r in self.db.execute(
-            "SELECT image_id, value, rater, source, round, created, note, lead_time FROM labels WHERE concept = ? ORDER BY id",
-            (self.slug,))]
+        return [
+            Label(*r)
+            for r in self.db.execute(
+                "SELECT image_id, value, rater, source, round, created, note, lead_time FROM labels WHERE concept = ? ORDER BY id",
+                (self.slug,),
+            )
+        ]
 
     # --- models ------------------------------------------------------------------------------
     def record_model(self, name: str, round_index: int, num_labels: int, metrics: dict | None = None) -> None:
@@ -272,7 +321,9 @@ class Session:
                 "INSERT OR REPLACE INTO model_versions VALUES (?, ?, ?, ?, ?, ?)",
                 (self.slug, name, round_index, time.time(), num_labels, json.dumps(metrics or {}, default=float)),
             )
-            self.db.execute("UPDATE rounds SET model_version = ? WHERE concept = ? AND round = ?", (name, self.slug, round_index))
+            self.db.execute(
+                "UPDATE rounds SET model_version = ? WHERE concept = ? AND round = ?", (name, self.slug, round_index)
+            )
 
     def update_model_metrics(self, name: str, metrics: dict) -> None:
         """Merge ``metrics`` into a recorded model version's (e.g. a quality estimate computed later).
@@ -281,20 +332,24 @@ class Session:
             SessionError: no model version of that name.
         """
         with self._transaction():
-            row = self.db.execute("SELECT metrics FROM model_versions WHERE concept = ? AND name = ?",
-                                  (self.slug, name)).fetchone()
+            row = self.db.execute(
+                "SELECT metrics FROM model_versions WHERE concept = ? AND name = ?", (self.slug, name)
+            ).fetchone()
             if row is None:
                 raise SessionError(f"no model version {name!r} of {self.slug}")
             merged = {**json.loads(row[0]), **metrics}
-            self.db.execute("UPDATE model_versions SET metrics = ? WHERE concept = ? AND name = ?",
-                            (json.dumps(merged, default=float), self.slug, name))
+            self.db.execute(
+                "UPDATE model_versions SET metrics = ? WHERE concept = ? AND name = ?",
+                (json.dumps(merged, default=float), self.slug, name),
+            )
 
     def models(self) -> list[dict]:
         return [
             {"name": n, "round": r, "created": c, "num_labels": k, "metrics": json.loads(m)}
             for n, r, c, k, m in self.db.execute(
                 "SELECT name, round, created, num_labels, metrics FROM model_versions WHERE concept = ? ORDER BY created",
-                (self.slug,))
+                (self.slug,),
+            )
         ]
 
     def _transaction(self):

@@ -77,7 +77,7 @@ class Workspace:
             )
         encoder = OpenClipEncoder(spec)
         if not current:
-            encoder.dim  # loads the weights, or raises EncoderUnavailableError
+            _ = encoder.dim  # loads the weights, or raises EncoderUnavailableError
             self.set_config(open_clip=asdict(spec))
         return encoder
 
@@ -130,15 +130,18 @@ class Workspace:
                 if not isinstance(text, VocabularyTextEncoder):
                     raise ProviderError(
                         "the offline deliberation provider reads and writes only the phrases of a vocabulary: set one "
-                        "with `agile concept new ... --text-vocabulary FILE.npz`, or use --provider gemini")
+                        "with `agile concept new ... --text-vocabulary FILE.npz`, or use --provider gemini"
+                    )
                 pool = self.store().vectors()
                 rng = np.random.default_rng(0)
                 ids = np.sort(rng.choice(len(pool), min(len(pool), GROUNDING_SAMPLE), replace=False))
                 cache[name] = EmbeddingProvider(text, grounding=pool.take(ids).astype(np.float32))
             elif name == "gemini":
                 if gemini is None:
-                    raise ProviderError("the Gemini provider needs GEMINI_API_KEY (or GOOGLE_API_KEY); without a key, "
-                                        "use the built-in offline provider (--provider offline)")
+                    raise ProviderError(
+                        "the Gemini provider needs GEMINI_API_KEY (or GOOGLE_API_KEY); without a key, "
+                        "use the built-in offline provider (--provider offline)"
+                    )
                 cache[name] = GeminiProvider(gemini, CallCache(self.root / "sessions.sqlite"))
             else:
                 raise ProviderError(f"unknown provider {name!r}: choose offline or gemini")
@@ -149,18 +152,34 @@ class Workspace:
         :class:`ImageReadError` for images known only by their embeddings."""
         return read_bytes(self.store().uris([int(image_id)])[0])
 
-    def deliberation(self, concept_name: str, provider: str = "offline", config: DeliberationConfig | None = None,
-                     gemini: GeminiSettings | None = None) -> Deliberation:
+    def deliberation(
+        self,
+        concept_name: str,
+        provider: str = "offline",
+        config: DeliberationConfig | None = None,
+        gemini: GeminiSettings | None = None,
+    ) -> Deliberation:
         """The Agile Deliberation of a concept (its session must exist); ``provider`` as :meth:`provider`."""
         from agile_modeling.deliberation import Deliberation, DeliberationConfig
 
         store = self.store()
-        return Deliberation(self.sessions.open(concept_name), store.vectors(), self.index(store), self.text_encoder(),
-                            self.provider(provider, gemini), config or DeliberationConfig(), image_bytes=self.image_bytes)
+        return Deliberation(
+            self.sessions.open(concept_name),
+            store.vectors(),
+            self.index(store),
+            self.text_encoder(),
+            self.provider(provider, gemini),
+            config or DeliberationConfig(),
+            image_bytes=self.image_bytes,
+        )
 
-    def loop(self, concept_name: str, config: LoopConfig = LoopConfig()) -> AgileLoop:
+    def loop(self, concept_name: str, config: LoopConfig | None = None) -> AgileLoop:
         store = self.store()
         return AgileLoop(
-            self.sessions.open(concept_name), store.vectors(), self.index(store), self.text_encoder(),
-            self.registry(concept_name), config,
+            self.sessions.open(concept_name),
+            store.vectors(),
+            self.index(store),
+            self.text_encoder(),
+            self.registry(concept_name),
+            config or LoopConfig(),
         )

@@ -12,8 +12,9 @@ CLIP_ZERO_SHOT_THRESHOLD = 0.28
 
 
 @torch.inference_mode()
-def zero_shot_scores(images: np.ndarray, text: np.ndarray, chunk_rows: int = 1 << 14,
-                     compute: compute_mod.Compute | None = None) -> np.ndarray:
+def zero_shot_scores(
+    images: np.ndarray, text: np.ndarray, chunk_rows: int = 1 << 14, compute: compute_mod.Compute | None = None
+) -> np.ndarray:
     """Cosine similarity of every image ``(n, d)`` with the text vector ``(d,)``: ``(n,)`` float32.
 
     Vectors are expected L2-normalised (as the store keeps them), so the dot product is the cosine.

@@ -98,6 +98,7 @@ def variants(visual):
         def autocast(x):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return visual(x)
+
         out["bf16 autocast"] = (autocast, 0.0)
     t = time.perf_counter()
     q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(visual), {torch.nn.Linear}, dtype=torch.qint8)
@@ -127,14 +128,28 @@ def model_alone(x: torch.Tensor, x_cos: torch.Tensor, names=None, compile_too=Fa
         xs = x[:16] if emulated else x[: BATCH // 2] if slow else x
         with torch.inference_mode():
             fn(x[:8])
-            r = rate(lambda: [fn(xs[i:i + BATCH]) for i in range(0, len(xs), BATCH)], len(xs), 1 if slow else 2)
-            m = len(xs) if emulated else len(x_cos) if name in ("fp32", "bf16 weights", "int8 dynamic Linear") \
+            r = rate(lambda: [fn(xs[i : i + BATCH]) for i in range(0, len(xs), BATCH)], len(xs), 1 if slow else 2)
+            m = (
+                len(xs)
+                if emulated
+                else len(x_cos)
+                if name in ("fp32", "bf16 weights", "int8 dynamic Linear")
                 else min(128, len(x_cos))
+            )
             got = torch.nn.functional.normalize(fn(x_cos[:m]).float(), dim=1)
         cos = (got * ref[:m]).sum(1)
-        rows.append({"variant": name, "images_per_s": round(r, 1), "cosine_min": round(float(cos.min()), 6),
-                     "cosine_mean": round(float(cos.mean()), 6), "setup_s": round(setup, 2), "load": load1(),
-                     "timed_images": len(xs), "cosine_images": m})
+        rows.append(
+            {
+                "variant": name,
+                "images_per_s": round(r, 1),
+                "cosine_min": round(float(cos.min()), 6),
+                "cosine_mean": round(float(cos.mean()), 6),
+                "setup_s": round(setup, 2),
+                "load": load1(),
+                "timed_images": len(xs),
+                "cosine_images": m,
+            }
+        )
         print(f"  model {name}: {r:.1f} img/s, cosine min {float(cos.min()):.6f}", flush=True)
     return rows
 
@@ -193,48 +208,84 @@ def write_markdown(res: dict) -> str:
     env = res["environment"]
     model = {r["variant"]: r for r in res["model"]}
     fp32 = model["fp32"]["images_per_s"]
-    lines = ["# Embedding images: decode, model per precision, the whole `agile pool add`", "",
-             environment_markdown(env).rstrip(),
-             f"- CPU: {env['cpu_model']}; torch capability {env['torch_cpu_capability']}; native bf16: "
-             f"{env['native_bf16']}; flags: {' '.join(env['cpu_flags_relevant'])}",
-             f"- load average (1 min) at the end: {env.get('load_average_1m_at_end')} (the machine is shared: 2 cores, "
-             "other engineers' processes ran beside this one)",
-             f"- weights: {env['weights']}",
-             f"- data: {res['images']} JPEGs {res['image_size']} (CIFAR-10 photos upscaled, and mirrored); batch {res['batch']}",
-             "", "## (a) decode alone (read + SHA-256 + decode + preprocess to 224x224)", "",
-             "| how | images/s |", "|---|---|",
-             f"| one thread | {res['decode']['one_thread_images_per_s']} |",
-             f"| pipeline thread pool, 2 threads | {res['decode']['pool_2_threads_images_per_s']} |", "",
-             "## (b) the model alone (ViT-B-32 image tower), per variant", "",
-             "| variant | images/s | x fp32 | cosine to fp32 min (mean) | images in cosine | load |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "# Embedding images: decode, model per precision, the whole `agile pool add`",
+        "",
+        environment_markdown(env).rstrip(),
+        f"- CPU: {env['cpu_model']}; torch capability {env['torch_cpu_capability']}; native bf16: "
+        f"{env['native_bf16']}; flags: {' '.join(env['cpu_flags_relevant'])}",
+        f"- load average (1 min) at the end: {env.get('load_average_1m_at_end')} (the machine is shared: 2 cores, "
+        "other engineers' processes ran beside this one)",
+        f"- weights: {env['weights']}",
+        f"- data: {res['images']} JPEGs {res['image_size']} (CIFAR-10 photos upscaled, and mirrored); batch {res['batch']}",
+        "",
+        "## (a) decode alone (read + SHA-256 + decode + preprocess to 224x224)",
+        "",
+        "| how | images/s |",
+        "|---|---|",
+        f"| one thread | {res['decode']['one_thread_images_per_s']} |",
+        f"| pipeline thread pool, 2 threads | {res['decode']['pool_2_threads_images_per_s']} |",
+        "",
+        "## (b) the model alone (ViT-B-32 image tower), per variant",
+        "",
+        "| variant | images/s | x fp32 | cosine to fp32 min (mean) | images in cosine | load |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in res["model"]:
-        lines.append(f"| {r['variant']} | {r['images_per_s']} | {r['images_per_s'] / fp32:.2f} | {r['cosine_min']:.6f} "
-                     f"({r['cosine_mean']:.6f}) | {r['cosine_images']} | {r['load']} |")
+        lines.append(
+            f"| {r['variant']} | {r['images_per_s']} | {r['images_per_s'] / fp32:.2f} | {r['cosine_min']:.6f} "
+            f"({r['cosine_mean']:.6f}) | {r['cosine_images']} | {r['load']} |"
+        )
     if "avx2_capped" in res:
         a = {r["variant"]: r for r in res["avx2_capped"]["rows"]}
         f = a["fp32"]["images_per_s"]
-        lines += ["", f"oneDNN/MKL capped at AVX2 (torch capability {res['avx2_capped']['capability']}): what a CPU "
-                  "without native bf16 pays (fbgemm's int8 kernels are not capped and still use AVX-512 VNNI here, so "
-                  "the int8 row is optimistic for an AVX2-only CPU):", "",
-                  "| variant | images/s | x fp32 (capped) | cosine min |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"oneDNN/MKL capped at AVX2 (torch capability {res['avx2_capped']['capability']}): what a CPU "
+            "without native bf16 pays (fbgemm's int8 kernels are not capped and still use AVX-512 VNNI here, so "
+            "the int8 row is optimistic for an AVX2-only CPU):",
+            "",
+            "| variant | images/s | x fp32 (capped) | cosine min |",
+            "|---|---|---|---|",
+        ]
         for r in res["avx2_capped"]["rows"]:
-            lines.append(f"| {r['variant']} | {r['images_per_s']} | {r['images_per_s'] / f:.2f} | {r['cosine_min']:.6f} |")
-    lines += ["", f"## (c) the full `agile pool add` pipeline (EmbeddingStore.add_images), {res['images']:,} JPEGs", "",
-              "| case | precision | decode threads | images | pipeline images/s | model-bound images/s | fraction | x plain fp32 "
-              "model | load |", "|---|---|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {r['variant']} | {r['images_per_s']} | {r['images_per_s'] / f:.2f} | {r['cosine_min']:.6f} |"
+            )
+    lines += [
+        "",
+        f"## (c) the full `agile pool add` pipeline (EmbeddingStore.add_images), {res['images']:,} JPEGs",
+        "",
+        "| case | precision | decode threads | images | pipeline images/s | model-bound images/s | fraction | x plain fp32 "
+        "model | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in res["pipeline"]:
-        lines.append(f"| {r['case']} | {r['precision']} | {r['decode_threads']} | {r['images']} | {r['images_per_s']} | "
-                     f"{r['model_bound_images_per_s']} | {r['fraction_of_model_bound']:.0%} | "
-                     f"{r['images_per_s'] / fp32:.2f} | {r['load']} |")
+        lines.append(
+            f"| {r['case']} | {r['precision']} | {r['decode_threads']} | {r['images']} | {r['images_per_s']} | "
+            f"{r['model_bound_images_per_s']} | {r['fraction_of_model_bound']:.0%} | "
+            f"{r['images_per_s'] / fp32:.2f} | {r['load']} |"
+        )
     pe = res["peers"]
-    lines += ["", "## peers", "", "| loop | images/s |", "|---|---|",
-              f"| today's path: one by one in the main thread, fp32 | {pe['today_one_by_one_fp32_images_per_s']} |",
-              f"| plain open_clip + torch DataLoader(num_workers=2), fp32 | "
-              f"{pe['plain_open_clip_dataloader_fp32_images_per_s']} |",
-              *([f"| DataLoader(num_workers=2) feeding the bf16 tower (worker processes instead of our threads) | "
-                 f"{pe['dataloader_2_workers_bf16_tower_images_per_s']} |"]
-                if "dataloader_2_workers_bf16_tower_images_per_s" in pe else []), ""]
+    lines += [
+        "",
+        "## peers",
+        "",
+        "| loop | images/s |",
+        "|---|---|",
+        f"| today's path: one by one in the main thread, fp32 | {pe['today_one_by_one_fp32_images_per_s']} |",
+        f"| plain open_clip + torch DataLoader(num_workers=2), fp32 | "
+        f"{pe['plain_open_clip_dataloader_fp32_images_per_s']} |",
+        *(
+            [
+                f"| DataLoader(num_workers=2) feeding the bf16 tower (worker processes instead of our threads) | "
+                f"{pe['dataloader_2_workers_bf16_tower_images_per_s']} |"
+            ]
+            if "dataloader_2_workers_bf16_tower_images_per_s" in pe
+            else []
+        ),
+        "",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -259,15 +310,22 @@ def main() -> None:
     x = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths[:128]])
     cifar = [Image.fromarray(a).resize((500, 375), Image.BICUBIC) for a in np.load(CIFAR)["images"]]
     if args.child_avx2:
-        rows = model_alone(x, torch.stack([preprocess(im) for im in cifar[:64]]),
-                           ["fp32", "bf16 weights", "int8 dynamic Linear"])
+        rows = model_alone(
+            x, torch.stack([preprocess(im) for im in cifar[:64]]), ["fp32", "bf16 weights", "int8 dynamic Linear"]
+        )
         print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "rows": rows}))
         return
     env = describe_environment()
     cpu = CpuInfo.read()
-    env.update({"cpu_model": cpu.model, "torch_cpu_capability": cpu.torch_capability, "native_bf16": cpu.native_bf16(),
-                "cpu_flags_relevant": sorted(f for f in cpu.flags if f.startswith(("avx", "amx")) or f in ("fma", "f16c")),
-                "weights": "random (pretrained=None): real ViT-B-32 architecture and cost; cosines on real CIFAR-10 pixels"})
+    env.update(
+        {
+            "cpu_model": cpu.model,
+            "torch_cpu_capability": cpu.torch_capability,
+            "native_bf16": cpu.native_bf16(),
+            "cpu_flags_relevant": sorted(f for f in cpu.flags if f.startswith(("avx", "amx")) or f in ("fma", "f16c")),
+            "weights": "random (pretrained=None): real ViT-B-32 architecture and cost; cosines on real CIFAR-10 pixels",
+        }
+    )
     print(env, flush=True)
     res: dict = {"environment": env, "images": len(paths), "image_size": "500x375 JPEG q90", "batch": BATCH}
 
@@ -279,8 +337,11 @@ def main() -> None:
     t = time.perf_counter()
     n = sum(1 for _ in decoded_images(paths, preprocess, workers=2))
     dec2 = n / (time.perf_counter() - t)
-    res["decode"] = {"one_thread_images_per_s": round(dec1, 1), "pool_2_threads_images_per_s": round(dec2, 1),
-                     "load": load1()}
+    res["decode"] = {
+        "one_thread_images_per_s": round(dec1, 1),
+        "pool_2_threads_images_per_s": round(dec2, 1),
+        "load": load1(),
+    }
     print("decode", res["decode"], flush=True)
 
     # (b) model alone, every variant; cosine on all 500 real photos
@@ -290,9 +351,12 @@ def main() -> None:
     # (c) the full pipeline: chosen by capability, and forced as on a CPU without native bf16
     res["pipeline"] = []
     auto = OpenClipEncoder(SPEC, batch_size=BATCH, precision="auto").runtime.split("/")[-1]
-    cases = [(f"auto (chosen here: {auto})", "auto", 2, len(paths)), (f"auto (chosen here: {auto})", "auto", 1, args.small),
-             ("forced int8 (dynamic int8 Linear)", "int8", 2, args.small),
-             ("forced fp32", "fp32", 2, args.small // 2)]
+    cases = [
+        (f"auto (chosen here: {auto})", "auto", 2, len(paths)),
+        (f"auto (chosen here: {auto})", "auto", 1, args.small),
+        ("forced int8 (dynamic int8 Linear)", "int8", 2, args.small),
+        ("forced fp32", "fp32", 2, args.small // 2),
+    ]
     for label, precision, workers, count in cases:
         if precision == auto:
             continue  # the auto rows are this precision
@@ -301,9 +365,16 @@ def main() -> None:
         got = pipeline(paths[:count], enc, workers)
         after = model_bound(enc, x, count)
         bound = (before + after) / 2
-        row = {"case": label, "precision": enc.runtime, "decode_threads": workers, "images": count,
-               "model_bound_images_per_s": round(bound, 1), "model_bound_before_after": [round(before, 1), round(after, 1)],
-               **got, "fraction_of_model_bound": round(got["images_per_s"] / bound, 3)}
+        row = {
+            "case": label,
+            "precision": enc.runtime,
+            "decode_threads": workers,
+            "images": count,
+            "model_bound_images_per_s": round(bound, 1),
+            "model_bound_before_after": [round(before, 1), round(after, 1)],
+            **got,
+            "fraction_of_model_bound": round(got["images_per_s"] / bound, 3),
+        }
         res["pipeline"].append(row)
         print("pipeline", row, flush=True)
 
@@ -315,12 +386,16 @@ def main() -> None:
             visual(preprocess(load_image(paths[i]).image)[None])
     today = 128 / (time.perf_counter() - t)
     fp32_dl = dataloader_loop(paths[:256], visual, preprocess)
-    res["peers"] = {"today_one_by_one_fp32_images_per_s": round(today, 1),
-                    "plain_open_clip_dataloader_fp32_images_per_s": round(fp32_dl, 1), "load": load1()}
+    res["peers"] = {
+        "today_one_by_one_fp32_images_per_s": round(today, 1),
+        "plain_open_clip_dataloader_fp32_images_per_s": round(fp32_dl, 1),
+        "load": load1(),
+    }
     if cpu.native_bf16():
         bf = copy.deepcopy(visual).to(torch.bfloat16)
         res["peers"]["dataloader_2_workers_bf16_tower_images_per_s"] = round(
-            dataloader_loop(paths, bf, preprocess, torch.bfloat16), 1)
+            dataloader_loop(paths, bf, preprocess, torch.bfloat16), 1
+        )
     print("peers", res["peers"], flush=True)
     if args.avx2:
         res["avx2_capped"] = avx2_subprocess(args.compile)

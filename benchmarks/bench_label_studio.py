@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_pool import DATA, RESULTS, synthetic_pool  # noqa: E402
 from environment import describe_environment, environment_markdown  # noqa: E402
 
-from agile_cli.services import backend_command, service_env, stop_pid, wait_http, start_process, worker_command  # noqa: E402
+from agile_cli.services import backend_command, service_env, start_process, stop_pid, wait_http, worker_command  # noqa: E402
 from agile_modeling.simulate import load_shared_data, load_suite  # noqa: E402
 from agile_modeling.simulate.shared_pool import SHARED_ENCODER, import_shared_pool  # noqa: E402
 from agile_modeling.workspace import Workspace  # noqa: E402
@@ -63,8 +63,11 @@ def build_workspace(n: int, data) -> Workspace:
         step = 250_000
         for start in range(0, extra, step):
             m = min(step, extra - start)
-            store.append(synthetic[start:start + m], [f"synthetic://{start + i}" for i in range(m)],
-                         [f"synthetic:{start + i}" for i in range(m)])
+            store.append(
+                synthetic[start : start + m],
+                [f"synthetic://{start + i}" for i in range(m)],
+                [f"synthetic:{start + i}" for i in range(m)],
+            )
             print(f"  pool {len(store):,}/{n:,}", end="\r", flush=True)
         print()
     ws.set_config(text_vocabulary=str(data.root / "text_vocabulary.npz"))
@@ -102,11 +105,17 @@ def main() -> None:
     ws.sessions.create(spec.concept())
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ls-"))
-    server = LabelStudioServer(tmp / "label-studio", venv=Path(__file__).resolve().parents[1] /
-                               Settings.from_env().label_studio_venv).start()
+    server = LabelStudioServer(
+        tmp / "label-studio", venv=Path(__file__).resolve().parents[1] / Settings.from_env().label_studio_venv
+    ).start()
     port = free_port()
-    settings = Settings(label_studio_url=server.url, label_studio_api_key=server.credentials.token,
-                        workspace=ws.root, backend_url=f"http://127.0.0.1:{port}", prefetch=args.prefetch)
+    settings = Settings(
+        label_studio_url=server.url,
+        label_studio_api_key=server.credentials.token,
+        workspace=ws.root,
+        backend_url=f"http://127.0.0.1:{port}",
+        prefetch=args.prefetch,
+    )
     environ = {**service_env(settings), "AGILE_SYNC_SECONDS": "600"}
     backend = start_process(backend_command(f"127.0.0.1:{port}"), environ, tmp / "backend.log")
     worker = start_process(worker_command(beat=False), environ, tmp / "worker.log")
@@ -136,23 +145,34 @@ def main() -> None:
                 round_index = task["data"].get("agile_round")
                 if round_index not in seen_rounds and round_index != 0:
                     boundary.append(waits[-1])
-                    print(f"rating {n}: first task of round {round_index} served {waits[-1]:.2f} s after the last rating")
+                    print(
+                        f"rating {n}: first task of round {round_index} served {waits[-1]:.2f} s after the last rating"
+                    )
                 seen_rounds.add(round_index)
                 time.sleep(args.think)
-                client.create_annotation(task["id"], schema.rating(int(truth[task["data"][IMAGE_ID]])),
-                                         lead_time=args.think)
+                client.create_annotation(
+                    task["id"], schema.rating(int(truth[task["data"][IMAGE_ID]])), lead_time=args.think
+                )
                 now = time.perf_counter()
                 per_image.append(now - served + waits[-1])
                 last = now
-        result.update(prefetch=args.prefetch, think_s=args.think, ratings=len(waits), boundary_waits_s=boundary,
-                      boundary_wait_median_s=statistics.median(boundary) if boundary else None,
-                      boundary_wait_p90_s=percentile(boundary, 90) if boundary else None,
-                      wait_median_s=statistics.median(waits), wait_p90_s=percentile(waits, 90),
-                      seconds_per_image=statistics.mean(per_image))
+        result.update(
+            prefetch=args.prefetch,
+            think_s=args.think,
+            ratings=len(waits),
+            boundary_waits_s=boundary,
+            boundary_wait_median_s=statistics.median(boundary) if boundary else None,
+            boundary_wait_p90_s=percentile(boundary, 90) if boundary else None,
+            wait_median_s=statistics.median(waits),
+            wait_p90_s=percentile(waits, 90),
+            seconds_per_image=statistics.mean(per_image),
+        )
 
         tasks = list(client.iter_tasks(report.project_id))
-        payload = lambda k: {"project": f"{report.project_id}.0", "tasks": [
-            {"id": t.id, "data": t.data} for t in (tasks * (k // len(tasks) + 1))[:k]]}
+        payload = lambda k: {
+            "project": f"{report.project_id}.0",
+            "tasks": [{"id": t.id, "data": t.data} for t in (tasks * (k // len(tasks) + 1))[:k]],
+        }
         predict = {}
         with httpx.Client(timeout=60) as http:
             for k in (1, 100):
@@ -164,8 +184,11 @@ def main() -> None:
                     response = http.post(f"{settings.backend_url}/predict", json=body)
                     times.append(time.perf_counter() - t0)
                     assert response.status_code == 200 and len(response.json()["results"]) == k
-                predict[k] = {"p50_ms": 1000 * percentile(times, 50), "p99_ms": 1000 * percentile(times, 99),
-                              "tasks_per_s": k / statistics.median(times)}
+                predict[k] = {
+                    "p50_ms": 1000 * percentile(times, 50),
+                    "p99_ms": 1000 * percentile(times, 99),
+                    "tasks_per_s": k / statistics.median(times),
+                }
                 print(f"/predict {k:3d} task(s): p50 {predict[k]['p50_ms']:.1f} ms, p99 {predict[k]['p99_ms']:.1f} ms")
         result["predict"] = predict
     finally:
@@ -175,17 +198,32 @@ def main() -> None:
 
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=2))
-    md = [f"# Label Studio loop as the rater lives it ({result['pool']:,}-image pool, batches of {args.batch}, "
-          f"AGILE_PREFETCH={args.prefetch})", "", environment_markdown(env_info), "| measure | value |", "|---|---|",
-          f"| ratings through the label stream | {result['ratings']} (rater's think time {args.think} s per image) |"]
-    md += [f"| last rating -> first task of the next batch served by the stream, batch {r + 1} | {t:.2f} s |"
-           for r, t in enumerate(result["boundary_waits_s"])]
+    md = [
+        f"# Label Studio loop as the rater lives it ({result['pool']:,}-image pool, batches of {args.batch}, "
+        f"AGILE_PREFETCH={args.prefetch})",
+        "",
+        environment_markdown(env_info),
+        "| measure | value |",
+        "|---|---|",
+        f"| ratings through the label stream | {result['ratings']} (rater's think time {args.think} s per image) |",
+    ]
+    md += [
+        f"| last rating -> first task of the next batch served by the stream, batch {r + 1} | {t:.2f} s |"
+        for r, t in enumerate(result["boundary_waits_s"])
+    ]
     if result["boundary_waits_s"]:
-        md.append(f"| ... median, p90 | {result['boundary_wait_median_s']:.2f} s, {result['boundary_wait_p90_s']:.2f} s |")
-    md += [f"| every rating -> next task served: median, p90 | {result['wait_median_s']:.2f} s, {result['wait_p90_s']:.2f} s |",
-           f"| seconds per image (think + submit + wait) | {result['seconds_per_image']:.2f} s |"]
-    md += [f"| /predict, {k} task(s) per request | p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms "
-           f"({v['tasks_per_s']:.0f} tasks/s) |" for k, v in predict.items()]
+        md.append(
+            f"| ... median, p90 | {result['boundary_wait_median_s']:.2f} s, {result['boundary_wait_p90_s']:.2f} s |"
+        )
+    md += [
+        f"| every rating -> next task served: median, p90 | {result['wait_median_s']:.2f} s, {result['wait_p90_s']:.2f} s |",
+        f"| seconds per image (think + submit + wait) | {result['seconds_per_image']:.2f} s |",
+    ]
+    md += [
+        f"| /predict, {k} task(s) per request | p50 {v['p50_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms "
+        f"({v['tasks_per_s']:.0f} tasks/s) |"
+        for k, v in predict.items()
+    ]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print(f"wrote {out} and {out.with_suffix('.md')}")
 

@@ -89,11 +89,31 @@ class AnonPeak:
 
 def cpu_record() -> dict:
     info = compute.CpuInfo.read()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx_vnni", "amx_int8",
-              "avx512_fp16", "f16c", "fma", "bf16", "sve", "asimd")
-    return {"model": info.model, "machine": info.machine, "torch_capability": info.torch_capability,
-            "flags_relevant": sorted(f for f in info.flags if f in wanted), "native_bf16": info.native_bf16(),
-            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "torch_threads": torch.get_num_threads()}
+    wanted = (
+        "avx2",
+        "avx512f",
+        "avx512_bf16",
+        "amx_bf16",
+        "amx_tile",
+        "avx512_vnni",
+        "avx_vnni",
+        "amx_int8",
+        "avx512_fp16",
+        "f16c",
+        "fma",
+        "bf16",
+        "sve",
+        "asimd",
+    )
+    return {
+        "model": info.model,
+        "machine": info.machine,
+        "torch_capability": info.torch_capability,
+        "flags_relevant": sorted(f for f in info.flags if f in wanted),
+        "native_bf16": info.native_bf16(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def ceilings() -> dict:
@@ -120,7 +140,7 @@ def fp64_reference(layers64, view, exclude) -> np.ndarray:
             a = a @ w.T + b
             if i < len(layers64) - 1:
                 np.maximum(a, 0, out=a)
-        scorer_logits[start:start + len(block)] = a[:, 0]
+        scorer_logits[start : start + len(block)] = a[:, 0]
     key = np.abs(scorer_logits)
     key[exclude] = np.inf
     return np.lexsort((np.arange(len(key)), key))[:K]
@@ -139,8 +159,13 @@ def main() -> int:
     parser.add_argument("--knn-size", type=int, default=1_000_000)
     parser.add_argument("--no-slow-peers", action="store_true", help="skip modAL / small-text at the largest size")
     parser.add_argument("--out", default="peers", help="results name under benchmarks/results/ (.json, .md)")
-    parser.add_argument("--project-sizes", type=int, nargs="*", default=[],
-                        help="sizes run for the project alone (auto and forced fp32), e.g. 10000000; no fp64 reference")
+    parser.add_argument(
+        "--project-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="sizes run for the project alone (auto and forced fp32), e.g. 10000000; no fp64 reference",
+    )
     args = parser.parse_args()
 
     env = describe_environment()
@@ -153,7 +178,6 @@ def main() -> int:
     path = synthetic_pool(max(max(args.sizes), args.knn_size, *args.project_sizes))
     full = np.load(path, mmap_mode="r")
     rng = np.random.default_rng(0)
-    centre = np.asarray(full[:1], np.float32)[0]
     # a concept: a random direction; labels are the sign of a noisy projection (600 labels)
     labeled = np.sort(rng.choice(min(args.sizes), 600, replace=False))
     xl = np.asarray(full[labeled], np.float32)
@@ -183,10 +207,16 @@ def main() -> int:
     total_flops = 2 * (512 * 128 + 2 * 128 * 128 + 128)
     rows_out, agreement, used = [], {}, {}
     probe_scorer = PoolScorer(clf, compute=chosen)
-    env["model"] = {"operator_norms": [round(float(np.linalg.norm(w, 2)), 2) for w, _ in layers64],
-                    "bf16_bound": float(__import__("agile_modeling.bf16", fromlist=["x"]).layers_error_bound(
-                        layers, __import__("agile_modeling.bf16", fromlist=["x"]).BF16_PRECISION)[0]),
-                    "auto_sweeps_in": probe_scorer.dtype, "auto_error_bound": probe_scorer.error_bound}
+    env["model"] = {
+        "operator_norms": [round(float(np.linalg.norm(w, 2)), 2) for w, _ in layers64],
+        "bf16_bound": float(
+            __import__("agile_modeling.bf16", fromlist=["x"]).layers_error_bound(
+                layers, __import__("agile_modeling.bf16", fromlist=["x"]).BF16_PRECISION
+            )[0]
+        ),
+        "auto_sweeps_in": probe_scorer.dtype,
+        "auto_error_bound": probe_scorer.error_bound,
+    }
     sizes = [(n, False) for n in args.sizes] + [(n, True) for n in args.project_sizes]
     for n, project_only in sizes:
         view = PoolView([full[:n]], 512)
@@ -196,17 +226,27 @@ def main() -> int:
 
         def project(mode, blas=None, label=""):
             def run():
-                c = compute.Compute(mode, blas or chosen.blas, mode, "bench", chosen.native_bf16) if mode != "auto" else chosen
+                c = (
+                    compute.Compute(mode, blas or chosen.blas, mode, "bench", chosen.native_bf16)
+                    if mode != "auto"
+                    else chosen
+                )
                 scorer = PoolScorer(clf, compute=c)
                 # what really ran: auto may fall back to fp32 for a model whose bf16 bound is wide
-                used[label] = f"{scorer.dtype} / {'torch' if scorer.dtype == 'bf16' else c.blas} (bound {scorer.error_bound:.3g})"
-                return MarginSelection().select(scorer.approximate_logits(view), K, exclude,
-                                                lambda ids: scorer.exact_logits(view, ids))
+                used[label] = (
+                    f"{scorer.dtype} / {'torch' if scorer.dtype == 'bf16' else c.blas} (bound {scorer.error_bound:.3g})"
+                )
+                return MarginSelection().select(
+                    scorer.approximate_logits(view), K, exclude, lambda ids: scorer.exact_logits(view, ids)
+                )
+
             return run
 
-        for label, args_ in ((f"project auto (chosen {chosen.dtype}, {chosen.blas})", ("auto",)),
-                             ("project fp32 forced (torch BLAS; the AVX2-only path)", (compute.FP32, compute.TORCH)),
-                             ("project fp32 forced (numpy BLAS)", (compute.FP32, compute.NUMPY))):
+        for label, args_ in (
+            (f"project auto (chosen {chosen.dtype}, {chosen.blas})", ("auto",)),
+            ("project fp32 forced (torch BLAS; the AVX2-only path)", (compute.FP32, compute.TORCH)),
+            ("project fp32 forced (numpy BLAS)", (compute.FP32, compute.NUMPY)),
+        ):
             if project_only and "numpy" in label:
                 continue
             methods[label] = project(*args_, label=label)
@@ -214,8 +254,9 @@ def main() -> int:
         def sklearn_run():  # noqa: E306
             p = np.empty(n, np.float32)
             for start, block in view.iter_chunks(CHUNK):
-                p[start:start + len(block)] = sk.predict_proba(block.astype(np.float32))[:, 1]
+                p[start : start + len(block)] = sk.predict_proba(block.astype(np.float32))[:, 1]
             return pick_from_proba(p, exclude)
+
         if not project_only:
             methods["scikit-learn MLPClassifier.predict_proba"] = sklearn_run
 
@@ -223,8 +264,11 @@ def main() -> int:
         def torch_run():
             logits = np.empty(n, np.float32)
             for start, block in view.iter_chunks(CHUNK):
-                logits[start:start + len(block)] = clf.model(torch.from_numpy(block.astype(np.float32))).squeeze(1).numpy()
+                logits[start : start + len(block)] = (
+                    clf.model(torch.from_numpy(block.astype(np.float32))).squeeze(1).numpy()
+                )
             return pick_from_proba(1 / (1 + np.exp(-logits.astype(np.float64))), exclude)
+
         if not project_only:
             methods["plain torch fp32 (model(x))"] = torch_run
 
@@ -238,8 +282,9 @@ def main() -> int:
                     a = a @ w + b
                     if i < len(np_layers) - 1:
                         np.maximum(a, 0, out=a)
-                logits[start:start + len(block)] = a[:, 0]
+                logits[start : start + len(block)] = a[:, 0]
             return pick_from_proba(1 / (1 + np.exp(-logits.astype(np.float64))), exclude)
+
         if not project_only:
             methods["plain numpy fp32"] = numpy_run
 
@@ -249,12 +294,15 @@ def main() -> int:
             x32 = np.asarray(full[:n], np.float32)
             unlabeled = np.setdiff1d(np.arange(n), exclude)
         if margin_sampling and x32 is not None:
+
             def modal_run():
                 idx = margin_sampling(sk, x32[unlabeled], n_instances=K)
                 idx = idx[0] if isinstance(idx, tuple) else idx
                 return unlabeled[np.asarray(idx)]
+
             methods["modAL margin_sampling"] = modal_run
         if BreakingTies and x32 is not None:
+
             class SmallTextModel:
                 def predict_proba(self, dataset):
                     return sk.predict_proba(dataset.x)
@@ -262,8 +310,12 @@ def main() -> int:
             dataset = SklearnDataset(x32, np.zeros(n, dtype=int))
 
             def small_text_run():
-                return np.asarray(BreakingTies().query(SmallTextModel(), dataset, unlabeled, exclude,
-                                                       np.zeros(len(exclude), dtype=int), n=K))
+                return np.asarray(
+                    BreakingTies().query(
+                        SmallTextModel(), dataset, unlabeled, exclude, np.zeros(len(exclude), dtype=int), n=K
+                    )
+                )
+
             methods["small-text BreakingTies"] = small_text_run
 
         times = {name: [] for name in methods}
@@ -285,17 +337,28 @@ def main() -> int:
         for name in methods:
             best = min(times[name])
             fp32_path = not used.get(name, "fp32").startswith("bf16")
-            roof = ceiling["fp32-numpy_gflops" if "numpy" in name else "fp32-torch_gflops"] if fp32_path else ceiling["bf16_gflops"]
-            rows_out.append({
-                "task": "margin selection", "n": n, "method": name, "backend_used": used.get(name, "fp32 (peer)"),
-                "best_s": round(best, 4),
-                "median_s": round(statistics.median(times[name]), 4), "runs": len(times[name]),
-                "load_during": loads[name], "anon_peak_MiB": round(peaks[name] / 2**20, 1),
-                "same_100_as_fp64": agreement[(n, name)] if not project_only else None,
-                "same_100_as_first_project_path": agreement[(n, name)] if project_only else None,
-                "GFLOPs_achieved": round(n * total_flops / best / 1e9, 1),
-                "fraction_of_first_layer_roofline": round(n * first_flops / best / 1e9 / roof, 3),
-            })
+            roof = (
+                ceiling["fp32-numpy_gflops" if "numpy" in name else "fp32-torch_gflops"]
+                if fp32_path
+                else ceiling["bf16_gflops"]
+            )
+            rows_out.append(
+                {
+                    "task": "margin selection",
+                    "n": n,
+                    "method": name,
+                    "backend_used": used.get(name, "fp32 (peer)"),
+                    "best_s": round(best, 4),
+                    "median_s": round(statistics.median(times[name]), 4),
+                    "runs": len(times[name]),
+                    "load_during": loads[name],
+                    "anon_peak_MiB": round(peaks[name] / 2**20, 1),
+                    "same_100_as_fp64": agreement[(n, name)] if not project_only else None,
+                    "same_100_as_first_project_path": agreement[(n, name)] if project_only else None,
+                    "GFLOPs_achieved": round(n * total_flops / best / 1e9, 1),
+                    "fraction_of_first_layer_roofline": round(n * first_flops / best / 1e9 / roof, 3),
+                }
+            )
         del x32
 
     # --- k-NN -------------------------------------------------------------------------------------
@@ -311,11 +374,13 @@ def main() -> int:
     t = time.perf_counter()
     idx_auto = ExactIndex(view, compute=chosen)
     build["project auto"] = time.perf_counter() - t
-    idx_fp32 = ExactIndex(view, compute=compute.Compute(compute.FP32, chosen.blas, compute.FP32, "bench", chosen.native_bf16))
+    idx_fp32 = ExactIndex(
+        view, compute=compute.Compute(compute.FP32, chosen.blas, compute.FP32, "bench", chosen.native_bf16)
+    )
     t = time.perf_counter()
     x32 = np.empty((n, 512), np.float32)
     for start, block in view.iter_chunks(CHUNK):
-        x32[start:start + len(block)] = block
+        x32[start : start + len(block)] = block
     flat = faiss.IndexFlatIP(512)
     flat.add(x32)
     build["faiss IndexFlatIP (+ fp32 copy)"] = time.perf_counter() - t
@@ -346,33 +411,53 @@ def main() -> int:
                 exact[name] = sum(len(set(a) & set(b)) for a, b in zip(ids, ref[:nq])) / (K * nq)
         for name in knn:
             best = min(times[name])
-            rows_out.append({
-                "task": f"exact k=100 search, {nq} quer{'y' if nq == 1 else 'ies'}", "n": n, "method": name,
-                "best_s": round(best, 4), "median_s": round(statistics.median(times[name]), 4),
-                "runs": len(times[name]), "load_during": loads[name], "recall_vs_fp64": exact[name],
-                "pool_read_GBps": round(n * 512 * (2 if "bf16" in name or "fp32" in name and "project" in name else 4) / best / 1e9, 1),
-            })
+            rows_out.append(
+                {
+                    "task": f"exact k=100 search, {nq} quer{'y' if nq == 1 else 'ies'}",
+                    "n": n,
+                    "method": name,
+                    "best_s": round(best, 4),
+                    "median_s": round(statistics.median(times[name]), 4),
+                    "runs": len(times[name]),
+                    "load_during": loads[name],
+                    "recall_vs_fp64": exact[name],
+                    "pool_read_GBps": round(
+                        n * 512 * (2 if "bf16" in name or "fp32" in name and "project" in name else 4) / best / 1e9, 1
+                    ),
+                }
+            )
             print(rows_out[-1], flush=True)
     env["knn_build_s"] = {k: round(v, 2) for k, v in build.items()}
     env["load_at_end"] = load()
 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"environment": env, "rows": rows_out}, indent=1))
-    lines = ["# The project against its peers (one run, interleaved, same pool file)", "", environment_markdown(env),
-             f"- CPU: {env['cpu']['model']} ({env['cpu']['machine']}), torch capability {env['cpu']['torch_capability']}, "
-             f"flags {', '.join(env['cpu']['flags_relevant'])}, OPENBLAS_CORETYPE={env['cpu']['OPENBLAS_CORETYPE']}",
-             f"- chosen backend: {chosen.dtype} / {chosen.blas} ({chosen.reason}); probe GFLOP/s {chosen.probe_gflops}",
-             f"- ceilings measured in this run: {env['ceilings']}",
-             f"- model: {env['model']}",
-             f"- k-NN build: {env['knn_build_s']}; load average at the end: {env['load_at_end']}", "",
-             "| task | n | method | backend used | best s | median s | runs | load during | anon peak MiB | same 100 / recall | fraction of roofline |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# The project against its peers (one run, interleaved, same pool file)",
+        "",
+        environment_markdown(env),
+        f"- CPU: {env['cpu']['model']} ({env['cpu']['machine']}), torch capability {env['cpu']['torch_capability']}, "
+        f"flags {', '.join(env['cpu']['flags_relevant'])}, OPENBLAS_CORETYPE={env['cpu']['OPENBLAS_CORETYPE']}",
+        f"- chosen backend: {chosen.dtype} / {chosen.blas} ({chosen.reason}); probe GFLOP/s {chosen.probe_gflops}",
+        f"- ceilings measured in this run: {env['ceilings']}",
+        f"- model: {env['model']}",
+        f"- k-NN build: {env['knn_build_s']}; load average at the end: {env['load_at_end']}",
+        "",
+        "| task | n | method | backend used | best s | median s | runs | load during | anon peak MiB | same 100 / recall | fraction of roofline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows_out:
         same = r.get("same_100_as_fp64")
-        same = f"{r['same_100_as_first_project_path']} (vs the auto path; no fp64 sweep)" if same is None and "same_100_as_first_project_path" in r else same
-        lines.append(f"| {r['task']} | {r['n']:,} | {r['method']} | {r.get('backend_used', '')} | {r['best_s']} | {r['median_s']} | {r['runs']} | "
-                     f"{r['load_during']} | {r.get('anon_peak_MiB', '')} | {same if same is not None else r.get('recall_vs_fp64')} | "
-                     f"{r.get('fraction_of_first_layer_roofline', '')} |")
+        same = (
+            f"{r['same_100_as_first_project_path']} (vs the auto path; no fp64 sweep)"
+            if same is None and "same_100_as_first_project_path" in r
+            else same
+        )
+        lines.append(
+            f"| {r['task']} | {r['n']:,} | {r['method']} | {r.get('backend_used', '')} | {r['best_s']} | {r['median_s']} | {r['runs']} | "
+            f"{r['load_during']} | {r.get('anon_peak_MiB', '')} | {same if same is not None else r.get('recall_vs_fp64')} | "
+            f"{r.get('fraction_of_first_layer_roofline', '')} |"
+        )
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -94,7 +94,7 @@ def bench_size(n: int, runs: int, check_exact: bool, knn: bool) -> dict:
     recipe = DEFAULT_RECIPE
     row: dict = {"pool": n, "runs": runs}
 
-    for chunk in view.iter_chunks(1 << 20):  # warm the page cache once, as a running service would be
+    for _chunk in view.iter_chunks(1 << 20):  # warm the page cache once, as a running service would be
         pass
 
     def train():
@@ -151,18 +151,26 @@ def main() -> None:
     env["load_average_after"] = [round(v, 2) for v in __import__("os").getloadavg()[:2]]
     RESULTS.mkdir(exist_ok=True)
     Path(args.out).write_text(json.dumps({"environment": env, "rows": rows}, indent=2))
-    lines = ["# Pool-scale speed", "", environment_markdown(env),
-             f"- load average (1 min, 5 min) at the end: {env['load_average_after']}", "",
-             "Synthetic 512-d float16 pools (memory-mapped .npy, page cache warm), MLP 512-128-128-128-1, "
-             f"recipe {DEFAULT_RECIPE.epochs} epochs x {DEFAULT_RECIPE.epoch_size} samples. Medians of {args.runs} runs "
-             "(whole round: of the runs given).", "",
-             "| pool | margin selection (score + select 100) | train on 600 labels | whole round | 1-phrase k=100 query | peak RSS (incl. mapped pool pages) | anonymous RSS | fast == fp32 selection |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Pool-scale speed",
+        "",
+        environment_markdown(env),
+        f"- load average (1 min, 5 min) at the end: {env['load_average_after']}",
+        "",
+        "Synthetic 512-d float16 pools (memory-mapped .npy, page cache warm), MLP 512-128-128-128-1, "
+        f"recipe {DEFAULT_RECIPE.epochs} epochs x {DEFAULT_RECIPE.epoch_size} samples. Medians of {args.runs} runs "
+        "(whole round: of the runs given).",
+        "",
+        "| pool | margin selection (score + select 100) | train on 600 labels | whole round | 1-phrase k=100 query | peak RSS (incl. mapped pool pages) | anonymous RSS | fast == fp32 selection |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         knn = f"{r['knn_query_ms']:.1f} ms" if "knn_query_ms" in r else "-"
         exact = str(r.get("fast_equals_fp32_selection", "-"))
-        lines.append(f"| {r['pool']:,} | {r['select_s']:.2f} s | {r['train_s']:.2f} s | {r['round_s']:.2f} s | {knn} | "
-                     f"{r['peak_rss_gib']:.1f} GiB | {r['anon_rss_gib']:.2f} GiB | {exact} |")
+        lines.append(
+            f"| {r['pool']:,} | {r['select_s']:.2f} s | {r['train_s']:.2f} s | {r['round_s']:.2f} s | {knn} | "
+            f"{r['peak_rss_gib']:.1f} GiB | {r['anon_rss_gib']:.2f} GiB | {exact} |"
+        )
     Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -63,7 +63,9 @@ def pad_pool(store, base: np.ndarray, n: int, chunk: int = 250_000) -> None:
     while len(store) < n:
         start = len(store)
         m = min(chunk, n - start)
-        x = base[rng.integers(0, len(base), m)].astype(np.float32) + rng.normal(0, 0.02, (m, base.shape[1])).astype(np.float32)
+        x = base[rng.integers(0, len(base), m)].astype(np.float32) + rng.normal(0, 0.02, (m, base.shape[1])).astype(
+            np.float32
+        )
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         ids = range(start, start + m)
         store.append(x, [f"synthetic://pad/{i}" for i in ids], [f"pad-{i:012d}" for i in ids])
@@ -76,7 +78,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests per batch size (upper bound)")
     parser.add_argument("--seconds", type=float, default=120.0, help="time bound per batch size")
     parser.add_argument("--sample-every", type=int, default=250)
-    parser.add_argument("--pool", type=int, default=0, help="pad the pool to this many images (default: shared pool only)")
+    parser.add_argument(
+        "--pool", type=int, default=0, help="pad the pool to this many images (default: shared pool only)"
+    )
     parser.add_argument("--out", default="predict_load", help="name of the result files in benchmarks/results/")
     args = parser.parse_args()
     env_info = describe_environment()
@@ -94,7 +98,9 @@ def main() -> None:
     x = data.pool.x[ids].astype(np.float32)
     clf = MLPClassifier(DEFAULT_RECIPE).fit(x, (np.arange(600) % 5 == 0).astype(int))
     ws.registry("sunflower").save(clf, {}, round=1, num_labels=600, num_positive=120)
-    SyncState(ws.root / "label_studio.sqlite").link(ProjectLink("sunflower", RATING, PROJECT, "rating", 100, 100, "margin", 0))
+    SyncState(ws.root / "label_studio.sqlite").link(
+        ProjectLink("sunflower", RATING, PROJECT, "rating", 100, 100, "margin", 0)
+    )
     port = free_port()
     settings = Settings(workspace=ws.root, backend_url=f"http://127.0.0.1:{port}")
     proc = start_process(backend_command(f"127.0.0.1:{port}"), service_env(settings), work / "backend.log")
@@ -104,9 +110,14 @@ def main() -> None:
         with httpx.Client(timeout=30) as http:
             for k in (1, 100):
                 times, memory = [], []
-                body_for = lambda n: {"project": f"{PROJECT}.0", "label_config": CONFIG,  # noqa: E731
-                                      "tasks": [{"id": int(i), "data": {"image": f"shared://x/{i}", "agile_image_id": int(i)}}
-                                                for i in rng.choice(pool_size, k, replace=False)]}
+                body_for = lambda n: {
+                    "project": f"{PROJECT}.0",
+                    "label_config": CONFIG,
+                    "tasks": [
+                        {"id": int(i), "data": {"image": f"shared://x/{i}", "agile_image_id": int(i)}}
+                        for i in rng.choice(pool_size, k, replace=False)
+                    ],
+                }
                 http.post(f"{settings.backend_url}/predict", json=body_for(k)).raise_for_status()  # warm: model loaded
                 memory.append((0, rss_mib(proc.pid)))
                 started = time.perf_counter()
@@ -122,29 +133,46 @@ def main() -> None:
                         break
                 wall = time.perf_counter() - started
                 q = np.quantile(times, [0.5, 0.99]) * 1000
-                row = {"requests": len(times), "seconds": wall, "requests_per_s": len(times) / wall,
-                       "tasks_per_s": len(times) * k / wall, "p50_ms": float(q[0]), "p99_ms": float(q[1]),
-                       "rss_mib": memory, "rss_growth_mib": memory[-1][1] - memory[1][1] if len(memory) > 2 else 0.0}
+                row = {
+                    "requests": len(times),
+                    "seconds": wall,
+                    "requests_per_s": len(times) / wall,
+                    "tasks_per_s": len(times) * k / wall,
+                    "p50_ms": float(q[0]),
+                    "p99_ms": float(q[1]),
+                    "rss_mib": memory,
+                    "rss_growth_mib": memory[-1][1] - memory[1][1] if len(memory) > 2 else 0.0,
+                }
                 results["batches"][k] = row
-                print(f"{k:3d} task(s)/request: {row['requests']} requests in {wall:.1f} s, {row['requests_per_s']:.0f} req/s, "
-                      f"{row['tasks_per_s']:.0f} tasks/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, RSS "
-                      f"{memory[0][1]:.0f} -> {memory[-1][1]:.0f} MiB")
+                print(
+                    f"{k:3d} task(s)/request: {row['requests']} requests in {wall:.1f} s, {row['requests_per_s']:.0f} req/s, "
+                    f"{row['tasks_per_s']:.0f} tasks/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, RSS "
+                    f"{memory[0][1]:.0f} -> {memory[-1][1]:.0f} MiB"
+                )
     finally:
         stop_pid(proc.pid)
         shutil.rmtree(work, ignore_errors=True)
     results["load_average_end"] = [round(v, 2) for v in os.getloadavg()[:2]]
     (RESULTS / f"{args.out}.json").write_text(json.dumps(results, indent=1))
-    md = ["# /predict load test (second process, loopback, keep-alive)", "", environment_markdown(env_info).rstrip(),
-          f"- load average at the end: {results['load_average_end']}", f"- pool: {pool_size:,} images; one gunicorn "
-          "process, 4 threads (as `agile backend`); requests sent one after another, each with the project's label "
-          "config (validated per request) and tasks naming pool images", "",
-          "| tasks per request | requests | throughput | p50 | p99 | backend RSS (after warm-up -> end) |",
-          "|---|---|---|---|---|---|"]
+    md = [
+        "# /predict load test (second process, loopback, keep-alive)",
+        "",
+        environment_markdown(env_info).rstrip(),
+        f"- load average at the end: {results['load_average_end']}",
+        f"- pool: {pool_size:,} images; one gunicorn "
+        "process, 4 threads (as `agile backend`); requests sent one after another, each with the project's label "
+        "config (validated per request) and tasks naming pool images",
+        "",
+        "| tasks per request | requests | throughput | p50 | p99 | backend RSS (after warm-up -> end) |",
+        "|---|---|---|---|---|---|",
+    ]
     for k, row in results["batches"].items():
         mem = row["rss_mib"]
-        md.append(f"| {k} | {row['requests']} in {row['seconds']:.0f} s | {row['requests_per_s']:.0f} req/s "
-                  f"({row['tasks_per_s']:.0f} tasks/s) | {row['p50_ms']:.1f} ms | {row['p99_ms']:.1f} ms | "
-                  f"{mem[1][1] if len(mem) > 1 else mem[0][1]:.0f} -> {mem[-1][1]:.0f} MiB |")
+        md.append(
+            f"| {k} | {row['requests']} in {row['seconds']:.0f} s | {row['requests_per_s']:.0f} req/s "
+            f"({row['tasks_per_s']:.0f} tasks/s) | {row['p50_ms']:.1f} ms | {row['p99_ms']:.1f} ms | "
+            f"{mem[1][1] if len(mem) > 1 else mem[0][1]:.0f} -> {mem[-1][1]:.0f} MiB |"
+        )
     (RESULTS / f"{args.out}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

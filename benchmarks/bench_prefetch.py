@@ -50,17 +50,33 @@ def main() -> int:
         for seed in args.seeds:
             for prefetch in args.prefetch:  # interleaved: both settings see the same machine state
                 with tempfile.TemporaryDirectory() as tmp:
-                    res = simulate_session(spec, ctx, tmp, rounds=args.rounds, batch_size=args.batch_size,
-                                           seed=seed, prefetch=prefetch)
+                    res = simulate_session(
+                        spec, ctx, tmp, rounds=args.rounds, batch_size=args.batch_size, seed=seed, prefetch=prefetch
+                    )
                 curve = [(r.num_labels, r.metrics["auc_pr"]) for r in res.rounds]
-                rows.append({"concept": spec.title, "difficulty": spec.difficulty, "seed": seed, "prefetch": prefetch,
-                             "curve": curve, "final_auc_pr": curve[-1][1]})
-                print(f"{spec.title:45s} seed {seed} prefetch {prefetch:.2f}: final AUC-PR {curve[-1][1]:.3f}  "
-                      f"curve {[f'{n}:{a:.3f}' for n, a in curve]}", flush=True)
+                rows.append(
+                    {
+                        "concept": spec.title,
+                        "difficulty": spec.difficulty,
+                        "seed": seed,
+                        "prefetch": prefetch,
+                        "curve": curve,
+                        "final_auc_pr": curve[-1][1],
+                    }
+                )
+                print(
+                    f"{spec.title:45s} seed {seed} prefetch {prefetch:.2f}: final AUC-PR {curve[-1][1]:.3f}  "
+                    f"curve {[f'{n}:{a:.3f}' for n, a in curve]}",
+                    flush=True,
+                )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"command": " ".join(["benchmarks/bench_prefetch.py", *sys.argv[1:]]), "environment": env,
-              "minutes": (time.time() - started) / 60, "rows": rows}
+    record = {
+        "command": " ".join(["benchmarks/bench_prefetch.py", *sys.argv[1:]]),
+        "environment": env,
+        "minutes": (time.time() - started) / 60,
+        "rows": rows,
+    }
     out.with_suffix(".json").write_text(json.dumps(record, indent=2))
     out.with_suffix(".md").write_text(markdown(record, args))
     print(out.with_suffix(".md").read_text())
@@ -70,32 +86,49 @@ def main() -> int:
 def markdown(record: dict, args) -> str:
     rows = record["rows"]
     settings = sorted({r["prefetch"] for r in rows})
-    lines = ["# The next batch selected early (prefetch): quality cost", "",
-             f"Command: `{record['command']}` ({record['minutes']:.0f} min)", "",
-             environment_markdown(record["environment"]), "",
-             f"Protocol: seed of {args.batch_size}, {args.rounds} rounds of {args.batch_size} by margin, simulated user "
-             "from the ground truth, test AUC-PR on the shared test split. prefetch 0 = the paper (select when the batch "
-             "is rated); 0.5 = the Label Studio loop's default (select when half a batch is left).", "",
-             "## Mean test AUC-PR of the final model (all ratings)", "",
-             "| concepts | " + " | ".join(f"prefetch {p}" for p in settings) + " | difference |",
-             "|---|" + "---|" * (len(settings) + 1)]
+    lines = [
+        "# The next batch selected early (prefetch): quality cost",
+        "",
+        f"Command: `{record['command']}` ({record['minutes']:.0f} min)",
+        "",
+        environment_markdown(record["environment"]),
+        "",
+        f"Protocol: seed of {args.batch_size}, {args.rounds} rounds of {args.batch_size} by margin, simulated user "
+        "from the ground truth, test AUC-PR on the shared test split. prefetch 0 = the paper (select when the batch "
+        "is rated); 0.5 = the Label Studio loop's default (select when half a batch is left).",
+        "",
+        "## Mean test AUC-PR of the final model (all ratings)",
+        "",
+        "| concepts | " + " | ".join(f"prefetch {p}" for p in settings) + " | difference |",
+        "|---|" + "---|" * (len(settings) + 1),
+    ]
     for group in ("all", "easy", "hard"):
         sel = [r for r in rows if group == "all" or r["difficulty"] == group]
         means = [np.mean([r["final_auc_pr"] for r in sel if r["prefetch"] == p]) for p in settings]
-        lines.append(f"| {group} ({len(sel) // len(settings)} sessions) | " + " | ".join(f"{m:.3f}" for m in means)
-                     + f" | {means[-1] - means[0]:+.3f} |")
+        lines.append(
+            f"| {group} ({len(sel) // len(settings)} sessions) | "
+            + " | ".join(f"{m:.3f}" for m in means)
+            + f" | {means[-1] - means[0]:+.3f} |"
+        )
     lines += ["", "## Mean curve (test AUC-PR of each trained model, by ratings it was trained on)", ""]
     for p in settings:
         sel = [r for r in rows if r["prefetch"] == p]
         points = np.array([r["curve"] for r in sel])  # (sessions, models, 2)
         lines.append(f"- prefetch {p}: " + ", ".join(f"{n:.0f} ratings {a:.3f}" for n, a in points.mean(axis=0)))
-    lines += ["", "## Every session: final test AUC-PR", "",
-              "| concept | difficulty | seed | " + " | ".join(f"prefetch {p}" for p in settings) + " |",
-              "|---|---|---|" + "---|" * len(settings)]
+    lines += [
+        "",
+        "## Every session: final test AUC-PR",
+        "",
+        "| concept | difficulty | seed | " + " | ".join(f"prefetch {p}" for p in settings) + " |",
+        "|---|---|---|" + "---|" * len(settings),
+    ]
     keyed = {(r["concept"], r["seed"], r["prefetch"]): r for r in rows}
     for concept, difficulty, seed in sorted({(r["concept"], r["difficulty"], r["seed"]) for r in rows}):
-        lines.append(f"| {concept} | {difficulty} | {seed} | "
-                     + " | ".join(f"{keyed[(concept, seed, p)]['final_auc_pr']:.3f}" for p in settings) + " |")
+        lines.append(
+            f"| {concept} | {difficulty} | {seed} | "
+            + " | ".join(f"{keyed[(concept, seed, p)]['final_auc_pr']:.3f}" for p in settings)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

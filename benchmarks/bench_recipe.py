@@ -50,9 +50,16 @@ def main() -> None:
                     curves.append([r.metrics["auc_pr"] for r in res.rounds])
                     train_s.append(res.rounds[-1].train_seconds)
             mean = np.mean(curves, axis=0)
-            hard = np.mean([c for c, s in zip(curves, [s for s in suite for _ in args.seeds]) if s.difficulty == "hard"], axis=0)
-            row = {"learning_rate": lr, "epoch_size": size, "mean_auc_pr": mean.tolist(), "hard_auc_pr": hard.tolist(),
-                   "train_seconds_600": float(np.median(train_s))}
+            hard = np.mean(
+                [c for c, s in zip(curves, [s for s in suite for _ in args.seeds]) if s.difficulty == "hard"], axis=0
+            )
+            row = {
+                "learning_rate": lr,
+                "epoch_size": size,
+                "mean_auc_pr": mean.tolist(),
+                "hard_auc_pr": hard.tolist(),
+                "train_seconds_600": float(np.median(train_s)),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
     RESULTS.mkdir(exist_ok=True)

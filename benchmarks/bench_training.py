@@ -67,8 +67,7 @@ def random_negatives(n_pool: int, labeled: np.ndarray, rng: np.random.Generator)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concepts", nargs="+", default=["cats", "real stop signs", "small dog breeds",
-                                                           "fluffy dogs"])
+    parser.add_argument("--concepts", nargs="+", default=["cats", "real stop signs", "small dog breeds", "fluffy dogs"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="training", help="results name under benchmarks/results/ (.json, .md)")
     args = parser.parse_args()
@@ -102,6 +101,7 @@ def main() -> int:
                 finally:
                     compute.configure(training_threads=0)
                 return clf.predict_proba(x_test)
+
             return fit
 
         def sklearn(with_negatives: bool):
@@ -112,10 +112,13 @@ def main() -> int:
                     warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter: part of what is measured
                     sk = SkMLP(hidden_layer_sizes=DEFAULT_RECIPE.hidden, random_state=0).fit(xs, ys)
                 return sk.predict_proba(x_test)[:, 1]
+
             return fit
 
         methods = {
-            f"project MLP, {compute.training_threads()} training thread(s) (default)": project(compute.training_threads()),
+            f"project MLP, {compute.training_threads()} training thread(s) (default)": project(
+                compute.training_threads()
+            ),
             "project MLP, 2 threads": project(2),
             "scikit-learn MLPClassifier, 600 labels": sklearn(False),
             f"scikit-learn MLPClassifier, 600 labels + {len(neg):,} random negatives": sklearn(True),
@@ -130,26 +133,45 @@ def main() -> int:
                 times[name].append(time.perf_counter() - t)
                 loads[name].append(load())
                 quality[name] = binary_metrics(y_test, scores, 0.5).auc_pr
-                print(f"{title} round {r + 1} {name}: {times[name][-1]:.2f} s, AUC-PR {quality[name]:.3f} "
-                      f"(load {loads[name][-1]})", flush=True)
+                print(
+                    f"{title} round {r + 1} {name}: {times[name][-1]:.2f} s, AUC-PR {quality[name]:.3f} "
+                    f"(load {loads[name][-1]})",
+                    flush=True,
+                )
         for name in methods:
-            rows.append({"concept": title, "difficulty": spec.difficulty, "positives": int(y.sum()),
-                         "method": name, "best_s": round(min(times[name]), 3),
-                         "median_s": round(statistics.median(times[name]), 3), "runs": len(times[name]),
-                         "load_during": loads[name], "test_auc_pr": round(quality[name], 4)})
+            rows.append(
+                {
+                    "concept": title,
+                    "difficulty": spec.difficulty,
+                    "positives": int(y.sum()),
+                    "method": name,
+                    "best_s": round(min(times[name]), 3),
+                    "median_s": round(statistics.median(times[name]), 3),
+                    "runs": len(times[name]),
+                    "load_during": loads[name],
+                    "test_auc_pr": round(quality[name], 4),
+                }
+            )
     env["load_at_end"] = load()
 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1))
-    lines = ["# Training on 600 labels: the project against scikit-learn (one run, interleaved)", "",
-             environment_markdown(env),
-             f"- default training threads: {env['training_threads_default']}; load average at the end: {env['load_at_end']}",
-             f"- test AUC-PR on the shared test split ({len(data.test):,} rows); {LABELS} labels, positives "
-             f"up to {MAX_POSITIVES}", "",
-             "| concept | difficulty | positives | method | best s | median s | runs | load during | test AUC-PR |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['concept']} | {r['difficulty']} | {r['positives']} | {r['method']} | {r['best_s']} | {r['median_s']} | "
-              f"{r['runs']} | {r['load_during']} | {r['test_auc_pr']} |" for r in rows]
+    lines = [
+        "# Training on 600 labels: the project against scikit-learn (one run, interleaved)",
+        "",
+        environment_markdown(env),
+        f"- default training threads: {env['training_threads_default']}; load average at the end: {env['load_at_end']}",
+        f"- test AUC-PR on the shared test split ({len(data.test):,} rows); {LABELS} labels, positives "
+        f"up to {MAX_POSITIVES}",
+        "",
+        "| concept | difficulty | positives | method | best s | median s | runs | load during | test AUC-PR |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['concept']} | {r['difficulty']} | {r['positives']} | {r['method']} | {r['best_s']} | {r['median_s']} | "
+        f"{r['runs']} | {r['load_during']} | {r['test_auc_pr']} |"
+        for r in rows
+    ]
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

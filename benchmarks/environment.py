@@ -12,8 +12,20 @@ import torch
 from agile_modeling import compute
 
 # the flags that decide the numeric core's path (compute.py) and the embedding tower's precision
-RELEVANT_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
-                  "bf16", "asimd", "sve")
+RELEVANT_FLAGS = (
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+    "bf16",
+    "asimd",
+    "sve",
+)
 
 
 def describe_environment() -> dict:
@@ -25,7 +37,7 @@ def describe_environment() -> dict:
     chosen = compute.current().as_dict()
     return {
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)",
         "load_average_1m_5m": [round(load1, 2), round(load5, 2)],
         "cpu_model": cpu.model,

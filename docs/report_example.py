@@ -36,7 +36,9 @@ def rate_open(sync: ConceptSync, project_id: int, truth) -> None:
     schema = parse_rating_config(sync.client.project_label_config(project_id))
     for task in sync.client.iter_tasks(project_id):
         if not task.annotations:
-            sync.client.create_annotation(task.id, schema.rating(int(truth[task.data[IMAGE_ID]])), lead_time=LEAD_TIME_S)
+            sync.client.create_annotation(
+                task.id, schema.rating(int(truth[task.data[IMAGE_ID]])), lead_time=LEAD_TIME_S
+            )
 
 
 def main() -> None:
@@ -50,7 +52,9 @@ def main() -> None:
     venv = DEFAULT_VENV if DEFAULT_VENV.is_absolute() else ROOT / DEFAULT_VENV
     server = LabelStudioServer(tmp / "label-studio", venv=venv).start()
     try:
-        settings = Settings(label_studio_url=server.url, label_studio_api_key=server.credentials.token, workspace=ws.root)
+        settings = Settings(
+            label_studio_url=server.url, label_studio_api_key=server.credentials.token, workspace=ws.root
+        )
         sync = ConceptSync(settings, ws)
         truth = spec.ground_truth(data.pool)
         project = sync.publish(spec.concept().name, seed_size=100, batch_size=100).project_id
@@ -61,8 +65,20 @@ def main() -> None:
         print(f"evaluation set: {evaluation.images} images")
         rate_open(sync, evaluation.project_id, truth)
         env = {**service_env(settings), **{k: v for k, v in os.environ.items() if k.startswith("PYTHON")}}
-        subprocess.run([sys.executable, "-m", "agile_cli", "report", spec.concept().name, "--output",
-                        str(ROOT / "docs" / "report")], check=True, env=env, cwd=ROOT)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agile_cli",
+                "report",
+                spec.concept().name,
+                "--output",
+                str(ROOT / "docs" / "report"),
+            ],
+            check=True,
+            env=env,
+            cwd=ROOT,
+        )
     finally:
         server.stop()
 

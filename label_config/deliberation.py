@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from label_config.schema import LabelConfigError, _HERE
+from label_config.schema import _HERE, LabelConfigError
 
 DELIBERATION_KINDS = {"scoping": "scoping.xml", "deliberation": "deliberation.xml"}
 SCOPING_ALIASES = {"keep", "flip", "discard"}

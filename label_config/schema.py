@@ -91,7 +91,9 @@ class RatingSchema:
             }
         ]
         if note and self.note:
-            result.append({"from_name": self.note, "to_name": self.image, "type": "textarea", "value": {"text": [note]}})
+            result.append(
+                {"from_name": self.note, "to_name": self.image, "type": "textarea", "value": {"text": [note]}}
+            )
         return result
 
 
@@ -101,8 +103,10 @@ def _parse_xml(xml: str) -> Element:
     try:
         return SafeET.fromstring(xml)
     except (SafeET.ParseError, DefusedXmlException, UnicodeError) as exc:
-        raise LabelConfigError(f"the label config is not valid XML ({exc.__class__.__name__}: {str(exc)[:200]}); "
-                               "fix it in the project's Settings > Labeling Interface") from None
+        raise LabelConfigError(
+            f"the label config is not valid XML ({exc.__class__.__name__}: {str(exc)[:200]}); "
+            "fix it in the project's Settings > Labeling Interface"
+        ) from None
 
 
 def parse_rating_config(xml: str) -> RatingSchema:
@@ -122,14 +126,14 @@ def parse_rating_config(xml: str) -> RatingSchema:
     if not choices:
         raise LabelConfigError(
             f"the label config has no <Choices toName=...> over its image ({', '.join(images)}): "
-            f"add <Choices name=\"label\" toName=\"{next(iter(images))}\"> with Positive and Negative choices"
+            f'add <Choices name="label" toName="{next(iter(images))}"> with Positive and Negative choices'
         )
     tag = choices[0]
     values = {el.get("value") for el in tag.iter("Choice")}
     missing = [v for v in (POSITIVE, NEGATIVE) if v not in values]
     if missing:
         raise LabelConfigError(
-            f"the <Choices name=\"{tag.get('name')}\"> tag lacks the choice(s) {', '.join(missing)}: "
+            f'the <Choices name="{tag.get("name")}"> tag lacks the choice(s) {", ".join(missing)}: '
             "agile-modeling needs exactly the values Positive and Negative"
         )
     image_name = tag.get("toName")

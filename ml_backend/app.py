@@ -52,7 +52,9 @@ OPEN_ROUTES = {"health", "index", "images", "webhook"}
 
 def _same(given: str | None, expected: str) -> bool:
     """Constant-time equality of two strings; as bytes, since compare_digest raises TypeError on non-ASCII str."""
-    return hmac.compare_digest((given or "").encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+    return hmac.compare_digest(
+        (given or "").encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def _is_loopback(address: str | None) -> bool:
@@ -65,16 +67,31 @@ def _is_loopback(address: str | None) -> bool:
 class _Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("agile_backend_requests", "Requests by route and status", ["route", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("agile_backend_request_seconds", "Request latency by route", ["route"],
-                                 registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+        self.requests = Counter(
+            "agile_backend_requests", "Requests by route and status", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "agile_backend_request_seconds",
+            "Request latency by route",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
         self.tasks = Counter("agile_backend_predicted_tasks", "Tasks answered by /predict", registry=self.registry)
-        self.embedded = Counter("agile_backend_images_embedded", "Task images embedded on the fly", registry=self.registry)
-        self.unreadable = Counter("agile_backend_unreadable_images", "Tasks answered without a prediction: image "
-                                  "unreadable or not embeddable", registry=self.registry)
-        self.events = Counter("agile_backend_webhook_events", "Webhook events by action and outcome",
-                              ["action", "outcome"], registry=self.registry)
+        self.embedded = Counter(
+            "agile_backend_images_embedded", "Task images embedded on the fly", registry=self.registry
+        )
+        self.unreadable = Counter(
+            "agile_backend_unreadable_images",
+            "Tasks answered without a prediction: image unreadable or not embeddable",
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "agile_backend_webhook_events",
+            "Webhook events by action and outcome",
+            ["action", "outcome"],
+            registry=self.registry,
+        )
 
 
 class BrokerUnavailableError(AgileError):
@@ -96,14 +113,19 @@ def celery_enqueue(celery: Callable[[], Celery]) -> Callable[..., None]:
         try:
             if kind == "sync":
                 # ignore_result: nothing here reads it (a redis result backend would subscribe per webhook)
-                app.send_task("agile.sync_project", args=(kwargs["project_id"], kwargs["requested_at"], kwargs.get("event")),
-                              ignore_result=True)
+                app.send_task(
+                    "agile.sync_project",
+                    args=(kwargs["project_id"], kwargs["requested_at"], kwargs.get("event")),
+                    ignore_result=True,
+                )
             elif kind == "retrain":
                 app.send_task("agile.retrain", args=(kwargs["concept"],), ignore_result=True)
         except OperationalError as exc:
-            raise BrokerUnavailableError(f"the worker's message broker is unreachable ({exc.__class__.__name__}: "
-                                         f"{str(exc)[:200]}); check CELERY_BROKER_URL and that the broker runs. "
-                                         "The periodic sync will pick up this event") from None
+            raise BrokerUnavailableError(
+                f"the worker's message broker is unreachable ({exc.__class__.__name__}: "
+                f"{str(exc)[:200]}); check CELERY_BROKER_URL and that the broker runs. "
+                "The periodic sync will pick up this event"
+            ) from None
 
     return enqueue
 
@@ -123,10 +145,18 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
     app = Flask("agile_modeling_backend")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
     workspace = Workspace(settings.workspace)
-    predictor = Predictor(workspace, FetchPolicy.from_urls(
-        settings.label_studio_url, settings.images_base_url, extra=settings.image_hosts,
-        max_bytes=settings.max_image_bytes, timeout_s=settings.fetch_timeout, max_pixels=settings.max_image_pixels),
-        images_base_url=settings.images_base_url)
+    predictor = Predictor(
+        workspace,
+        FetchPolicy.from_urls(
+            settings.label_studio_url,
+            settings.images_base_url,
+            extra=settings.image_hosts,
+            max_bytes=settings.max_image_bytes,
+            timeout_s=settings.fetch_timeout,
+            max_pixels=settings.max_image_pixels,
+        ),
+        images_base_url=settings.images_base_url,
+    )
     signer = ImageSigner.from_settings(settings)
     cors_origin = settings.browser_origin
     metrics = _Metrics()
@@ -141,16 +171,21 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
         if not has_secrets and request.endpoint != "health" and not _is_loopback(request.remote_addr):
             # the start-up check (ml_backend/exposure.py) sees only binds it is told about (agile backend,
             # gunicorn with our config); any other server exposing an unguarded backend is refused here
-            raise Forbidden("this ML backend has no secrets configured, so it answers only requests from this "
-                            "machine: set AGILE_WEBHOOK_SECRET, BASIC_AUTH_USER and BASIC_AUTH_PASS")
+            raise Forbidden(
+                "this ML backend has no secrets configured, so it answers only requests from this "
+                "machine: set AGILE_WEBHOOK_SECRET, BASIC_AUTH_USER and BASIC_AUTH_PASS"
+            )
         if not (settings.basic_auth_user and settings.basic_auth_pass) or request.endpoint in OPEN_ROUTES:
             return None
         try:
             auth = request.authorization
         except ValueError:  # werkzeug's base64 decoding of a header with non-ASCII bytes: no credentials
             auth = None
-        ok = (auth is not None and auth.type == "basic"
-              and _same(auth.username, settings.basic_auth_user) & _same(auth.password, settings.basic_auth_pass))
+        ok = (
+            auth is not None
+            and auth.type == "basic"
+            and _same(auth.username, settings.basic_auth_user) & _same(auth.password, settings.basic_auth_pass)
+        )
         if not ok:
             raise Unauthorized("this ML backend requires basic auth (BASIC_AUTH_USER / BASIC_AUTH_PASS)")
         return None
@@ -225,16 +260,19 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
         for line in named:
             log.warning("/predict project %s: no prediction for %s", project_id, line)
         if errors and len(errors) == len(tasks):
-            return jsonify(error="cannot read the image of " + "; ".join(named[:5])
-                           + (" ..." if len(named) > 5 else "")), 422
+            return jsonify(
+                error="cannot read the image of " + "; ".join(named[:5]) + (" ..." if len(named) > 5 else "")
+            ), 422
         version = next((r[0]["model_version"] for r in results if r), None)
         return jsonify(results=results, model_version=version)
 
     @app.post("/webhook")
     def webhook():
         if settings.webhook_secret and not _same(request.headers.get(WEBHOOK_SECRET_HEADER), settings.webhook_secret):
-            raise Unauthorized(f"webhook refused: the {WEBHOOK_SECRET_HEADER} header is missing or wrong "
-                               "(it must equal AGILE_WEBHOOK_SECRET; `agile concept publish` sets it in Label Studio)")
+            raise Unauthorized(
+                f"webhook refused: the {WEBHOOK_SECRET_HEADER} header is missing or wrong "
+                "(it must equal AGILE_WEBHOOK_SECRET; `agile concept publish` sets it in Label Studio)"
+            )
         body = parse.json_body(request)
         action = body.get("action")
         if not isinstance(action, str) or not action:
@@ -273,10 +311,12 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
         if image_id >= len(store):
             raise NotFound(f"no image {image_id} in the pool")
         uri = store.uris([image_id])[0]
-        path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
         if not path.is_file():
             raise NotFound(f"image {image_id} ({uri[:80]}) is not a local file this backend can serve")
-        response = send_file(path, mimetype=mimetypes.guess_type(path.name)[0] or "application/octet-stream", max_age=3600)
+        response = send_file(
+            path, mimetype=mimetypes.guess_type(path.name)[0] or "application/octet-stream", max_age=3600
+        )
         if cors_origin:  # Label Studio's image tag may fetch with CORS: its origin only, never "*"
             response.headers["Access-Control-Allow-Origin"] = cors_origin
             response.headers["Vary"] = "Origin"

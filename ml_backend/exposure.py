@@ -55,15 +55,23 @@ def check_bind(settings, bind: str | tuple) -> None:
     if is_loopback(host):
         return
     where = bind if isinstance(bind, str) else f"{bind[0]}:{bind[1]}"
-    missing = [name for name, value in (("AGILE_WEBHOOK_SECRET", settings.webhook_secret),
-                                        ("BASIC_AUTH_USER", settings.basic_auth_user),
-                                        ("BASIC_AUTH_PASS", settings.basic_auth_pass)) if not value]
+    missing = [
+        name
+        for name, value in (
+            ("AGILE_WEBHOOK_SECRET", settings.webhook_secret),
+            ("BASIC_AUTH_USER", settings.basic_auth_user),
+            ("BASIC_AUTH_PASS", settings.basic_auth_pass),
+        )
+        if not value
+    ]
     if missing:
         raise UnsafeBindError(
             f"refusing to start the ML backend on {where}, an address other machines can reach, without "
             f"{', '.join(missing)}: set {'them' if len(missing) > 1 else 'it'} (`agile concept publish` tells Label "
-            "Studio to send them), or bind to 127.0.0.1")
+            "Studio to send them), or bind to 127.0.0.1"
+        )
     if settings.images_unsigned:
         raise UnsafeBindError(
             f"refusing to start the ML backend on {where} with AGILE_IMAGES_UNSIGNED=1: unsigned image URLs are for a "
-            "backend bound to loopback (127.0.0.1) only; unset it (image URLs are then signed)")
+            "backend bound to loopback (127.0.0.1) only; unset it (image URLs are then signed)"
+        )

@@ -41,8 +41,15 @@ MAX_REDIRECTS = 3
 CONNECT_S = 3.0
 HEADERS_S = 5.0
 DEFAULT_PORTS = {"http": 80, "https": 443}
-_HTTP_ERRORS = (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
-                httpcore.UnsupportedProtocol, httpcore.ConnectionNotAvailable, ssl.SSLError, OSError)
+_HTTP_ERRORS = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ConnectionNotAvailable,
+    ssl.SSLError,
+    OSError,
+)
 
 
 def _origins(entry: str) -> set[tuple[str, str, int]]:
@@ -68,8 +75,14 @@ class FetchPolicy:
     max_pixels: int = 40_000_000
 
     @classmethod
-    def from_urls(cls, *urls: str | None, extra: str | None = None, max_bytes: int | None = None,
-                  timeout_s: float | None = None, max_pixels: int | None = None) -> "FetchPolicy":
+    def from_urls(
+        cls,
+        *urls: str | None,
+        extra: str | None = None,
+        max_bytes: int | None = None,
+        timeout_s: float | None = None,
+        max_pixels: int | None = None,
+    ) -> FetchPolicy:
         """The origins of ``urls`` plus the comma-separated ``extra`` entries (see the module doc)."""
         allowed: set[tuple[str, str, int]] = set()
         for url in urls:
@@ -81,10 +94,16 @@ class FetchPolicy:
                 try:
                     allowed |= _origins(entry)
                 except (ValueError, httpx.InvalidURL) as exc:
-                    raise ValueError(f"AGILE_IMAGE_HOSTS: {entry!r} is not a host, host:port or "
-                                     f"scheme://host:port ({exc})") from None
-        return cls(frozenset(allowed), "*" in entries, max_bytes or cls.max_bytes, timeout_s or cls.timeout_s,
-                   max_pixels or cls.max_pixels)
+                    raise ValueError(
+                        f"AGILE_IMAGE_HOSTS: {entry!r} is not a host, host:port or scheme://host:port ({exc})"
+                    ) from None
+        return cls(
+            frozenset(allowed),
+            "*" in entries,
+            max_bytes or cls.max_bytes,
+            timeout_s or cls.timeout_s,
+            max_pixels or cls.max_pixels,
+        )
 
 
 @dataclass(frozen=True)
@@ -129,19 +148,22 @@ def check_url(url: str, policy: FetchPolicy) -> Target:
     port = port or DEFAULT_PORTS[parsed.scheme]
     listed = (parsed.scheme, host, port) in policy.allowed
     if not listed and not policy.any_public:
-        raise ImageReadError(f"image origin {parsed.scheme}://{host}:{port} is not allowed; add it to "
-                             "AGILE_IMAGE_HOSTS (comma-separated scheme://host:port) if tasks may load images from it")
+        raise ImageReadError(
+            f"image origin {parsed.scheme}://{host}:{port} is not allowed; add it to "
+            "AGILE_IMAGE_HOSTS (comma-separated scheme://host:port) if tasks may load images from it"
+        )
     addresses = _resolve(host, port)
     if not listed and not all(_is_public(a) for a in addresses):
-        raise ImageReadError(f"image host {host!r} is an internal address; list its origin in AGILE_IMAGE_HOSTS "
-                             "explicitly to allow it")
+        raise ImageReadError(
+            f"image host {host!r} is an internal address; list its origin in AGILE_IMAGE_HOSTS explicitly to allow it"
+        )
     return Target(parsed.scheme, host, port, addresses[0].split("%")[0], target)
 
 
 class _DeadlineStream(httpcore.NetworkStream):
     """A socket stream whose every read and write ends by ``clock.deadline``."""
 
-    def __init__(self, inner: httpcore.NetworkStream, clock: "_Clock") -> None:
+    def __init__(self, inner: httpcore.NetworkStream, clock: _Clock) -> None:
         self.inner, self.clock = inner, clock
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
@@ -154,8 +176,10 @@ class _DeadlineStream(httpcore.NetworkStream):
         self.inner.close()
 
     def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self.inner.start_tls(ssl_context, server_hostname,
-                                                    self.clock.left(timeout, httpcore.ConnectTimeout)), self.clock)
+        return _DeadlineStream(
+            self.inner.start_tls(ssl_context, server_hostname, self.clock.left(timeout, httpcore.ConnectTimeout)),
+            self.clock,
+        )
 
     def get_extra_info(self, info: str):
         return self.inner.get_extra_info(info)
@@ -182,8 +206,9 @@ class _PinnedBackend(httpcore.NetworkBackend):
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         if (host, port) != (self.target.host, self.target.port):  # never: the pool only knows this origin
             raise httpcore.ConnectError(f"refusing to connect to {host}:{port}")
-        stream = self.inner.connect_tcp(self.target.address, port, self.clock.left(timeout, httpcore.ConnectTimeout),
-                                        local_address, socket_options)
+        stream = self.inner.connect_tcp(
+            self.target.address, port, self.clock.left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
         return _DeadlineStream(stream, self.clock)
 
     def connect_unix_socket(self, path, timeout=None, socket_options=None):
@@ -208,15 +233,25 @@ def _too_large(url: str, policy: FetchPolicy) -> ImageReadError:
 def _get(url: str, target: Target, policy: FetchPolicy, deadline: float) -> tuple[bytes | None, str | None]:
     """One hop: ``(body, None)``, or ``(None, location)`` for a redirect."""
     clock = _Clock(min(deadline, time.monotonic() + min(HEADERS_S, policy.timeout_s)))  # headers first
-    timeouts = {"connect": min(CONNECT_S, policy.timeout_s), "read": policy.timeout_s,
-                "write": policy.timeout_s, "pool": policy.timeout_s}
-    with httpcore.ConnectionPool(ssl_context=_ssl_context(),
-                                 network_backend=_PinnedBackend(target, clock), max_connections=1) as pool:
-        request = httpcore.Request("GET", httpcore.URL(scheme=target.scheme, host=target.host, port=target.port,
-                                                       target=target.target),
-                                   headers=[(b"Host", _host_header(target).encode("ascii")), (b"Accept", b"image/*"),
-                                            (b"User-Agent", b"agile-modeling-backend")],
-                                   extensions={"timeout": timeouts})
+    timeouts = {
+        "connect": min(CONNECT_S, policy.timeout_s),
+        "read": policy.timeout_s,
+        "write": policy.timeout_s,
+        "pool": policy.timeout_s,
+    }
+    with httpcore.ConnectionPool(
+        ssl_context=_ssl_context(), network_backend=_PinnedBackend(target, clock), max_connections=1
+    ) as pool:
+        request = httpcore.Request(
+            "GET",
+            httpcore.URL(scheme=target.scheme, host=target.host, port=target.port, target=target.target),
+            headers=[
+                (b"Host", _host_header(target).encode("ascii")),
+                (b"Accept", b"image/*"),
+                (b"User-Agent", b"agile-modeling-backend"),
+            ],
+            extensions={"timeout": timeouts},
+        )
         with pool.stream(request.method, request.url, headers=request.headers, extensions=request.extensions) as resp:
             clock.deadline = deadline  # headers are in: the rest of the total time for the body
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp.headers}
@@ -243,9 +278,11 @@ def fetch_image_bytes(url: str, policy: FetchPolicy) -> bytes:
         try:
             body, location = _get(url, target, policy, deadline)
         except httpcore.TimeoutException:
-            raise ImageReadError(f"the image at {url[:100]} took longer than the time limit "
-                                 f"({CONNECT_S:g} s to connect, {HEADERS_S:g} s to the headers, "
-                                 f"{policy.timeout_s:g} s in all)") from None
+            raise ImageReadError(
+                f"the image at {url[:100]} took longer than the time limit "
+                f"({CONNECT_S:g} s to connect, {HEADERS_S:g} s to the headers, "
+                f"{policy.timeout_s:g} s in all)"
+            ) from None
         except _HTTP_ERRORS as exc:
             raise ImageReadError(f"cannot fetch {url[:100]} ({exc.__class__.__name__})") from None
         if body is not None:

@@ -37,7 +37,9 @@ log = logging.getLogger("agile.backend")
 #: workspace.json key declaring that the configured ``open_clip`` model made the pool's embeddings
 POOL_ENCODER_KEY = "open_clip_makes_pool"
 #: open_clip settings known to reproduce a precomputed pool's encoder
-KNOWN_POOL_ENCODERS = {"openai-clip-ViT-B-32 (shared precomputed embeddings)": {"model": "ViT-B-32", "pretrained": "openai"}}
+KNOWN_POOL_ENCODERS = {
+    "openai-clip-ViT-B-32 (shared precomputed embeddings)": {"model": "ViT-B-32", "pretrained": "openai"}
+}
 
 
 class EncoderMismatchError(AgileError):
@@ -50,8 +52,9 @@ def decode_limited(what: str, data: bytes, max_pixels: int) -> Image.Image:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size  # from the header: nothing decoded yet
             if width * height > max_pixels:
-                raise ImageReadError(f"{what} is {width}x{height} pixels, more than the limit of {max_pixels} "
-                                     "(AGILE_MAX_IMAGE_PIXELS)")
+                raise ImageReadError(
+                    f"{what} is {width}x{height} pixels, more than the limit of {max_pixels} (AGILE_MAX_IMAGE_PIXELS)"
+                )
             im.draft("RGB", (1024, 1024))  # JPEG: decode at a reduced scale (the encoder needs ~224 px)
             im.load()
             return im.convert("RGB")
@@ -97,7 +100,7 @@ def our_image_id(url: str, base: str | None) -> int | None:
     """The pool id in ``<base>/<id>`` or its signed form ``<base>/<id>?exp=...&sig=...``, else None."""
     if not base or not url.startswith(base + "/"):
         return None
-    rest, _, query = url[len(base) + 1:].partition("?")
+    rest, _, query = url[len(base) + 1 :].partition("?")
     if not (rest.isascii() and rest.isdigit() and len(rest) <= 18):
         return None
     if query and {k for k, _ in parse_qsl(query, keep_blank_values=True)} - {"exp", "sig"}:
@@ -158,9 +161,16 @@ class TaskEmbeddings:
         cache_bytes: memory the on-the-fly embeddings may hold.
     """
 
-    def __init__(self, workspace: Workspace, policy: FetchPolicy | None = None, images_base_url: str | None = None,
-                 cache_bytes: int = 64 * 1024 * 1024, device: str = "cpu", precision: str = "auto",
-                 fetch_workers: int = 8) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        policy: FetchPolicy | None = None,
+        images_base_url: str | None = None,
+        cache_bytes: int = 64 * 1024 * 1024,
+        device: str = "cpu",
+        precision: str = "auto",
+        fetch_workers: int = 8,
+    ) -> None:
         self.workspace = workspace
         self.policy = policy or FetchPolicy()
         self.images_base_url = images_base_url.rstrip("/") if images_base_url else None
@@ -259,13 +269,17 @@ class TaskEmbeddings:
                 if pool not in (ours, "unknown") and config.get(POOL_ENCODER_KEY) != pool:
                     raise EncoderMismatchError(self._mismatch(pool, ours, config))
                 # the pool's model in the precision this CPU runs fastest (same embedding space)
-                self._encoder = self.workspace.image_encoder().with_runtime(device=self.device, precision=self.precision)
+                self._encoder = self.workspace.image_encoder().with_runtime(
+                    device=self.device, precision=self.precision
+                )
             return self._encoder
 
     def _mismatch(self, pool: str, ours: str, config: dict) -> str:
         example = KNOWN_POOL_ENCODERS.get(pool, {"model": "<open_clip model>", "pretrained": "<its pretrained tag>"})
         setting = json.dumps({"open_clip": {**example, "device": "cpu"}, POOL_ENCODER_KEY: pool})
-        return (f"this image is not in the pool, and the pool's embeddings were made by {pool!r} while this backend "
-                f"would embed it with {ours} ({'workspace.json' if config.get('open_clip') else 'the default'}), "
-                f"another embedding space, so it gets no prediction. Add the image to the pool first, or configure the "
-                f"open_clip model that made the pool in {self.workspace.root / 'workspace.json'}: {setting}")
+        return (
+            f"this image is not in the pool, and the pool's embeddings were made by {pool!r} while this backend "
+            f"would embed it with {ours} ({'workspace.json' if config.get('open_clip') else 'the default'}), "
+            f"another embedding space, so it gets no prediction. Add the image to the pool first, or configure the "
+            f"open_clip model that made the pool in {self.workspace.root / 'workspace.json'}: {setting}"
+        )

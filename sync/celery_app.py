@@ -178,9 +178,14 @@ def make_celery(settings: Settings) -> AgileCelery:
         accept_content=["json"],
         worker_hijack_root_logger=False,
         worker_prefetch_multiplier=1,
-        beat_schedule={"sync-all-concepts": {"task": "agile.sync_all", "schedule": period,
-                                            # a run still queued when the next is due is dropped, not piled up
-                                            "options": {"expires": period}}},
+        beat_schedule={
+            "sync-all-concepts": {
+                "task": "agile.sync_all",
+                "schedule": period,
+                # a run still queued when the next is due is dropped, not piled up
+                "options": {"expires": period},
+            }
+        },
         beat_schedule_filename=str((settings.workspace / "celerybeat-schedule").resolve()),
     )
     return app

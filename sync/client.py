@@ -86,21 +86,33 @@ class LabelStudioClient:
             return fn(*args, **kwargs)
         except ApiError as exc:
             if exc.status_code in (401, 403):
-                raise LabelStudioError(f"Label Studio at {self.url} refused the API key while trying to {what}: "
-                                       "check LABEL_STUDIO_API_KEY") from None
+                raise LabelStudioError(
+                    f"Label Studio at {self.url} refused the API key while trying to {what}: check LABEL_STUDIO_API_KEY"
+                ) from None
             if exc.status_code == 404:
-                raise LabelStudioError(f"Label Studio at {self.url} has no such object ({what}); "
-                                       "was the project deleted?") from None
-            raise LabelStudioError(f"Label Studio at {self.url} rejected the request to {what}: "
-                                   f"HTTP {exc.status_code} {str(exc.body)[:300]}") from None
+                raise LabelStudioError(
+                    f"Label Studio at {self.url} has no such object ({what}); was the project deleted?"
+                ) from None
+            raise LabelStudioError(
+                f"Label Studio at {self.url} rejected the request to {what}: "
+                f"HTTP {exc.status_code} {str(exc.body)[:300]}"
+            ) from None
         except httpx.HTTPError as exc:
-            raise LabelStudioError(f"cannot reach Label Studio at {self.url} to {what} ({exc.__class__.__name__}: "
-                                   f"{exc}); is the server running?") from None
+            raise LabelStudioError(
+                f"cannot reach Label Studio at {self.url} to {what} ({exc.__class__.__name__}: "
+                f"{exc}); is the server running?"
+            ) from None
 
     # --- projects ----------------------------------------------------------------------------
     def create_project(self, title: str, label_config: str, description: str = "", **settings) -> int:
-        project = self._call("create a project", self.sdk.projects.create,
-                             title=title, label_config=label_config, description=description, **settings)
+        project = self._call(
+            "create a project",
+            self.sdk.projects.create,
+            title=title,
+            label_config=label_config,
+            description=description,
+            **settings,
+        )
         return int(project.id)
 
     def update_project(self, project_id: int, **settings) -> None:
@@ -121,14 +133,27 @@ class LabelStudioClient:
                 return int(_field(backend, "id"))
         return None
 
-    def connect_ml_backend(self, project_id: int, url: str, title: str, basic_auth: tuple[str, str] | None = None) -> int:
+    def connect_ml_backend(
+        self, project_id: int, url: str, title: str, basic_auth: tuple[str, str] | None = None
+    ) -> int:
         """Register our backend for a project (once); Label Studio then also sends it every webhook."""
         existing = self.find_ml_backend(project_id, url)
         if existing is not None:
             return existing
-        auth = dict(auth_method="BASIC_AUTH", basic_auth_user=basic_auth[0], basic_auth_pass=basic_auth[1]) if basic_auth else {}
-        backend = self._call("connect the ML backend", self.sdk.ml.create, project=project_id, url=url, title=title,
-                             is_interactive=False, **auth)
+        auth = (
+            dict(auth_method="BASIC_AUTH", basic_auth_user=basic_auth[0], basic_auth_pass=basic_auth[1])
+            if basic_auth
+            else {}
+        )
+        backend = self._call(
+            "connect the ML backend",
+            self.sdk.ml.create,
+            project=project_id,
+            url=url,
+            title=title,
+            is_interactive=False,
+            **auth,
+        )
         return int(backend.id)
 
     def remove_other_backends(self, project_id: int, url: str, title: str) -> list[str]:
@@ -157,8 +182,12 @@ class LabelStudioClient:
         for hook in hooks or []:
             if _field(hook, "url", "").rstrip("/") == url.rstrip("/") and _field(hook, "project") == project_id:
                 if (_field(hook, "headers") or {}) != headers:
-                    self._call("set the webhook's headers", self.sdk.webhooks.update, id=int(_field(hook, "id")),
-                               headers=headers)
+                    self._call(
+                        "set the webhook's headers",
+                        self.sdk.webhooks.update,
+                        id=int(_field(hook, "id")),
+                        headers=headers,
+                    )
                 return True
         return False
 
@@ -169,16 +198,26 @@ class LabelStudioClient:
         # last, which Label Studio answers with an "Invalid page" traceback in its log on every sync.
         page = 1
         while True:
-            pager = self._call(f"list the tasks of project {project_id}", self.sdk.tasks.list,
-                               project=project_id, fields="all", page=page, page_size=PAGE_SIZE)
+            pager = self._call(
+                f"list the tasks of project {project_id}",
+                self.sdk.tasks.list,
+                project=project_id,
+                fields="all",
+                page=page,
+                page_size=PAGE_SIZE,
+            )
             items = pager.items or []
             for task in items:
                 task_id = int(_field(task, "id"))
                 annotations = tuple(annotation_from_payload(a, task_id) for a in (_field(task, "annotations") or []))
                 predictions = _field(task, "predictions") or []
                 newest = max(predictions, key=lambda p: _field(p, "id") or 0) if predictions else None
-                yield TaskRecord(id=task_id, data=dict(_field(task, "data") or {}), annotations=annotations,
-                                 prediction_version=_field(newest, "model_version") if newest else None)
+                yield TaskRecord(
+                    id=task_id,
+                    data=dict(_field(task, "data") or {}),
+                    annotations=annotations,
+                    prediction_version=_field(newest, "model_version") if newest else None,
+                )
             total = _field(pager.response, "total")
             if len(items) < PAGE_SIZE or (isinstance(total, int) and page * PAGE_SIZE >= total):
                 return
@@ -196,24 +235,44 @@ class LabelStudioClient:
         """
         if not tasks:
             return []
-        response = self._call(f"import {len(tasks)} tasks", self.sdk.projects.import_tasks,
-                              id=project_id, request=list(tasks), return_task_ids=True)
+        response = self._call(
+            f"import {len(tasks)} tasks",
+            self.sdk.projects.import_tasks,
+            id=project_id,
+            request=list(tasks),
+            return_task_ids=True,
+        )
         task_ids = [int(t) for t in (response.task_ids or [])]
         sent = [{**p, "task": tid} for tid, task in zip(task_ids, tasks) for p in task.get("predictions") or []]
         created = getattr(response, "prediction_count", None)  # Community edition's answer (an extra field)
         # all or none: the server returns before storing any prediction when one fails
         if sent and created == 0 and len(task_ids) == len(tasks):
-            log.warning("Label Studio created none of the %d predictions imported with %d tasks into project %d: "
-                        "attaching them again", len(sent), len(task_ids), project_id)
+            log.warning(
+                "Label Studio created none of the %d predictions imported with %d tasks into project %d: "
+                "attaching them again",
+                len(sent),
+                len(task_ids),
+                project_id,
+            )
             self.import_predictions(project_id, sent)
         return task_ids
 
     def import_predictions(self, project_id: int, predictions: Sequence[dict]) -> None:
         if predictions:
-            self._call(f"import {len(predictions)} predictions", self.sdk.projects.import_predictions,
-                       id=project_id, request=list(predictions))
+            self._call(
+                f"import {len(predictions)} predictions",
+                self.sdk.projects.import_predictions,
+                id=project_id,
+                request=list(predictions),
+            )
 
     def create_annotation(self, task_id: int, result: list, lead_time: float | None = None, **extra) -> int:
-        annotation = self._call(f"annotate task {task_id}", self.sdk.annotations.create,
-                                id=task_id, result=result, lead_time=lead_time, **extra)
+        annotation = self._call(
+            f"annotate task {task_id}",
+            self.sdk.annotations.create,
+            id=task_id,
+            result=result,
+            lead_time=lead_time,
+            **extra,
+        )
         return int(annotation.id)

@@ -49,8 +49,10 @@ def signing_key(settings) -> bytes | None:
     return None
 
 
-NO_KEY = ("no image signing key: set AGILE_IMAGE_SIGNING_KEY (or LABEL_STUDIO_API_KEY, from which one is "
-          "derived) to the same value for the ML backend and the sync worker")
+NO_KEY = (
+    "no image signing key: set AGILE_IMAGE_SIGNING_KEY (or LABEL_STUDIO_API_KEY, from which one is "
+    "derived) to the same value for the ML backend and the sync worker"
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class ImageSigner:
     ttl_s: float = DEFAULT_DAYS * DAY
 
     @classmethod
-    def from_settings(cls, settings) -> "ImageSigner | None":
+    def from_settings(cls, settings) -> ImageSigner | None:
         key = signing_key(settings)
         days = getattr(settings, "image_url_days", None) or DEFAULT_DAYS
         return cls(key, days * DAY) if key else None
@@ -79,13 +81,17 @@ class ImageSigner:
     def verify(self, image_id: int, expires: str | None, sig: str | None, now: float | None = None) -> None:
         """Raise :class:`ImageSignatureError` unless ``sig`` signs ``image_id`` until ``expires`` > now."""
         if not expires or not sig:
-            raise ImageSignatureError("this image URL is not signed: pool images are served only by the signed "
-                                      "URLs the sync puts into tasks (?exp=...&sig=...)")
+            raise ImageSignatureError(
+                "this image URL is not signed: pool images are served only by the signed "
+                "URLs the sync puts into tasks (?exp=...&sig=...)"
+            )
         if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
             raise ImageSignatureError("this image URL's expiry is not a unix time")
         if int(expires) <= (time.time() if now is None else now):
-            raise ImageSignatureError("this image URL has expired (signed image URLs are valid for "
-                                      "AGILE_IMAGE_URL_DAYS days; a task pushed again gets a fresh one)")
+            raise ImageSignatureError(
+                "this image URL has expired (signed image URLs are valid for "
+                "AGILE_IMAGE_URL_DAYS days; a task pushed again gets a fresh one)"
+            )
         # compare bytes: compare_digest raises TypeError on non-ASCII str
         if not hmac.compare_digest(sig.encode("utf-8", "surrogatepass"), self._sig(image_id, int(expires)).encode()):
             raise ImageSignatureError("this image URL's signature is wrong (signed with another key?)")

@@ -91,8 +91,9 @@ class PurposeHandler(ABC):
         concepts.state.mark_synced(link.project_id, started)
         return report
 
-    def on_event(self, concepts: ConceptSync, link: ProjectLink, event: dict | None,
-                 requested_at: float | None) -> Report:
+    def on_event(
+        self, concepts: ConceptSync, link: ProjectLink, event: dict | None, requested_at: float | None
+    ) -> Report:
         """A webhook said the project changed (``event``: its annotation, when it carried one).
 
         This default reads the whole project (a single annotation decides nothing for these
@@ -111,8 +112,9 @@ class RatingHandler(PurposeHandler):
     def sync(self, concepts: ConceptSync, link: ProjectLink) -> Report:
         return concepts.sync(link.concept)
 
-    def on_event(self, concepts: ConceptSync, link: ProjectLink, event: dict | None,
-                 requested_at: float | None) -> Report:
+    def on_event(
+        self, concepts: ConceptSync, link: ProjectLink, event: dict | None, requested_at: float | None
+    ) -> Report:
         """The event's annotation is recorded from its payload while the round still has images to
         rate; a full sync runs when the round looks complete or the payload cannot be used."""
         if event is not None:
@@ -163,8 +165,12 @@ class DeliberationHandler(PurposeHandler):
         return _deliberation(concepts).sync_deliberation(link.concept)
 
 
-HANDLERS: Mapping[str, PurposeHandler] = MappingProxyType({h.purpose: h for h in (
-    RatingHandler(), CrowdHandler(), EvaluationHandler(), ScopingHandler(), DeliberationHandler())})
+HANDLERS: Mapping[str, PurposeHandler] = MappingProxyType(
+    {
+        h.purpose: h
+        for h in (RatingHandler(), CrowdHandler(), EvaluationHandler(), ScopingHandler(), DeliberationHandler())
+    }
+)
 
 
 def handler_for(purpose: str) -> PurposeHandler:
@@ -176,8 +182,9 @@ def handler_for(purpose: str) -> PurposeHandler:
     try:
         return HANDLERS[purpose]
     except KeyError:
-        raise UnknownPurposeError(f"no sync handler for projects of purpose {purpose!r} "
-                                  f"(known: {', '.join(HANDLERS)})") from None
+        raise UnknownPurposeError(
+            f"no sync handler for projects of purpose {purpose!r} (known: {', '.join(HANDLERS)})"
+        ) from None
 
 
 def sync_link(concepts: ConceptSync, link: ProjectLink) -> Report:
@@ -188,8 +195,9 @@ def sync_link(concepts: ConceptSync, link: ProjectLink) -> Report:
 def handle_event(concepts: ConceptSync, link: ProjectLink, event: dict | None, requested_at: float | None) -> Report:
     """React to a webhook for one project through its purpose's handler (a failure is kept as its
     ``last_error``)."""
-    return _errors_recorded(concepts, link,
-                            lambda: handler_for(link.purpose).on_event(concepts, link, event, requested_at))
+    return _errors_recorded(
+        concepts, link, lambda: handler_for(link.purpose).on_event(concepts, link, event, requested_at)
+    )
 
 
 def _errors_recorded(concepts: ConceptSync, link: ProjectLink, run: Callable[[], Report]) -> Report:
@@ -203,8 +211,9 @@ def _errors_recorded(concepts: ConceptSync, link: ProjectLink, run: Callable[[],
         raise
 
 
-def sync_project(concepts: ConceptSync, project_id: int, requested_at: float | None = None,
-                 event: dict | None = None) -> Report:
+def sync_project(
+    concepts: ConceptSync, project_id: int, requested_at: float | None = None, event: dict | None = None
+) -> Report:
     """React to a webhook for one project, through the handler of its purpose. For a rating
     project the event's annotation is recorded at once from the payload while the round still has
     images to rate; a full sync runs when the round looks complete, when the payload cannot be
@@ -238,6 +247,12 @@ def sync_all(concepts: ConceptSync, skip_synced_within: float = 0.0) -> list[Rep
                 log.error("%s: sync of the %s project %d failed: %s", link.concept, link.purpose, link.project_id, exc)
             else:
                 log.exception("%s: sync of the %s project %d failed", link.concept, link.purpose, link.project_id)
-            reports.append(FailedSync(link.concept, link.purpose, link.project_id,
-                                      concepts.state.for_project(link.project_id).last_error or str(exc)))
+            reports.append(
+                FailedSync(
+                    link.concept,
+                    link.purpose,
+                    link.project_id,
+                    concepts.state.for_project(link.project_id).last_error or str(exc),
+                )
+            )
     return reports

@@ -50,11 +50,23 @@ def ensure_installed(venv: Path, python: str = sys.executable) -> Path:
     print(f"installing label-studio=={LABEL_STUDIO_VERSION} into {venv} (once; about a minute)...", flush=True)
     try:
         subprocess.run([python, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        f"label-studio=={LABEL_STUDIO_VERSION}"], check=True)
+        subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                f"label-studio=={LABEL_STUDIO_VERSION}",
+            ],
+            check=True,
+        )
     except subprocess.CalledProcessError as exc:
-        raise LabelStudioServerError(f"installing Label Studio into {venv} failed ({exc}); "
-                                     f"try: {python} -m venv {venv} && {venv}/bin/pip install label-studio=={LABEL_STUDIO_VERSION}") from None
+        raise LabelStudioServerError(
+            f"installing Label Studio into {venv} failed ({exc}); "
+            f"try: {python} -m venv {venv} && {venv}/bin/pip install label-studio=={LABEL_STUDIO_VERSION}"
+        ) from None
     return exe
 
 
@@ -67,7 +79,7 @@ class Credentials:
     token: str
 
     @classmethod
-    def load_or_create(cls, data_dir: Path) -> "Credentials":
+    def load_or_create(cls, data_dir: Path) -> Credentials:
         path = data_dir / "agile-credentials.json"
         if path.exists():
             return cls(**json.loads(path.read_text()))
@@ -88,8 +100,7 @@ class LabelStudioServer:
         log_path: where its output goes (default ``data_dir/label-studio.log``).
     """
 
-    def __init__(self, data_dir: str | Path, venv: Path, port: int | None = None,
-                 log_path: Path | None = None) -> None:
+    def __init__(self, data_dir: str | Path, venv: Path, port: int | None = None, log_path: Path | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.venv = Path(venv)
@@ -105,25 +116,46 @@ class LabelStudioServer:
         c = self.credentials
         return {
             **os.environ,
-            "LABEL_STUDIO_USERNAME": c.username, "LABEL_STUDIO_PASSWORD": c.password,
-            "LABEL_STUDIO_USER_TOKEN": c.token, "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-            "DJANGO_DB": "sqlite", "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
-            "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "", "LATEST_VERSION_CHECK": "false",
-            "COLLECT_ANALYTICS": "false", "SSRF_PROTECTION_ENABLED": "false", "ML_BLOCK_LOCAL_IP": "false",
+            "LABEL_STUDIO_USERNAME": c.username,
+            "LABEL_STUDIO_PASSWORD": c.password,
+            "LABEL_STUDIO_USER_TOKEN": c.token,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "DJANGO_DB": "sqlite",
+            "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+            "LATEST_VERSION_CHECK": "false",
+            "COLLECT_ANALYTICS": "false",
+            "SSRF_PROTECTION_ENABLED": "false",
+            "ML_BLOCK_LOCAL_IP": "false",
         }
 
-    def start(self, timeout: float = 240.0) -> "LabelStudioServer":
+    def start(self, timeout: float = 240.0) -> LabelStudioServer:
         exe = label_studio_executable(self.venv)
         if not exe.exists():
-            raise LabelStudioServerError(f"Label Studio is not installed at {exe}: run `make label-studio` "
-                                         "(or `agile up`, which installs it)")
+            raise LabelStudioServerError(
+                f"Label Studio is not installed at {exe}: run `make label-studio` (or `agile up`, which installs it)"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(
-                [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir)],
-                stdout=out, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True)
+                [
+                    str(exe),
+                    "start",
+                    "--no-browser",
+                    "--internal-host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,
+            )
         self.wait_ready(timeout)
         return self
 
@@ -131,8 +163,9 @@ class LabelStudioServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise LabelStudioServerError(f"Label Studio exited with code {self.process.returncode}; "
-                                             f"see {self.log_path}")
+                raise LabelStudioServerError(
+                    f"Label Studio exited with code {self.process.returncode}; see {self.log_path}"
+                )
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).json().get("status") == "UP":
                     return
@@ -140,8 +173,9 @@ class LabelStudioServer:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise LabelStudioServerError(f"Label Studio did not answer on {self.url} within {timeout:.0f} s; "
-                                     f"see {self.log_path}")
+        raise LabelStudioServerError(
+            f"Label Studio did not answer on {self.url} within {timeout:.0f} s; see {self.log_path}"
+        )
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -91,12 +91,21 @@ DELIBERATION = "Agile Deliberation"
 DEVELOPMENT = "Development and tests"
 
 
-def setting(env: str | tuple[str, ...], help: str, default: Any = None, parse: Parser = _text,
-            secret: bool = False, section: str = SERVICES) -> Any:
+def setting(
+    env: str | tuple[str, ...],
+    help: str,
+    default: Any = None,
+    parse: Parser = _text,
+    secret: bool = False,
+    section: str = SERVICES,
+) -> Any:
     """A field of :class:`Settings` read from the environment variable(s) ``env`` (first set wins)."""
     names = (env,) if isinstance(env, str) else env
-    return field(default=default, repr=not secret,
-                 metadata={"env": names, "help": help, "parse": parse, "secret": secret, "section": section})
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"env": names, "help": help, "parse": parse, "secret": secret, "section": section},
+    )
 
 
 @dataclass(frozen=True)
@@ -105,89 +114,198 @@ class Settings:
     copy with :meth:`with_` (a command-line flag wins over the environment)."""
 
     # --- Label Studio and the services ---------------------------------------------------------
-    label_studio_url: str | None = setting("LABEL_STUDIO_URL", "where the Label Studio server is, e.g. "
-                                           "`http://127.0.0.1:8080`; unset: nothing is published", parse=_url)
-    label_studio_api_key: str | None = setting("LABEL_STUDIO_API_KEY", "its API token (legacy token or personal "
-                                               "access token)", secret=True)
-    workspace: Path = setting(("AGILE_WORKSPACE", "MODEL_DIR"), "the workspace folder (pool, sessions, models); "
-                              "`MODEL_DIR` is an alias", default=Path(DEFAULT_WORKSPACE), parse=Path)
-    backend_url: str | None = setting("AGILE_BACKEND_URL", "where Label Studio reaches our ML backend, e.g. "
-                                      "`http://127.0.0.1:9090`", parse=_url)
-    image_url: str | None = setting("AGILE_IMAGE_URL", "base URL the browser loads local pool images from "
-                                    "(default: the backend's `/images`)", parse=_url)
-    broker_url: str | None = setting("CELERY_BROKER_URL", "`redis://...` to run workers distributed; unset: a "
-                                     "folder broker in the workspace (one machine)")
-    sync_seconds: float = setting("AGILE_SYNC_SECONDS", "period of the beat's reconciliation of every published "
-                                  "project (webhooks make it faster)", default=15.0, parse=_seconds)
-    label_config: str = setting("AGILE_LABEL_CONFIG", "the rating project's labeling interface: `rating` or "
-                                "`rating-note` (adds a free-text note)", default="rating",
-                                parse=_Choice("rating", "rating-note"))
-    prefetch: float = setting("AGILE_PREFETCH", "select the next batch when this fraction of a batch is still to "
-                              "rate, so the rater's queue never runs dry (0: when all is rated, the paper)",
-                              default=0.5, parse=_fraction)
-    prefill_predictions: bool = setting("AGILE_PREFILL_PREDICTIONS", "`1`: tasks open with the model's choice "
-                                        "pre-selected (default: the rater sees only the image, as in the paper)",
-                                        default=False, parse=_flag)
-    sharded_scoring: bool = setting("AGILE_SHARDED_SCORING", "`1`: score the pool shard by shard on the Celery "
-                                    "workers (scale-out)", default=False, parse=_flag)
-    shard_rows: int = setting("AGILE_SHARD_ROWS", "pool rows per shard task of a sharded selection",
-                              default=250_000, parse=_positive_int)
-    selection_timeout: float = setting("AGILE_SELECTION_TIMEOUT", "seconds after which a sharded selection that "
-                                       "never finished is launched again", default=300.0, parse=_seconds)
+    label_studio_url: str | None = setting(
+        "LABEL_STUDIO_URL",
+        "where the Label Studio server is, e.g. `http://127.0.0.1:8080`; unset: nothing is published",
+        parse=_url,
+    )
+    label_studio_api_key: str | None = setting(
+        "LABEL_STUDIO_API_KEY", "its API token (legacy token or personal access token)", secret=True
+    )
+    workspace: Path = setting(
+        ("AGILE_WORKSPACE", "MODEL_DIR"),
+        "the workspace folder (pool, sessions, models); `MODEL_DIR` is an alias",
+        default=Path(DEFAULT_WORKSPACE),
+        parse=Path,
+    )
+    backend_url: str | None = setting(
+        "AGILE_BACKEND_URL", "where Label Studio reaches our ML backend, e.g. `http://127.0.0.1:9090`", parse=_url
+    )
+    image_url: str | None = setting(
+        "AGILE_IMAGE_URL",
+        "base URL the browser loads local pool images from (default: the backend's `/images`)",
+        parse=_url,
+    )
+    broker_url: str | None = setting(
+        "CELERY_BROKER_URL",
+        "`redis://...` to run workers distributed; unset: a folder broker in the workspace (one machine)",
+    )
+    sync_seconds: float = setting(
+        "AGILE_SYNC_SECONDS",
+        "period of the beat's reconciliation of every published project (webhooks make it faster)",
+        default=15.0,
+        parse=_seconds,
+    )
+    label_config: str = setting(
+        "AGILE_LABEL_CONFIG",
+        "the rating project's labeling interface: `rating` or `rating-note` (adds a free-text note)",
+        default="rating",
+        parse=_Choice("rating", "rating-note"),
+    )
+    prefetch: float = setting(
+        "AGILE_PREFETCH",
+        "select the next batch when this fraction of a batch is still to "
+        "rate, so the rater's queue never runs dry (0: when all is rated, the paper)",
+        default=0.5,
+        parse=_fraction,
+    )
+    prefill_predictions: bool = setting(
+        "AGILE_PREFILL_PREDICTIONS",
+        "`1`: tasks open with the model's choice "
+        "pre-selected (default: the rater sees only the image, as in the paper)",
+        default=False,
+        parse=_flag,
+    )
+    sharded_scoring: bool = setting(
+        "AGILE_SHARDED_SCORING",
+        "`1`: score the pool shard by shard on the Celery workers (scale-out)",
+        default=False,
+        parse=_flag,
+    )
+    shard_rows: int = setting(
+        "AGILE_SHARD_ROWS", "pool rows per shard task of a sharded selection", default=250_000, parse=_positive_int
+    )
+    selection_timeout: float = setting(
+        "AGILE_SELECTION_TIMEOUT",
+        "seconds after which a sharded selection that never finished is launched again",
+        default=300.0,
+        parse=_seconds,
+    )
     # --- security of the backend and its images --------------------------------------------------
-    basic_auth_user: str | None = setting("BASIC_AUTH_USER", "user name the ML backend demands (Label Studio is "
-                                          "told to send it)", section=SECURITY)
+    basic_auth_user: str | None = setting(
+        "BASIC_AUTH_USER", "user name the ML backend demands (Label Studio is told to send it)", section=SECURITY
+    )
     basic_auth_pass: str | None = setting("BASIC_AUTH_PASS", "its password", secret=True, section=SECURITY)
-    webhook_secret: str | None = setting("AGILE_WEBHOOK_SECRET", "shared secret Label Studio sends with webhooks "
-                                         "(header `X-Agile-Secret`)", secret=True, section=SECURITY)
-    image_signing_key: str | None = setting("AGILE_IMAGE_SIGNING_KEY", "key of the signed image URLs (default: "
-                                            "derived from the API key)", secret=True, section=SECURITY)
-    image_url_days: float | None = setting("AGILE_IMAGE_URL_DAYS", "lifetime of a signed image URL in days "
-                                           "(default 30)", parse=_seconds, section=SECURITY)
-    images_unsigned: bool = setting("AGILE_IMAGES_UNSIGNED", "`1`: plain `/images/<id>` URLs (development; "
-                                    "refused off loopback)", default=False, parse=_flag, section=SECURITY)
-    label_studio_origin: str | None = setting("AGILE_LABEL_STUDIO_ORIGIN", "the origin the browser opens Label "
-                                              "Studio at, allowed by CORS on `/images` (default: that of "
-                                              "`LABEL_STUDIO_URL`)", parse=_url, section=SECURITY)
-    image_hosts: str | None = setting("AGILE_IMAGE_HOSTS", "extra hosts task images may be fetched from, comma "
-                                      "separated (`*`: any public host)", section=SECURITY)
-    max_image_bytes: int | None = setting("AGILE_MAX_IMAGE_BYTES", "largest task image fetched, in bytes",
-                                          parse=_positive_int, section=SECURITY)
-    max_image_pixels: int | None = setting("AGILE_MAX_IMAGE_PIXELS", "decoded-size limit of a task image "
-                                           "(default 40 megapixels)", parse=_positive_int, section=SECURITY)
-    fetch_timeout: float | None = setting("AGILE_FETCH_TIMEOUT", "seconds to fetch one task image",
-                                          parse=_seconds, section=SECURITY)
+    webhook_secret: str | None = setting(
+        "AGILE_WEBHOOK_SECRET",
+        "shared secret Label Studio sends with webhooks (header `X-Agile-Secret`)",
+        secret=True,
+        section=SECURITY,
+    )
+    image_signing_key: str | None = setting(
+        "AGILE_IMAGE_SIGNING_KEY",
+        "key of the signed image URLs (default: derived from the API key)",
+        secret=True,
+        section=SECURITY,
+    )
+    image_url_days: float | None = setting(
+        "AGILE_IMAGE_URL_DAYS", "lifetime of a signed image URL in days (default 30)", parse=_seconds, section=SECURITY
+    )
+    images_unsigned: bool = setting(
+        "AGILE_IMAGES_UNSIGNED",
+        "`1`: plain `/images/<id>` URLs (development; refused off loopback)",
+        default=False,
+        parse=_flag,
+        section=SECURITY,
+    )
+    label_studio_origin: str | None = setting(
+        "AGILE_LABEL_STUDIO_ORIGIN",
+        "the origin the browser opens Label "
+        "Studio at, allowed by CORS on `/images` (default: that of "
+        "`LABEL_STUDIO_URL`)",
+        parse=_url,
+        section=SECURITY,
+    )
+    image_hosts: str | None = setting(
+        "AGILE_IMAGE_HOSTS",
+        "extra hosts task images may be fetched from, comma separated (`*`: any public host)",
+        section=SECURITY,
+    )
+    max_image_bytes: int | None = setting(
+        "AGILE_MAX_IMAGE_BYTES", "largest task image fetched, in bytes", parse=_positive_int, section=SECURITY
+    )
+    max_image_pixels: int | None = setting(
+        "AGILE_MAX_IMAGE_PIXELS",
+        "decoded-size limit of a task image (default 40 megapixels)",
+        parse=_positive_int,
+        section=SECURITY,
+    )
+    fetch_timeout: float | None = setting(
+        "AGILE_FETCH_TIMEOUT", "seconds to fetch one task image", parse=_seconds, section=SECURITY
+    )
     # --- compute --------------------------------------------------------------------------------
-    compute: str = setting("AGILE_COMPUTE", "arithmetic of pool scoring, selection and search: `auto` (measured "
-                           "per machine), `bf16` or `fp32`", default="auto", parse=_Choice("auto", "bf16", "fp32"),
-                           section=COMPUTE)
-    torch_threads: int = setting("AGILE_TORCH_THREADS", "threads of a training and of each worker child (0: the "
-                                 "default, one)", default=0, parse=_threads, section=COMPUTE)
-    device: str = setting("AGILE_DEVICE", "where `agile pool add` runs the image model: `auto`, `cpu`, "
-                          "`cuda[:N]` or `mps`", default="auto", section=COMPUTE)
+    compute: str = setting(
+        "AGILE_COMPUTE",
+        "arithmetic of pool scoring, selection and search: `auto` (measured per machine), `bf16` or `fp32`",
+        default="auto",
+        parse=_Choice("auto", "bf16", "fp32"),
+        section=COMPUTE,
+    )
+    torch_threads: int = setting(
+        "AGILE_TORCH_THREADS",
+        "threads of a training and of each worker child (0: the default, one)",
+        default=0,
+        parse=_threads,
+        section=COMPUTE,
+    )
+    device: str = setting(
+        "AGILE_DEVICE",
+        "where `agile pool add` runs the image model: `auto`, `cpu`, `cuda[:N]` or `mps`",
+        default="auto",
+        section=COMPUTE,
+    )
     # --- Agile Deliberation ---------------------------------------------------------------------
-    provider: str = setting("AGILE_PROVIDER", "the deliberation's model provider: `offline` (built in, no key) "
-                            "or `gemini`", default="offline", parse=_Choice("offline", "gemini"), section=DELIBERATION)
-    gemini_api_key: str | None = setting(("GEMINI_API_KEY", "GOOGLE_API_KEY"), "key of the Gemini API",
-                                         secret=True, section=DELIBERATION)
-    gemini_model: str = setting("AGILE_GEMINI_MODEL", "Gemini model of the classifier and the other steps",
-                                default="gemini-2.5-flash", section=DELIBERATION)
-    gemini_decompose_model: str = setting("AGILE_GEMINI_DECOMPOSE_MODEL", "Gemini model of the decomposition",
-                                          default="gemini-2.5-pro", section=DELIBERATION)
-    gemini_embedding_model: str = setting("AGILE_GEMINI_EMBEDDING_MODEL", "Gemini text-embedding model",
-                                          default="gemini-embedding-001", section=DELIBERATION)
-    gemini_base_url: str | None = setting("GEMINI_BASE_URL", "another endpoint of the Gemini API (a proxy)",
-                                          parse=_url, section=DELIBERATION)
+    provider: str = setting(
+        "AGILE_PROVIDER",
+        "the deliberation's model provider: `offline` (built in, no key) or `gemini`",
+        default="offline",
+        parse=_Choice("offline", "gemini"),
+        section=DELIBERATION,
+    )
+    gemini_api_key: str | None = setting(
+        ("GEMINI_API_KEY", "GOOGLE_API_KEY"), "key of the Gemini API", secret=True, section=DELIBERATION
+    )
+    gemini_model: str = setting(
+        "AGILE_GEMINI_MODEL",
+        "Gemini model of the classifier and the other steps",
+        default="gemini-2.5-flash",
+        section=DELIBERATION,
+    )
+    gemini_decompose_model: str = setting(
+        "AGILE_GEMINI_DECOMPOSE_MODEL",
+        "Gemini model of the decomposition",
+        default="gemini-2.5-pro",
+        section=DELIBERATION,
+    )
+    gemini_embedding_model: str = setting(
+        "AGILE_GEMINI_EMBEDDING_MODEL",
+        "Gemini text-embedding model",
+        default="gemini-embedding-001",
+        section=DELIBERATION,
+    )
+    gemini_base_url: str | None = setting(
+        "GEMINI_BASE_URL", "another endpoint of the Gemini API (a proxy)", parse=_url, section=DELIBERATION
+    )
     # --- development and tests ------------------------------------------------------------------
-    shared_data: Path | None = setting("AGILE_SHARED_DATA", "folder of the shared CLIP embeddings of the "
-                                       "simulations (default: `../shared/data/clip-vit-b32`)", parse=Path,
-                                       section=DEVELOPMENT)
-    label_studio_venv: Path = setting("AGILE_LABEL_STUDIO_VENV", "virtual environment of the Label Studio that "
-                                      "`agile up` and the tests start", default=Path(".venv-label-studio"),
-                                      parse=Path, section=DEVELOPMENT)
-    fault_point: str | None = setting("AGILE_FAULT_POINT", "reliability tests only: `<point>[:<n>]` kills the "
-                                      "process the n-th time it passes the point (see `sync/faults.py`)",
-                                      section=DEVELOPMENT)
+    shared_data: Path | None = setting(
+        "AGILE_SHARED_DATA",
+        "folder of the shared CLIP embeddings of the simulations (default: `../shared/data/clip-vit-b32`)",
+        parse=Path,
+        section=DEVELOPMENT,
+    )
+    label_studio_venv: Path = setting(
+        "AGILE_LABEL_STUDIO_VENV",
+        "virtual environment of the Label Studio that `agile up` and the tests start",
+        default=Path(".venv-label-studio"),
+        parse=Path,
+        section=DEVELOPMENT,
+    )
+    fault_point: str | None = setting(
+        "AGILE_FAULT_POINT",
+        "reliability tests only: `<point>[:<n>]` kills the "
+        "process the n-th time it passes the point (see `sync/faults.py`)",
+        section=DEVELOPMENT,
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -228,15 +346,21 @@ class Settings:
         """``scheme://host[:port]`` of Label Studio as the browser opens it (CORS of our images)."""
         url = self.label_studio_origin or self.label_studio_url
         parts = urlsplit(url) if url else None
-        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts and parts.scheme and parts.netloc else None
+        return (
+            f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts and parts.scheme and parts.netloc else None
+        )
 
     def gemini(self):  # -> GeminiSettings (imported here: google-genai is an optional dependency's user)
         """The Gemini provider's settings; :class:`ProviderError` saying what to set when there is no key."""
         from agile_modeling.deliberation.providers.gemini import GeminiSettings
 
-        return GeminiSettings.with_key(self.gemini_api_key, model=self.gemini_model,
-                                       decompose_model=self.gemini_decompose_model,
-                                       embedding_model=self.gemini_embedding_model, base_url=self.gemini_base_url)
+        return GeminiSettings.with_key(
+            self.gemini_api_key,
+            model=self.gemini_model,
+            decompose_model=self.gemini_decompose_model,
+            embedding_model=self.gemini_embedding_model,
+            base_url=self.gemini_base_url,
+        )
 
     def as_env(self) -> dict[str, str]:
         """The environment variables that give a child process (the backend, a worker) these settings:
@@ -254,8 +378,11 @@ class Settings:
         rows = []
         for f in fields(self):
             value = getattr(self, f.name)
-            shown = ("(set)" if value else "(not set)") if f.metadata["secret"] else (
-                "(not set)" if value is None else str(value))
+            shown = (
+                ("(set)" if value else "(not set)")
+                if f.metadata["secret"]
+                else ("(not set)" if value is None else str(value))
+            )
             rows.append((f.metadata["env"][0], shown))
         return rows
 
@@ -275,12 +402,17 @@ def _expected(text: str) -> str:
 
 def configuration_markdown() -> str:
     """The configuration reference (``docs/configuration.md``), generated from :class:`Settings`."""
-    lines = ["# Configuration", "",
-             "Generated from `sync/settings.py` by `agile config --markdown > docs/configuration.md` (a test keeps "
-             "them equal).", "",
-             "Every setting is an environment variable, read once when a command, the worker or the backend "
-             "starts; a command-line flag wins over it. `agile config` prints the values in effect (secrets only "
-             "as set or not set). A bad value stops the program with a message naming the variable.", ""]
+    lines = [
+        "# Configuration",
+        "",
+        "Generated from `sync/settings.py` by `agile config --markdown > docs/configuration.md` (a test keeps "
+        "them equal).",
+        "",
+        "Every setting is an environment variable, read once when a command, the worker or the backend "
+        "starts; a command-line flag wins over it. `agile config` prints the values in effect (secrets only "
+        "as set or not set). A bad value stops the program with a message naming the variable.",
+        "",
+    ]
     section = None
     for f in fields(Settings):
         if f.metadata["section"] != section:

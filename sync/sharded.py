@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 from celery import Celery, chord
 from tqdm import tqdm
@@ -38,7 +39,6 @@ DEFAULT_TIMEOUT = 1800.0
 
 class ScaleOutError(AgileError):
     """Workers did not answer in time, or a shard task failed."""
-
 
 
 _LEDGER_SCHEMA = """
@@ -78,20 +78,25 @@ class SelectionLedger:
         self.db = Database(self.path, _LEDGER_SCHEMA)  # the one SQLite policy (agile_modeling.database)
 
     def get(self, concept: str) -> InFlight | None:
-        row = self.db.execute("SELECT concept, round, version, token, started FROM selections_in_flight "
-                              "WHERE concept = ?", (concept,)).fetchone()
+        row = self.db.execute(
+            "SELECT concept, round, version, token, started FROM selections_in_flight WHERE concept = ?", (concept,)
+        ).fetchone()
         return InFlight(*row) if row else None
 
     def begin(self, concept: str, round_index: int, version: str) -> InFlight:
         """Record a new launch (replacing any earlier one of the concept)."""
         entry = InFlight(concept, int(round_index), version, uuid.uuid4().hex, time.time())
-        self.db.execute("INSERT OR REPLACE INTO selections_in_flight VALUES (?, ?, ?, ?, ?)",
-                        (entry.concept, entry.round, entry.version, entry.token, entry.started))
+        self.db.execute(
+            "INSERT OR REPLACE INTO selections_in_flight VALUES (?, ?, ?, ?, ?)",
+            (entry.concept, entry.round, entry.version, entry.token, entry.started),
+        )
         return entry
 
     def end(self, concept: str, round_index: int) -> None:
         """The round's batch is recorded: whatever launch selected it, it is no longer in flight."""
-        self.db.execute("DELETE FROM selections_in_flight WHERE concept = ? AND round <= ?", (concept, int(round_index)))
+        self.db.execute(
+            "DELETE FROM selections_in_flight WHERE concept = ? AND round <= ?", (concept, int(round_index))
+        )
 
     def cancel(self, concept: str, token: str) -> bool:
         """The launch ``token`` failed: forget it, unless a newer launch replaced it. True if it was removed."""
@@ -105,24 +110,55 @@ class SelectionLedger:
 def shard_pieces(shards: Sequence[tuple[Path, int, int]], rows: int) -> list[tuple[Path, int, list[int]]]:
     """``(shard file, global id of the piece's first row, [start, stop) rows of the file)`` for every
     piece of at most ``rows`` rows: a pool stored in one big shard still spreads over the workers."""
-    return [(Path(path), int(offset) + start, [start, min(start + rows, int(n))])
-            for path, offset, n in shards for start in range(0, int(n), rows)]
+    return [
+        (Path(path), int(offset) + start, [start, min(start + rows, int(n))])
+        for path, offset, n in shards
+        for start in range(0, int(n), rows)
+    ]
 
 
-def score_signatures(app: Celery, models_root: Path, version: str, pieces: Sequence[tuple[Path, int, list[int]]],
-                     k: int, k_pos: int, exclude: np.ndarray) -> list:
+def score_signatures(
+    app: Celery,
+    models_root: Path,
+    version: str,
+    pieces: Sequence[tuple[Path, int, list[int]]],
+    k: int,
+    k_pos: int,
+    exclude: np.ndarray,
+) -> list:
     """One ``agile.score_shard`` signature per piece; each gets only the excluded ids in its range."""
     exclude = np.asarray(exclude, dtype=np.int64)
     sigs = []
     for path, first, (start, stop) in pieces:
         mine = exclude[(exclude >= first) & (exclude < first + stop - start)]
-        sigs.append(app.signature("agile.score_shard", args=(str(models_root), version, str(path), int(first), int(k),
-                                                             int(k_pos), [int(i) for i in mine], [start, stop])))
+        sigs.append(
+            app.signature(
+                "agile.score_shard",
+                args=(
+                    str(models_root),
+                    version,
+                    str(path),
+                    int(first),
+                    int(k),
+                    int(k_pos),
+                    [int(i) for i in mine],
+                    [start, stop],
+                ),
+            )
+        )
     return sigs
 
 
-def launch_selection(app: Celery, ledger: SelectionLedger, concept: str, request, version: str, models_root: Path,
-                     shards: Sequence[tuple[Path, int, int]], shard_rows: int) -> InFlight:
+def launch_selection(
+    app: Celery,
+    ledger: SelectionLedger,
+    concept: str,
+    request,
+    version: str,
+    models_root: Path,
+    shards: Sequence[tuple[Path, int, int]],
+    shard_rows: int,
+) -> InFlight:
     """Record the selection as in flight and send ``chord(score_shard pieces)(agile.finish_selection)``.
 
     Nothing waits for it: the callback, on whichever worker, merges the candidates and records and
@@ -130,15 +166,21 @@ def launch_selection(app: Celery, ledger: SelectionLedger, concept: str, request
     """
     k_pos = positives_wanted(request.strategy, request.k)
     entry = ledger.begin(concept, request.round, version)
-    header = score_signatures(app, models_root, version, shard_pieces(shards, shard_rows), request.k, k_pos, request.exclude)
-    callback = app.signature("agile.finish_selection",
-                             kwargs=dict(concept=concept, round_index=request.round, version=version, token=entry.token,
-                                         k=request.k, k_pos=k_pos))
+    header = score_signatures(
+        app, models_root, version, shard_pieces(shards, shard_rows), request.k, k_pos, request.exclude
+    )
+    callback = app.signature(
+        "agile.finish_selection",
+        kwargs=dict(
+            concept=concept, round_index=request.round, version=version, token=entry.token, k=request.k, k_pos=k_pos
+        ),
+    )
     # a failed shard task (or callback) ends this launch at once, not after AGILE_SELECTION_TIMEOUT
     callback.on_error(app.signature("agile.selection_failed", kwargs=dict(concept=concept, token=entry.token)))
     chord(header)(callback)
-    log.info("%s: selection of round %d from %s launched as %d shard tasks", concept, request.round, version,
-             len(header))
+    log.info(
+        "%s: selection of round %d from %s launched as %d shard tasks", concept, request.round, version, len(header)
+    )
     return entry
 
 
@@ -153,15 +195,21 @@ def default_app() -> Celery:
     return app
 
 
-def fan_out_embedding(workspace_root: Path, uris: Sequence[str], chunk: int = 256, timeout: float = DEFAULT_TIMEOUT,
-                      progress: bool = True, app: Celery | None = None) -> dict:
+def fan_out_embedding(
+    workspace_root: Path,
+    uris: Sequence[str],
+    chunk: int = 256,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: bool = True,
+    app: Celery | None = None,
+) -> dict:
     """Embed ``uris`` into the workspace's pool with one task per ``chunk`` images, showing progress.
 
     Returns totals ``{"added", "already_present", "skipped": [(uri, reason), ...]}``. Run it again
     after an interruption: what was embedded is skipped by content hash.
     """
     app = app or default_app()
-    chunks = [list(uris[i:i + chunk]) for i in range(0, len(uris), chunk)]
+    chunks = [list(uris[i : i + chunk]) for i in range(0, len(uris), chunk)]
     results = [app.send_task("agile.embed_images", args=(str(workspace_root), c)) for c in chunks]
     totals = {"added": 0, "already_present": 0, "skipped": []}
     bar = tqdm(total=len(uris), desc="embedding", unit="image", disable=not progress)
@@ -179,8 +227,10 @@ def fan_out_embedding(workspace_root: Path, uris: Sequence[str], chunk: int = 25
                     res.forget()
                     del pending[i]
             if pending and time.monotonic() > deadline:
-                raise ScaleOutError(f"{len(pending)} of {len(chunks)} embedding tasks did not finish in {timeout:.0f} s; "
-                                    "run the same command again to resume")
+                raise ScaleOutError(
+                    f"{len(pending)} of {len(chunks)} embedding tasks did not finish in {timeout:.0f} s; "
+                    "run the same command again to resume"
+                )
             time.sleep(0.05)
     finally:
         bar.close()
@@ -209,15 +259,34 @@ def start_sharded_selection(sync: ConceptSync, link, loop, version: str, app: Ce
         entry = ledger.get(link.concept)
         if entry is not None and entry.round == request.round and entry.version == version:
             if not entry.stale(sync.settings.selection_timeout):
-                log.info("%s: selection of round %d from %s in flight since %.0f s", link.concept, entry.round,
-                         version, time.time() - entry.started)
+                log.info(
+                    "%s: selection of round %d from %s in flight since %.0f s",
+                    link.concept,
+                    entry.round,
+                    version,
+                    time.time() - entry.started,
+                )
                 return entry
-            log.warning("%s: selection of round %d from %s launched %.0f s ago never finished (timeout %.0f s, "
-                        "AGILE_SELECTION_TIMEOUT): launching it again", link.concept, entry.round, version,
-                        time.time() - entry.started, sync.settings.selection_timeout)
+            log.warning(
+                "%s: selection of round %d from %s launched %.0f s ago never finished (timeout %.0f s, "
+                "AGILE_SELECTION_TIMEOUT): launching it again",
+                link.concept,
+                entry.round,
+                version,
+                time.time() - entry.started,
+                sync.settings.selection_timeout,
+            )
         shards = sync.workspace.store().shard_files()
-        return launch_selection(app or default_app(), ledger, link.concept, request, version, loop.registry.root, shards,
-                                sync.settings.shard_rows)
+        return launch_selection(
+            app or default_app(),
+            ledger,
+            link.concept,
+            request,
+            version,
+            loop.registry.root,
+            shards,
+            sync.settings.shard_rows,
+        )
     finally:
         ledger.close()
 
@@ -232,8 +301,16 @@ def selection_in_flight(sync: ConceptSync, link, round_index: int) -> bool:
         ledger.close()
 
 
-def finish_selection(sync: ConceptSync, parts: Sequence[dict], concept: str, round_index: int, version: str,
-                     token: str, k: int, k_pos: int):
+def finish_selection(
+    sync: ConceptSync,
+    parts: Sequence[dict],
+    concept: str,
+    round_index: int,
+    version: str,
+    token: str,
+    k: int,
+    k_pos: int,
+):
     """The chord's callback: merge the shards' candidates, record round ``round_index``'s batch and
     push its tasks with ``version``'s predictions. Idempotent: a duplicate callback, or one whose
     round was meanwhile recorded, only pushes what is missing; one superseded by a newer launch (a
@@ -253,14 +330,27 @@ def finish_selection(sync: ConceptSync, parts: Sequence[dict], concept: str, rou
             if current < round_index:
                 request = loop.selection_request(k)
                 ids = merge_parts(parts, k, k_pos)
-                if (entry is None or entry.round != round_index or entry.version != version or request is None
-                        or request.round != round_index or np.isin(ids, request.exclude).any()):
-                    log.info("%s: selection %s of round %d from %s is superseded (now in flight: %s); nothing recorded",
-                             concept, token[:8], round_index, version, entry)
+                if (
+                    entry is None
+                    or entry.round != round_index
+                    or entry.version != version
+                    or request is None
+                    or request.round != round_index
+                    or np.isin(ids, request.exclude).any()
+                ):
+                    log.info(
+                        "%s: selection %s of round %d from %s is superseded (now in flight: %s); nothing recorded",
+                        concept,
+                        token[:8],
+                        round_index,
+                        version,
+                        entry,
+                    )
                     return SyncReport(concept, link.project_id, current, 0, len(session.pending()), 0)
                 loop.record_batch(request, ids)
-                log.info("%s: round %d selected over %d shard pieces (%d images)", concept, round_index, len(parts),
-                         len(ids))
+                log.info(
+                    "%s: round %d selected over %d shard pieces (%d images)", concept, round_index, len(parts), len(ids)
+                )
             ledger.end(concept, round_index)
             if session.current_round() != round_index:
                 return SyncReport(concept, link.project_id, session.current_round(), 0, len(session.pending()), 0)
@@ -284,13 +374,21 @@ def fail_selection(sync: ConceptSync, concept: str, token: str, reason: str) -> 
         try:
             entry = ledger.get(concept)
             if entry is None or entry.token != token or not ledger.cancel(concept, token):
-                log.info("%s: selection %s failed (%s), but it had already ended or been replaced (now in flight: %s); "
-                         "nothing to do", concept, token[:8], reason, entry)
+                log.info(
+                    "%s: selection %s failed (%s), but it had already ended or been replaced (now in flight: %s); "
+                    "nothing to do",
+                    concept,
+                    token[:8],
+                    reason,
+                    entry,
+                )
                 return False
         finally:
             ledger.close()
-        message = (f"the selection of round {entry.round} from {entry.version} failed on the workers: {reason}; "
-                   "the next sync launches it again")
+        message = (
+            f"the selection of round {entry.round} from {entry.version} failed on the workers: {reason}; "
+            "the next sync launches it again"
+        )
         link = sync.state.for_concept(concept)
         if link is not None:
             sync.state.record_error(link.project_id, message)
@@ -304,5 +402,6 @@ def concept_sync(settings: Settings, workspace: Workspace | None = None) -> Conc
     and the CLI)."""
     if not settings.sharded_scoring:
         return ConceptSync(settings, workspace)
-    return ConceptSync(settings, workspace, launch_selection=start_sharded_selection,
-                       selection_in_flight=selection_in_flight)
+    return ConceptSync(
+        settings, workspace, launch_selection=start_sharded_selection, selection_in_flight=selection_in_flight
+    )

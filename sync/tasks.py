@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from agile_modeling.errors import AgileError
-from sync.celery_app import app
 from sync import purposes, sharded
+from sync.celery_app import app
 from sync.client import LabelStudioError
 from sync.rounds import ConceptSync
 
@@ -41,8 +41,10 @@ def _run(what: str, fn, *args, task=None, **kwargs):
         if task is None or task.request.retries >= MAX_RETRIES:
             log.error("%s failed: %s (the periodic sync will catch up)", what, exc)
             return None
-        delay = min(2 ** task.request.retries, RETRY_BACKOFF_MAX_S)
-        log.warning("%s: %s; retrying in %d s (retry %d of %d)", what, exc, delay, task.request.retries + 1, MAX_RETRIES)
+        delay = min(2**task.request.retries, RETRY_BACKOFF_MAX_S)
+        log.warning(
+            "%s: %s; retrying in %d s (retry %d of %d)", what, exc, delay, task.request.retries + 1, MAX_RETRIES
+        )
         raise task.retry(countdown=delay, max_retries=MAX_RETRIES) from None
     except AgileError as exc:
         log.error("%s failed: %s", what, exc)
@@ -56,8 +58,15 @@ def _run(what: str, fn, *args, task=None, **kwargs):
 @app.task(name="agile.sync_project", bind=True)
 def sync_project(self, project_id: int, requested_at: float | None = None, event: dict | None = None):
     """A webhook said something changed in this project (``event``: its annotation, if it carried one)."""
-    return _run(f"sync of project {project_id}", purposes.sync_project, concept_sync(), int(project_id),
-                requested_at, event, task=self)
+    return _run(
+        f"sync of project {project_id}",
+        purposes.sync_project,
+        concept_sync(),
+        int(project_id),
+        requested_at,
+        event,
+        task=self,
+    )
 
 
 @app.task(name="agile.sync_all")
@@ -90,28 +99,49 @@ def _model(models_root: str, version: str):
 
 
 @app.task(name="agile.score_shard", ignore_result=False, acks_late=True, reject_on_worker_lost=True)
-def score_shard(models_root: str, version: str, shard_path: str, offset: int, k: int, k_pos: int,
-                exclude: list[int], rows: list[int] | None = None) -> dict:
+def score_shard(
+    models_root: str,
+    version: str,
+    shard_path: str,
+    offset: int,
+    k: int,
+    k_pos: int,
+    exclude: list[int],
+    rows: list[int] | None = None,
+) -> dict:
     """One shard's best candidates (see :mod:`agile_modeling.sharded`); reads only that shard's file
     (rows ``[start, stop)`` of it when ``rows`` is given; ``offset`` is the global id of the first)."""
     from agile_modeling.sharded import shard_candidates
 
     shard = np.load(shard_path, mmap_mode="r")
     if rows is not None:
-        shard = shard[int(rows[0]):int(rows[1])]
-    return shard_candidates(_model(models_root, version), shard, int(offset), int(k), int(k_pos),
-                            np.asarray(exclude, dtype=np.int64)).as_dict()
+        shard = shard[int(rows[0]) : int(rows[1])]
+    return shard_candidates(
+        _model(models_root, version), shard, int(offset), int(k), int(k_pos), np.asarray(exclude, dtype=np.int64)
+    ).as_dict()
 
 
 @app.task(name="agile.finish_selection", bind=True, acks_late=True, reject_on_worker_lost=True)
-def finish_selection(self, parts: list[dict], concept: str, round_index: int, version: str, token: str, k: int,
-                     k_pos: int):
+def finish_selection(
+    self, parts: list[dict], concept: str, round_index: int, version: str, token: str, k: int, k_pos: int
+):
     """The callback of a sharded selection's chord: merge, record the round, push its tasks (never
     waits on another task; a duplicate or superseded callback is a no-op, see :mod:`sync.sharded`)."""
     from sync.sharded import finish_selection as finish
 
-    return _run(f"selection of round {round_index} of {concept!r}", finish, concept_sync(), parts, concept,
-                int(round_index), version, token, int(k), int(k_pos), task=self)
+    return _run(
+        f"selection of round {round_index} of {concept!r}",
+        finish,
+        concept_sync(),
+        parts,
+        concept,
+        int(round_index),
+        version,
+        token,
+        int(k),
+        int(k_pos),
+        task=self,
+    )
 
 
 @app.task(name="agile.selection_failed")
@@ -125,8 +155,11 @@ def selection_failed(request, exc, traceback, concept: str, token: str):
     try:
         return fail_selection(concept_sync(), concept, token, reason)
     except Exception:  # an errback's failure is only logged by Celery: say what it means for the round
-        log.exception("%s: the failed selection %s could not be ended; it is launched again after "
-                      "AGILE_SELECTION_TIMEOUT", concept, token[:8])
+        log.exception(
+            "%s: the failed selection %s could not be ended; it is launched again after AGILE_SELECTION_TIMEOUT",
+            concept,
+            token[:8],
+        )
         raise
 
 
@@ -140,5 +173,8 @@ def embed_images(workspace: str, uris: list[str], device: str = "auto", precisio
     ws = Workspace(workspace)
     encoder = ws.image_encoder().with_runtime(device=device, precision=precision)
     report = ws.store().add_images(uris, encoder, progress=False)
-    return {"added": len(report.added_ids), "already_present": report.already_present,
-            "skipped": [list(f) for f in report.skipped]}
+    return {
+        "added": len(report.added_ids),
+        "already_present": report.already_present,
+        "skipped": [list(f) for f in report.skipped],
+    }

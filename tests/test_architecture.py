@@ -6,8 +6,19 @@ from pathlib import Path
 
 import agile_modeling
 
-FORBIDDEN = {"label_studio_sdk", "label_studio", "flask", "celery", "ml_backend", "sync", "agile_cli", "werkzeug", "gunicorn",
-             "label_config", "httpx"}
+FORBIDDEN = {
+    "label_studio_sdk",
+    "label_studio",
+    "flask",
+    "celery",
+    "ml_backend",
+    "sync",
+    "agile_cli",
+    "werkzeug",
+    "gunicorn",
+    "label_config",
+    "httpx",
+}
 ROOT = Path(agile_modeling.__file__).parent.parent
 
 
@@ -34,9 +45,7 @@ def imported_roots(path: Path) -> set[str]:
 
 def test_core_engine_imports_no_service_layer():
     core = Path(agile_modeling.__file__).parent
-    offenders = {
-        str(p.relative_to(core)): sorted(imported_roots(p) & FORBIDDEN) for p in core.rglob("*.py")
-    }
+    offenders = {str(p.relative_to(core)): sorted(imported_roots(p) & FORBIDDEN) for p in core.rglob("*.py")}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
@@ -49,8 +58,11 @@ def test_the_checker_sees_forbidden_imports(tmp_path):
 def test_service_layers_point_down():
     """sync/ never imports the backend or the CLI; the backend never imports the CLI; label_config/
     (a leaf beside the core) imports neither Flask nor Celery."""
-    rules = {"sync": {"ml_backend", "agile_cli", "flask"}, "ml_backend": {"agile_cli"},
-             "label_config": {"flask", "celery", "sync", "ml_backend", "agile_cli", "label_studio_sdk"}}
+    rules = {
+        "sync": {"ml_backend", "agile_cli", "flask"},
+        "ml_backend": {"agile_cli"},
+        "label_config": {"flask", "celery", "sync", "ml_backend", "agile_cli", "label_studio_sdk"},
+    }
     offenders = {}
     for package, forbidden in rules.items():
         for path in (ROOT / package).rglob("*.py"):
@@ -63,6 +75,10 @@ def test_service_layers_point_down():
 def test_every_sqlite_file_goes_through_the_one_connection_policy():
     """Only agile_modeling/database.py opens SQLite connections (WAL, per-thread connections, one
     busy timeout, lock errors retried): every wrapper of a state file uses its ``Database``."""
-    opened = sorted(str(p.relative_to(ROOT)) for package in ("agile_modeling", "sync", "ml_backend", "agile_cli")
-                    for p in (ROOT / package).rglob("*.py") if "sqlite3.connect(" in p.read_text())
+    opened = sorted(
+        str(p.relative_to(ROOT))
+        for package in ("agile_modeling", "sync", "ml_backend", "agile_cli")
+        for p in (ROOT / package).rglob("*.py")
+        if "sqlite3.connect(" in p.read_text()
+    )
     assert opened == ["agile_modeling/database.py"]

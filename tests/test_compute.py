@@ -21,6 +21,7 @@ def fake_probe(rates):
     def probe(kind):
         calls.append(kind)
         return rates[kind]
+
     return probe, calls
 
 
@@ -66,8 +67,13 @@ def test_forced_modes_are_cached_per_process_and_restored():
 
 def test_the_core_never_reads_the_compute_settings_from_the_environment():
     core = Path(agile_modeling.__file__).parent
-    offenders = [str(p) for p in core.rglob("*.py") if "AGILE_COMPUTE" in p.read_text() and "environ" in p.read_text()
-                 and ("environ.get(\"AGILE_COMPUTE" in p.read_text() or "environ[\"AGILE_COMPUTE" in p.read_text())]
+    offenders = [
+        str(p)
+        for p in core.rglob("*.py")
+        if "AGILE_COMPUTE" in p.read_text()
+        and "environ" in p.read_text()
+        and ('environ.get("AGILE_COMPUTE' in p.read_text() or 'environ["AGILE_COMPUTE' in p.read_text())
+    ]
     assert offenders == []
     assert "os.environ" not in (core / "compute.py").read_text()
 
@@ -82,9 +88,13 @@ def test_training_uses_the_configured_threads_and_restores_torch_s():
     before = torch.get_num_threads()
     try:
         compute.configure(training_threads=2)
-        MLPClassifier(DEFAULT_RECIPE.with_(epochs=1, epoch_size=64)).fit(x, y, progress=lambda *_: seen.append(torch.get_num_threads()))
+        MLPClassifier(DEFAULT_RECIPE.with_(epochs=1, epoch_size=64)).fit(
+            x, y, progress=lambda *_: seen.append(torch.get_num_threads())
+        )
         compute.configure(training_threads="")
-        MLPClassifier(DEFAULT_RECIPE.with_(epochs=1, epoch_size=64)).fit(x, y, progress=lambda *_: seen.append(torch.get_num_threads()))
+        MLPClassifier(DEFAULT_RECIPE.with_(epochs=1, epoch_size=64)).fit(
+            x, y, progress=lambda *_: seen.append(torch.get_num_threads())
+        )
     finally:
         compute.configure(training_threads=0)
     assert seen == [2, compute.DEFAULT_TRAINING_THREADS] and torch.get_num_threads() == before
@@ -105,8 +115,11 @@ def test_zero_shot_and_predict_agree_with_float64_on_each_path(mode):
     with compute.forced(mode):
         for blas in ("torch", "numpy"):
             c = compute.Compute(compute.current().dtype, blas, mode, "test", True)
-            np.testing.assert_allclose(zero_shot_scores(x.astype(np.float16), text, chunk_rows=1000, compute=c),
-                                       x.astype(np.float16).astype(np.float64) @ text, atol=1e-5)
+            np.testing.assert_allclose(
+                zero_shot_scores(x.astype(np.float16), text, chunk_rows=1000, compute=c),
+                x.astype(np.float16).astype(np.float64) @ text,
+                atol=1e-5,
+            )
         np.testing.assert_allclose(clf.decision_function(x), clf.decision_function(x.astype(np.float64)), atol=1e-5)
 
 
@@ -119,6 +132,7 @@ def test_a_preempted_bf16_probe_is_probed_again_before_fp32_is_chosen():
             seen["bf16"] += 1
             return 46.0 if seen["bf16"] <= compute.PROBE_ROUNDS else 864.0  # preempted, then not
         return 90.0
+
     chosen = compute.choose("auto", cpu, probe)
     assert chosen.dtype == "bf16" and seen["bf16"] == compute.PROBE_ROUNDS + 1
     slow, calls = fake_probe({"fp32-torch": 75.0, "fp32-numpy": 60.0, "bf16": 90.0})

@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-_VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])((?:[^{}]|\{[^{}]*\})*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+_VAR = re.compile(
+    r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])((?:[^{}]|\{[^{}]*\})*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
+)
 
 
 class ComposeError(Exception):
@@ -54,8 +56,13 @@ def compose_config(env: dict) -> dict:
     return interpolate(yaml.safe_load((ROOT / "docker-compose.yml").read_text()), env)
 
 
-DOTENV = {"LABEL_STUDIO_API_KEY": "a" * 40, "LABEL_STUDIO_PASSWORD": "pw", "BASIC_AUTH_USER": "label-studio",
-          "BASIC_AUTH_PASS": "basic-secret", "AGILE_WEBHOOK_SECRET": "hook-secret"}
+DOTENV = {
+    "LABEL_STUDIO_API_KEY": "a" * 40,
+    "LABEL_STUDIO_PASSWORD": "pw",
+    "BASIC_AUTH_USER": "label-studio",
+    "BASIC_AUTH_PASS": "basic-secret",
+    "AGILE_WEBHOOK_SECRET": "hook-secret",
+}
 
 
 def test_compose_has_label_studio_redis_backend_workers_and_one_beat():
@@ -66,15 +73,22 @@ def test_compose_has_label_studio_redis_backend_workers_and_one_beat():
     raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     for name in ("backend", "worker", "beat"):
         env = services[name]["environment"]
-        assert env["CELERY_BROKER_URL"].startswith("redis://redis") and env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
+        assert (
+            env["CELERY_BROKER_URL"].startswith("redis://redis")
+            and env["LABEL_STUDIO_URL"] == "http://label-studio:8080"
+        )
         assert "workspace:/workspace" in services[name]["volumes"]
-        assert raw[name]["environment"]["AGILE_SHARDED_SCORING"].endswith(":-1}")  # pool scoring spreads over the workers
+        assert raw[name]["environment"]["AGILE_SHARDED_SCORING"].endswith(
+            ":-1}"
+        )  # pool scoring spreads over the workers
         assert env["AGILE_SHARDED_SCORING"] == "1"
     assert services["worker"]["command"][-1] == "--no-beat"  # scaling workers never multiplies the periodic sync
     assert services["backend"]["command"][:2] == ["agile", "backend"]
 
 
-@pytest.mark.parametrize("missing", ["BASIC_AUTH_USER", "BASIC_AUTH_PASS", "AGILE_WEBHOOK_SECRET", "LABEL_STUDIO_API_KEY"])
+@pytest.mark.parametrize(
+    "missing", ["BASIC_AUTH_USER", "BASIC_AUTH_PASS", "AGILE_WEBHOOK_SECRET", "LABEL_STUDIO_API_KEY"]
+)
 @pytest.mark.parametrize("how", ["unset", "empty"])
 def test_compose_refuses_to_run_without_each_secret(missing, how):
     env = {k: v for k, v in DOTENV.items() if k != missing}
@@ -100,8 +114,11 @@ def test_the_published_backend_gets_its_secrets_and_a_signing_key_source():
     from sync.settings import Settings
 
     def settings(env):
-        return Settings(basic_auth_user=env["BASIC_AUTH_USER"] or None, basic_auth_pass=env["BASIC_AUTH_PASS"] or None,
-                        webhook_secret=env["AGILE_WEBHOOK_SECRET"] or None)
+        return Settings(
+            basic_auth_user=env["BASIC_AUTH_USER"] or None,
+            basic_auth_pass=env["BASIC_AUTH_PASS"] or None,
+            webhook_secret=env["AGILE_WEBHOOK_SECRET"] or None,
+        )
 
     check_bind(settings(backend["environment"]), backend["command"][backend["command"].index("--bind") + 1])
     with pytest.raises(UnsafeBindError):

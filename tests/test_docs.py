@@ -53,12 +53,26 @@ def broken_links(path: Path) -> list[str]:
 
 def test_the_docs_exist_and_link_to_each_other():
     names = {p.relative_to(ROOT).as_posix() for p in DOCS}
-    assert {"README.md", "docs/architecture.md", "docs/papers.md", "docs/deployment.md",
-            "docs/benchmarks.md", "docs/studies.md", "docs/cli.md"} <= names
+    assert {
+        "README.md",
+        "docs/architecture.md",
+        "docs/papers.md",
+        "docs/deployment.md",
+        "docs/benchmarks.md",
+        "docs/studies.md",
+        "docs/cli.md",
+    } <= names
     readme_links = set(relative_links(ROOT / "README.md"))
-    for doc in ("docs/architecture.md", "docs/papers.md", "docs/deployment.md", "docs/benchmarks.md",
-                "docs/studies.md", "docs/configuration.md", "docs/label-studio-instructions.png",
-                "docs/label-studio-stream.png"):
+    for doc in (
+        "docs/architecture.md",
+        "docs/papers.md",
+        "docs/deployment.md",
+        "docs/benchmarks.md",
+        "docs/studies.md",
+        "docs/configuration.md",
+        "docs/label-studio-instructions.png",
+        "docs/label-studio-stream.png",
+    ):
         assert doc in readme_links, f"README.md does not link to {doc}"
 
 
@@ -72,8 +86,10 @@ def test_every_relative_link_resolves(doc):
 def test_the_link_checker_sees_a_broken_link_and_ignores_web_links_and_code(tmp_path):
     doc = tmp_path / "doc.md"
     (tmp_path / "there.md").write_text("# A part (`of it`)\n")
-    doc.write_text("[ok](there.md#a-part-of-it) ![img](missing.png) [web](https://example.com/x) [mail](mailto:a@b)\n"
-                   "[anchor](#top) [here](#doc)\n# Doc\n```\n[in code](nowhere.md)\n```\n[gone](sub/gone.md) [no such part](there.md#b)\n")
+    doc.write_text(
+        "[ok](there.md#a-part-of-it) ![img](missing.png) [web](https://example.com/x) [mail](mailto:a@b)\n"
+        "[anchor](#top) [here](#doc)\n# Doc\n```\n[in code](nowhere.md)\n```\n[gone](sub/gone.md) [no such part](there.md#b)\n"
+    )
     assert broken_links(doc) == ["missing.png", "#top", "sub/gone.md", "there.md#b"]
 
 
@@ -111,20 +127,24 @@ def figure_label_studio_stream_table() -> tuple[str, str]:
     return "docs/benchmarks.md", (
         f"served by the stream, median / p90 | {paper['boundary_wait_median_s']:.2f} s / "
         f"{paper['boundary_wait_p90_s']:.2f} s | {prefetch['boundary_wait_median_s']:.2f} s / "
-        f"{prefetch['boundary_wait_p90_s']:.2f} s |")
+        f"{prefetch['boundary_wait_p90_s']:.2f} s |"
+    )
 
 
 def figure_label_studio_stream_readme() -> tuple[str, str]:
     paper, prefetch = stream_waits()
-    return "README.md", (f"served {prefetch['boundary_wait_median_s']:.2f} s after the last rating of a batch, "
-                         f"against {paper['boundary_wait_median_s']:.2f} s with the paper's rounds")
+    return "README.md", (
+        f"served {prefetch['boundary_wait_median_s']:.2f} s after the last rating of a batch, "
+        f"against {paper['boundary_wait_median_s']:.2f} s with the paper's rounds"
+    )
 
 
 def figure_pool_scale_1m() -> tuple[str, str]:
     (row,) = [r for r in load("pool.json")["rows"] if r["pool"] == 1_000_000]
     return "docs/benchmarks.md", (
         f"| 1M | {row['select_s']:.2f} s (target 0.6 s) | {row['train_s']:.2f} s (target 5 s) | "
-        f"{row['round_s']:.2f} s | {row['knn_query_ms']:.1f} ms (target 50 ms) |")
+        f"{row['round_s']:.2f} s | {row['knn_query_ms']:.1f} ms (target 50 ms) |"
+    )
 
 
 def figure_exact_search_1m() -> tuple[str, str]:
@@ -133,8 +153,10 @@ def figure_exact_search_1m() -> tuple[str, str]:
     auto = peer_row(rows, task, 1_000_000, "project ExactIndex auto (fp32)")["best_s"]
     fp32 = peer_row(rows, task, 1_000_000, "project ExactIndex fp32")["best_s"]
     faiss = peer_row(rows, task, 1_000_000, "faiss IndexFlatIP")["best_s"]
-    return "docs/benchmarks.md", (f"| exact k=100 search, 1 query | {auto:.2f} s ({fp32:.2f} forced fp32), from the "
-                                  f"float16 memory map | {faiss:.2f} s faiss `IndexFlatIP`")
+    return "docs/benchmarks.md", (
+        f"| exact k=100 search, 1 query | {auto:.2f} s ({fp32:.2f} forced fp32), from the "
+        f"float16 memory map | {faiss:.2f} s faiss `IndexFlatIP`"
+    )
 
 
 def figure_training_seconds() -> tuple[str, str]:
@@ -142,9 +164,13 @@ def figure_training_seconds() -> tuple[str, str]:
     order = ["cats", "real stop signs", "small dog breeds", "fluffy dogs"]
     best = {r["concept"]: r["best_s"] for r in rows if r["method"] == "project MLP, 1 training thread(s) (default)"}
     auc = {r["concept"]: r["test_auc_pr"] for r in rows if r["method"] == "project MLP, 1 training thread(s) (default)"}
-    return "docs/benchmarks.md", ("| the project's recipe, 1 thread (default) | "
-                                  + " / ".join(f"{best[c]:.2f}" for c in order) + " | "
-                                  + " / ".join(f"{auc[c]:.3f}" for c in order) + " |")
+    return "docs/benchmarks.md", (
+        "| the project's recipe, 1 thread (default) | "
+        + " / ".join(f"{best[c]:.2f}" for c in order)
+        + " | "
+        + " / ".join(f"{auc[c]:.3f}" for c in order)
+        + " |"
+    )
 
 
 def figure_embedding_images_per_s() -> tuple[str, str]:
@@ -168,9 +194,16 @@ def figure_prefetch_quality_readme() -> tuple[str, str]:
     return "README.md", f"600 ratings is {means.pop()} either way"
 
 
-FIGURES = [figure_label_studio_stream_table, figure_label_studio_stream_readme, figure_pool_scale_1m,
-           figure_exact_search_1m, figure_training_seconds, figure_embedding_images_per_s,
-           figure_prefetch_quality, figure_prefetch_quality_readme]
+FIGURES = [
+    figure_label_studio_stream_table,
+    figure_label_studio_stream_readme,
+    figure_pool_scale_1m,
+    figure_exact_search_1m,
+    figure_training_seconds,
+    figure_embedding_images_per_s,
+    figure_prefetch_quality,
+    figure_prefetch_quality_readme,
+]
 
 
 @pytest.mark.parametrize("figure", FIGURES, ids=lambda f: f.__name__.removeprefix("figure_"))

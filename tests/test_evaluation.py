@@ -5,7 +5,12 @@ import pytest
 import siphashc
 
 from agile_modeling.evaluation import (
-    NUM_STRATA, SIPHASH_KEY, build_evaluation_set, strata_of, stratified_sample, url_hashes,
+    NUM_STRATA,
+    SIPHASH_KEY,
+    build_evaluation_set,
+    strata_of,
+    stratified_sample,
+    url_hashes,
 )
 
 
@@ -57,7 +62,7 @@ def test_similar_models_share_most_images_and_the_merge_remembers_who_chose_what
     hashes = url_hashes([f"img{i}" for i in range(n)])
     p1 = rng.random(n)
     p2 = np.clip(p1 + rng.normal(0, 0.01, n), 0, 1)  # a retrained model: nearly the same scores
-    p3 = rng.random(n)                                 # an unrelated model
+    p3 = rng.random(n)  # an unrelated model
     merged = build_evaluation_set({"c-v1": p1, "c-v2": p2}, hashes)
     assert 200 <= len(merged.ids) < 260  # most images shared: far fewer than 400 to rate
     shared = [i for i, v in merged.chosen_by.items() if v == ["c-v1", "c-v2"]]

@@ -19,7 +19,9 @@ def make_loop(tmp_path, clustered_pool, create=True):
     x, labels = clustered_pool
     view = PoolView([x], x.shape[1])
     # phrases embedded as the cluster centres: "alpha" is cluster 0, "beta" cluster 1
-    vocab = VocabularyTextEncoder({"alpha": x[labels == 0].astype(np.float32).mean(0), "beta": x[labels == 1].astype(np.float32).mean(0)})
+    vocab = VocabularyTextEncoder(
+        {"alpha": x[labels == 0].astype(np.float32).mean(0), "beta": x[labels == 1].astype(np.float32).mean(0)}
+    )
     store = SessionStore(tmp_path / "sessions.sqlite")
     session = store.create(Concept("alpha", negatives=("beta",))) if create else store.open("alpha")
     return AgileLoop(session, view, ExactIndex(view), vocab, ModelRegistry(tmp_path / "models", "alpha"), FAST), labels
@@ -73,12 +75,14 @@ def test_training_from_user_then_crowd_labels_prefers_the_user(tmp_path, cluster
     loop, labels = make_loop(tmp_path, clustered_pool)
     seed = loop.start()
     loop.session.record_labels(((i, int(labels[i] == 0)) for i in seed[:30]), rater="owner")
-    loop.session.record_labels(((i, 1 - int(labels[i] == 0)) for i in seed[:40]), rater="crowd-majority", source="crowd")
+    loop.session.record_labels(
+        ((i, 1 - int(labels[i] == 0)) for i in seed[:40]), rater="crowd-majority", source="crowd"
+    )
     loop.config = replace(loop.config, label_source=("user", "crowd"))
     merged = loop.labels()
     assert len(merged) == 40
-    assert all(merged[i] == int(labels[i] == 0) for i in seed[:30])           # the user's answer wins
-    assert all(merged[i] == 1 - int(labels[i] == 0) for i in seed[30:40])     # the crowd fills the rest
+    assert all(merged[i] == int(labels[i] == 0) for i in seed[:30])  # the user's answer wins
+    assert all(merged[i] == 1 - int(labels[i] == 0) for i in seed[30:40])  # the crowd fills the rest
     ids, _, y = loop.training_data()
     assert len(ids) == 40 and y.tolist() == [merged[i] for i in ids.tolist()]
 

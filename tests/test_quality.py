@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
-from agile_modeling.quality import plot_quality, quality_table, user_minutes_by_round, version_quality, zero_shot_quality
+from agile_modeling.quality import (
+    plot_quality,
+    quality_table,
+    user_minutes_by_round,
+    version_quality,
+    zero_shot_quality,
+)
 from tests.test_loop import make_loop
 
 
@@ -32,7 +38,9 @@ def test_every_version_is_scored_on_the_evaluation_ratings(tmp_path, clustered_p
     m = rows[1].metrics
     assert m["auc_pr"] == pytest.approx(average_precision_score(y, p))
     assert m["auc_roc"] == pytest.approx(roc_auc_score(y, p))
-    assert m["f1"] == pytest.approx(f1_score(y, p >= 0.5)) and m["accuracy"] == pytest.approx(accuracy_score(y, p >= 0.5))
+    assert m["f1"] == pytest.approx(f1_score(y, p >= 0.5)) and m["accuracy"] == pytest.approx(
+        accuracy_score(y, p >= 0.5)
+    )
 
     text = loop.text_encoder.encode_texts(["alpha"])[0]
     zs = zero_shot_quality(loop.pool, text, evaluation)

@@ -37,7 +37,9 @@ def near_ties(x16, logits, rng, where):
     bumped = x16[where].copy()
     col = rng.integers(0, x16.shape[1], size=len(where))
     rows = np.arange(len(where))
-    bumped[rows, col] = np.nextafter(bumped[rows, col], np.float16(np.inf) * np.sign(bumped[rows, col] + np.float16(1e-3)))
+    bumped[rows, col] = np.nextafter(
+        bumped[rows, col], np.float16(np.inf) * np.sign(bumped[rows, col] + np.float16(1e-3))
+    )
     return np.concatenate([dup, bumped])
 
 
@@ -48,9 +50,13 @@ def real_pool_and_model(shared_data):
     spec = next(s for s in load_suite() if s.title == "small dog breeds")
     truth = spec.ground_truth(shared_data.pool)
     rng = np.random.default_rng(0)
-    train = np.concatenate([rng.choice(np.flatnonzero(truth), 40, replace=False), rng.choice(np.flatnonzero(~truth), 160, replace=False)])
+    train = np.concatenate(
+        [rng.choice(np.flatnonzero(truth), 40, replace=False), rng.choice(np.flatnonzero(~truth), 160, replace=False)]
+    )
     x = np.asarray(shared_data.pool.x)
-    clf = MLPClassifier(DEFAULT_RECIPE.with_(epochs=3, epoch_size=2048)).fit(x[train].astype(np.float32), truth[train].astype(int), x[rng.choice(len(x), 3000)].astype(np.float32))
+    clf = MLPClassifier(DEFAULT_RECIPE.with_(epochs=3, epoch_size=2048)).fit(
+        x[train].astype(np.float32), truth[train].astype(int), x[rng.choice(len(x), 3000)].astype(np.float32)
+    )
     base = exact_pool_logits(clf, PoolView([x], 512))
     margin_rows = np.argsort(np.abs(base))[:300:2]  # around the margin boundary of k=10..400
     top_rows = np.argsort(-base)[:120:2]  # around the positive-mining boundary
@@ -94,7 +100,9 @@ def test_fast_logits_are_within_their_proven_bound(real_pool_and_model, backend)
 def test_margin_selection_equals_float64_selection(real_pool_and_model, backend, k):
     view, clf, train, exact = real_pool_and_model
     scorer = PoolScorer(clf, chunk_rows=4096, compute=BACKENDS[backend])
-    chosen = MarginSelection().select(scorer.approximate_logits(view), k, train, lambda ids: scorer.exact_logits(view, ids))
+    chosen = MarginSelection().select(
+        scorer.approximate_logits(view), k, train, lambda ids: scorer.exact_logits(view, ids)
+    )
     np.testing.assert_array_equal(chosen, reference_margin(exact, k, train))
     assert not set(chosen) & set(train)
 
@@ -103,7 +111,9 @@ def test_margin_selection_equals_float64_selection(real_pool_and_model, backend,
 def test_positive_mining_equals_float64_selection(real_pool_and_model, backend):
     view, clf, train, exact = real_pool_and_model
     scorer = PoolScorer(clf, chunk_rows=4096, compute=BACKENDS[backend])
-    chosen = MarginPositiveMining().select(scorer.approximate_logits(view), 100, train, lambda ids: scorer.exact_logits(view, ids))
+    chosen = MarginPositiveMining().select(
+        scorer.approximate_logits(view), 100, train, lambda ids: scorer.exact_logits(view, ids)
+    )
     np.testing.assert_array_equal(chosen, reference_positive_mining(exact, 100, train))
     assert len(set(chosen)) == 100
 
@@ -124,7 +134,9 @@ def test_without_a_bound_everything_is_rescored_and_the_result_stays_exact():
     exact = rng.normal(size=5000)
     approx = (exact + rng.normal(scale=0.5, size=5000)).astype(np.float32)  # a plain array: no bound known
     seen = []
-    chosen = MarginSelection().select(approx, 20, np.array([], dtype=np.int64), lambda ids: seen.append(len(ids)) or exact[ids])
+    chosen = MarginSelection().select(
+        approx, 20, np.array([], dtype=np.int64), lambda ids: seen.append(len(ids)) or exact[ids]
+    )
     np.testing.assert_array_equal(chosen, reference_margin(exact, 20, np.array([], dtype=np.int64)))
     assert sum(seen) == 5000
 
@@ -135,7 +147,9 @@ def test_a_bound_widens_the_frontier_exactly_as_far_as_needed():
     noise = rng.uniform(-0.05, 0.05, size=20000)
     approx = BoundedLogits((exact + noise).astype(np.float32), 0.05 + 1e-6)
     seen = []
-    chosen = MarginSelection().select(approx, 20, np.array([], dtype=np.int64), lambda ids: seen.append(len(ids)) or exact[ids])
+    chosen = MarginSelection().select(
+        approx, 20, np.array([], dtype=np.int64), lambda ids: seen.append(len(ids)) or exact[ids]
+    )
     np.testing.assert_array_equal(chosen, reference_margin(exact, 20, np.array([], dtype=np.int64)))
     assert 512 <= sum(seen) < 2000  # the first frontier, then one widening, not the whole pool
 

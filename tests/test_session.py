@@ -13,7 +13,9 @@ from agile_modeling.session import SessionStore
 
 @pytest.fixture
 def session(tmp_path):
-    return SessionStore(tmp_path / "s.sqlite").create(Concept("gourmet tuna", ("seared tuna",), ("canned tuna",), "fine fish"))
+    return SessionStore(tmp_path / "s.sqlite").create(
+        Concept("gourmet tuna", ("seared tuna",), ("canned tuna",), "fine fish")
+    )
 
 
 def test_concept_round_trips(session, tmp_path):
@@ -41,7 +43,14 @@ def test_labels_keep_who_when_which_round_and_the_latest_wins(session):
     assert session.labels() == {5: 0, 3: 0}
     assert session.pending() == [9]
     first = session.label_history()[0]
-    assert (first.image_id, first.value, first.rater, first.source, first.round, first.note) == (5, 1, "ana", "user", 0, "seared, gourmet")
+    assert (first.image_id, first.value, first.rater, first.source, first.round, first.note) == (
+        5,
+        1,
+        "ana",
+        "user",
+        0,
+        "seared, gourmet",
+    )
     assert first.created > 0
     with pytest.raises(ValueError):
         session.record_label(9, 2)
@@ -93,7 +102,7 @@ def test_a_withdrawn_rating_leaves_the_labels_but_stays_in_the_history(tmp_path)
     assert session.withdraw_label(1, rater="label-studio-user:3", external_id="w1")
     assert not session.withdraw_label(1, rater="label-studio-user:3", external_id="w2")  # nothing left to withdraw
     assert session.labels() == {2: 0} and session.pending() == [1]
-    assert [l.value for l in session.label_history()] == [1, 0, WITHDRAWN]
+    assert [label.value for label in session.label_history()] == [1, 0, WITHDRAWN]
     session.record_label(1, 0, external_id="b")  # rated again later
     assert session.labels() == {1: 0, 2: 0}
 
@@ -106,12 +115,14 @@ def test_lead_time_is_kept_and_an_old_sessions_file_is_migrated(tmp_path):
 
     path = tmp_path / "old.sqlite"
     old = sqlite3.connect(path)  # the labels table as the first release wrote it, without lead_time
-    old.execute("CREATE TABLE labels (id INTEGER PRIMARY KEY, concept TEXT NOT NULL, image_id INTEGER NOT NULL, "
-                "value INTEGER NOT NULL, rater TEXT NOT NULL, source TEXT NOT NULL, round INTEGER, created REAL NOT NULL, "
-                "note TEXT, external_id TEXT, UNIQUE (concept, source, external_id))")
+    old.execute(
+        "CREATE TABLE labels (id INTEGER PRIMARY KEY, concept TEXT NOT NULL, image_id INTEGER NOT NULL, "
+        "value INTEGER NOT NULL, rater TEXT NOT NULL, source TEXT NOT NULL, round INTEGER, created REAL NOT NULL, "
+        "note TEXT, external_id TEXT, UNIQUE (concept, source, external_id))"
+    )
     old.commit()
     old.close()
     session = SessionStore(path).create(Concept("x"))
     session.record_label(3, 1, lead_time=4.5)
     session.record_label(4, 0)
-    assert [l.lead_time for l in session.label_history()] == [4.5, None]
+    assert [label.lead_time for label in session.label_history()] == [4.5, None]

@@ -25,8 +25,9 @@ def pool_and_model():
 def single_process(x, clf, strategy, k, exclude):
     view = PoolView([x], x.shape[1])
     scorer = PoolScorer(clf)
-    return strategy_by_name(strategy).select(scorer.approximate_logits(view), k, exclude,
-                                             lambda ids: scorer.exact_logits(view, ids))
+    return strategy_by_name(strategy).select(
+        scorer.approximate_logits(view), k, exclude, lambda ids: scorer.exact_logits(view, ids)
+    )
 
 
 @pytest.mark.parametrize("strategy", ["margin", "margin+positive"])
@@ -45,7 +46,7 @@ def test_merge_equals_single_process(pool_and_model, strategy, bounds, k):
 
 def test_small_shards_and_unknown_strategies(pool_and_model):
     x, clf = pool_and_model
-    parts = [shard_candidates(clf, x[i:i + 3], i, 10, 0, []) for i in range(0, 9, 3)]
+    parts = [shard_candidates(clf, x[i : i + 3], i, 10, 0, []) for i in range(0, 9, 3)]
     assert len(merge_candidates(parts, 10, 0)) == 9  # fewer eligible images than k
     assert merge_candidates([], 5, 2).tolist() == []
     with pytest.raises(ValueError, match="sharded selection supports"):
@@ -64,8 +65,9 @@ def test_selection_split_records_what_next_batch_would(tmp_path, pool_and_model)
     sessions = SessionStore(tmp_path / "sessions.sqlite")
     sessions.create(Concept("thing"))
     # no text encoder nor index: only seeding needs them
-    loop = AgileLoop(sessions.open("thing"), PoolView([x], x.shape[1]), None, None,
-                     ModelRegistry(tmp_path / "models", "thing"))
+    loop = AgileLoop(
+        sessions.open("thing"), PoolView([x], x.shape[1]), None, None, ModelRegistry(tmp_path / "models", "thing")
+    )
     loop.session.start_round(0, "seed", list(range(20)))
     assert loop.selection_request() is None  # the seed batch is still open
     loop.session.record_labels((i, int(x[i, 0] > 0)) for i in range(20))
@@ -105,7 +107,9 @@ def test_a_near_tie_closer_than_float32_across_two_shards_merges_as_the_single_p
         parts = [shard_candidates(clf, pool[a:b], a, k, k_pos, exclude) for a, b in ((0, 1500), (1500, len(pool)))]
         travelled = [ShardCandidates.from_dict(json.loads(json.dumps(p.as_dict()))) for p in parts]
         assert all(t.positive_keys.dtype == np.float64 for t in travelled)
-        assert [t.positive_keys.tolist() for t in travelled] == [p.positive_keys.tolist() for p in parts]  # exact via JSON
+        assert [t.positive_keys.tolist() for t in travelled] == [
+            p.positive_keys.tolist() for p in parts
+        ]  # exact via JSON
         merged = merge_candidates(travelled, k, k_pos).tolist()
         assert merged == single_process(pool, clf, "margin+positive", k, exclude).tolist()
         assert merged[:2][:k_pos] == [better, worse][:k_pos]

@@ -6,5 +6,13 @@ from agile_modeling.deliberation.edits import Edit
 from agile_modeling.deliberation.history import SOURCE, DeliberationHistory
 from agile_modeling.deliberation.loop import Deliberation, DeliberationConfig
 
-__all__ = ["Definition", "Deliberation", "DeliberationConfig", "DeliberationHistory", "Edit", "SOURCE",
-           "SubConcept", "UnitConcept"]
+__all__ = [
+    "Definition",
+    "Deliberation",
+    "DeliberationConfig",
+    "DeliberationHistory",
+    "Edit",
+    "SOURCE",
+    "SubConcept",
+    "UnitConcept",
+]

@@ -69,9 +69,17 @@ def sparse_clusters(x: np.ndarray, config: BorderlineConfig) -> list[np.ndarray]
     k = max(2, min(config.atoms, n // config.min_cluster))
     centred = np.asarray(x, dtype=np.float64) - np.asarray(x, dtype=np.float64).mean(axis=0)
     learner = MiniBatchDictionaryLearning(
-        n_components=k, alpha=config.code_alpha, batch_size=min(64, n), max_iter=50, positive_code=True, fit_algorithm="cd",
-        transform_algorithm="lasso_cd", transform_alpha=config.code_alpha * 0.1, transform_max_iter=5000,
-        random_state=config.seed)
+        n_components=k,
+        alpha=config.code_alpha,
+        batch_size=min(64, n),
+        max_iter=50,
+        positive_code=True,
+        fit_algorithm="cd",
+        transform_algorithm="lasso_cd",
+        transform_alpha=config.code_alpha * 0.1,
+        transform_max_iter=5000,
+        random_state=config.seed,
+    )
     with warnings.catch_warnings():
         # the lasso codes only decide cluster membership (a ratio to each image's largest code);
         # coordinate descent stopping short of a 1e-9 duality gap does not change that
@@ -109,13 +117,15 @@ class ClusterStats:
         return float(np.std(self.ratings)) if self.ratings else 0.0
 
 
-def cluster_stats(members: Sequence[int], labels: Mapping[int, int], shown: Mapping[int, int],
-                  comments: Mapping[int, str]) -> ClusterStats:
+def cluster_stats(
+    members: Sequence[int], labels: Mapping[int, int], shown: Mapping[int, int], comments: Mapping[int, str]
+) -> ClusterStats:
     """Stats of a cluster of image ids ``members``, from the users' ``labels`` ``{id: 0|1}``, the
     decisions ``shown`` with each image ``{id: 0|1}`` and the ``comments`` ``{id: text}``."""
     explored = [i for i in members if i in labels]
     return ClusterStats(
-        size=len(members), explored=len(explored),
+        size=len(members),
+        explored=len(explored),
         mistakes=sum(1 for i in explored if i in shown and labels[i] != shown[i]),
         feedback=sum(1 for i in explored if comments.get(i, "").strip()),
         ratings=tuple(int(labels[i]) for i in explored),
@@ -151,8 +161,9 @@ def choose_cluster(stats: Sequence[ClusterStats], config: BorderlineConfig) -> i
     return best
 
 
-def adaptive_dbscan(embeddings: np.ndarray, k: int = 5, eps_min: float = 0.2, eps_max: float = 0.8,
-                    eps_step: float = 0.01) -> tuple[np.ndarray, float]:
+def adaptive_dbscan(
+    embeddings: np.ndarray, k: int = 5, eps_min: float = 0.2, eps_max: float = 0.8, eps_step: float = 0.01
+) -> tuple[np.ndarray, float]:
     """Algorithm 1 of appendix C: grow DBSCAN's radius (cosine distance) from ``eps_min`` by
     ``eps_step`` until some cluster has at least ``k`` members, and return it (positions into
     ``embeddings`` ``(n, d')``) with the radius. If several reach ``k`` at that radius the largest

@@ -50,7 +50,7 @@ class CombinedClassifier:
         m = mlp.predict_proba(x)
         return m if mode == "mlp" else _sigmoid(_logit(m) + _logit(d))
 
-    def fit(self, x: np.ndarray, y: np.ndarray, random_negatives: np.ndarray | None = None) -> "CombinedClassifier":
+    def fit(self, x: np.ndarray, y: np.ndarray, random_negatives: np.ndarray | None = None) -> CombinedClassifier:
         """Cross-validate the three modes on labeled images ``x`` ``(n, d)``, ``y`` ``(n,)``, then refit the MLP on all."""
         x, y = np.asarray(x, np.float32), np.asarray(y).astype(int)
         k = min(self.folds, int(y.sum()), int((1 - y).sum()))

@@ -61,8 +61,11 @@ class UnitConcept:
         return None
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "in_scope": [s.as_dict() for s in self.in_scope],
-                "out_of_scope": [s.as_dict() for s in self.out_of_scope]}
+        return {
+            "name": self.name,
+            "in_scope": [s.as_dict() for s in self.in_scope],
+            "out_of_scope": [s.as_dict() for s in self.out_of_scope],
+        }
 
 
 @dataclass(frozen=True)
@@ -90,24 +93,34 @@ class Definition:
         for u in self.units:
             if _key(u.name) == _key(name):
                 return u
-        raise DefinitionError(f"no unit concept {name!r} in the definition of {self.concept!r} "
-                              f"(units: {', '.join(u.name for u in self.units)})")
+        raise DefinitionError(
+            f"no unit concept {name!r} in the definition of {self.concept!r} "
+            f"(units: {', '.join(u.name for u in self.units)})"
+        )
 
     def sub_concepts(self) -> list[tuple[str, str, SubConcept]]:
         """Every ``(unit name, "in" | "out", sub-concept)``, in order."""
-        return [(u.name, side, s) for u in self.units
-                for side, subs in (("in", u.in_scope), ("out", u.out_of_scope)) for s in subs]
+        return [
+            (u.name, side, s)
+            for u in self.units
+            for side, subs in (("in", u.in_scope), ("out", u.out_of_scope))
+            for s in subs
+        ]
 
     def render(self) -> str:
         """The readable text form (as in the paper's appendix D), shown to users and sent to LLMs."""
         joiner = f" {self.combine.upper()} "
-        lines = [f"Concept: {self.concept}",
-                 f"An image is in scope when it shows {joiner.join(repr(u.name) for u in self.units)}."]
+        lines = [
+            f"Concept: {self.concept}",
+            f"An image is in scope when it shows {joiner.join(repr(u.name) for u in self.units)}.",
+        ]
         for i, u in enumerate(self.units, 1):
             lines.append(f"\nUnit {i}: {u.name}")
             for title, subs in (("In scope", u.in_scope), ("Out of scope", u.out_of_scope)):
                 lines.append(f"  {title}:")
-                lines += [f"    - {s.name}" + (f": {s.description}" if s.description else "") for s in subs] or ["    (none)"]
+                lines += [f"    - {s.name}" + (f": {s.description}" if s.description else "") for s in subs] or [
+                    "    (none)"
+                ]
         if self.edge_cases:
             lines.append("\nEdge cases:")
             lines += [f"  - {note}" for note in self.edge_cases]
@@ -115,11 +128,15 @@ class Definition:
 
     # --- serialisation -----------------------------------------------------------------------
     def as_dict(self) -> dict:
-        return {"concept": self.concept, "combine": self.combine, "units": [u.as_dict() for u in self.units],
-                "edge_cases": list(self.edge_cases)}
+        return {
+            "concept": self.concept,
+            "combine": self.combine,
+            "units": [u.as_dict() for u in self.units],
+            "edge_cases": list(self.edge_cases),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Definition":
+    def from_dict(cls, data: dict) -> Definition:
         """Parse the :meth:`as_dict` layout (also what LLMs are asked to answer); errors name the field."""
         if not isinstance(data, dict):
             raise DefinitionError(f"a definition is a JSON object, not {type(data).__name__}")
@@ -132,14 +149,20 @@ class Definition:
                 )
                 for u in data["units"]
             )
-            return cls(str(data["concept"]), units, str(data.get("combine", "and")),
-                       tuple(str(n) for n in data.get("edge_cases", [])))
+            return cls(
+                str(data["concept"]),
+                units,
+                str(data.get("combine", "and")),
+                tuple(str(n) for n in data.get("edge_cases", [])),
+            )
         except (KeyError, TypeError, AttributeError) as e:
-            raise DefinitionError(f"malformed definition: missing or wrong field {e}; expected "
-                                  "{concept, combine, units: [{name, in_scope: [{name, description}], out_of_scope}], edge_cases}") from None
+            raise DefinitionError(
+                f"malformed definition: missing or wrong field {e}; expected "
+                "{concept, combine, units: [{name, in_scope: [{name, description}], out_of_scope}], edge_cases}"
+            ) from None
 
     # --- edits ---------------------------------------------------------------------------------
-    def with_sub_concept(self, unit: str, side: str, sub: SubConcept) -> "Definition":
+    def with_sub_concept(self, unit: str, side: str, sub: SubConcept) -> Definition:
         """Add ``sub`` to ``side`` ("in" or "out") of ``unit``, moving it across the boundary if it is on the other side."""
         if side not in ("in", "out"):
             raise DefinitionError(f"a side is 'in' or 'out', not {side!r}")
@@ -153,15 +176,18 @@ class Definition:
             new = replace(cleared, out_of_scope=cleared.out_of_scope + (sub,))
         return self._replace_unit(new)
 
-    def without_sub_concept(self, unit: str, name: str) -> "Definition":
+    def without_sub_concept(self, unit: str, name: str) -> Definition:
         u = self.unit(unit)
         k = _key(name)
-        new = replace(u, in_scope=tuple(s for s in u.in_scope if _key(s.name) != k),
-                      out_of_scope=tuple(s for s in u.out_of_scope if _key(s.name) != k))
+        new = replace(
+            u,
+            in_scope=tuple(s for s in u.in_scope if _key(s.name) != k),
+            out_of_scope=tuple(s for s in u.out_of_scope if _key(s.name) != k),
+        )
         return self._replace_unit(new)
 
-    def with_edge_case(self, note: str) -> "Definition":
+    def with_edge_case(self, note: str) -> Definition:
         return replace(self, edge_cases=self.edge_cases + (note.strip(),)) if note.strip() else self
 
-    def _replace_unit(self, new: UnitConcept) -> "Definition":
+    def _replace_unit(self, new: UnitConcept) -> Definition:
         return replace(self, units=tuple(new if _key(u.name) == _key(new.name) else u for u in self.units))

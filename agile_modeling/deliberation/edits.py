@@ -61,7 +61,7 @@ class Edit:
         return {k: v for k, v in self.__dict__.items() if v not in ("", {}, None)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Edit":
+    def from_dict(cls, data: dict) -> Edit:
         return cls(**data)
 
 

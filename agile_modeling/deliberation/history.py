@@ -102,8 +102,16 @@ class DeliberationHistory:
         self.db.executescript(_SCHEMA)
 
     # --- definitions -------------------------------------------------------------------------
-    def append(self, definition: Definition, edits: list[Edit] | tuple[Edit, ...], change: str, *,
-               reason: dict | None = None, author: str = "refinement", scores: dict | None = None) -> DefinitionVersion:
+    def append(
+        self,
+        definition: Definition,
+        edits: list[Edit] | tuple[Edit, ...],
+        change: str,
+        *,
+        reason: dict | None = None,
+        author: str = "refinement",
+        scores: dict | None = None,
+    ) -> DefinitionVersion:
         """Record a new version whose parent is the current one. ``edits`` must turn the parent into
         ``definition`` (checked), which is what makes the history replayable."""
         parent = self.current()
@@ -117,25 +125,39 @@ class DeliberationHistory:
         with self.session._transaction():
             self.db.execute(
                 "INSERT INTO definitions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.slug, version, parent.version if parent else None, time.time(), json.dumps(definition.as_dict()),
-                 json.dumps([e.as_dict() for e in edits]), change, json.dumps(reason or {}), author,
-                 json.dumps(scores or {})),
+                (
+                    self.slug,
+                    version,
+                    parent.version if parent else None,
+                    time.time(),
+                    json.dumps(definition.as_dict()),
+                    json.dumps([e.as_dict() for e in edits]),
+                    change,
+                    json.dumps(reason or {}),
+                    author,
+                    json.dumps(scores or {}),
+                ),
             )
         return self.version(version)
 
     def versions(self) -> list[DefinitionVersion]:
-        return [self._row(r) for r in self.db.execute(
-            "SELECT * FROM definitions WHERE concept = ? ORDER BY version", (self.slug,))]
+        return [
+            self._row(r)
+            for r in self.db.execute("SELECT * FROM definitions WHERE concept = ? ORDER BY version", (self.slug,))
+        ]
 
     def version(self, number: int) -> DefinitionVersion:
-        row = self.db.execute("SELECT * FROM definitions WHERE concept = ? AND version = ?", (self.slug, number)).fetchone()
+        row = self.db.execute(
+            "SELECT * FROM definitions WHERE concept = ? AND version = ?", (self.slug, number)
+        ).fetchone()
         if row is None:
             raise SessionError(f"{self.slug} has no definition version {number}")
         return self._row(row)
 
     def current(self) -> DefinitionVersion | None:
-        row = self.db.execute("SELECT * FROM definitions WHERE concept = ? ORDER BY version DESC LIMIT 1",
-                              (self.slug,)).fetchone()
+        row = self.db.execute(
+            "SELECT * FROM definitions WHERE concept = ? ORDER BY version DESC LIMIT 1", (self.slug,)
+        ).fetchone()
         return self._row(row) if row else None
 
     def require_current(self) -> DefinitionVersion:
@@ -157,21 +179,31 @@ class DeliberationHistory:
 
     def _row(self, r) -> DefinitionVersion:
         return DefinitionVersion(
-            version=r[1], parent=r[2], created=r[3], definition=Definition.from_dict(json.loads(r[4])),
-            edits=tuple(Edit.from_dict(e) for e in json.loads(r[5])), change=r[6], reason=json.loads(r[7]),
-            author=r[8], scores=json.loads(r[9]),
+            version=r[1],
+            parent=r[2],
+            created=r[3],
+            definition=Definition.from_dict(json.loads(r[4])),
+            edits=tuple(Edit.from_dict(e) for e in json.loads(r[5])),
+            change=r[6],
+            reason=json.loads(r[7]),
+            author=r[8],
+            scores=json.loads(r[9]),
         )
 
     # --- scoping -------------------------------------------------------------------------------
     def save_scoping(self, proposal: Definition, items: list[ScopingItem]) -> None:
         """Record the scoping proposal once (a repeated call keeps the first proposal and its decisions)."""
         with self.session._transaction():
-            self.db.execute("INSERT OR IGNORE INTO scoping_proposals VALUES (?, ?, ?)",
-                            (self.slug, json.dumps(proposal.as_dict()), time.time()))
+            self.db.execute(
+                "INSERT OR IGNORE INTO scoping_proposals VALUES (?, ?, ?)",
+                (self.slug, json.dumps(proposal.as_dict()), time.time()),
+            )
             self.db.executemany(
                 "INSERT OR IGNORE INTO scoping VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-                [(self.slug, it.position, it.unit, it.side, it.name, it.description, json.dumps(list(it.image_ids)))
-                 for it in items],
+                [
+                    (self.slug, it.position, it.unit, it.side, it.name, it.description, json.dumps(list(it.image_ids)))
+                    for it in items
+                ],
             )
 
     def proposal(self) -> Definition | None:
@@ -179,30 +211,41 @@ class DeliberationHistory:
         return Definition.from_dict(json.loads(row[0])) if row else None
 
     def scoping(self) -> list[ScopingItem]:
-        return [ScopingItem(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6]) for r in self.db.execute(
-            "SELECT position, unit, side, name, description, image_ids, decision FROM scoping WHERE concept = ? "
-            "ORDER BY position", (self.slug,))]
+        return [
+            ScopingItem(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6])
+            for r in self.db.execute(
+                "SELECT position, unit, side, name, description, image_ids, decision FROM scoping WHERE concept = ? "
+                "ORDER BY position",
+                (self.slug,),
+            )
+        ]
 
     def decide_scoping(self, position: int, decision: str) -> None:
         if decision not in SCOPING_DECISIONS:
             raise DefinitionError(f"a scoping decision is one of {SCOPING_DECISIONS}, not {decision!r}")
-        cur = self.db.execute("UPDATE scoping SET decision = ? WHERE concept = ? AND position = ?",
-                              (decision, self.slug, position))
+        cur = self.db.execute(
+            "UPDATE scoping SET decision = ? WHERE concept = ? AND position = ?", (decision, self.slug, position)
+        )
         if cur.rowcount != 1:
             raise SessionError(f"{self.slug} has no scoping candidate #{position}")
 
     # --- borderline rounds ---------------------------------------------------------------------
-    def start_round(self, definition_version: int, cluster: int | None, explanation: str,
-                    items: list[BatchItem]) -> DeliberationRound:
+    def start_round(
+        self, definition_version: int, cluster: int | None, explanation: str, items: list[BatchItem]
+    ) -> DeliberationRound:
         """Record the next borderline batch (one transaction)."""
         r = self.current_round() + 1
         with self.session._transaction():
-            self.db.execute("INSERT INTO deliberation_rounds VALUES (?, ?, ?, ?, ?, ?)",
-                            (self.slug, r, definition_version, cluster, explanation, time.time()))
+            self.db.execute(
+                "INSERT INTO deliberation_rounds VALUES (?, ?, ?, ?, ?, ?)",
+                (self.slug, r, definition_version, cluster, explanation, time.time()),
+            )
             self.db.executemany(
                 "INSERT INTO deliberation_items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(self.slug, r, pos, int(it.image_id), int(it.decision), float(it.score), it.rationale, it.summary)
-                 for pos, it in enumerate(items)],
+                [
+                    (self.slug, r, pos, int(it.image_id), int(it.decision), float(it.score), it.rationale, it.summary)
+                    for pos, it in enumerate(items)
+                ],
             )
         return self.round(r)
 
@@ -213,27 +256,40 @@ class DeliberationHistory:
     def round(self, number: int) -> DeliberationRound:
         head = self.db.execute(
             "SELECT definition_version, cluster, explanation FROM deliberation_rounds WHERE concept = ? AND round = ?",
-            (self.slug, number)).fetchone()
+            (self.slug, number),
+        ).fetchone()
         if head is None:
             raise SessionError(f"{self.slug} has no borderline round {number}")
-        items = tuple(BatchItem(*r) for r in self.db.execute(
-            "SELECT image_id, decision, score, rationale, summary FROM deliberation_items WHERE concept = ? AND round = ? "
-            "ORDER BY position", (self.slug, number)))
+        items = tuple(
+            BatchItem(*r)
+            for r in self.db.execute(
+                "SELECT image_id, decision, score, rationale, summary FROM deliberation_items WHERE concept = ? AND round = ? "
+                "ORDER BY position",
+                (self.slug, number),
+            )
+        )
         return DeliberationRound(number, head[0], head[1], head[2], items)
 
     def rounds(self) -> list[DeliberationRound]:
         return [self.round(r) for r in range(self.current_round() + 1)]
 
     def shown_ids(self) -> set[int]:
-        return {r[0] for r in self.db.execute("SELECT image_id FROM deliberation_items WHERE concept = ?", (self.slug,))}
+        return {
+            r[0] for r in self.db.execute("SELECT image_id FROM deliberation_items WHERE concept = ?", (self.slug,))
+        }
 
     def round_of(self, image_id: int) -> int | None:
         """The borderline round that showed ``image_id`` (None if none did)."""
-        row = self.db.execute("SELECT round FROM deliberation_items WHERE concept = ? AND image_id = ?",
-                              (self.slug, int(image_id))).fetchone()
+        row = self.db.execute(
+            "SELECT round FROM deliberation_items WHERE concept = ? AND image_id = ?", (self.slug, int(image_id))
+        ).fetchone()
         return int(row[0]) if row else None
 
     def shown_decisions(self) -> dict[int, int]:
         """``{image_id: decision shown}`` over every borderline batch so far."""
-        return {r[0]: r[1] for r in self.db.execute(
-            "SELECT image_id, decision FROM deliberation_items WHERE concept = ?", (self.slug,))}
+        return {
+            r[0]: r[1]
+            for r in self.db.execute(
+                "SELECT image_id, decision FROM deliberation_items WHERE concept = ?", (self.slug,)
+            )
+        }

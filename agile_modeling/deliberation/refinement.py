@@ -62,5 +62,7 @@ def choose_candidate(
     kept = set(order[:shortlist])
     on_all = {i: f1_on(lambda ids, c=candidates[i]: decide(c, ids), all_labels) for i in kept}
     chosen = min(kept, key=lambda i: (-on_all[i][0], -on_all[i][1], i))
-    return chosen, [ScoredCandidate(c, on_batch[i][0], on_all[i][0] if i in kept else float("nan"), i in kept)
-                    for i, c in enumerate(candidates)]
+    return chosen, [
+        ScoredCandidate(c, on_batch[i][0], on_all[i][0] if i in kept else float("nan"), i in kept)
+        for i, c in enumerate(candidates)
+    ]

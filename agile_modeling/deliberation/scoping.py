@@ -15,8 +15,9 @@ from agile_modeling.index.base import NeighbourIndex
 REPRESENTATIVES = 4
 
 
-def scoping_items(proposal: Definition, vectors: np.ndarray, index: NeighbourIndex,
-                  per_sub_concept: int = REPRESENTATIVES) -> list[ScopingItem]:
+def scoping_items(
+    proposal: Definition, vectors: np.ndarray, index: NeighbourIndex, per_sub_concept: int = REPRESENTATIVES
+) -> list[ScopingItem]:
     """One item per candidate sub-concept of ``proposal``, in order, with its ``per_sub_concept``
     nearest pool images; ``vectors`` ``(s, d)`` embeds the sub-concepts in the same order as
     ``proposal.sub_concepts()``. Images shown for an earlier candidate are not repeated."""

@@ -93,10 +93,13 @@ def resolve_device(requested: str | None, has_cuda=None, has_mps=None) -> str:
     if base == "cuda" and not cuda:
         raise DeviceUnavailableError(
             f"device {requested!r} was asked for, but torch sees no CUDA GPU on this machine "
-            f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --device cpu or auto")
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use --device cpu or auto"
+        )
     if base == "mps" and not mps:
-        raise DeviceUnavailableError(f"device {requested!r} was asked for, but Apple's MPS backend is not available "
-                                     "here; use --device cpu or auto")
+        raise DeviceUnavailableError(
+            f"device {requested!r} was asked for, but Apple's MPS backend is not available "
+            "here; use --device cpu or auto"
+        )
     return requested
 
 
@@ -107,8 +110,9 @@ INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "i8mm", "asim
 INT8_FAST_FLAGS = INT8_DOT_FLAGS | {"avx2"}
 
 
-def choose_precision(requested: str | None, device: str, native_bf16: bool | None = None,
-                     int8_dot: bool | None = None) -> tuple[str, str]:
+def choose_precision(
+    requested: str | None, device: str, native_bf16: bool | None = None, int8_dot: bool | None = None
+) -> tuple[str, str]:
     """``(precision, why)`` of the image tower on ``device``.
 
     ``native_bf16`` / ``int8_dot``: whether the CPU has native bf16 / fast int8 kernels (int8 dot
@@ -137,7 +141,10 @@ def choose_precision(requested: str | None, device: str, native_bf16: bool | Non
         if native_bf16:
             return "bf16", "cpu with native bf16 (AVX512_BF16/AMX/ARM BF16): bf16 weights"
         if int8_dot:
-            return "int8", "cpu without native bf16 (bf16 would be emulated), with fast int8 kernels: dynamic int8 Linear"
+            return (
+                "int8",
+                "cpu without native bf16 (bf16 would be emulated), with fast int8 kernels: dynamic int8 Linear",
+            )
         return "fp32", "cpu without native bf16, int8 dot products or AVX2: fp32"
     if requested == "bf16" and not native_bf16:
         log.warning("bf16 asked for on a CPU without native bf16: it is emulated and slower than fp32")
@@ -185,8 +192,15 @@ class OpenClipEncoder(ImageEncoder, TextEncoder):
     this process, so a web worker or a Celery worker pays the load once.
     """
 
-    def __init__(self, spec: OpenClipSpec = OpenClipSpec(), batch_size: int = 64, device: str | None = None,
-                 precision: str = "fp32", native_bf16: bool | None = None, int8_dot: bool | None = None) -> None:
+    def __init__(
+        self,
+        spec: OpenClipSpec = OpenClipSpec(),
+        batch_size: int = 64,
+        device: str | None = None,
+        precision: str = "fp32",
+        native_bf16: bool | None = None,
+        int8_dot: bool | None = None,
+    ) -> None:
         """``device``: where the image tower runs (default ``spec.device``; ``auto`` picks a GPU if there
         is one); ``precision``: ``fp32`` (the reference, the default), ``auto`` (chosen by capability,
         see :func:`choose_precision`), ``bf16``, ``int8`` or ``fp16`` (GPU). Neither changes the
@@ -196,11 +210,13 @@ class OpenClipEncoder(ImageEncoder, TextEncoder):
         self.device = resolve_device(device or spec.device)
         self.precision, self.precision_reason = choose_precision(precision, self.device, native_bf16, int8_dot)
 
-    def with_runtime(self, device: str | None = None, precision: str | None = None,
-                     batch_size: int | None = None) -> "OpenClipEncoder":
+    def with_runtime(
+        self, device: str | None = None, precision: str | None = None, batch_size: int | None = None
+    ) -> OpenClipEncoder:
         """The same model (same :attr:`name` and space) on another device or precision."""
-        return OpenClipEncoder(self.spec, batch_size or self.batch_size, device or self.device,
-                               precision or self.precision)
+        return OpenClipEncoder(
+            self.spec, batch_size or self.batch_size, device or self.device, precision or self.precision
+        )
 
     @property
     def _parts(self):
@@ -305,8 +321,12 @@ def _image_tower(spec: OpenClipSpec, device: str, precision: str):
         got = l2_normalise(_run_tower(tower, precision, x, device))
     worst = float((ref * got).sum(axis=1).min())
     if worst < MIN_VARIANT_COSINE:
-        log.warning("the %s image tower is not close enough to fp32 (cosine %.5f < %.3f): using fp32", precision,
-                    worst, MIN_VARIANT_COSINE)
+        log.warning(
+            "the %s image tower is not close enough to fp32 (cosine %.5f < %.3f): using fp32",
+            precision,
+            worst,
+            MIN_VARIANT_COSINE,
+        )
         return visual, "fp32"
     log.info("image tower on %s in %s (calibration cosine to fp32 >= %.5f)", device, precision, worst)
     return tower, precision

@@ -31,7 +31,7 @@ class VocabularyTextEncoder(TextEncoder):
         self._dim = len(next(iter(self._table.values())))
 
     @classmethod
-    def from_npz(cls, path: str | Path) -> "VocabularyTextEncoder":
+    def from_npz(cls, path: str | Path) -> VocabularyTextEncoder:
         """Load the ``text_vocabulary.npz`` layout: ``<set>_emb`` ``(n, d)`` beside ``<set>_names`` ``(n,)``."""
         data = np.load(path)
         table: dict[str, np.ndarray] = {}
@@ -76,4 +76,3 @@ class VocabularyTextEncoder(TextEncoder):
             if near:
                 parts.append(f"{', '.join(map(repr, near))} for {phrase!r}")
         return f", e.g. {'; '.join(parts)}" if parts else ""
-

@@ -22,7 +22,14 @@ import numpy as np
 import torch
 
 from agile_modeling import compute as compute_mod
-from agile_modeling.bf16 import FP64_PRECISION, PRECISIONS, UNIT_ROW_NORM, copy_fp16_to_bf16, copy_fp16_to_fp32, dot_error_bound
+from agile_modeling.bf16 import (
+    FP64_PRECISION,
+    PRECISIONS,
+    UNIT_ROW_NORM,
+    copy_fp16_to_bf16,
+    copy_fp16_to_fp32,
+    dot_error_bound,
+)
 from agile_modeling.index.base import NeighbourIndex
 from agile_modeling.store.embedding_store import PoolView
 
@@ -37,7 +44,7 @@ def exact_scores(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
     for start in range(0, len(rows), EXACT_BLOCK_ROWS):
         part = rows[start : start + EXACT_BLOCK_ROWS]
         block[: len(part)] = part
-        block[len(part):] = 0.0
+        block[len(part) :] = 0.0
         out[start : start + len(part)] = (block @ q64)[: len(part)]
     return out
 
@@ -58,8 +65,13 @@ class ExactIndex(NeighbourIndex):
         row_norm: bound on the rows' L2 norm (unit vectors in float16).
     """
 
-    def __init__(self, view: PoolView, chunk_rows: int = 1 << 14, compute: compute_mod.Compute | None = None,
-                 row_norm: float = UNIT_ROW_NORM) -> None:
+    def __init__(
+        self,
+        view: PoolView,
+        chunk_rows: int = 1 << 14,
+        compute: compute_mod.Compute | None = None,
+        row_norm: float = UNIT_ROW_NORM,
+    ) -> None:
         self.view = view
         self.compute = compute or compute_mod.current()
         self.row_norm = row_norm
@@ -82,8 +94,9 @@ class ExactIndex(NeighbourIndex):
     def error_bound(self, query_norm: float) -> float:
         """Proven bound on ``|swept score - exact score|`` of any row for a query of this norm
         (plus the float64 re-scoring's own)."""
-        return (dot_error_bound(self.view.dim, query_norm, self.precision, self.row_norm)
-                + dot_error_bound(self.view.dim, query_norm, FP64_PRECISION, self.row_norm))
+        return dot_error_bound(self.view.dim, query_norm, self.precision, self.row_norm) + dot_error_bound(
+            self.view.dim, query_norm, FP64_PRECISION, self.row_norm
+        )
 
     @torch.inference_mode()
     def _sweep(self, queries: np.ndarray) -> torch.Tensor:

@@ -44,7 +44,7 @@ class IVFIndex(NeighbourIndex):
         self.index.nprobe = nprobe
 
     @classmethod
-    def load(cls, path: str | Path, nprobe: int = 16) -> "IVFIndex":
+    def load(cls, path: str | Path, nprobe: int = 16) -> IVFIndex:
         self = cls.__new__(cls)
         self.index = faiss.read_index(str(path))
         self.nlist = self.index.nlist

@@ -80,4 +80,9 @@ def load_shared_data(root: str | Path | None = None) -> SharedData:
         for key in keys:
             target = test if key == "test" else pool
             target.append((name, data[f"{key}_x"], data[f"{key}_y"]))
-    return SharedData(_split(pool, classnames), _split(test, classnames), VocabularyTextEncoder.from_npz(root / "text_vocabulary.npz"), root)
+    return SharedData(
+        _split(pool, classnames),
+        _split(test, classnames),
+        VocabularyTextEncoder.from_npz(root / "text_vocabulary.npz"),
+        root,
+    )

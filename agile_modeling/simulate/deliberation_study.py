@@ -54,8 +54,12 @@ class PrivateDefinition:
 
 
 def load_deliberation_suite(path: str | Path | None = None) -> list[PrivateDefinition]:
-    text = Path(path).read_text() if path else resources.files("agile_modeling.simulate").joinpath(SUITE_FILE).read_text()
-    return [PrivateDefinition(c["title"], c["name"], dict(c["in"]), dict(c["out"])) for c in json.loads(text)["concepts"]]
+    text = (
+        Path(path).read_text() if path else resources.files("agile_modeling.simulate").joinpath(SUITE_FILE).read_text()
+    )
+    return [
+        PrivateDefinition(c["title"], c["name"], dict(c["in"]), dict(c["out"])) for c in json.loads(text)["concepts"]
+    ]
 
 
 @dataclass(frozen=True)
@@ -71,15 +75,21 @@ class CaltechData:
     vocabulary: VocabularyTextEncoder
 
     @classmethod
-    def load(cls, root: str | Path | None = None) -> "CaltechData":
+    def load(cls, root: str | Path | None = None) -> CaltechData:
         root = find_data_dir(root)
         data = np.load(root / f"{DATASET}.npz")
         keys = sorted(k[:-2] for k in data.files if k.endswith("_x") and k != "test_x")
         x = np.concatenate([data[f"{k}_x"] for k in keys]).astype(np.float16)
         y = np.concatenate([data[f"{k}_y"] for k in keys]).astype(np.int64)
-        return cls(PoolView([x], x.shape[1]), x.astype(np.float32), y, data["test_x"].astype(np.float32),
-                   data["test_y"].astype(np.int64), [str(c) for c in data["classnames"]],
-                   VocabularyTextEncoder.from_npz(root / "text_vocabulary.npz"))
+        return cls(
+            PoolView([x], x.shape[1]),
+            x.astype(np.float32),
+            y,
+            data["test_x"].astype(np.float32),
+            data["test_y"].astype(np.int64),
+            [str(c) for c in data["classnames"]],
+            VocabularyTextEncoder.from_npz(root / "text_vocabulary.npz"),
+        )
 
     def truth(self, spec: PrivateDefinition, labels: np.ndarray) -> np.ndarray:
         wanted = [self.classnames.index(c) for c in spec.inside]
@@ -128,8 +138,14 @@ def _metrics(truth: np.ndarray, scores: np.ndarray) -> dict:
     return {"f1": m.f1, "precision": m.precision, "recall": m.recall}
 
 
-def run_deliberation(spec: PrivateDefinition, data: CaltechData, workdir: str | Path, rounds: int = 6,
-                     seed: int = 0, on_round: Callable[[dict], None] | None = None) -> dict:
+def run_deliberation(
+    spec: PrivateDefinition,
+    data: CaltechData,
+    workdir: str | Path,
+    rounds: int = 6,
+    seed: int = 0,
+    on_round: Callable[[dict], None] | None = None,
+) -> dict:
     """One simulated user: baselines, scoping, then ``rounds`` borderline batches and refinements.
 
     Returns ``{"title", "baselines": {...}, "rounds": [{round, labels, definition: metrics,
@@ -142,10 +158,16 @@ def run_deliberation(spec: PrivateDefinition, data: CaltechData, workdir: str | 
     user = SimulatedDeliberator(spec, data)
     zero = Definition(spec.name, (UnitConcept(spec.name),))
     auto = provider.decompose(spec.name)
-    out = {"title": spec.title, "name": spec.name, "test_positives": int(test_truth.sum()),
-           "baselines": {"zero_shot": _metrics(test_truth, provider.scores(zero, data.test_x)),
-                         "modeling_collaborator": _metrics(test_truth, provider.scores(auto, data.test_x))},
-           "rounds": []}
+    out = {
+        "title": spec.title,
+        "name": spec.name,
+        "test_positives": int(test_truth.sum()),
+        "baselines": {
+            "zero_shot": _metrics(test_truth, provider.scores(zero, data.test_x)),
+            "modeling_collaborator": _metrics(test_truth, provider.scores(auto, data.test_x)),
+        },
+        "rounds": [],
+    }
 
     sessions = SessionStore(workdir / "sessions.sqlite")
     session = sessions.create(Concept(spec.name, description=spec.title))
@@ -159,8 +181,13 @@ def run_deliberation(spec: PrivateDefinition, data: CaltechData, workdir: str | 
     def record(r: int, change: str) -> None:
         d = delib.definition()
         labels = session.labels(SOURCE)
-        row = {"round": r, "labels": len(labels), "definition": _metrics(test_truth, provider.scores(d, data.test_x)),
-               "change": change, "definition_text": d.render()}
+        row = {
+            "round": r,
+            "labels": len(labels),
+            "definition": _metrics(test_truth, provider.scores(d, data.test_x)),
+            "change": change,
+            "definition_text": d.render(),
+        }
         if labels:
             ids = np.array(sorted(labels), dtype=np.int64)
             y = np.array([labels[i] for i in ids])
@@ -185,14 +212,21 @@ def run_deliberation(spec: PrivateDefinition, data: CaltechData, workdir: str | 
     return out
 
 
-def _agile_same_labels(spec: PrivateDefinition, data: CaltechData, index, workdir: Path, n: int,
-                       user: SimulatedDeliberator, seed: int) -> dict:
+def _agile_same_labels(
+    spec: PrivateDefinition, data: CaltechData, index, workdir: Path, n: int, user: SimulatedDeliberator, seed: int
+) -> dict:
     """Plain agile modeling with ``n`` labels: a text-expansion seed of n/2, one margin round of the rest."""
     sessions = SessionStore(workdir / "sessions.sqlite")
     session = sessions.create(Concept(spec.name))
     seed_size = max(n // 2, 1)
-    loop = AgileLoop(session, data.pool, index, data.vocabulary, ModelRegistry(workdir / "models", "agile"),
-                     LoopConfig(seed_size=seed_size, batch_size=max(n - seed_size, 1), seed=seed))
+    loop = AgileLoop(
+        session,
+        data.pool,
+        index,
+        data.vocabulary,
+        ModelRegistry(workdir / "models", "agile"),
+        LoopConfig(seed_size=seed_size, batch_size=max(n - seed_size, 1), seed=seed),
+    )
     batch = loop.start()
     session.record_labels((i, user.label(i)) for i in batch)
     try:
@@ -218,31 +252,43 @@ def summary_table(results: list[dict]) -> str:
     first, then every round of Agile Deliberation beside the MLP and the combined classifier
     trained on the same labels (and how often each mode of the combined classifier won)."""
     lines = ["| condition | labels | F1 | precision | recall |", "|---|---|---|---|---|"]
-    for key, name in (("zero_shot", "Zero-shot (concept name)"),
-                      ("modeling_collaborator", "Modeling Collaborator (automatic decomposition, no user)")):
+    for key, name in (
+        ("zero_shot", "Zero-shot (concept name)"),
+        ("modeling_collaborator", "Modeling Collaborator (automatic decomposition, no user)"),
+    ):
         rows = [r["baselines"][key] for r in results]
-        lines.append(f"| {name} | 0 | {_mean(rows, 'f1'):.3f} | {_mean(rows, 'precision'):.3f} | {_mean(rows, 'recall'):.3f} |")
+        lines.append(
+            f"| {name} | 0 | {_mean(rows, 'f1'):.3f} | {_mean(rows, 'precision'):.3f} | {_mean(rows, 'recall'):.3f} |"
+        )
     rounds = min(len(r["rounds"]) for r in results)
     for k in range(rounds):
         rows = [r["rounds"][k] for r in results]
         d = [row["definition"] for row in rows]
         n = np.mean([row["labels"] for row in rows])
         name = "Agile Deliberation, d0 after scoping" if k == 0 else f"Agile Deliberation, round {k}"
-        lines.append(f"| {name} | {n:.1f} | {_mean(d, 'f1'):.3f} | {_mean(d, 'precision'):.3f} | {_mean(d, 'recall'):.3f} |")
+        lines.append(
+            f"| {name} | {n:.1f} | {_mean(d, 'f1'):.3f} | {_mean(d, 'precision'):.3f} | {_mean(d, 'recall'):.3f} |"
+        )
     last = [r["rounds"][rounds - 1] for r in results]
     n = np.mean([row["labels"] for row in last])
-    for key, name in (("agile", "Agile modeling MLP on the same number of labels"),
-                      ("combined", "Combined classifier on the deliberation's labels")):
+    for key, name in (
+        ("agile", "Agile modeling MLP on the same number of labels"),
+        ("combined", "Combined classifier on the deliberation's labels"),
+    ):
         rows = [row.get(key) for row in last]
-        lines.append(f"| {name} | {n:.1f} | {_mean(rows, 'f1'):.3f} | {_mean(rows, 'precision'):.3f} | {_mean(rows, 'recall'):.3f} |")
+        lines.append(
+            f"| {name} | {n:.1f} | {_mean(rows, 'f1'):.3f} | {_mean(rows, 'precision'):.3f} | {_mean(rows, 'recall'):.3f} |"
+        )
     return "\n".join(lines)
 
 
 def models_by_round_table(results: list[dict]) -> str:
     """Markdown: per round, mean F1 of the definition, the MLP and the combined classifier, and
     which mode the combined classifier chose (count of users)."""
-    lines = ["| round | labels | definition F1 | agile MLP F1 (same number of labels) | combined F1 | combined chose |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| round | labels | definition F1 | agile MLP F1 (same number of labels) | combined F1 | combined chose |",
+        "|---|---|---|---|---|---|",
+    ]
     rounds = min(len(r["rounds"]) for r in results)
     for k in range(1, rounds):
         rows = [r["rounds"][k] for r in results]
@@ -250,21 +296,26 @@ def models_by_round_table(results: list[dict]) -> str:
         for row in rows:
             modes[row.get("combined_mode", "-")] = modes.get(row.get("combined_mode", "-"), 0) + 1
         chose = ", ".join(f"{m} x{c}" for m, c in sorted(modes.items()))
-        lines.append(f"| {k} | {np.mean([row['labels'] for row in rows]):.1f} | {_mean([r['definition'] for r in rows], 'f1'):.3f} | "
-                     f"{_mean([r.get('agile') for r in rows], 'f1'):.3f} | {_mean([r.get('combined') for r in rows], 'f1'):.3f} | {chose} |")
+        lines.append(
+            f"| {k} | {np.mean([row['labels'] for row in rows]):.1f} | {_mean([r['definition'] for r in rows], 'f1'):.3f} | "
+            f"{_mean([r.get('agile') for r in rows], 'f1'):.3f} | {_mean([r.get('combined') for r in rows], 'f1'):.3f} | {chose} |"
+        )
     return "\n".join(lines)
 
 
 def per_user_table(results: list[dict]) -> str:
-    lines = ["| concept (typed) | zero-shot F1 | auto F1 | d0 F1 | final F1 | agile MLP F1 | combined F1 (mode) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| concept (typed) | zero-shot F1 | auto F1 | d0 F1 | final F1 | agile MLP F1 | combined F1 (mode) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         first, last = r["rounds"][0], r["rounds"][-1]
         lines.append(
             f"| {r['title']} ({r['name']}) | {r['baselines']['zero_shot']['f1']:.3f} | "
             f"{r['baselines']['modeling_collaborator']['f1']:.3f} | {first['definition']['f1']:.3f} | "
             f"{last['definition']['f1']:.3f} | {last.get('agile', {}).get('f1', float('nan')):.3f} | "
-            f"{last.get('combined', {}).get('f1', float('nan')):.3f} ({last.get('combined_mode', '-')}) |")
+            f"{last.get('combined', {}).get('f1', float('nan')):.3f} ({last.get('combined_mode', '-')}) |"
+        )
     return "\n".join(lines)
 
 
@@ -275,11 +326,17 @@ def plot_deliberation(results: list[dict], path: str | Path) -> Path:
     ax = axes[0, 0]
     rounds = min(len(r["rounds"]) for r in results)
     xs = list(range(rounds))
-    for key, label in (("definition", "Agile Deliberation (definition)"), ("combined", "combined classifier"),
-                       ("agile", "agile modeling MLP, same labels")):
+    for key, label in (
+        ("definition", "Agile Deliberation (definition)"),
+        ("combined", "combined classifier"),
+        ("agile", "agile modeling MLP, same labels"),
+    ):
         ys = [np.mean([r["rounds"][k].get(key, {"f1": np.nan})["f1"] for r in results]) for k in xs]
         ax.plot(xs, ys, marker="o", label=label)
-    for key, label, style in (("zero_shot", "zero-shot", ":"), ("modeling_collaborator", "Modeling Collaborator", "--")):
+    for key, label, style in (
+        ("zero_shot", "zero-shot", ":"),
+        ("modeling_collaborator", "Modeling Collaborator", "--"),
+    ):
         ax.axhline(np.mean([r["baselines"][key]["f1"] for r in results]), linestyle=style, color="grey", label=label)
     ax.set_xlabel("round (0 = after scoping; 5 labels per round)")
     ax.set_ylabel(f"mean F1 over {len(results)} simulated users")
@@ -287,8 +344,13 @@ def plot_deliberation(results: list[dict], path: str | Path) -> Path:
     return save(fig, path)
 
 
-def run_deliberation_study(out_dir: str | Path, rounds: int = 10, seed: int = 0, data_root: str | Path | None = None,
-                           progress: Callable[[str], None] = print) -> list[dict]:
+def run_deliberation_study(
+    out_dir: str | Path,
+    rounds: int = 10,
+    seed: int = 0,
+    data_root: str | Path | None = None,
+    progress: Callable[[str], None] = print,
+) -> list[dict]:
     """Every simulated user of the suite; writes ``deliberation.json``, ``deliberation.md`` and ``deliberation.png``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -301,9 +363,13 @@ def run_deliberation_study(out_dir: str | Path, rounds: int = 10, seed: int = 0,
         res["seconds"] = time.perf_counter() - t0
         results.append(res)
         last = res["rounds"][-1]
-        progress(f"{spec.title}: zero-shot F1 {res['baselines']['zero_shot']['f1']:.3f}, final definition F1 "
-                 f"{last['definition']['f1']:.3f} after {last['labels']} labels ({res['seconds']:.0f} s)")
-    (out_dir / "deliberation.json").write_text(json.dumps({"rounds": rounds, "seed": seed, "results": results}, indent=1))
+        progress(
+            f"{spec.title}: zero-shot F1 {res['baselines']['zero_shot']['f1']:.3f}, final definition F1 "
+            f"{last['definition']['f1']:.3f} after {last['labels']} labels ({res['seconds']:.0f} s)"
+        )
+    (out_dir / "deliberation.json").write_text(
+        json.dumps({"rounds": rounds, "seed": seed, "results": results}, indent=1)
+    )
     write_report(results, out_dir, rounds, seed)
     return results
 
@@ -313,7 +379,12 @@ def write_report(results: list[dict], out_dir: str | Path, rounds: int, seed: in
     out_dir = Path(out_dir)
     (out_dir / "deliberation.md").write_text(
         f"# Simulated Agile Deliberation (offline provider, seed {seed}, {rounds} rounds of up to 5 labels)\n\n"
-        "Mean over the simulated users; measured on every Caltech-101 test row.\n\n" + summary_table(results)
-        + "\n\n## The definition and the MLP as labels accumulate\n\n" + models_by_round_table(results)
-        + "\n\n## Per simulated user\n\n" + per_user_table(results) + "\n")
+        "Mean over the simulated users; measured on every Caltech-101 test row.\n\n"
+        + summary_table(results)
+        + "\n\n## The definition and the MLP as labels accumulate\n\n"
+        + models_by_round_table(results)
+        + "\n\n## Per simulated user\n\n"
+        + per_user_table(results)
+        + "\n"
+    )
     return plot_deliberation(results, out_dir / "deliberation.png")

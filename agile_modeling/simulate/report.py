@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from agile_modeling import plots
-
 from agile_modeling.simulate.runner import SessionResult
 
 
@@ -18,7 +17,7 @@ def results_table(results: list[SessionResult], metric: str = "auc_pr") -> str:
     """Markdown: one row per concept, zero-shot then the model after every round, plus the mean."""
     n_rounds = max(len(r.rounds) for r in results)
     labels = [results[0].rounds[i].num_labels if i < len(results[0].rounds) else "" for i in range(n_rounds)]
-    head = f"| concept | kind | zero-shot | " + " | ".join(f"{n} ratings" for n in labels) + " |"
+    head = "| concept | kind | zero-shot | " + " | ".join(f"{n} ratings" for n in labels) + " |"
     rule = "|" + "---|" * (3 + n_rounds)
     rows = [head, rule]
     for res in results:
@@ -26,7 +25,9 @@ def results_table(results: list[SessionResult], metric: str = "auc_pr") -> str:
         rows.append(f"| {res.title} | {res.difficulty} | {res.zero_shot[metric]:.3f} | " + " | ".join(cells) + " |")
     if len(results) > 1:
         mean_zs = np.nanmean([r.zero_shot[metric] for r in results])
-        means = [np.nanmean([r.rounds[i].metrics[metric] for r in results if i < len(r.rounds)]) for i in range(n_rounds)]
+        means = [
+            np.nanmean([r.rounds[i].metrics[metric] for r in results if i < len(r.rounds)]) for i in range(n_rounds)
+        ]
         rows.append(f"| **mean** | | {mean_zs:.3f} | " + " | ".join(f"**{m:.3f}**" for m in means) + " |")
     return "\n".join(rows)
 
@@ -45,7 +46,7 @@ def plot_results(results: list[SessionResult], path: str | Path, metric: str = "
         ax.set_ylabel(metric.replace("_", "-").upper())
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(results):]:
+    for ax in list(axes.flat)[len(results) :]:
         ax.set_visible(False)
     axes.flat[0].legend(loc="lower right", fontsize=8)
     return plots.save(fig, path)
@@ -55,7 +56,13 @@ def write_report(results: list[SessionResult], out_dir: str | Path, config: dict
     """Write ``results.json``, ``results.md`` and ``auc_pr.png`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"config": config, "sessions": [asdict(r) for r in results]}, indent=2, default=float))
+    (out / "results.json").write_text(
+        json.dumps({"config": config, "sessions": [asdict(r) for r in results]}, indent=2, default=float)
+    )
     table = results_table(results)
     (out / "results.md").write_text(f"AUC-PR on the test rows per round (config: {json.dumps(config)})\n\n{table}\n")
-    return {"json": out / "results.json", "table": out / "results.md", "plot": plot_results(results, out / "auc_pr.png")}
+    return {
+        "json": out / "results.json",
+        "table": out / "results.md",
+        "plot": plot_results(results, out / "auc_pr.png"),
+    }

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from agile_modeling import plots
-
 from agile_modeling.classifier import DEFAULT_RECIPE, MLPClassifier, recipe_for_round
 from agile_modeling.classifier.artifacts import ModelRegistry
 from agile_modeling.evaluation import build_evaluation_set, url_hashes
@@ -50,8 +49,10 @@ class StudyConfig:
 
 
 def _curve(result: SessionResult) -> list[dict]:
-    return [{"round": r.round, "ratings": r.num_labels, **{k: r.metrics[k] for k in ("auc_pr", "auc_roc", "f1")}}
-            for r in result.rounds]
+    return [
+        {"round": r.round, "ratings": r.num_labels, **{k: r.metrics[k] for k in ("auc_pr", "auc_roc", "f1")}}
+        for r in result.rounds
+    ]
 
 
 def oracle_metrics(spec: SimulatedConcept, ctx: SimulationContext, seed: int = 0) -> dict:
@@ -62,8 +63,9 @@ def oracle_metrics(spec: SimulatedConcept, ctx: SimulationContext, seed: int = 0
     return binary_metrics(test_truth, clf.predict_proba(ctx.data.test.x.astype(np.float32)), 0.5).as_dict()
 
 
-def stratified_estimate(spec: SimulatedConcept, ctx: SimulationContext, workdir: Path, slug: str,
-                        hashes: np.ndarray, rounds: int) -> dict:
+def stratified_estimate(
+    spec: SimulatedConcept, ctx: SimulationContext, workdir: Path, slug: str, hashes: np.ndarray, rounds: int
+) -> dict:
     """The paper's evaluation protocol for the user's final model, against its exact test metrics.
 
     Every version of the session picks its stratified sample from the pool (training images
@@ -78,36 +80,64 @@ def stratified_estimate(spec: SimulatedConcept, ctx: SimulationContext, workdir:
     truth = spec.ground_truth(ctx.data.pool)[ids]
     final = versions[-1]
     estimate = binary_metrics(truth, final.load().predict_proba(ctx.data.pool.x[ids].astype(np.float32)), 0.5).as_dict()
-    return {"model": final.name, "images": int(len(ids)), "positives": int(truth.sum()),
-            "estimate": estimate, "exact": final.metrics}
+    return {
+        "model": final.name,
+        "images": int(len(ids)),
+        "positives": int(truth.sum()),
+        "estimate": estimate,
+        "exact": final.metrics,
+    }
 
 
-def run_concept(spec: SimulatedConcept, ctx: SimulationContext, config: StudyConfig, hashes: np.ndarray,
-                log: Callable[[str], None] = print) -> dict:
+def run_concept(
+    spec: SimulatedConcept,
+    ctx: SimulationContext,
+    config: StudyConfig,
+    hashes: np.ndarray,
+    log: Callable[[str], None] = print,
+) -> dict:
     out: dict = {"title": spec.title, "difficulty": spec.difficulty, "runs": {}}
     for name in config.conditions:
         rater, batch, strategy, then_crowd = CONDITIONS[name]
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            result = simulate_session(spec, ctx, tmp, rounds=config.rounds, batch_size=batch, strategy=strategy,
-                                      seed=config.seed, rater=rater, crowd_error_rate=config.crowd_error_rate,
-                                      then_crowd_batch=then_crowd)
+            result = simulate_session(
+                spec,
+                ctx,
+                tmp,
+                rounds=config.rounds,
+                batch_size=batch,
+                strategy=strategy,
+                seed=config.seed,
+                rater=rater,
+                crowd_error_rate=config.crowd_error_rate,
+                then_crowd_batch=then_crowd,
+            )
             out["zero_shot"] = result.zero_shot
             curve = _curve(result)
             if then_crowd:
                 out["runs"]["user-100+crowd-500"] = curve
                 curve = curve[:-1]
-                out["stratified"] = stratified_estimate(spec, ctx, Path(tmp), spec.concept().slug, hashes, config.rounds)
+                out["stratified"] = stratified_estimate(
+                    spec, ctx, Path(tmp), spec.concept().slug, hashes, config.rounds
+                )
             out["runs"][name] = curve
-        log(f"  {name}: AUC-PR {curve[0]['auc_pr']:.3f} -> {curve[-1]['auc_pr']:.3f} at {curve[-1]['ratings']} "
-            f"ratings ({time.perf_counter() - t0:.0f} s)")
+        log(
+            f"  {name}: AUC-PR {curve[0]['auc_pr']:.3f} -> {curve[-1]['auc_pr']:.3f} at {curve[-1]['ratings']} "
+            f"ratings ({time.perf_counter() - t0:.0f} s)"
+        )
     out["oracle"] = oracle_metrics(spec, ctx, config.seed)
     log(f"  oracle AUC-PR {out['oracle']['auc_pr']:.3f}; zero-shot {out['zero_shot']['auc_pr']:.3f}")
     return out
 
 
-def run_study(suite: Sequence[SimulatedConcept], ctx: SimulationContext, out_dir: str | Path,
-              config: StudyConfig = StudyConfig(), log: Callable[[str], None] = print) -> list[dict]:
+def run_study(
+    suite: Sequence[SimulatedConcept],
+    ctx: SimulationContext,
+    out_dir: str | Path,
+    config: StudyConfig = StudyConfig(),
+    log: Callable[[str], None] = print,
+) -> list[dict]:
     """Every concept of ``suite`` (resuming from ``out_dir/study.json``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,8 +182,10 @@ def _group(results: list[dict], group: str) -> list[dict]:
 
 def summary_table(results: list[dict], metric: str = "auc_pr") -> str:
     """Markdown: mean ± standard error per group for every condition at its rating counts."""
-    rows = ["| condition | " + " | ".join(f"{g} (n={len(_group(results, g))})" for g in GROUPS) + " |",
-            "|---|" + "---|" * len(GROUPS)]
+    rows = [
+        "| condition | " + " | ".join(f"{g} (n={len(_group(results, g))})" for g in GROUPS) + " |",
+        "|---|" + "---|" * len(GROUPS),
+    ]
 
     def line(label, values_of):
         cells = []
@@ -161,7 +193,9 @@ def summary_table(results: list[dict], metric: str = "auc_pr") -> str:
             values = [values_of(r) for r in _group(results, g)]
             m, se = mean_se(values)
             counted = sum(not math.isnan(v) for v in values)
-            cells.append("-" if math.isnan(m) else f"{m:.3f} ± {se:.3f}" + (f" ({counted})" if counted < len(values) else ""))
+            cells.append(
+                "-" if math.isnan(m) else f"{m:.3f} ± {se:.3f}" + (f" ({counted})" if counted < len(values) else "")
+            )
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
 
     line("zero-shot CLIP", lambda r: r["zero_shot"][metric])
@@ -171,9 +205,10 @@ def summary_table(results: list[dict], metric: str = "auc_pr") -> str:
     for name, ratings in (("crowd-100", 600), ("crowd-500", 500), ("crowd-500", 3000)):
         line(f"{name.capitalize()}, {ratings} ratings", lambda r, c=name, n=ratings: _at(r["runs"][c], n, metric))
     for name in ("user-50", "user-200"):
-        last = lambda r, c=name: r["runs"][c][-1][metric]
-        line(f"{name.capitalize()}, after 5 rounds", last)
-    line("User-100 with positive mining, 600 ratings", lambda r: _at(r["runs"]["user-100-positive-mining"], 600, metric))
+        line(f"{name.capitalize()}, after 5 rounds", lambda r, c=name: r["runs"][c][-1][metric])
+    line(
+        "User-100 with positive mining, 600 ratings", lambda r: _at(r["runs"]["user-100-positive-mining"], 600, metric)
+    )
     line("oracle (every pool label)", lambda r: r["oracle"][metric])
     line("stratified estimate of User-100 at 600", lambda r: r["stratified"]["estimate"][metric])
     line("exact (test rows) of the same model", lambda r: r["stratified"]["exact"][metric])
@@ -185,9 +220,11 @@ def _f(value: float) -> str:
 
 
 def per_concept_table(results: list[dict], metric: str = "auc_pr") -> str:
-    head = ("| concept | kind | zero-shot | User-100 at 100 / 300 / 600 | User-50 / User-200 after 5 rounds | "
-            "positive mining at 600 | Crowd-100 at 600 | Crowd-500 at 3000 | "
-            "User+Crowd | oracle | stratified estimate (positives of images) / exact |")
+    head = (
+        "| concept | kind | zero-shot | User-100 at 100 / 300 / 600 | User-50 / User-200 after 5 rounds | "
+        "positive mining at 600 | Crowd-100 at 600 | Crowd-500 at 3000 | "
+        "User+Crowd | oracle | stratified estimate (positives of images) / exact |"
+    )
     rows = [head, "|" + "---|" * 11]
     for r in results:
         u = r["runs"]["user-100"]
@@ -199,16 +236,26 @@ def per_concept_table(results: list[dict], metric: str = "auc_pr") -> str:
             f"{_f(_at(r['runs']['crowd-100'], 600, metric))} | {_f(_at(r['runs']['crowd-500'], 3000, metric))} | "
             f"{_f(r['runs']['user-100+crowd-500'][-1][metric])} | {_f(r['oracle'][metric])} | "
             f"{_f(r['stratified']['estimate'][metric])} ({r['stratified']['positives']}+ of {r['stratified']['images']}) / "
-            f"{_f(r['stratified']['exact'][metric])} |")
+            f"{_f(r['stratified']['exact'][metric])} |"
+        )
     return "\n".join(rows)
 
 
 def plot_study(results: list[dict], path: str | Path, metric: str = "auc_pr") -> Path:
     """Three rows (who rates; batch sizes; margin vs positive mining) x three groups (hard, easy, all)."""
-    rows = [("who rates", [("user-100", "User-100"), ("crowd-100", "Crowd-100"), ("crowd-500", "Crowd-500"),
-                           ("user-100+crowd-500", "User-100 + Crowd-500")]),
-            ("batch size", [("user-50", "50"), ("user-100", "100"), ("user-200", "200")]),
-            ("active learning", [("user-100", "margin"), ("user-100-positive-mining", "margin + positive mining")])]
+    rows = [
+        (
+            "who rates",
+            [
+                ("user-100", "User-100"),
+                ("crowd-100", "Crowd-100"),
+                ("crowd-500", "Crowd-500"),
+                ("user-100+crowd-500", "User-100 + Crowd-500"),
+            ],
+        ),
+        ("batch size", [("user-50", "50"), ("user-100", "100"), ("user-200", "200")]),
+        ("active learning", [("user-100", "margin"), ("user-100-positive-mining", "margin + positive mining")]),
+    ]
     fig, axes = plots.subplots(len(rows), len(GROUPS), figsize=(13, 10))
     for i, (row_title, series) in enumerate(rows):
         for j, group in enumerate(GROUPS):
@@ -223,8 +270,16 @@ def plot_study(results: list[dict], path: str | Path, metric: str = "auc_pr") ->
                 if key == "user-100+crowd-500":  # the same as User-100 up to its last, crowd-rated round
                     steps = range(len(xs) - 2, len(xs))
                 stats = [mean_se([r["runs"][key][k][metric] for r in members]) for k in steps]
-                ax.errorbar([xs[k] for k in steps], [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", ms=3,
-                            capsize=2, label=label, ls="--" if key == "user-100+crowd-500" else "-")
+                ax.errorbar(
+                    [xs[k] for k in steps],
+                    [m for m, _ in stats],
+                    yerr=[s for _, s in stats],
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                    label=label,
+                    ls="--" if key == "user-100+crowd-500" else "-",
+                )
             ax.axhline(mean_se([r["zero_shot"][metric] for r in members])[0], color="gray", ls="--", label="zero-shot")
             ax.axhline(mean_se([r["oracle"][metric] for r in members])[0], color="black", ls=":", label="oracle")
             ax.set_xscale("log")

@@ -64,12 +64,18 @@ def _rows_of(spec: dict, split: LabeledSplit) -> np.ndarray:
 def load_suite(path: str | Path | None = None, demo: bool = False) -> list[SimulatedConcept]:
     """The concept suite (the packaged ``concepts.json`` unless ``path`` is given); with ``demo``,
     only the concepts the file's ``demo`` list names (all of them if it has none)."""
-    text = Path(path).read_text() if path else resources.files("agile_modeling.simulate").joinpath(SUITE_FILE).read_text()
+    text = (
+        Path(path).read_text() if path else resources.files("agile_modeling.simulate").joinpath(SUITE_FILE).read_text()
+    )
     data = json.loads(text)
     suite = [
         SimulatedConcept(
-            title=c["title"], name=c["name"], positives=tuple(c.get("positives", ())),
-            negatives=tuple(c.get("negatives", ())), truth=c["truth"], difficulty=c.get("difficulty", "easy"),
+            title=c["title"],
+            name=c["name"],
+            positives=tuple(c.get("positives", ())),
+            negatives=tuple(c.get("negatives", ())),
+            truth=c["truth"],
+            difficulty=c.get("difficulty", "easy"),
             crowd=c.get("crowd"),
         )
         for c in data["concepts"]

@@ -120,7 +120,7 @@ class EmbeddingStore:
 
     # --- creation and metadata -------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | Path, dim: int, encoder_name: str) -> "EmbeddingStore":
+    def create(cls, root: str | Path, dim: int, encoder_name: str) -> EmbeddingStore:
         """Create an empty store (or open the existing one if it matches ``dim``)."""
         root = Path(root)
         if (root / "images.sqlite").exists():
@@ -201,7 +201,9 @@ class EmbeddingStore:
         return dict(self._query_in("SELECT uri, id FROM images WHERE uri IN ({})", list(uris)))
 
     def known_hashes(self, hashes: Sequence[str]) -> set[str]:
-        return {r[0] for r in self._query_in("SELECT content_hash FROM images WHERE content_hash IN ({})", list(hashes))}
+        return {
+            r[0] for r in self._query_in("SELECT content_hash FROM images WHERE content_hash IN ({})", list(hashes))
+        }
 
     def _query_in(self, sql: str, values: list) -> list[tuple]:
         rows: list[tuple] = []
@@ -281,8 +283,10 @@ class EmbeddingStore:
         if encoder.dim != self.dim:
             raise StoreError(f"encoder makes {encoder.dim}-d vectors but the store holds {self.dim}-d")
         if self.encoder_name not in (encoder.name, "unknown"):
-            raise StoreError(f"this pool was embedded by {self.encoder_name}; adding images embedded by {encoder.name} "
-                             "would mix two embedding spaces. Use another --workspace for these images.")
+            raise StoreError(
+                f"this pool was embedded by {self.encoder_name}; adding images embedded by {encoder.name} "
+                "would mix two embedding spaces. Use another --workspace for these images."
+            )
         # encoders that split preprocessing from the model (OpenClipEncoder) preprocess in the workers
         prepare = getattr(encoder, "preprocess_image", None)
         encode = getattr(encoder, "encode_preprocessed", None) if prepare is not None else None
@@ -294,8 +298,13 @@ class EmbeddingStore:
         to_embed: list = []  # Decoded, not yet embedded
         embedded: list[tuple[list, np.ndarray]] = []  # (Decoded items, their vectors), not yet committed
         runtime = getattr(encoder, "runtime", None) if progress else None
-        bar = tqdm(total=len(uris), desc="embedding images", unit="img", disable=not progress or None,
-                   postfix={"on": runtime} if runtime else None)
+        bar = tqdm(
+            total=len(uris),
+            desc="embedding images",
+            unit="img",
+            disable=not progress or None,
+            postfix={"on": runtime} if runtime else None,
+        )
 
         def embed() -> None:
             if not to_embed:

@@ -131,8 +131,11 @@ def decoded_images(
                 if _is_remote(uri):
                     if fetch_pool is None:
                         fetch_pool = ThreadPoolExecutor(max(1, fetch_workers), thread_name_prefix="agile-fetch")
-                    fut = _then(fetch_pool.submit(read_bytes, uri), decode_pool,
-                                lambda data, u=uri: _decode(u, data, prepare, draft_size))
+                    fut = _then(
+                        fetch_pool.submit(read_bytes, uri),
+                        decode_pool,
+                        lambda data, u=uri: _decode(u, data, prepare, draft_size),
+                    )
                 else:
                     fut = decode_pool.submit(_read_decode, uri, prepare, draft_size)
                 in_flight.append((uri, fut))

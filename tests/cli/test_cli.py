@@ -12,7 +12,9 @@ from agile_cli.main import build_parser
 
 def agile(*args, cwd, env_extra=None, check=True):
     env = {**os.environ, "AGILE_WORKSPACE": str(cwd / "ws"), "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    proc = subprocess.run([sys.executable, "-m", "agile_cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agile_cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"agile {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -43,20 +45,45 @@ def test_errors_are_for_people(tmp_path):
 @pytest.mark.slow
 def test_a_whole_loop_from_the_command_line(tmp_path, image_folder, shared_data):
     """pool add (real open_clip code, random ViT-S-32 weights) -> concept new -> label -> train -> status."""
-    out = agile("pool", "add", str(image_folder), "--model", "ViT-S-32", "--pretrained", "none", "--quiet", cwd=tmp_path)
+    out = agile(
+        "pool", "add", str(image_folder), "--model", "ViT-S-32", "--pretrained", "none", "--quiet", cwd=tmp_path
+    )
     assert "added 8 images" in out.stdout and "2 skipped" not in out.stdout
     assert "broken.jpg" in out.stderr  # the corrupt file is reported, the run went on
     # no text tower weights offline: a concept's phrases come from a phrase table of the same space
     # (here: the tiny model's own text embeddings written as a table)
-    from agile_modeling.encoders import OpenClipEncoder, OpenClipSpec
     import numpy as np
+
+    from agile_modeling.encoders import OpenClipEncoder, OpenClipSpec
 
     enc = OpenClipEncoder(OpenClipSpec(model="ViT-S-32", pretrained=None))
     np.savez(tmp_path / "vocab.npz", my_emb=enc.encode_texts(["red", "blue"]), my_names=np.array(["red", "blue"]))
-    bad = agile("concept", "new", "red", "--example", "/no/such.png", "--text-vocabulary", str(tmp_path / "vocab.npz"), cwd=tmp_path, check=False)
+    bad = agile(
+        "concept",
+        "new",
+        "red",
+        "--example",
+        "/no/such.png",
+        "--text-vocabulary",
+        str(tmp_path / "vocab.npz"),
+        cwd=tmp_path,
+        check=False,
+    )
     assert bad.returncode == 2 and "not in the pool: ['/no/such.png']" in bad.stderr
-    new = agile("concept", "new", "red", "--negative", "blue", "--size", "6", "--example", str(image_folder / "img0.jpg"),
-                "--text-vocabulary", str(tmp_path / "vocab.npz"), cwd=tmp_path)
+    new = agile(
+        "concept",
+        "new",
+        "red",
+        "--negative",
+        "blue",
+        "--size",
+        "6",
+        "--example",
+        str(image_folder / "img0.jpg"),
+        "--text-vocabulary",
+        str(tmp_path / "vocab.npz"),
+        cwd=tmp_path,
+    )
     batch = [line.split("\t") for line in new.stdout.splitlines()[1:]]
     assert len(batch) == 6
     with open(tmp_path / "ratings.csv", "w", newline="") as fh:
@@ -69,15 +96,22 @@ def test_a_whole_loop_from_the_command_line(tmp_path, image_folder, shared_data)
     exported = agile("concept", "export", "red", "--output", str(tmp_path / "exported"), cwd=tmp_path)
     assert "exported red-v1" in exported.stdout
     assert {p.name for p in (tmp_path / "exported").iterdir()} == {"weights.pt", "model.json", "embedding.json"}
-    assert agile("concept", "export", "red", "--output", str(tmp_path / "exported"), cwd=tmp_path, check=False).returncode == 2
+    assert (
+        agile("concept", "export", "red", "--output", str(tmp_path / "exported"), cwd=tmp_path, check=False).returncode
+        == 2
+    )
     scored = agile("concept", "score", "red", str(image_folder), "--output", str(tmp_path / "scores.csv"), cwd=tmp_path)
     assert "scored 8 images with red-v1, skipped 1" in scored.stderr and "broken.jpg" in scored.stderr
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
     assert len(rows) == 8 and {r["model_version"] for r in rows} == {"red-v1"}
-    assert all(0 <= float(r["score"]) <= 1 and r["label"] == ("positive" if float(r["score"]) >= 0.5 else "negative") for r in rows)
+    assert all(
+        0 <= float(r["score"]) <= 1 and r["label"] == ("positive" if float(r["score"]) >= 0.5 else "negative")
+        for r in rows
+    )
     # the CSV's scores are the exported model's, applied to the images' embeddings
     from agile_modeling.classifier import ModelVersion  # noqa: F401  (the export loads like any version)
     from agile_modeling.workspace import Workspace
+
     ws = Workspace(tmp_path / "ws")
     clf = ws.registry("red").get("red-v1").load()
     by_uri = ws.store().ids_of_uris([r["image"] for r in rows])
@@ -85,7 +119,9 @@ def test_a_whole_loop_from_the_command_line(tmp_path, image_folder, shared_data)
     assert np.allclose([float(r["score"]) for r in rows], expected, atol=2e-3)
     no_model = agile("concept", "score", "nope", str(image_folder), cwd=tmp_path, check=False)
     assert no_model.returncode == 2 and "no concept 'nope'" in no_model.stderr
-    dup = agile("pool", "add", str(image_folder), "--model", "ViT-S-32", "--pretrained", "none", "--quiet", cwd=tmp_path)
+    dup = agile(
+        "pool", "add", str(image_folder), "--model", "ViT-S-32", "--pretrained", "none", "--quiet", cwd=tmp_path
+    )
     assert "added 0 images, 8 already in the store" in dup.stdout
     wrong = agile("pool", "add", str(image_folder), "--model", "ViT-B-32", "--quiet", cwd=tmp_path, check=False)
     assert wrong.returncode == 2 and "would mix" in wrong.stderr
@@ -93,7 +129,18 @@ def test_a_whole_loop_from_the_command_line(tmp_path, image_folder, shared_data)
 
 @pytest.mark.slow
 def test_simulate_prints_rounds_and_writes_a_plot(tmp_path, shared_data):
-    out = agile("simulate", "--concept", "sunflowers", "--rounds", "1", "--batch-size", "50", "--out", str(tmp_path / "sim"), cwd=tmp_path).stdout
+    out = agile(
+        "simulate",
+        "--concept",
+        "sunflowers",
+        "--rounds",
+        "1",
+        "--batch-size",
+        "50",
+        "--out",
+        str(tmp_path / "sim"),
+        cwd=tmp_path,
+    ).stdout
     assert "round 1:  100 ratings" in out and "zero-shot CLIP AUC-PR" in out
     assert (tmp_path / "sim" / "auc_pr.png").stat().st_size > 10_000
     assert "| sunflowers | easy |" in (tmp_path / "sim" / "results.md").read_text()
@@ -103,7 +150,18 @@ def test_a_failed_step_leaves_the_workspace_usable(tmp_path, image_folder):
     """No pool yet: concept creation fails cleanly and can be retried; a failed download records nothing."""
     proc = agile("concept", "new", "red", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "agile pool add" in proc.stderr and "Traceback" not in proc.stderr
-    failed = agile("pool", "add", str(image_folder), "--model", "ViT-S-32", "--pretrained", "laion2b_s34b_b79k", "--quiet", cwd=tmp_path, check=False)
+    failed = agile(
+        "pool",
+        "add",
+        str(image_folder),
+        "--model",
+        "ViT-S-32",
+        "--pretrained",
+        "laion2b_s34b_b79k",
+        "--quiet",
+        cwd=tmp_path,
+        check=False,
+    )
     assert failed.returncode == 2 and "local checkpoint file" in failed.stderr
     ok = agile("pool", "add", str(image_folder), "--model", "ViT-S-32", "--pretrained", "none", "--quiet", cwd=tmp_path)
     assert "added 8 images" in ok.stdout

@@ -13,16 +13,16 @@ from agile_modeling.workspace import Workspace
 from label_config import parse_rating_config
 from sync.client import LabelStudioClient
 from sync.server import ensure_installed
-from tests.sync.conftest import label_studio_venv
-from tests.sync.conftest import REPO, wait_for
+from tests.sync.conftest import REPO, label_studio_venv, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def agile(*args, workspace, timeout=400):
     env = {**os.environ, "AGILE_WORKSPACE": str(workspace)}
-    return subprocess.run([sys.executable, "-m", "agile_cli", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "agile_cli", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout
+    )
 
 
 def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, shared_data):
@@ -57,7 +57,10 @@ def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, sha
         for task in tasks[:3]:
             client.create_annotation(task.id, schema.rating(1))
         status = agile("concept", "status", "cat", workspace=ws)
-        assert "the worker of this workspace's stack is not running: 3 ratings in Label Studio are waiting" in status.stderr
+        assert (
+            "the worker of this workspace's stack is not running: 3 ratings in Label Studio are waiting"
+            in status.stderr
+        )
         revived = agile("up", workspace=ws)
         assert revived.returncode == 0 and "the worker had stopped: started it again" in revived.stderr
         stack = json.loads((ws / "stack.json").read_text())
@@ -75,7 +78,10 @@ def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, sha
     try:
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
         new_stack = json.loads((ws / "stack.json").read_text())
-        assert (new_stack["label_studio_url"], new_stack["backend_url"]) == (stack["label_studio_url"], stack["backend_url"])
+        assert (new_stack["label_studio_url"], new_stack["backend_url"]) == (
+            stack["label_studio_url"],
+            stack["backend_url"],
+        )
         client = LabelStudioClient(new_stack["label_studio_url"], new_stack["api_key"])
         for task in client.iter_tasks(1):
             image = httpx.get(task.data["image"], headers={"Origin": new_stack["label_studio_url"]}, timeout=10)

@@ -13,9 +13,14 @@ from werkzeug.serving import make_server
 
 
 def text_response(text: str, finish: str = "STOP", prompt_tokens: int = 100, output_tokens: int = 20) -> dict:
-    return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": finish}],
-            "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": output_tokens,
-                              "totalTokenCount": prompt_tokens + output_tokens}}
+    return {
+        "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": finish}],
+        "usageMetadata": {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": output_tokens,
+            "totalTokenCount": prompt_tokens + output_tokens,
+        },
+    }
 
 
 def json_response(obj: dict, **kw) -> dict:
@@ -32,8 +37,9 @@ class FakeGemini:
         def generate(version: str, model_action: str):
             body = request.get_json(force=True)
             model, action = model_action.rsplit(":", 1)
-            self.requests.append({"model": model, "action": action, "body": body,
-                                  "key": request.headers.get("x-goog-api-key")})
+            self.requests.append(
+                {"model": model, "action": action, "body": body, "key": request.headers.get("x-goog-api-key")}
+            )
             if action == "batchEmbedContents":
                 vectors = [{"values": _embed(r["content"]["parts"][0]["text"])} for r in body["requests"]]
                 return jsonify({"embeddings": vectors})
@@ -45,7 +51,7 @@ class FakeGemini:
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def __enter__(self) -> "FakeGemini":
+    def __enter__(self) -> FakeGemini:
         self.thread.start()
         return self
 

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from agile_modeling.deliberation.borderline import (
-    BorderlineConfig, ClusterStats, adaptive_dbscan, central_members, choose_cluster, cluster_score, cluster_stats,
-    remove_near_duplicates, sparse_clusters, ucb_score,
+    BorderlineConfig,
+    ClusterStats,
+    adaptive_dbscan,
+    central_members,
+    choose_cluster,
+    cluster_score,
+    cluster_stats,
+    remove_near_duplicates,
+    sparse_clusters,
+    ucb_score,
 )
 
 

@@ -13,15 +13,21 @@ from agile_modeling.session import SessionStore
 
 HEALTHY = Definition(
     "healthy food",
-    (UnitConcept("food", (SubConcept("salad", "fresh greens"), SubConcept("fruit")), (SubConcept("fried food"),)),
-     UnitConcept("dish", (SubConcept("plated meal"),), ())),
-    "and", ("a light drizzle of dressing is fine",))
+    (
+        UnitConcept("food", (SubConcept("salad", "fresh greens"), SubConcept("fruit")), (SubConcept("fried food"),)),
+        UnitConcept("dish", (SubConcept("plated meal"),), ()),
+    ),
+    "and",
+    ("a light drizzle of dressing is fine",),
+)
 
 
 def test_render_reads_like_the_papers_example():
     text = HEALTHY.render()
     assert text.startswith("Concept: healthy food\nAn image is in scope when it shows 'food' AND 'dish'.")
-    assert "Unit 1: food\n  In scope:\n    - salad: fresh greens\n    - fruit\n  Out of scope:\n    - fried food" in text
+    assert (
+        "Unit 1: food\n  In scope:\n    - salad: fresh greens\n    - fruit\n  Out of scope:\n    - fried food" in text
+    )
     assert "Unit 2: dish" in text and "  Out of scope:\n    (none)" in text
     assert text.endswith("Edge cases:\n  - a light drizzle of dressing is fine")
 
@@ -44,12 +50,16 @@ def test_edits_add_move_remove_note():
     moved = Edit("add", unit="food", side="in", name="fried food").apply(HEALTHY)
     assert moved.unit("food").side_of("fried food") == "in" and not moved.unit("food").out_of_scope
     assert Edit("add", unit="food", side="in", name="salad").apply(HEALTHY) == HEALTHY  # already there: no change
-    edits = [Edit("add", unit="food", side="out", name="creamy salad"), Edit("remove", unit="food", name="fruit"),
-             Edit("note", text="smoothies count")]
+    edits = [
+        Edit("add", unit="food", side="out", name="creamy salad"),
+        Edit("remove", unit="food", name="fruit"),
+        Edit("note", text="smoothies count"),
+    ]
     after = apply_edits(HEALTHY, edits)
     assert [s.name for s in after.unit("food").in_scope] == ["salad"] and after.edge_cases[-1] == "smoothies count"
-    assert describe_edits(HEALTHY, edits) == ("added 'creamy salad' out of scope of 'food'; removed 'fruit' from "
-                                              "'food'; noted edge case: smoothies count")
+    assert describe_edits(HEALTHY, edits) == (
+        "added 'creamy salad' out of scope of 'food'; removed 'fruit' from 'food'; noted edge case: smoothies count"
+    )
     assert describe_edits(HEALTHY, [Edit("add", unit="food", side="in", name="fried food")]).startswith("moved")
     with pytest.raises(DefinitionError, match="no unit concept 'drink'"):
         Edit("remove", unit="drink", name="x").apply(HEALTHY)
@@ -109,6 +119,8 @@ def test_scoping_and_rounds_persist(history):
     with pytest.raises(SessionError, match="no scoping candidate #5"):
         history.decide_scoping(5, "keep")
     history.append(HEALTHY, [Edit("replace", definition=HEALTHY.as_dict())], "scoping")
-    r = history.start_round(0, 3, "dressing?", [BatchItem(11, 1, 0.8, "salad", "creamy"), BatchItem(12, 0, 0.2, "x", "y")])
+    r = history.start_round(
+        0, 3, "dressing?", [BatchItem(11, 1, 0.8, "salad", "creamy"), BatchItem(12, 0, 0.2, "x", "y")]
+    )
     assert r.round == 0 and [i.image_id for i in history.round(0).items] == [11, 12]
     assert history.shown_decisions() == {11: 1, 12: 0}

@@ -13,8 +13,9 @@ from agile_modeling.errors import ProviderError
 from tests.deliberation.fake_gemini import FakeGemini, json_response, text_response
 
 KEY = "test-key-do-not-log"
-DEF = Definition("healthy food", (UnitConcept("food", (SubConcept("salad", "fresh greens"),),
-                                              (SubConcept("fried food"),)),))
+DEF = Definition(
+    "healthy food", (UnitConcept("food", (SubConcept("salad", "fresh greens"),), (SubConcept("fried food"),)),)
+)
 
 
 def provider(fake, **kw) -> GeminiProvider:
@@ -27,8 +28,17 @@ def image(i: int) -> PoolImage:
 
 
 def test_decompose_sends_a_structured_request_and_parses_the_definition():
-    answer = {"concept": "x", "combine": "and", "units": [
-        {"name": "food", "in_scope": [{"name": "salad", "description": "greens"}], "out_of_scope": [{"name": "fries"}]}]}
+    answer = {
+        "concept": "x",
+        "combine": "and",
+        "units": [
+            {
+                "name": "food",
+                "in_scope": [{"name": "salad", "description": "greens"}],
+                "out_of_scope": [{"name": "fries"}],
+            }
+        ],
+    }
     with FakeGemini(lambda prompt, body: (200, json_response(answer))) as fake:
         p = provider(fake)
         d = p.decompose("healthy food", "what I'd eat on a diet")
@@ -43,7 +53,9 @@ def test_decompose_sends_a_structured_request_and_parses_the_definition():
 
 def test_classify_thresholds_the_rating_at_3_and_caches_by_prompt_and_image():
     ratings = iter([4, 2])
-    with FakeGemini(lambda prompt, body: (200, json_response({"rationale": "greens", "rating": next(ratings)}))) as fake:
+    with FakeGemini(
+        lambda prompt, body: (200, json_response({"rationale": "greens", "rating": next(ratings)}))
+    ) as fake:
         p = provider(fake)
         first = p.classify(DEF, [image(1), image(2)])
         again = p.classify(DEF, [image(1), image(2)])  # re-scoring the same definition: no new call
@@ -57,9 +69,13 @@ def test_classify_thresholds_the_rating_at_3_and_caches_by_prompt_and_image():
 
 
 def test_server_errors_are_retried_with_backoff_then_succeed():
-    answers = iter([(503, {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}),
-                    (429, {"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}}),
-                    (200, json_response({"queries": ["salad with fries", "fried tofu"]}))])
+    answers = iter(
+        [
+            (503, {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}),
+            (429, {"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}}),
+            (200, json_response({"queries": ["salad with fries", "fried tofu"]})),
+        ]
+    )
     with FakeGemini(lambda prompt, body: next(answers)) as fake:
         p = provider(fake)
         queries = p.borderline_queries(DEF, 2)
@@ -68,7 +84,9 @@ def test_server_errors_are_retried_with_backoff_then_succeed():
 
 
 def test_persistent_failure_is_a_clear_error_without_the_key():
-    with FakeGemini(lambda prompt, body: (500, {"error": {"code": 500, "message": "boom", "status": "INTERNAL"}})) as fake:
+    with FakeGemini(
+        lambda prompt, body: (500, {"error": {"code": 500, "message": "boom", "status": "INTERNAL"}})
+    ) as fake:
         p = provider(fake, attempts=2)
         with pytest.raises(ProviderError, match="after 2 attempts: HTTP 500") as e:
             p.borderline_queries(DEF)
@@ -102,8 +120,11 @@ def test_a_blocked_prompt_and_a_safety_stop_are_refusals():
 
 
 def test_an_invalid_definition_from_the_model_is_a_provider_error():
-    four_units = {"concept": "x", "combine": "and", "units": [
-        {"name": f"u{i}", "in_scope": [], "out_of_scope": []} for i in range(4)]}
+    four_units = {
+        "concept": "x",
+        "combine": "and",
+        "units": [{"name": f"u{i}", "in_scope": [], "out_of_scope": []} for i in range(4)],
+    }
     with FakeGemini(lambda prompt, body: (200, json_response(four_units))) as fake:
         with pytest.raises(ProviderError, match="1 to 3 unit concepts"):
             provider(fake).decompose("x")
@@ -138,7 +159,9 @@ def test_settings_from_env_need_a_key():
 
     with pytest.raises(ProviderError, match="GEMINI_API_KEY"):
         Settings.from_env({}).gemini()
-    s = Settings.from_env({"GOOGLE_API_KEY": "k", "AGILE_GEMINI_MODEL": "gemini-x", "GEMINI_BASE_URL": "http://h"}).gemini()
+    s = Settings.from_env(
+        {"GOOGLE_API_KEY": "k", "AGILE_GEMINI_MODEL": "gemini-x", "GEMINI_BASE_URL": "http://h"}
+    ).gemini()
     assert (s.model, s.base_url, s.api_key) == ("gemini-x", "http://h", "k")
     assert s.decompose_model == GeminiSettings.decompose_model  # unset: the provider's default
 

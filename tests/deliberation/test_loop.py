@@ -52,8 +52,13 @@ def test_scoping_batches_and_refinement(setup, caltech):
     assert nxt.round == batch.round + 1 and not {i.image_id for i in nxt.items} & {i.image_id for i in batch.items}
 
     # a fresh process (new objects over the same file) resumes exactly
-    again = Deliberation(SessionStore(tmp_path / "sessions.sqlite").open(delib.session.concept.name), delib.pool,
-                         delib.index, delib.text_encoder, delib.provider)
+    again = Deliberation(
+        SessionStore(tmp_path / "sessions.sqlite").open(delib.session.concept.name),
+        delib.pool,
+        delib.index,
+        delib.text_encoder,
+        delib.provider,
+    )
     assert again.next_batch() == nxt and again.history.replay()[-1] == v1.definition
     assert set(again.session.labels(SOURCE)) == {i.image_id for i in batch.items}
 
@@ -89,4 +94,6 @@ def test_combined_classifier_chooses_by_cross_validated_f1(caltech):
     test = caltech.test_x[caltech.test_y == sax]
     assert (combined.predict_proba(test) > 0.5).mean() > 0.8
     perfect = lambda x: (x @ caltech.vocabulary.encode_texts(["saxophone"])[0] > 0.27).astype(float) * 0.98 + 0.01  # noqa: E731
-    assert CombinedClassifier(perfect).fit(caltech.pool_x[ids[:3]], y[:3]).mode == "definition"  # too few to cross-validate
+    assert (
+        CombinedClassifier(perfect).fit(caltech.pool_x[ids[:3]], y[:3]).mode == "definition"
+    )  # too few to cross-validate

@@ -85,8 +85,10 @@ def test_ambiguities_and_explanation(caltech, provider):
 
 def test_phrases_named_in_comments(provider):
     assert provider.phrases_in("No: it's a Pigeon, not a flamingo!") == ["pigeon", "flamingo"]
-    assert provider.phrases_in("ice cream cone melting") == ["ice cream cone"] or "ice cream" in provider.phrases_in(
-        "ice cream cone melting")[0]
+    assert (
+        provider.phrases_in("ice cream cone melting") == ["ice cream cone"]
+        or "ice cream" in provider.phrases_in("ice cream cone melting")[0]
+    )
     assert provider.phrases_in("") == []
 
 
@@ -99,7 +101,9 @@ def test_refinements_act_on_the_feedback(caltech, provider):
     assert 2 <= len(candidates) <= 5
     assert len({repr(c.definition.as_dict()["units"]) for c in candidates}) == len(candidates)  # distinct
     first, second = candidates[0].definition, candidates[1].definition
-    assert first.unit("bird").side_of("pigeon") == "in" and candidates[0].change.startswith("moved 'pigeon' to in scope")
+    assert first.unit("bird").side_of("pigeon") == "in" and candidates[0].change.startswith(
+        "moved 'pigeon' to in scope"
+    )
     assert second.unit("bird").side_of("pigeon") is None  # the culprit removed
     assert any("pigeons are birds" in note for note in first.edge_cases)
     assert provider.scores(first, caltech.pool_x[[pigeon]])[0] > 0.5  # the candidate now gets the image right

@@ -66,8 +66,13 @@ def test_random_weights_are_the_same_in_every_process(image_folder):
     import subprocess
     import sys
 
-    code = ("from agile_modeling.encoders import OpenClipEncoder, OpenClipSpec; from PIL import Image; import sys;"
-            "e = OpenClipEncoder(OpenClipSpec(model='ViT-S-32', pretrained=None));"
-            f"print(repr(e.encode_images([Image.open(r'{image_folder / 'img1.png'}').convert('RGB')])[0, :4].tolist()))")
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)]
+    code = (
+        "from agile_modeling.encoders import OpenClipEncoder, OpenClipSpec; from PIL import Image; import sys;"
+        "e = OpenClipEncoder(OpenClipSpec(model='ViT-S-32', pretrained=None));"
+        f"print(repr(e.encode_images([Image.open(r'{image_folder / 'img1.png'}').convert('RGB')])[0, :4].tolist()))"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
     assert runs[0] == runs[1] and runs[0].startswith("[")

@@ -1,7 +1,8 @@
 """Our labeling configs and the validation of a project's config."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from label_config import CONFIG_KINDS, LabelConfigError, load_config, parse_rating_config
 
@@ -22,17 +23,26 @@ def test_our_config_shows_the_concept_and_its_description():
     assert "$concept" in xml and "$description" in xml and 'hotkey="1"' in xml
 
 
-@pytest.mark.parametrize("xml, missing", [
-    ("", "empty"),
-    ("<View><Image name='img' value='$image'", "not valid XML"),
-    ("<View><Choices name='c' toName='x'><Choice value='Positive'/></Choices></View>", "no <Image"),
-    ("<View><Image name='img' value='$image'/></View>", "no <Choices toName=...> over its image (img)"),
-    ("<View><Image name='img' value='$image'/><Choices name='c' toName='other'><Choice value='Positive'/>"
-     "<Choice value='Negative'/></Choices></View>", "no <Choices"),
-    ("<View><Image name='img' value='$image'/><Choices name='c' toName='img'><Choice value='Yes'/>"
-     "<Choice value='Negative'/></Choices></View>", "lacks the choice(s) Positive"),
-    ('<!DOCTYPE x [<!ENTITY a "aaaa">]><View>&a;</View>', "not valid XML"),
-])
+@pytest.mark.parametrize(
+    "xml, missing",
+    [
+        ("", "empty"),
+        ("<View><Image name='img' value='$image'", "not valid XML"),
+        ("<View><Choices name='c' toName='x'><Choice value='Positive'/></Choices></View>", "no <Image"),
+        ("<View><Image name='img' value='$image'/></View>", "no <Choices toName=...> over its image (img)"),
+        (
+            "<View><Image name='img' value='$image'/><Choices name='c' toName='other'><Choice value='Positive'/>"
+            "<Choice value='Negative'/></Choices></View>",
+            "no <Choices",
+        ),
+        (
+            "<View><Image name='img' value='$image'/><Choices name='c' toName='img'><Choice value='Yes'/>"
+            "<Choice value='Negative'/></Choices></View>",
+            "lacks the choice(s) Positive",
+        ),
+        ('<!DOCTYPE x [<!ENTITY a "aaaa">]><View>&a;</View>', "not valid XML"),
+    ],
+)
 def test_a_config_without_what_a_rating_needs_names_what_is_missing(xml, missing):
     with pytest.raises(LabelConfigError, match=None) as err:
         parse_rating_config(xml)
@@ -40,8 +50,10 @@ def test_a_config_without_what_a_rating_needs_names_what_is_missing(xml, missing
 
 
 def test_a_custom_config_with_other_tag_names_is_understood():
-    xml = ("<View><Image name='photo' value='$img_url'/><TextArea name='why' toName='photo'/>"
-           "<Choices name='verdict' toName='photo'><Choice value='Positive'/><Choice value='Negative'/></Choices></View>")
+    xml = (
+        "<View><Image name='photo' value='$img_url'/><TextArea name='why' toName='photo'/>"
+        "<Choices name='verdict' toName='photo'><Choice value='Positive'/><Choice value='Negative'/></Choices></View>"
+    )
     schema = parse_rating_config(xml)
     assert (schema.image, schema.image_field, schema.choices, schema.note) == ("photo", "img_url", "verdict", "why")
 
@@ -51,7 +63,16 @@ def test_unknown_config_kind_lists_the_known_ones():
         load_config("nope")
 
 
-@given(st.lists(st.one_of(st.none(), st.integers(), st.text(), st.dictionaries(st.text(), st.one_of(st.text(), st.none(), st.lists(st.text()))))))
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.integers(),
+            st.text(),
+            st.dictionaries(st.text(), st.one_of(st.text(), st.none(), st.lists(st.text()))),
+        )
+    )
+)
 def test_label_of_never_crashes_on_odd_results(result):
     schema = parse_rating_config(load_config("rating-note"))
     value, note = schema.label_of(result)

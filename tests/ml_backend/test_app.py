@@ -15,8 +15,12 @@ from tests.ml_backend.conftest import PROJECT, backend_settings, train_model
 
 
 def predict_body(*tasks, project=f"{PROJECT}.1700000000", config=None):
-    return {"tasks": list(tasks), "project": project, "label_config": config or load_config("rating"),
-            "params": {"login": None, "password": None, "context": None}}
+    return {
+        "tasks": list(tasks),
+        "project": project,
+        "label_config": config or load_config("rating"),
+        "params": {"login": None, "password": None, "context": None},
+    }
 
 
 def data_url(color=(200, 10, 10)) -> str:
@@ -34,7 +38,7 @@ def test_health_and_setup_report_the_real_model_version(client, backend_workspac
 
 
 def test_predict_answers_one_result_per_task_in_order(client, backend_workspace):
-    tasks = [{"id": 10 + i, "data": {"image": "http://127.0.0.1:1/images/%d" % i, "agile_image_id": i}} for i in range(8)]
+    tasks = [{"id": 10 + i, "data": {"image": f"http://127.0.0.1:1/images/{i}", "agile_image_id": i}} for i in range(8)]
     before = client.post("/predict", json=predict_body(*tasks)).json
     assert before["results"] == [[] for _ in tasks]  # no model yet: no prediction, not a made-up one
     train_model(backend_workspace)
@@ -63,27 +67,42 @@ def test_predict_embeds_an_unseen_image_on_the_fly_and_loads_the_model_once(clie
     assert predictor.model_loads == 2
 
 
-@pytest.mark.parametrize("body, status, reason", [
-    (None, 400, "JSON object"),
-    ([1, 2], 400, "JSON object"),
-    ({"project": "7.1"}, 400, '"tasks" must be a list'),
-    ({"tasks": "x", "project": "7.1"}, 400, '"tasks" must be a list'),
-    ({"tasks": [{"id": 1}], "project": "7.1"}, 400, 'task #0 must be an object with a "data"'),
-    ({"tasks": [5], "project": "7.1"}, 400, "task #0"),
-    ({"tasks": [], "project": None}, 400, '"project" must be a project id'),
-    ({"tasks": [], "project": "abc"}, 400, '"project" must be a project id'),
-    ({"tasks": [], "project": "99.1"}, 404, "project 99 belongs to no concept"),
-    ({"tasks": [], "project": "7.1", "label_config": "<View><Text name='t' value='$t'/></View>"}, 422, "no <Image"),
-    ({"tasks": [], "project": "7.1", "label_config": "<View><Image"}, 422, "not valid XML"),
-])
+@pytest.mark.parametrize(
+    "body, status, reason",
+    [
+        (None, 400, "JSON object"),
+        ([1, 2], 400, "JSON object"),
+        ({"project": "7.1"}, 400, '"tasks" must be a list'),
+        ({"tasks": "x", "project": "7.1"}, 400, '"tasks" must be a list'),
+        ({"tasks": [{"id": 1}], "project": "7.1"}, 400, 'task #0 must be an object with a "data"'),
+        ({"tasks": [5], "project": "7.1"}, 400, "task #0"),
+        ({"tasks": [], "project": None}, 400, '"project" must be a project id'),
+        ({"tasks": [], "project": "abc"}, 400, '"project" must be a project id'),
+        ({"tasks": [], "project": "99.1"}, 404, "project 99 belongs to no concept"),
+        ({"tasks": [], "project": "7.1", "label_config": "<View><Text name='t' value='$t'/></View>"}, 422, "no <Image"),
+        ({"tasks": [], "project": "7.1", "label_config": "<View><Image"}, 422, "not valid XML"),
+    ],
+)
 def test_predict_rejects_malformed_requests_with_a_reason(client, body, status, reason):
-    response = client.post("/predict", json=body) if body is not None else client.post("/predict", data="{oops", content_type="application/json")
+    response = (
+        client.post("/predict", json=body)
+        if body is not None
+        else client.post("/predict", data="{oops", content_type="application/json")
+    )
     assert response.status_code == status, response.json
     assert reason in response.json["error"] and "Traceback" not in response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("image", ["/etc/passwd", "file:///etc/passwd", "data:image/png;base64,%%%", "http://127.0.0.1:9/none.png",
-                                   data_url().replace("iVBOR", "AAAAA")])
+@pytest.mark.parametrize(
+    "image",
+    [
+        "/etc/passwd",
+        "file:///etc/passwd",
+        "data:image/png;base64,%%%",
+        "http://127.0.0.1:9/none.png",
+        data_url().replace("iVBOR", "AAAAA"),
+    ],
+)
 def test_a_task_whose_image_cannot_be_read_is_a_422_naming_the_task(client, backend_workspace, image):
     train_model(backend_workspace)
     response = client.post("/predict", json=predict_body({"id": 42, "data": {"image": image}}))
@@ -91,12 +110,15 @@ def test_a_task_whose_image_cannot_be_read_is_a_422_naming_the_task(client, back
     assert "root:" not in response.get_data(as_text=True)  # no local file was read
 
 
-@pytest.mark.parametrize("body, status, reason", [
-    ({}, 400, '"action" must be'),
-    ({"action": 5}, 400, '"action" must be'),
-    ({"action": "ANNOTATION_CREATED"}, 400, '"project" must be'),
-    ({"action": "ANNOTATION_CREATED", "project": {"id": 404}}, 404, "belongs to no concept"),
-])
+@pytest.mark.parametrize(
+    "body, status, reason",
+    [
+        ({}, 400, '"action" must be'),
+        ({"action": 5}, 400, '"action" must be'),
+        ({"action": "ANNOTATION_CREATED"}, 400, '"project" must be'),
+        ({"action": "ANNOTATION_CREATED", "project": {"id": 404}}, 404, "belongs to no concept"),
+    ],
+)
 def test_webhook_rejects_malformed_events(client, queued, body, status, reason):
     response = client.post("/webhook", json=body)
     assert response.status_code == status and reason in response.json["error"]
@@ -107,7 +129,10 @@ def test_webhook_hands_work_to_the_worker_and_answers_at_once(client, queued):
     event = {"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}, "annotation": {"id": 1}, "task": {"id": 2}}
     assert client.post("/webhook", json=event).status_code == 202
     assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": PROJECT}}).status_code == 202
-    assert client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": PROJECT}}).json["status"] == "ignored"
+    assert (
+        client.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": PROJECT}}).json["status"]
+        == "ignored"
+    )
     assert [k for k, _ in queued] == ["sync", "retrain"] and queued[0][1]["project_id"] == PROJECT
     assert queued[1][1] == {"concept": "red-things"}
 
@@ -121,11 +146,18 @@ def test_images_route_serves_pool_files_only(client, backend_workspace):
 
 
 def test_basic_auth_when_configured(backend_workspace):
-    app = create_app(Settings(workspace=backend_workspace.root, basic_auth_user="ls", basic_auth_pass="s3cret"), enqueue=lambda *a, **k: None)
+    app = create_app(
+        Settings(workspace=backend_workspace.root, basic_auth_user="ls", basic_auth_pass="s3cret"),
+        enqueue=lambda *a, **k: None,
+    )
     c = app.test_client()
     body = {"project": f"{PROJECT}.1"}
     denied = c.post("/setup", json=body)
-    assert denied.status_code == 401 and "basic auth" in denied.json["error"] and "s3cret" not in denied.get_data(as_text=True)
+    assert (
+        denied.status_code == 401
+        and "basic auth" in denied.json["error"]
+        and "s3cret" not in denied.get_data(as_text=True)
+    )
     assert c.post("/setup", json=body, auth=("ls", "wrong")).status_code == 401
     assert c.post("/setup", json=body, auth=("ls", "s3cret")).status_code == 200
     assert c.get("/health").status_code == 200  # health stays open for probes
@@ -140,22 +172,40 @@ def test_no_pool_is_a_503_that_says_what_to_do(tmp_path):
 
 def test_webhooks_need_the_shared_secret_when_one_is_configured_not_basic_auth(backend_workspace):
     queued = []
-    settings = Settings(workspace=backend_workspace.root, basic_auth_user="ls", basic_auth_pass="pw", webhook_secret="hook-secret")
+    settings = Settings(
+        workspace=backend_workspace.root, basic_auth_user="ls", basic_auth_pass="pw", webhook_secret="hook-secret"
+    )
     c = create_app(settings, enqueue=lambda kind, **kw: queued.append(kind)).test_client()
     event = {"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}}
     missing = c.post("/webhook", json=event)
-    assert missing.status_code == 401 and "X-Agile-Secret" in missing.json["error"] and "hook-secret" not in missing.get_data(as_text=True)
+    assert (
+        missing.status_code == 401
+        and "X-Agile-Secret" in missing.json["error"]
+        and "hook-secret" not in missing.get_data(as_text=True)
+    )
     assert c.post("/webhook", json=event, headers={"X-Agile-Secret": "guess"}).status_code == 401
-    assert c.post("/webhook", json=event, headers={"X-Agile-Secret": "hook-secret"}).status_code == 202  # no basic auth needed
+    assert (
+        c.post("/webhook", json=event, headers={"X-Agile-Secret": "hook-secret"}).status_code == 202
+    )  # no basic auth needed
     assert queued == ["sync"]
 
 
 def test_an_annotation_webhook_passes_its_annotation_to_the_worker(client, queued):
-    annotation = {"id": 31, "result": [{"from_name": "label", "value": {"choices": ["Positive"]}}],
-                  "completed_by": 1, "updated_at": "2026-11-24T01:00:00Z", "was_cancelled": False, "lead_time": 2.5,
-                  "unrelated": {"big": "x" * 100}}
-    event = {"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}, "annotation": annotation,
-             "task": {"id": 8, "data": {"image": "x", "agile_image_id": 5, "agile_round": 2}}}
+    annotation = {
+        "id": 31,
+        "result": [{"from_name": "label", "value": {"choices": ["Positive"]}}],
+        "completed_by": 1,
+        "updated_at": "2026-11-24T01:00:00Z",
+        "was_cancelled": False,
+        "lead_time": 2.5,
+        "unrelated": {"big": "x" * 100},
+    }
+    event = {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": PROJECT},
+        "annotation": annotation,
+        "task": {"id": 8, "data": {"image": "x", "agile_image_id": 5, "agile_round": 2}},
+    }
     assert client.post("/webhook", json=event).status_code == 202
     passed = queued[-1][1]["event"]
     assert passed["task_id"] == 8 and passed["image_id"] == 5 and passed["round"] == 2
@@ -189,7 +239,12 @@ def test_a_backend_without_secrets_answers_only_this_machine(backend_workspace):
     assert response.status_code == 403 and "BASIC_AUTH_USER" in response.json["error"]
     assert remote.get("/health", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
     assert remote.post("/setup", json=body, environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
-    guarded = create_app(backend_settings(backend_workspace, basic_auth_user="u", basic_auth_pass="p",
-                                          webhook_secret="w")).test_client()
-    assert guarded.post("/setup", json=body, headers={"Authorization": "Basic dTpw"},
-                        environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+    guarded = create_app(
+        backend_settings(backend_workspace, basic_auth_user="u", basic_auth_pass="p", webhook_secret="w")
+    ).test_client()
+    assert (
+        guarded.post(
+            "/setup", json=body, headers={"Authorization": "Basic dTpw"}, environ_base={"REMOTE_ADDR": "10.1.2.3"}
+        ).status_code
+        == 200
+    )

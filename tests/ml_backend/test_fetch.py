@@ -40,6 +40,7 @@ def server():
             for _ in range(50):
                 time.sleep(0.1)
                 yield b"\0" * 10
+
         return Response(drip(), mimetype="image/png")
 
     @app.get("/slow-headers")
@@ -99,7 +100,9 @@ def test_size_and_time_limits(server):
 def test_hosts_not_listed_and_internal_addresses_are_refused(server):
     base, _ = server
     nobody = FetchPolicy()
-    with pytest.raises(ImageReadError, match="origin http://127.0.0.1:[0-9]+ is not allowed; add it to AGILE_IMAGE_HOSTS"):
+    with pytest.raises(
+        ImageReadError, match="origin http://127.0.0.1:[0-9]+ is not allowed; add it to AGILE_IMAGE_HOSTS"
+    ):
         fetch_image_bytes(f"{base}/ok.png", nobody)
     anyone = FetchPolicy(any_public=True)  # any *public* host: loopback and metadata addresses stay closed
     for url in (f"{base}/ok.png", "http://localhost/x.png", "http://169.254.169.254/", "http://10.0.0.1/a.png"):
@@ -107,22 +110,44 @@ def test_hosts_not_listed_and_internal_addresses_are_refused(server):
             check_url(url, anyone)
 
 
-@pytest.mark.parametrize("url", ["/etc/passwd", "file:///etc/passwd", "ftp://example.com/a.png", "gopher://x/",
-                                 "http:///nohost.png", "javascript:alert(1)"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/etc/passwd",
+        "file:///etc/passwd",
+        "ftp://example.com/a.png",
+        "gopher://x/",
+        "http:///nohost.png",
+        "javascript:alert(1)",
+    ],
+)
 def test_other_schemes_and_paths_are_refused(url):
     with pytest.raises(ImageReadError):
         fetch_task_image(url, FetchPolicy(any_public=True))
 
 
 def test_policy_from_the_configured_urls():
-    policy = FetchPolicy.from_urls("http://LS.example:8080", "http://10.1.2.3:9090/images", None,
-                                   extra=" cdn.example.com ,https://img.example.org:8443, 10.9.9.9:81", max_bytes=10,
-                                   timeout_s=2)
-    assert policy.allowed == {("http", "ls.example", 8080), ("http", "10.1.2.3", 9090),
-                              ("http", "cdn.example.com", 80), ("https", "cdn.example.com", 443),
-                              ("https", "img.example.org", 8443), ("http", "10.9.9.9", 81), ("https", "10.9.9.9", 81)}
+    policy = FetchPolicy.from_urls(
+        "http://LS.example:8080",
+        "http://10.1.2.3:9090/images",
+        None,
+        extra=" cdn.example.com ,https://img.example.org:8443, 10.9.9.9:81",
+        max_bytes=10,
+        timeout_s=2,
+    )
+    assert policy.allowed == {
+        ("http", "ls.example", 8080),
+        ("http", "10.1.2.3", 9090),
+        ("http", "cdn.example.com", 80),
+        ("https", "cdn.example.com", 443),
+        ("https", "img.example.org", 8443),
+        ("http", "10.9.9.9", 81),
+        ("https", "10.9.9.9", 81),
+    }
     assert (policy.max_bytes, policy.timeout_s) == (10, 2) and not policy.any_public
-    assert check_url("http://10.1.2.3:9090/images/5", policy).address == "10.1.2.3"  # listed exactly: allowed although private
+    assert (
+        check_url("http://10.1.2.3:9090/images/5", policy).address == "10.1.2.3"
+    )  # listed exactly: allowed although private
     assert FetchPolicy.from_urls(extra="*,a.example").any_public
 
 
@@ -131,8 +156,13 @@ def test_the_allow_list_matches_scheme_host_and_port():
     policy = FetchPolicy.from_urls("http://127.0.0.1:8080", "http://127.0.0.1:9090/images")
     check_url("http://127.0.0.1:8080/data/upload/1.png", policy)
     check_url("http://127.0.0.1:9090/images/1", policy)
-    for url in ("http://127.0.0.1:6379/", "http://127.0.0.1/", "https://127.0.0.1:8080/x", "http://127.0.0.1:80/",
-                "http://localhost:8080/x"):
+    for url in (
+        "http://127.0.0.1:6379/",
+        "http://127.0.0.1/",
+        "https://127.0.0.1:8080/x",
+        "http://127.0.0.1:80/",
+        "http://localhost:8080/x",
+    ):
         with pytest.raises(ImageReadError, match="is not allowed"):
             check_url(url, policy)
     with pytest.raises(ImageReadError, match="not a valid URL"):  # was an httpx.InvalidURL escaping as a 500
@@ -185,8 +215,11 @@ def test_a_listed_name_is_asked_for_by_name_on_the_address_it_resolved_to(monkey
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         real = socket.getaddrinfo
-        monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real("127.0.0.1" if host == "images.internal"
-                                                                               else host, *a, **k))
+        monkeypatch.setattr(
+            socket,
+            "getaddrinfo",
+            lambda host, *a, **k: real("127.0.0.1" if host == "images.internal" else host, *a, **k),
+        )
         url = f"http://images.internal:{srv.server_port}/img.png"
         assert fetch_image_bytes(url, FetchPolicy.from_urls(url)) == png()
         assert seen == [f"images.internal:{srv.server_port}"]

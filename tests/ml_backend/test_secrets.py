@@ -22,8 +22,14 @@ def test_secrets_stay_out_of_responses_logs_and_reprs(backend_workspace, caplog,
     bodies = []
     wrong = {"Authorization": "Basic " + base64.b64encode(b"label-studio:wrong").decode()}
     right = {"Authorization": "Basic " + base64.b64encode(f"label-studio:{PASSWORD}".encode()).decode()}
-    for route, headers in (("/predict", {}), ("/predict", wrong), ("/setup", right), ("/webhook", {}),
-                           ("/webhook", {"X-Agile-Secret": "guess"}), ("/predict", right)):
+    for route, headers in (
+        ("/predict", {}),
+        ("/predict", wrong),
+        ("/setup", right),
+        ("/webhook", {}),
+        ("/webhook", {"X-Agile-Secret": "guess"}),
+        ("/predict", right),
+    ):
         response = client.post(route, json={"project": "7.1", "tasks": "x"}, headers=headers)
         assert response.status_code in (200, 400, 401, 404, 422)
         bodies.append(response.get_data(as_text=True))

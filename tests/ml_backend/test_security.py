@@ -35,14 +35,19 @@ def test_the_sync_signs_image_urls_and_the_backend_serves_only_signed_unexpired_
     url = ConceptSync(settings, backend_workspace, client=object()).image_urls([0])[0]
     assert url.startswith(f"{BACKEND}/images/0?exp=") and "&sig=" in url
     c = app_for(backend_workspace).test_client()
-    path = url[len(BACKEND):]
+    path = url[len(BACKEND) :]
     ok = c.get(path, headers={"Origin": LABEL_STUDIO})
     assert ok.status_code == 200 and ok.data[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0")
     assert ok.headers["Access-Control-Allow-Origin"] == LABEL_STUDIO  # Label Studio's origin, never "*"
 
-    for bad, reason in (("/images/0", "not signed"), (path.replace("/images/0?", "/images/1?"), "signature is wrong"),
-                        (path[:-4] + "0000", "signature is wrong"), ("/images/0?exp=1&sig=00", "expired"),
-                        ("/images/0?exp=x&sig=00", "not a unix time"), ("/images/0?exp=99999999999&sig=%C3%A9", "wrong")):
+    for bad, reason in (
+        ("/images/0", "not signed"),
+        (path.replace("/images/0?", "/images/1?"), "signature is wrong"),
+        (path[:-4] + "0000", "signature is wrong"),
+        ("/images/0?exp=1&sig=00", "expired"),
+        ("/images/0?exp=x&sig=00", "not a unix time"),
+        ("/images/0?exp=99999999999&sig=%C3%A9", "wrong"),
+    ):
         response = c.get(bad)
         assert response.status_code == 403 and reason in response.json["error"], (bad, response.json)
     signer = ImageSigner.from_settings(settings)
@@ -81,14 +86,17 @@ def test_an_explicit_key_wins_and_the_sync_and_backend_agree_through_the_environ
     assert "explicit-key" not in repr(settings)
     url = ConceptSync(settings, backend_workspace, client=object()).image_urls([2])[0]
     assert ImageSigner(b"explicit-key").url(BACKEND + "/images", 2) == url
-    assert create_app(settings, enqueue=lambda *a, **k: None).test_client().get(url[len(BACKEND):]).status_code == 200
+    assert create_app(settings, enqueue=lambda *a, **k: None).test_client().get(url[len(BACKEND) :]).status_code == 200
 
 
 # --- reproducible 500s ---------------------------------------------------------------------------
 @pytest.mark.parametrize("user, password", [("ü", "pw"), ("label-studio", "pässwörd"), ("\u4e2d", "\u4e2d")])
 def test_non_ascii_basic_auth_is_a_401_not_a_500(backend_workspace, user, password):
     c = app_for(backend_workspace, basic_auth_user="label-studio", basic_auth_pass="pw").test_client()
-    for raw in ((user + ":" + password).encode("utf-8"), (user + ":" + password).encode("utf-8", "replace")[:7] + b"\xff"):
+    for raw in (
+        (user + ":" + password).encode("utf-8"),
+        (user + ":" + password).encode("utf-8", "replace")[:7] + b"\xff",
+    ):
         header = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
         response = c.post("/setup", json={"project": f"{PROJECT}.1"}, headers=header)
         assert response.status_code == 401 and "basic auth" in response.json["error"]
@@ -101,13 +109,25 @@ def test_non_ascii_basic_auth_is_a_401_not_a_500(backend_workspace, user, passwo
 @pytest.mark.parametrize("secret", ["é", "s\u00e9cret", "\xff" * 3])
 def test_non_ascii_webhook_secret_is_a_401_not_a_500(backend_workspace, secret):
     c = app_for(backend_workspace, webhook_secret="hook-secret").test_client()
-    response = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}},
-                      headers={"X-Agile-Secret": secret})
+    response = c.post(
+        "/webhook",
+        json={"action": "ANNOTATION_CREATED", "project": {"id": PROJECT}},
+        headers={"X-Agile-Secret": secret},
+    )
     assert response.status_code == 401 and "X-Agile-Secret" in response.json["error"]
 
 
-@pytest.mark.parametrize("url", ["https://127.0.0.1:8080:1/x", "http://[::1/x", "http://127.0.0.1:99999/x",
-                                 "http://\u4e2d\u6587.example/x", "http://a" + "b" * 300 + ".example/x", "http://127.0.0.1:6379/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1:8080:1/x",
+        "http://[::1/x",
+        "http://127.0.0.1:99999/x",
+        "http://\u4e2d\u6587.example/x",
+        "http://a" + "b" * 300 + ".example/x",
+        "http://127.0.0.1:6379/",
+    ],
+)
 def test_hostile_image_urls_are_a_422_not_a_500(client, backend_workspace, url):
     train_model(backend_workspace)
     response = client.post("/predict", json=predict_body({"id": 5, "data": {"image": url}}))
@@ -124,16 +144,25 @@ def test_only_our_own_image_base_url_maps_to_pool_ids(client, backend_workspace)
         result = client.post("/predict", json=predict_body({"id": 1, "data": {"image": ours}})).json["results"][0]
         assert result[0]["score"] == pytest.approx(p3, abs=1e-6)
     # the same path on any other host is somebody else's image: fetched (here: refused), never pool image 3
-    for theirs in ("http://evil.example/images/3", f"{LABEL_STUDIO}/x/images/3", f"{BACKEND}/images/3?q=1",
-                   f"{BACKEND}/imagesX/3", f"{BACKEND}/images/3/"):
+    for theirs in (
+        "http://evil.example/images/3",
+        f"{LABEL_STUDIO}/x/images/3",
+        f"{BACKEND}/images/3?q=1",
+        f"{BACKEND}/imagesX/3",
+        f"{BACKEND}/images/3/",
+    ):
         response = client.post("/predict", json=predict_body({"id": 1, "data": {"image": theirs}}))
         assert response.status_code == 422, (theirs, response.json)
 
 
 def test_one_unreadable_image_leaves_the_other_tasks_answered_and_is_logged(client, backend_workspace, caplog):
     train_model(backend_workspace)
-    tasks = [{"id": 1, "data": {"image": "x", "agile_image_id": 0}}, {"id": 2, "data": {"image": "file:///etc/passwd"}},
-             {"id": 3, "data": {"image": data_url()}}, {"id": 4, "data": {"image": "https://127.0.0.1:8080:1/x"}}]
+    tasks = [
+        {"id": 1, "data": {"image": "x", "agile_image_id": 0}},
+        {"id": 2, "data": {"image": "file:///etc/passwd"}},
+        {"id": 3, "data": {"image": data_url()}},
+        {"id": 4, "data": {"image": "https://127.0.0.1:8080:1/x"}},
+    ]
     caplog.set_level(logging.WARNING, logger="agile.backend")
     response = client.post("/predict", json=predict_body(*tasks))
     assert response.status_code == 200, response.json
@@ -141,7 +170,9 @@ def test_one_unreadable_image_leaves_the_other_tasks_answered_and_is_logged(clie
     assert len(results) == 4 and results[1] == [] and results[3] == []
     assert results[0][0]["model_version"] == "red-things-v1" and results[2][0]["model_version"] == "red-things-v1"
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert "task 2:" in logged and "neither an http(s)" in logged and "task 4:" in logged and "not a valid URL" in logged
+    assert (
+        "task 2:" in logged and "neither an http(s)" in logged and "task 4:" in logged and "not a valid URL" in logged
+    )
     assert "agile_backend_unreadable_images_total 2.0" in client.get("/metrics").data.decode()
 
 
@@ -153,12 +184,15 @@ def precomputed_workspace(tmp_path, tiny_clip):
     ws = Workspace(tmp_path / "pre")
     dim = OpenClipEncoder(OpenClipSpec(model="ViT-S-32", pretrained=None)).dim
     x = np.random.default_rng(0).normal(size=(8, dim)).astype(np.float16)
-    ws.store(dim, SHARED_ENCODER).append(x, [f"shared://x/{i}" for i in range(8)], [f"h{i}" for i in range(8)],
-                                          [""] * 8)
+    ws.store(dim, SHARED_ENCODER).append(
+        x, [f"shared://x/{i}" for i in range(8)], [f"h{i}" for i in range(8)], [""] * 8
+    )
     from agile_modeling.concepts import Concept
 
     ws.sessions.create(Concept("red things", ("red",)))
-    SyncState(ws.root / "label_studio.sqlite").link(ProjectLink("red-things", RATING, PROJECT, RoundSettings("rating", 4, 2, "margin", 0)))
+    SyncState(ws.root / "label_studio.sqlite").link(
+        ProjectLink("red-things", RATING, PROJECT, RoundSettings("rating", 4, 2, "margin", 0))
+    )
     train_model(ws)
     return ws
 
@@ -175,7 +209,9 @@ def test_on_the_fly_embedding_in_another_space_than_the_pool_is_refused_with_wha
     assert SHARED_ENCODER in error and "open_clip:ViT-B-32:laion2b_s34b_b79k" in error
     assert '"pretrained": "openai"' in error and POOL_ENCODER_KEY in error and "workspace.json" in error
     # configured as the message says (here with the test's tiny model standing in): embedded on the fly
-    ws.set_config(open_clip={"model": "ViT-S-32", "pretrained": None, "device": "cpu"}, **{POOL_ENCODER_KEY: SHARED_ENCODER})
+    ws.set_config(
+        open_clip={"model": "ViT-S-32", "pretrained": None, "device": "cpu"}, **{POOL_ENCODER_KEY: SHARED_ENCODER}
+    )
     fixed = app_for(ws).test_client().post("/predict", json=predict_body(both[1]))
     assert fixed.status_code == 200 and fixed.json["results"][0][0]["model_version"] == "red-things-v1"
 
@@ -233,7 +269,9 @@ def test_a_basic_auth_header_with_non_ascii_bytes_is_a_401(backend_workspace):
 @pytest.mark.parametrize("url", ["http://\\ud800/", "data:image/png;base64,\\ud800", "data:\\ud800,abc"])
 def test_an_image_url_with_an_unpaired_surrogate_leaves_the_other_tasks_answered(client, backend_workspace, url):
     train_model(backend_workspace)
-    body = json.dumps(predict_body({"id": 1, "data": {"image": "URL"}}, {"id": 2, "data": {"image": "x", "agile_image_id": 0}}))
+    body = json.dumps(
+        predict_body({"id": 1, "data": {"image": "URL"}}, {"id": 2, "data": {"image": "x", "agile_image_id": 0}})
+    )
     body = body.replace('"URL"', f'"{url}"')  # valid JSON whose string decodes to a lone surrogate
     response = client.post("/predict", data=body, content_type="application/json")
     assert response.status_code == 200, response.json
@@ -258,8 +296,13 @@ def test_a_redirect_to_an_unparsable_url_is_that_task_s_error(backend_workspace)
         origin = f"127.0.0.1:{server.server_port}"
         train_model(backend_workspace)
         c = app_for(backend_workspace, image_hosts=origin).test_client()
-        response = c.post("/predict", json=predict_body({"id": 1, "data": {"image": f"http://{origin}/x"}},
-                                                        {"id": 2, "data": {"image": "x", "agile_image_id": 0}}))
+        response = c.post(
+            "/predict",
+            json=predict_body(
+                {"id": 1, "data": {"image": f"http://{origin}/x"}},
+                {"id": 2, "data": {"image": "x", "agile_image_id": 0}},
+            ),
+        )
         assert response.status_code == 200, response.json
         assert response.json["results"][0] == [] and response.json["results"][1]
     finally:
@@ -269,7 +312,7 @@ def test_a_redirect_to_an_unparsable_url_is_that_task_s_error(backend_workspace)
 def test_a_deeply_nested_body_is_a_400_and_a_label_config_with_a_surrogate_a_422(client):
     deep = client.post("/setup", data='{"a":' * 5000 + "1" + "}" * 5000, content_type="application/json")
     assert deep.status_code == 400 and "nested" in deep.json["error"]
-    odd = client.post("/setup", data='{"project": %d, "schema": "\\ud800"}' % PROJECT, content_type="application/json")
+    odd = client.post("/setup", data=f'{{"project": {PROJECT}, "schema": "\\ud800"}}', content_type="application/json")
     assert odd.status_code == 422 and "label config" in odd.json["error"]
 
 

@@ -10,7 +10,12 @@ from agile_modeling.errors import DatasetNotFoundError
 @pytest.mark.slow
 def test_one_user_two_rounds(tmp_path):
     from agile_modeling.simulate.deliberation_study import (
-        CaltechData, load_deliberation_suite, per_user_table, plot_deliberation, run_deliberation, summary_table,
+        CaltechData,
+        load_deliberation_suite,
+        per_user_table,
+        plot_deliberation,
+        run_deliberation,
+        summary_table,
     )
 
     try:
@@ -30,5 +35,7 @@ def test_one_user_two_rounds(tmp_path):
     # the simulated user's scoping alone beats zero-shot on this concept (lotus and water lilies)
     assert result["rounds"][0]["definition"]["f1"] > result["baselines"]["zero_shot"]["f1"]
     json.dumps(result)
-    assert "Agile Deliberation, round 2" in summary_table([result]) and "flowers of the water" in per_user_table([result])
+    assert "Agile Deliberation, round 2" in summary_table([result]) and "flowers of the water" in per_user_table(
+        [result]
+    )
     assert plot_deliberation([result], tmp_path / "d.png").stat().st_size > 10_000

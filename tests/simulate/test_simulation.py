@@ -67,4 +67,7 @@ def test_on_a_hard_concept_the_users_model_beats_the_crowds(shared_data, tmp_pat
     ctx = SimulationContext.build(shared_data)
     user = simulate_session(spec, ctx, tmp_path / "user", rounds=2, batch_size=100)
     crowd = simulate_session(spec, ctx, tmp_path / "crowd", rounds=2, batch_size=100, rater="crowd")
-    assert crowd.rounds[-1].num_labels == 300 and crowd.rounds[-1].metrics["auc_pr"] < user.rounds[-1].metrics["auc_pr"] - 0.05
+    assert (
+        crowd.rounds[-1].num_labels == 300
+        and crowd.rounds[-1].metrics["auc_pr"] < user.rounds[-1].metrics["auc_pr"] - 0.05
+    )

@@ -5,7 +5,14 @@ import json
 import pytest
 
 from agile_modeling.simulate import SimulationContext, load_suite
-from agile_modeling.simulate.study import CONDITIONS, StudyConfig, per_concept_table, plot_study, run_study, summary_table
+from agile_modeling.simulate.study import (
+    CONDITIONS,
+    StudyConfig,
+    per_concept_table,
+    plot_study,
+    run_study,
+    summary_table,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -13,14 +13,19 @@ def write_layout(root, parts):
     (root / "metadata").mkdir()
     for i, (emb, urls) in enumerate(parts):
         np.save(root / "img_emb" / f"img_emb_{i}.npy", emb)
-        pq.write_table(pa.table({"url": urls, "caption": [f"caption of {u}" for u in urls]}), root / "metadata" / f"metadata_{i}.parquet")
+        pq.write_table(
+            pa.table({"url": urls, "caption": [f"caption of {u}" for u in urls]}),
+            root / "metadata" / f"metadata_{i}.parquet",
+        )
 
 
 def test_import_reads_every_shard_and_is_idempotent(tmp_path):
     rng = np.random.default_rng(0)
     a, b = unit_rows(rng.normal(size=(5, 16))), unit_rows(rng.normal(size=(3, 16)))
-    write_layout(tmp_path / "laion", [(a.astype(np.float16), [f"http://x/{i}" for i in range(5)]),
-                                      (b, [f"http://y/{i}" for i in range(3)])])
+    write_layout(
+        tmp_path / "laion",
+        [(a.astype(np.float16), [f"http://x/{i}" for i in range(5)]), (b, [f"http://y/{i}" for i in range(3)])],
+    )
     store = EmbeddingStore.create(tmp_path / "pool", 16, "clip")
     report = import_clip_retrieval(store, tmp_path / "laion", progress=False)
     assert report.added_ids == list(range(8))

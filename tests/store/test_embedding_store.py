@@ -28,7 +28,9 @@ def test_take_keeps_the_requested_order_across_shards(tmp_path):
     store = make_store(tmp_path)
     x = unit_rows(np.random.default_rng(1).normal(size=(9, 8)))
     for start in range(0, 9, 3):
-        store.append(x[start : start + 3], [f"u{i}" for i in range(start, start + 3)], [f"h{i}" for i in range(start, start + 3)])
+        store.append(
+            x[start : start + 3], [f"u{i}" for i in range(start, start + 3)], [f"h{i}" for i in range(start, start + 3)]
+        )
     ids = [8, 0, 4, 4, 7, 1]
     np.testing.assert_allclose(store.vectors().take(ids), x[ids], atol=1e-3)
     chunks = list(store.vectors().iter_chunks(2))
@@ -146,8 +148,17 @@ def test_the_same_images_added_by_two_processes_at_once_are_added_once(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with open(store.root / "write.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a third writer, busy: both adders reach the lock and wait
-        procs = [subprocess.Popen([sys.executable, "-c", ADDER, str(store.root), name], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, cwd=REPO, env=env) for name in ("a", "b")]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", ADDER, str(store.root), name],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+                env=env,
+            )
+            for name in ("a", "b")
+        ]
         for p in procs:
             assert p.stdout.readline().strip() == "APPENDING"
         time.sleep(1.5)  # both are now blocked on the lock (today: after checking the hashes)
@@ -165,10 +176,13 @@ def test_len_counts_rows_appended_by_another_process(tmp_path):
     store = make_store(tmp_path)
     store.append(unit_rows(np.random.default_rng(0).normal(size=(3, 8))), list("abc"), ["h1", "h2", "h3"])
     assert len(store) == 3
-    code = ("import sys, numpy as np; from agile_modeling.store import EmbeddingStore; "
-            "EmbeddingStore(sys.argv[1]).append(np.eye(8, dtype=np.float32)[:5], list('vwxyz'), list('VWXYZ'))")
-    subprocess.run([sys.executable, "-c", code, str(store.root)], check=True, cwd=REPO,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys, numpy as np; from agile_modeling.store import EmbeddingStore; "
+        "EmbeddingStore(sys.argv[1]).append(np.eye(8, dtype=np.float32)[:5], list('vwxyz'), list('VWXYZ'))"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(store.root)], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     assert len(store) == 8 and len(store.vectors()) == 8 and store.uris([7]) == ["z"]
     assert len(make_store(tmp_path / "empty")) == 0
 
@@ -181,8 +195,11 @@ def test_len_does_not_walk_the_image_table(tmp_path):
     n, step = 1_000_000, 250_000
     for start in range(0, n, step):
         ids = range(start, start + step)
-        store.append(np.ones((step, 4), np.float32) / 2, [f"file:///pool/images/{i:09d}.jpg" for i in ids],
-                     [f"{i:064x}" for i in ids])
+        store.append(
+            np.ones((step, 4), np.float32) / 2,
+            [f"file:///pool/images/{i:09d}.jpg" for i in ids],
+            [f"{i:064x}" for i in ids],
+        )
     reopened = EmbeddingStore(store.root)
     assert len(reopened) == n
     timings = []

@@ -1,7 +1,5 @@
 """The parallel embedding pipeline: same embeddings, same order, same skips as the sequential path."""
 
-import shutil
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -46,8 +44,10 @@ def test_parallel_add_equals_the_sequential_embeddings_in_order(tmp_path, photos
     store = EmbeddingStore.create(tmp_path / "pool", encoder.dim, encoder.name)
     report = store.add_images(uris, encoder, progress=False, workers=2, batch_size=3)
     assert store.uris(report.added_ids) == kept  # same order: ids follow the input order
-    assert [u for u, _ in report.skipped] == bad and {u.rsplit("/", 1)[-1] for u in bad} == {"broken.jpg",
-                                                                                           "truncated.jpg"}
+    assert [u for u, _ in report.skipped] == bad and {u.rsplit("/", 1)[-1] for u in bad} == {
+        "broken.jpg",
+        "truncated.jpg",
+    }
     got = store.vectors().take(report.added_ids).astype(np.float32)
     cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1)
     assert cosine.min() >= 0.999
@@ -85,7 +85,7 @@ def test_decoded_images_keeps_order_with_threads_and_remote_fetchers(photos, mon
     assert [o.uri for o in out] == uris
     assert isinstance(out[-1], Skipped) and "cannot fetch" in out[-1].reason
     by_uri = {o.uri: o for o in out}
-    for (u, remote) in zip(local, served):
+    for u, remote in zip(local, served):
         assert type(by_uri[u]) is type(by_uri[remote])
         if isinstance(by_uri[u], Decoded):
             assert by_uri[u].content_hash == by_uri[remote].content_hash
@@ -114,8 +114,22 @@ def test_device_is_validated_with_a_clear_error():
 def test_cuda_asked_on_a_machine_without_it_fails_from_the_cli(tmp_path, image_folder):
     from agile_cli.main import main
 
-    code = main(["--workspace", str(tmp_path / "ws"), "pool", "add", str(image_folder), "--model", "ViT-S-32",
-                 "--pretrained", "none", "--device", "cuda", "--quiet"])
+    code = main(
+        [
+            "--workspace",
+            str(tmp_path / "ws"),
+            "pool",
+            "add",
+            str(image_folder),
+            "--model",
+            "ViT-S-32",
+            "--pretrained",
+            "none",
+            "--device",
+            "cuda",
+            "--quiet",
+        ]
+    )
     assert code == 2
 
 
@@ -142,8 +156,11 @@ def test_an_avx2_cpu_without_vnni_or_native_bf16_gets_int8(monkeypatch):
     from agile_modeling import compute
 
     read = compute.CpuInfo.read
-    for flags, expected in (("fpu sse4_2 avx2 fma f16c", "int8"), ("fpu sse4_2", "fp32"),
-                            ("avx2 avx512_bf16 amx_bf16", "bf16")):
+    for flags, expected in (
+        ("fpu sse4_2 avx2 fma f16c", "int8"),
+        ("fpu sse4_2", "fp32"),
+        ("avx2 avx512_bf16 amx_bf16", "bf16"),
+    ):
         cpu = read(f"model name\t: some CPU\nflags\t\t: {flags}\n", "x86_64")
         monkeypatch.setattr(compute.CpuInfo, "read", classmethod(lambda cls, *a, cpu=cpu: cpu))
         assert choose_precision("auto", "cpu")[0] == expected, flags

@@ -41,10 +41,11 @@ class Service:
         self.cmd, self.env, self.log = cmd, env, log
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Service":
+    def start(self) -> Service:
         with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                            cwd=REPO, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=REPO, start_new_session=True
+            )
         return self
 
     def kill(self) -> None:
@@ -63,16 +64,24 @@ def services(tmp_path, label_studio):
     """Start the backend (gunicorn, basic auth on) and a worker for a workspace; stop them after the test."""
     started: list[Service] = []
 
-    def start(workspace: Path, sync_seconds: float = 5.0, broker_url: str | None = None,
-              prefetch: float = 0.0, **overrides) -> tuple[Settings, Service, Service]:
+    def start(
+        workspace: Path, sync_seconds: float = 5.0, broker_url: str | None = None, prefetch: float = 0.0, **overrides
+    ) -> tuple[Settings, Service, Service]:
         """``prefetch`` 0 by default: most tests follow the paper's rounds to compare with the engine;
         ``overrides``: other :class:`Settings` fields."""
         port = free_port()
-        settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
-                            workspace=workspace, backend_url=f"http://127.0.0.1:{port}",
-                            basic_auth_user="label-studio", basic_auth_pass="backend-secret",
-                            webhook_secret="shared-webhook-secret", broker_url=broker_url, prefetch=prefetch,
-                            **overrides)
+        settings = Settings(
+            label_studio_url=label_studio.url,
+            label_studio_api_key=label_studio.credentials.token,
+            workspace=workspace,
+            backend_url=f"http://127.0.0.1:{port}",
+            basic_auth_user="label-studio",
+            basic_auth_pass="backend-secret",
+            webhook_secret="shared-webhook-secret",
+            broker_url=broker_url,
+            prefetch=prefetch,
+            **overrides,
+        )
         env = {**service_env(settings), "AGILE_SYNC_SECONDS": str(sync_seconds), "PYTHONPATH": str(REPO)}
         backend = Service(backend_command(f"127.0.0.1:{port}"), env, tmp_path / "backend.log").start()
         worker = Service(worker_command(beat=True), env, tmp_path / "worker.log").start()
@@ -103,8 +112,11 @@ def redis_url(tmp_path):
     exe = shutil.which("redis-server")
     assert exe, "redis-server is not installed: run `make redis` (apt-get install redis-server)"
     port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     import redis
 
     client = redis.Redis(port=port)
@@ -130,8 +142,9 @@ def _ping(client) -> bool:
 
 def run_agile(*args, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
     """The `agile` command in a subprocess, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "agile_cli", *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "agile_cli", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout
+    )
 
 
 @dataclass
@@ -163,8 +176,12 @@ def manual_loop(tmp_path, label_studio, shared_data):
         spec = next(s for s in load_suite() if s.title == title)
         ws = shared_workspace(tmp_path / "ws", shared_data)
         ws.sessions.create(spec.concept())
-        settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
-                            workspace=ws.root, prefetch=0.0)  # the paper's rounds: every batch once the last is rated
+        settings = Settings(
+            label_studio_url=label_studio.url,
+            label_studio_api_key=label_studio.credentials.token,
+            workspace=ws.root,
+            prefetch=0.0,
+        )  # the paper's rounds: every batch once the last is rated
         sync = ConceptSync(settings, ws)
         project_id = sync.publish(spec.concept().name, seed_size=seed_size, batch_size=batch_size).project_id
         return ManualLoop(ws, settings, sync, spec, spec.ground_truth(shared_data.pool), project_id)

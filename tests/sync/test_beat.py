@@ -23,9 +23,11 @@ pytestmark = pytest.mark.slow
 
 def periods(log_path, n: int):
     """A condition: the worker's log shows at least ``n`` periodic syncs done (Celery's own line)."""
+
     def done() -> bool:
         text = log_path.read_text() if log_path.exists() else ""
         return sum("Task agile.sync_all[" in line and "succeeded" in line for line in text.splitlines()) >= n
+
     return done
 
 
@@ -42,7 +44,9 @@ def test_the_beat_records_only_crowd_majorities(tmp_path, manual_loop, services)
     tag = uuid.uuid4().hex[:8]
     raters = [sync.client.create_user(f"beat-{tag}-{k}", f"beat-{tag}-{k}@agile.local") for k in range(4)]
     schema = parse_rating_config(sync.client.project_label_config(crowd_project))
-    one_vote, two_votes, tie, majority = [t for t in sync.client.iter_tasks(crowd_project) if t.data["agile_round"] == 0][:4]
+    one_vote, two_votes, tie, majority = [
+        t for t in sync.client.iter_tasks(crowd_project) if t.data["agile_round"] == 0
+    ][:4]
 
     def vote(task, values):
         for rater, value in zip(raters, values):
@@ -66,22 +70,32 @@ def test_the_beat_records_only_crowd_majorities(tmp_path, manual_loop, services)
     # rating one (which would take the annotator's vote for the user's rating)
     task = next(t for t in sync.client.iter_tasks(crowd_project) if t.id == one_vote.id)
     ann = task.annotations[0]
-    body = {"action": "ANNOTATION_CREATED", "task": {"id": task.id, "data": task.data},
-            "annotation": {"id": ann.id, "result": ann.result, "completed_by": ann.completed_by,
-                           "updated_at": ann.updated_at, "lead_time": 1.0}}
+    body = {
+        "action": "ANNOTATION_CREATED",
+        "task": {"id": task.id, "data": task.data},
+        "annotation": {
+            "id": ann.id,
+            "result": ann.result,
+            "completed_by": ann.completed_by,
+            "updated_at": ann.updated_at,
+            "lead_time": 1.0,
+        },
+    }
     report = sync_project(ConceptSync(settings, ws), crowd_project, event=annotation_event(body))
     assert "majority for 1, 1 ties" in report.summary()
     assert session.labels() == user_labels
     assert session.labels(CROWD) == {majority.data[IMAGE_ID]: truth_of(majority)}
 
 
-def test_one_deleted_project_stops_no_other_and_a_deleted_task_stays_deleted(tmp_path, label_studio, services,
-                                                                            shared_data):
+def test_one_deleted_project_stops_no_other_and_a_deleted_task_stays_deleted(
+    tmp_path, label_studio, services, shared_data
+):
     ws = shared_workspace(tmp_path / "ws", shared_data)
     suite = {s.title: s for s in load_suite()}
     cats, stop_signs = suite["cats"], suite["real stop signs"]
-    publisher = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
-                         workspace=ws.root)  # no backend: no webhooks, only the beat syncs these projects
+    publisher = Settings(
+        label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token, workspace=ws.root
+    )  # no backend: no webhooks, only the beat syncs these projects
     sync = ConceptSync(publisher, ws)
     for spec in (cats, stop_signs):  # the first concept's project is the first the beat syncs
         ws.sessions.create(spec.concept())
@@ -97,10 +111,14 @@ def test_one_deleted_project_stops_no_other_and_a_deleted_task_stays_deleted(tmp
     settings, _, worker = services(ws.root, sync_seconds=1.0)
     wait_for(periods(worker.log, 3), 240, "three periodic syncs")
     remaining = list(client.iter_tasks(kept))
-    assert len(remaining) == 19 and deleted.data[IMAGE_ID] not in {t.data[IMAGE_ID] for t in remaining}  # not pushed again
+    assert len(remaining) == 19 and deleted.data[IMAGE_ID] not in {
+        t.data[IMAGE_ID] for t in remaining
+    }  # not pushed again
 
     rate(client, kept, remaining, stop_signs.ground_truth(shared_data.pool))
-    wait_for(lambda: len(list(client.iter_tasks(kept))) == 29, 240, "the beat to complete round 0 without the deleted image")
+    wait_for(
+        lambda: len(list(client.iter_tasks(kept))) == 29, 240, "the beat to complete round 0 without the deleted image"
+    )
     session = ws.sessions.open("stop sign")
     assert session.current_round() == 1 and len(session.labels()) == 19
     assert deleted.data[IMAGE_ID] not in {t.data[IMAGE_ID] for t in client.iter_tasks(kept)}

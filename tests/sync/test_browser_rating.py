@@ -16,16 +16,15 @@ import os
 import time
 from pathlib import Path
 
-import pytest
-
 import numpy as np
+import pytest
 
 from agile_cli.services import import_demo_pool
 from agile_modeling.concepts import Concept
 from agile_modeling.workspace import Workspace
 from label_config import parse_rating_config
 from sync.client import LabelStudioClient
-from sync.rounds import IMAGE_ID, ROUND, ConceptSync, latest_annotation
+from sync.rounds import ROUND, ConceptSync, latest_annotation
 from tests.sync.conftest import wait_for
 from tests.sync.test_label_studio_loop import rate
 
@@ -43,8 +42,16 @@ def browser():
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--window-size=1400,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--window-size=1400,900",
+    ):
         options.add_argument(flag)
     options.binary_location = str(CHROMIUM)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -85,7 +92,8 @@ def model_guess(client: LabelStudioClient, task_id: int) -> str:
 
 
 def test_hotkeys_set_the_choice_agreeing_or_not_and_the_stream_goes_on_into_the_next_batch(
-        tmp_path, label_studio, services, browser):
+    tmp_path, label_studio, services, browser
+):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
@@ -100,8 +108,13 @@ def test_hotkeys_set_the_choice_agreeing_or_not_and_the_stream_goes_on_into_the_
     client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
     schema = parse_rating_config(client.project_label_config(project))
     rate(client, project, list(client.iter_tasks(project)), truth)  # the seed, through the API
-    wait_for(lambda: sum(t.data[ROUND] == 1 and t.prediction_version is not None
-                         for t in client.iter_tasks(project)) == BATCH, 180, "round 1 with predictions")
+    wait_for(
+        lambda: (
+            sum(t.data[ROUND] == 1 and t.prediction_version is not None for t in client.iter_tasks(project)) == BATCH
+        ),
+        180,
+        "round 1 with predictions",
+    )
     round_of = {t.id: t.data[ROUND] for t in client.iter_tasks(project)}
 
     log_in(browser, label_studio)
@@ -114,13 +127,20 @@ def test_hotkeys_set_the_choice_agreeing_or_not_and_the_stream_goes_on_into_the_
     pressed: list[tuple[int, str, str | None]] = []  # (task, choice pressed, the model's guess)
     for n in range(BATCH + 2):  # all of round 1, then into round 2
         try:
-            state = wait_for(lambda: (s := shown_task(browser)) and s[0] not in {p[0] for p in pressed} and s[2] and s,
-                             120, f"task {n + 1} of the stream with its image loaded")
+            state = wait_for(
+                lambda: (s := shown_task(browser)) and s[0] not in {p[0] for p in pressed} and s[2] and s,
+                120,
+                f"task {n + 1} of the stream with its image loaded",
+            )
         except AssertionError as exc:
             browser.save_screenshot(str(tmp_path / "timeout.png"))
-            images = browser.execute_script("return [...document.images].map(i => [i.src.slice(0, 120), i.naturalWidth])")
-            raise AssertionError(f"{exc}; on screen: {shown_task(browser)}, images {images}, screenshot "
-                                 f"{tmp_path / 'timeout.png'}, logs {browser.get_log('browser')[-5:]}") from None
+            images = browser.execute_script(
+                "return [...document.images].map(i => [i.src.slice(0, 120), i.naturalWidth])"
+            )
+            raise AssertionError(
+                f"{exc}; on screen: {shown_task(browser)}, images {images}, screenshot "
+                f"{tmp_path / 'timeout.png'}, logs {browser.get_log('browser')[-5:]}"
+            ) from None
         task_id, shown, _ = state
         if n == BATCH // 2:  # half a batch open: round 2 is on its way; the stream must never run dry
             round_of.update({t.id: t.data[ROUND] for t in client.iter_tasks(project)})
@@ -132,13 +152,18 @@ def test_hotkeys_set_the_choice_agreeing_or_not_and_the_stream_goes_on_into_the_
         time.sleep(0.3)
         if shown_task(browser)[1] != choice:
             browser.save_screenshot(str(tmp_path / "key.png"))
-        assert shown_task(browser)[1] == choice, f"the key un-ticked or missed {choice} on task {task_id} (shown {shown})"
+        assert shown_task(browser)[1] == choice, (
+            f"the key un-ticked or missed {choice} on task {task_id} (shown {shown})"
+        )
         if n == 0:
             browser.save_screenshot(str(tmp_path / "label-studio-stream.png"))
         ActionChains(browser).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
         pressed.append((task_id, choice, guess))
-        wait_for(lambda: any(t.id == task_id and latest_annotation(t) for t in client.iter_tasks(project)), 30,
-                 f"task {task_id}'s annotation")
+        wait_for(
+            lambda task_id=task_id: any(t.id == task_id and latest_annotation(t) for t in client.iter_tasks(project)),
+            30,
+            f"task {task_id}'s annotation",
+        )
         assert "is required" not in browser.page_source
 
     annotations = {t.id: latest_annotation(t) for t in client.iter_tasks(project)}

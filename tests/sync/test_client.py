@@ -18,8 +18,10 @@ def rating_projects(label_studio):
 
 
 def task(n: int, schema, score: float) -> dict:
-    return {"data": {schema.image_field: f"https://example.org/{n}.jpg", "concept": "cats", "description": "cats"},
-            "predictions": [{"model_version": "m-v1", "score": score, "result": schema.prediction(score)}]}
+    return {
+        "data": {schema.image_field: f"https://example.org/{n}.jpg", "concept": "cats", "description": "cats"},
+        "predictions": [{"model_version": "m-v1", "score": score, "result": schema.prediction(score)}],
+    }
 
 
 def test_tasks_imported_during_other_traffic_all_carry_their_predictions(rating_projects):
@@ -55,7 +57,6 @@ def test_tasks_imported_during_other_traffic_all_carry_their_predictions(rating_
     tasks = [t for p in projects for t in client.iter_tasks(p)]
     assert len(tasks) == 600
     assert [t.id for t in tasks if t.prediction_version != "m-v1"] == []
-
 
 
 def test_listing_every_task_asks_for_no_page_past_the_last(rating_projects, label_studio, monkeypatch):

@@ -37,7 +37,7 @@ def test_three_annotators_majority_vote_from_the_server(manual_loop):
         answers = [int(truth[image_id]), int(truth[image_id]), 1 - int(truth[image_id])]  # rater2 disagrees
         if n == 0:
             answers = answers[:2]  # a task with only two votes
-        for k, (user, value) in enumerate(zip(annotators, answers)):
+        for user, value in zip(annotators, answers):
             sync.client.create_annotation(task.id, schema.rating(value), completed_by=user)
             votes.append(Vote(image_id, str(user), value, time=float(n)))
         if n == 1:  # rater0 votes twice on the same task, changing their mind: only the latest counts

@@ -31,11 +31,17 @@ def test_scoping_a_batch_with_reasons_and_a_refinement(tmp_path, label_studio, s
     ws = shared_workspace(tmp_path / "ws", shared_data)
     pool = shared_data.pool
     truth = np.array([d == "caltech101" and pool.class_name(i) in WANTED for i, d in enumerate(pool.dataset)])
-    related = np.array([d == "caltech101" and pool.class_name(i) in WANTED | {"accordion", "electric_guitar",
-                        "grand_piano", "mandolin"} for i, d in enumerate(pool.dataset)])
+    related = np.array(
+        [
+            d == "caltech101"
+            and pool.class_name(i) in WANTED | {"accordion", "electric_guitar", "grand_piano", "mandolin"}
+            for i, d in enumerate(pool.dataset)
+        ]
+    )
     ws.sessions.create(Concept("musical instrument", description="brass and wind instruments"))
-    settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
-                        workspace=ws.root)
+    settings = Settings(
+        label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token, workspace=ws.root
+    )
     delib = DeliberationSync(ConceptSync(settings, ws))
     client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
 
@@ -63,7 +69,9 @@ def test_scoping_a_batch_with_reasons_and_a_refinement(tmp_path, label_studio, s
     deliberation_project = state.for_concept("musical-instrument", DELIBERATION).project_id
     assert started.definition_version == 0 and 1 <= started.pushed <= 5
     project = client.sdk.projects.get(id=deliberation_project)
-    assert "Current definition (v0)" in project.expert_instruction and "Concept: musical instrument" in project.description
+    assert (
+        "Current definition (v0)" in project.expert_instruction and "Concept: musical instrument" in project.description
+    )
     tasks = list(client.iter_tasks(deliberation_project))
     assert len(tasks) == started.pushed and all(t.data["decision_text"] in ("IN SCOPE", "OUT OF SCOPE") for t in tasks)
     assert all(t.data["rationale"].startswith("Why: ") and "This batch:" in t.data["ambiguity"] for t in tasks)
@@ -77,13 +85,16 @@ def test_scoping_a_batch_with_reasons_and_a_refinement(tmp_path, label_studio, s
         else:
             disagreements += 1
             word = pool.class_name(image).replace("_", " ")
-            result = [choice("verdict", "image", "Disagree"), text("reason", f"a {word} is {'in' if truth[image] else 'out of'} scope for me")]
+            result = [
+                choice("verdict", "image", "Disagree"),
+                text("reason", f"a {word} is {'in' if truth[image] else 'out of'} scope for me"),
+            ]
         client.create_annotation(task.id, result, lead_time=3.0)
     after = delib.sync_deliberation("musical instrument")
     session = ws.sessions.open("musical instrument")
     labels = session.labels(SOURCE)
     assert labels == {t.data[IMAGE_ID]: int(truth[t.data[IMAGE_ID]]) for t in tasks}  # exactly the server's answers
-    notes = {i: l.note for i, l in session.latest_labels(SOURCE).items()}
+    notes = {i: label.note for i, label in session.latest_labels(SOURCE).items()}
     assert sum(1 for n in notes.values() if n and "scope for me" in n) == disagreements
 
     # --- one refinement, visible in Label Studio, and the next batch ----------------------------------

@@ -51,7 +51,9 @@ def test_evaluation_set_ratings_measure_models_and_never_train_them(tmp_path, ma
     assert fresh_session(ws).labels() == user_labels  # evaluation ratings train nothing
     clf = ws.registry("stop sign").get("stop-sign-v2").load()
     ids = np.array(sorted(images))
-    expected = binary_metrics(truth[ids].astype(int), clf.predict_proba(shared_data.pool.x[ids].astype(np.float32)), 0.5)
+    expected = binary_metrics(
+        truth[ids].astype(int), clf.predict_proba(shared_data.pool.x[ids].astype(np.float32)), 0.5
+    )
     assert f"| stop-sign-v2 | 1 | 30 | 1.0 | {expected.auc_pr:.3f} |" in report.stdout  # 30 ratings x 2 s lead time
     # every stratum of v2's scores contributed its 20 lowest-hash candidates (or all it had)
     version = ws.registry("stop sign").get("stop-sign-v2")

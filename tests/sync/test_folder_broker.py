@@ -53,11 +53,19 @@ def test_three_producers_and_a_worker_with_beat_on_the_folder_broker(tmp_path):
     env = clean_env(AGILE_WORKSPACE=str(ws), AGILE_SYNC_SECONDS="1")
     log = tmp_path / "worker.log"
     with open(log, "ab") as out:
-        worker = subprocess.Popen(worker_command(beat=True), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                  cwd=tmp_path, start_new_session=True)
+        worker = subprocess.Popen(
+            worker_command(beat=True),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
     try:
-        senders = [subprocess.Popen([sys.executable, "-c", SEND, str(ws), str(PER_SENDER)], env=env, cwd=REPO)
-                   for _ in range(SENDERS)]
+        senders = [
+            subprocess.Popen([sys.executable, "-c", SEND, str(ws), str(PER_SENDER)], env=env, cwd=REPO)
+            for _ in range(SENDERS)
+        ]
         for s in senders:
             assert s.wait(timeout=300) == 0
         queue = ws / "broker" / "queue"
@@ -84,6 +92,7 @@ def test_results_are_written_whole_and_a_killed_tasks_message_returns_within_min
     backend.set(b"celery-task-meta-x", b'{"status": "SUCCESS"}')
     assert backend.get(b"celery-task-meta-x") == b'{"status": "SUCCESS"}'
     assert sorted(p.name for p in (tmp_path / "results").iterdir() if not p.name.startswith(".fs-backend")) == [
-        "celery-task-meta-x"]  # no partial file left behind
+        "celery-task-meta-x"
+    ]  # no partial file left behind
     redis_app = make_celery(Settings(workspace=tmp_path, broker_url="redis://127.0.0.1:1/0"))
     assert redis_app.conf.broker_transport_options["visibility_timeout"] <= 600

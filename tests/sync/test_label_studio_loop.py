@@ -68,13 +68,35 @@ def test_the_loop_through_label_studio_matches_the_engine(tmp_path, label_studio
     # the user creates the concept from the command line: with LABEL_STUDIO_URL set, it is published
     concept = suite_concept.concept()
     assert concept.positives == (concept.name,) and concept.example_ids == ()
-    out = subprocess.run([sys.executable, "-m", "agile_cli", "concept", "new", concept.name, "--negative", *concept.negatives,
-                          "--description", concept.description, "--size", str(BATCH), "--batch-size", str(BATCH)],
-                         capture_output=True, text=True, env=service_env(settings), cwd=REPO, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agile_cli",
+            "concept",
+            "new",
+            concept.name,
+            "--negative",
+            *concept.negatives,
+            "--description",
+            concept.description,
+            "--size",
+            str(BATCH),
+            "--batch-size",
+            str(BATCH),
+        ],
+        capture_output=True,
+        text=True,
+        env=service_env(settings),
+        cwd=REPO,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert Workspace(ws.root).sessions.open(CONCEPT).concept == concept  # the same concept as the simulation's
     project_id = SyncState(ws.root / "label_studio.sqlite").for_concept(CONCEPT).project_id
-    assert f"published to Label Studio as project {project_id}" in out.stdout and f"({BATCH} tasks pushed)" in out.stdout
+    assert (
+        f"published to Label Studio as project {project_id}" in out.stdout and f"({BATCH} tasks pushed)" in out.stdout
+    )
 
     seed = list(client.iter_tasks(project_id))
     assert len(seed) == BATCH and {t.data[ROUND] for t in seed} == {0}
@@ -118,8 +140,9 @@ def test_the_loop_through_label_studio_matches_the_engine(tmp_path, label_studio
     assert [m["name"] for m in session.models()] == ["sunflower-v1", "sunflower-v2"]
 
     # the same model quality as the engine's own simulation, for the same concept and seed
-    sim = simulate_session(suite_concept, SimulationContext.build(shared_data), tmp_path / "sim", rounds=1,
-                           batch_size=BATCH, seed=0)
+    sim = simulate_session(
+        suite_concept, SimulationContext.build(shared_data), tmp_path / "sim", rounds=1, batch_size=BATCH, seed=0
+    )
     test_truth = suite_concept.ground_truth(shared_data.test)
     via_label_studio = Workspace(ws.root).registry(CONCEPT).get("sunflower-v2").load()
     ours = binary_metrics(test_truth, via_label_studio.predict_proba(shared_data.test.x.astype(np.float32)), 0.5)
@@ -134,8 +157,13 @@ def test_repeated_and_lost_webhooks_change_nothing(tmp_path, label_studio, share
     ws = shared_workspace(tmp_path / "ws", shared_data)
     spec = next(s for s in load_suite() if s.title == "real stop signs")
     ws.sessions.create(spec.concept())
-    settings = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.credentials.token,
-                        workspace=ws.root, label_config="rating-note", prefetch=0.0)  # the paper's rounds
+    settings = Settings(
+        label_studio_url=label_studio.url,
+        label_studio_api_key=label_studio.credentials.token,
+        workspace=ws.root,
+        label_config="rating-note",
+        prefetch=0.0,
+    )  # the paper's rounds
     sync = ConceptSync(settings)
     report = sync.publish(spec.concept().name, seed_size=20, batch_size=10)
     again = sync.publish(spec.concept().name, seed_size=20, batch_size=10)
@@ -163,7 +191,9 @@ def test_repeated_and_lost_webhooks_change_nothing(tmp_path, label_studio, share
     assert done.new_labels == 2 and done.trained == "stop-sign-v1" and done.pushed == 10 and done.round == 1
     assert sync.sync(spec.concept().name).pushed == 0
     assert len(list(sync.client.iter_tasks(report.project_id))) == 30
-    assert [l.note for l in session.label_history() if l.image_id == rated[0].data[IMAGE_ID]][-1] == "octagon, red"
+    assert [label.note for label in session.label_history() if label.image_id == rated[0].data[IMAGE_ID]][
+        -1
+    ] == "octagon, red"
     # a forced retrain mid-round: a new version, and the open tasks get its predictions
     forced = sync.retrain(spec.concept().name)
     assert forced.trained == "stop-sign-v2" and forced.refreshed == 10 and forced.pushed == 0

@@ -10,9 +10,9 @@ import pytest
 
 from label_config import parse_rating_config
 from sync.client import LabelStudioClient
+from sync.rounds import IMAGE_ID, ROUND
 from sync.settings import Settings
 from sync.state import SyncState
-from sync.rounds import IMAGE_ID, ROUND
 from tests.sync.conftest import run_agile, wait_for
 from tests.sync.test_label_studio_loop import shared_workspace
 
@@ -23,8 +23,11 @@ SEED, BATCH = 20, 10
 
 def next_in_stream(label_studio, project_id: int) -> dict | None:
     """The task Label Studio's label stream shows the user next (None: "No More Tasks")."""
-    reply = httpx.get(f"{label_studio.url}/api/projects/{project_id}/next",
-                      headers={"Authorization": f"Token {label_studio.credentials.token}"}, timeout=30)
+    reply = httpx.get(
+        f"{label_studio.url}/api/projects/{project_id}/next",
+        headers={"Authorization": f"Token {label_studio.credentials.token}"},
+        timeout=30,
+    )
     return reply.json() if reply.status_code == 200 else None
 
 
@@ -34,8 +37,9 @@ def test_the_next_batch_is_in_the_stream_before_the_last_one_is_rated(tmp_path, 
     settings, _, _ = services(ws.root, sync_seconds=600, prefetch=Settings.from_env().prefetch)
     from agile_cli.services import service_env
 
-    out = run_agile("concept", "new", "stop sign", "--size", str(SEED), "--batch-size", str(BATCH),
-                    env=service_env(settings))
+    out = run_agile(
+        "concept", "new", "stop sign", "--size", str(SEED), "--batch-size", str(BATCH), env=service_env(settings)
+    )
     assert out.returncode == 0, out.stderr
     project = SyncState(ws.root / "label_studio.sqlite").for_concept("stop-sign").project_id
     client = LabelStudioClient(label_studio.url, label_studio.credentials.token)

@@ -50,7 +50,9 @@ def test_tasks_open_without_the_models_guess_unless_asked_and_skip_means_unsure(
     skip = next(a for a in client.sdk.tasks.get(id=skipped.id).annotations)
     skip_id = skip["id"] if isinstance(skip, dict) else skip.id
     for _ in range(2):
-        client.sdk.annotations.update(id=skip_id, result=parse_rating_config(load_config()).rating(1), was_cancelled=False)
+        client.sdk.annotations.update(
+            id=skip_id, result=parse_rating_config(load_config()).rating(1), was_cancelled=False
+        )
         loop.sync.sync(name)
         assert session.labels().get(image) == 1
         client.sdk.annotations.update(id=skip_id, result=[], was_cancelled=True)
@@ -66,7 +68,10 @@ def test_tasks_open_without_the_models_guess_unless_asked_and_skip_means_unsure(
     project = client.sdk.projects.get(id=loop.project_id)
     assert "Round 1: 0 of 10 rated." in project.description
     assert f"19 ratings so far, {positives} positive." in project.description
-    assert f"Newest model {report.trained} (round 0): estimated AUC-PR {model['metrics']['cv_auc_pr']:.2f}" in project.description
+    assert (
+        f"Newest model {report.trained} (round 0): estimated AUC-PR {model['metrics']['cv_auc_pr']:.2f}"
+        in project.description
+    )
     assert "Skip when you cannot tell" in project.expert_instruction
     rate(client, loop.project_id, batch_1[:3], loop.truth)
     loop.sync.sync(name)
@@ -92,8 +97,10 @@ def test_publishing_with_the_backend_on_another_port_leaves_no_stale_backend_or_
 
     loop = manual_loop("real stop signs", seed_size=10, batch_size=10)
     client, name = loop.sync.client, loop.spec.concept().name
-    servers = [make_server("127.0.0.1", 0, create_app(loop.settings, enqueue=lambda kind, **kw: None), threaded=True)
-               for _ in range(2)]  # our backend app twice: Label Studio checks a backend's health before adding it
+    servers = [
+        make_server("127.0.0.1", 0, create_app(loop.settings, enqueue=lambda kind, **kw: None), threaded=True)
+        for _ in range(2)
+    ]  # our backend app twice: Label Studio checks a backend's health before adding it
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     urls = [f"http://127.0.0.1:{server.server_port}" for server in servers]

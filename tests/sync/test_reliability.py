@@ -62,9 +62,17 @@ def test_reordered_and_late_webhooks_end_at_the_servers_state(manual_loop):
     server = {t.data[IMAGE_ID]: t for t in client.iter_tasks(loop.project_id)}[image].annotations[0]
 
     def event(value: int, updated_at: str) -> dict:
-        body = {"action": "ANNOTATION_UPDATED", "task": {"id": task.id, "data": task.data},
-                "annotation": {"id": first, "result": schema.rating(value), "completed_by": 1, "updated_at": updated_at,
-                               "lead_time": 1.0}}
+        body = {
+            "action": "ANNOTATION_UPDATED",
+            "task": {"id": task.id, "data": task.data},
+            "annotation": {
+                "id": first,
+                "result": schema.rating(value),
+                "completed_by": 1,
+                "updated_at": updated_at,
+                "lead_time": 1.0,
+            },
+        }
         return annotation_event(body)
 
     older = "2020-01-01T00:00:00.000000Z"
@@ -84,8 +92,9 @@ def test_label_studio_down_while_the_worker_has_work(tmp_path, shared_data):
     ws = shared_workspace(tmp_path / "ws", shared_data)
     spec = next(s for s in load_suite() if s.title == "real stop signs")
     ws.sessions.create(spec.concept())
-    settings = Settings(label_studio_url=server.url, label_studio_api_key=server.credentials.token, workspace=ws.root,
-                        prefetch=0.0)
+    settings = Settings(
+        label_studio_url=server.url, label_studio_api_key=server.credentials.token, workspace=ws.root, prefetch=0.0
+    )
     sync = ConceptSync(settings, ws)
     project = sync.publish(spec.concept().name, seed_size=20, batch_size=10).project_id
     client = LabelStudioClient(server.url, server.credentials.token)
@@ -99,8 +108,11 @@ def test_label_studio_down_while_the_worker_has_work(tmp_path, shared_data):
 
         app = make_celery(settings)
         app.send_task("agile.sync_project", args=(project, None, None))  # ... while the worker has work
-        wait_for(lambda: (tmp_path / "worker.log").read_text().count("retrying in") >= 3, 120,
-                 "the worker to retry with backoff")
+        wait_for(
+            lambda: (tmp_path / "worker.log").read_text().count("retrying in") >= 3,
+            120,
+            "the worker to retry with backoff",
+        )
         log = (tmp_path / "worker.log").read_text()
         assert "retrying in 1 s" in log and "retrying in 2 s" in log and "cannot reach Label Studio" in log
         server = LabelStudioServer(tmp_path / "ls", port=server.port, venv=venv).start()  # back, same data
@@ -136,4 +148,6 @@ def test_a_celery_worker_killed_mid_push_is_replaced_and_the_round_completes(tmp
     images = images_of(client, loop.project_id)
     session = loop.workspace.sessions.open("stop sign")
     assert len(set(images)) == 100 and sorted(images[20:]) == sorted(session.batch(1))
-    assert len(session.labels()) == 20 and [v.name for v in loop.workspace.registry("stop sign").versions()] == ["stop-sign-v1"]
+    assert len(session.labels()) == 20 and [v.name for v in loop.workspace.registry("stop sign").versions()] == [
+        "stop-sign-v1"
+    ]

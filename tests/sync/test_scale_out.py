@@ -26,8 +26,10 @@ pytestmark = pytest.mark.slow
 def start_workers(tmp_path, workspace, redis_url, n: int) -> list[Service]:
     settings = Settings(workspace=workspace, broker_url=redis_url, prefetch=0.0)  # the paper's rounds
     env = {**service_env(settings), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    return [Service(worker_command(beat=False) + ["-n", f"w{i}@%h"], env, tmp_path / f"worker{i}.log").start()
-            for i in range(n)]
+    return [
+        Service(worker_command(beat=False) + ["-n", f"w{i}@%h"], env, tmp_path / f"worker{i}.log").start()
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -52,8 +54,18 @@ def in_process_batch(ws_root, concept: str, round_index: int, batch_size: int, s
 
 
 def publish(spec, settings, strategy: str, seed_size: int = 20, batch_size: int = 10) -> int:
-    out = run_agile("concept", "publish", spec.concept().name, "--size", str(seed_size), "--batch-size", str(batch_size),
-                    "--strategy", strategy, env=service_env(settings))
+    out = run_agile(
+        "concept",
+        "publish",
+        spec.concept().name,
+        "--size",
+        str(seed_size),
+        "--batch-size",
+        str(batch_size),
+        "--strategy",
+        strategy,
+        env=service_env(settings),
+    )
     assert out.returncode == 0, out.stderr
     return SyncState(settings.workspace / "label_studio.sqlite").for_concept(slugify(spec.concept().name)).project_id
 
@@ -67,16 +79,22 @@ def concept_log_lines(slug: str, *logs) -> str:
     return "\n".join(line for log in logs for line in log.read_text().splitlines() if f"{slug}:" in line)
 
 
-def test_webhook_driven_sharded_rounds_of_two_concepts_on_two_workers(tmp_path, label_studio, services, redis_url,
-                                                                        shared_data, monkeypatch):
+def test_webhook_driven_sharded_rounds_of_two_concepts_on_two_workers(
+    tmp_path, label_studio, services, redis_url, shared_data, monkeypatch
+):
     """Two concepts' rounds at once on 2 solo workers over Redis, pool scoring sharded: no task waits
     for another, both rounds complete, and each batch is exactly the single-process selection."""
     specs = {s.title: s for s in load_suite() if s.title in ("cats", "real stop signs")}
     ws = shared_workspace(tmp_path / "ws", shared_data)
     for spec in specs.values():
         ws.sessions.create(spec.concept())
-    settings, backend, worker = services(ws.root, sync_seconds=600, broker_url=redis_url,  # webhooks drive it
-                                         sharded_scoring=True, shard_rows=6000)  # the shared pool in 7 pieces
+    settings, backend, worker = services(
+        ws.root,
+        sync_seconds=600,
+        broker_url=redis_url,  # webhooks drive it
+        sharded_scoring=True,
+        shard_rows=6000,
+    )  # the shared pool in 7 pieces
     env = {**service_env(settings), "PYTHONPATH": str(REPO), "AGILE_SYNC_SECONDS": "600"}
     second = Service(worker_command(beat=False) + ["-n", "second@%h"], env, tmp_path / "worker2.log").start()
     try:
@@ -89,7 +107,9 @@ def test_webhook_driven_sharded_rounds_of_two_concepts_on_two_workers(tmp_path, 
         for title, pid in projects.items():
             rate(client, pid, seeds[title][-1:], specs[title].ground_truth(shared_data.pool))
         for title, pid in projects.items():
-            wait_for(lambda: len(round_tasks(client, pid, 1)) == 10, 180, f"round 1 of {title!r} on the workers")
+            wait_for(
+                lambda pid=pid: len(round_tasks(client, pid, 1)) == 10, 180, f"round 1 of {title!r} on the workers"
+            )
         for title, pid in projects.items():
             slug = slugify(specs[title].concept().name)
             pushed = round_tasks(client, pid, 1)
@@ -97,7 +117,8 @@ def test_webhook_driven_sharded_rounds_of_two_concepts_on_two_workers(tmp_path, 
             assert Workspace(ws.root).sessions.open(slug).batch(1) == expected, title
             assert [t.data[IMAGE_ID] for t in pushed] == expected, title  # pushed in the batch's order
             assert {t.prediction_version for t in pushed} == {f"{slug}-v1"}, (  # with the new model's predictions
-                concept_log_lines(slug, worker.log, tmp_path / "worker2.log"))
+                concept_log_lines(slug, worker.log, tmp_path / "worker2.log")
+            )
             # a later sync (the beat's, a repeated webhook) changes nothing
             again = run_agile("concept", "sync", specs[title].concept().name, env=service_env(settings))
             assert again.returncode == 0 and "pushed" not in again.stdout, again.stdout + again.stderr
@@ -122,8 +143,9 @@ def test_sharded_round_over_the_default_folder_broker(tmp_path, label_studio, se
     rate(client, project_id, list(client.iter_tasks(project_id)), spec.ground_truth(shared_data.pool))
     wait_for(lambda: len(round_tasks(client, project_id, 1)) == 10, 180, "round 1 over the folder broker")
     time.sleep(5)  # a few more periodic syncs: none pushes anything again
-    assert [t.data[IMAGE_ID] for t in round_tasks(client, project_id, 1)] == in_process_batch(ws.root, "cat", 1, 10,
-                                                                                             "margin")
+    assert [t.data[IMAGE_ID] for t in round_tasks(client, project_id, 1)] == in_process_batch(
+        ws.root, "cat", 1, 10, "margin"
+    )
     assert len(list(client.iter_tasks(project_id))) == 30
     log = worker.log.read_text()
     assert "celery.chord_unlock" in log and "agile.finish_selection" in log
@@ -141,7 +163,9 @@ def test_embedding_fans_out_over_workers_and_resumes(tmp_path, celery_env, redis
     workers = start_workers(tmp_path, ws.root, redis_url, 2)
     try:
         first = fan_out_embedding(ws.root, uris[:6], chunk=2, timeout=300, progress=False, app=celery_env)
-        second = fan_out_embedding(ws.root, uris, chunk=3, timeout=300, progress=False, app=celery_env)  # resumes: 6 already there
+        second = fan_out_embedding(
+            ws.root, uris, chunk=3, timeout=300, progress=False, app=celery_env
+        )  # resumes: 6 already there
     finally:
         for w in workers:
             w.stop()

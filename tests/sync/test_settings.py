@@ -58,25 +58,41 @@ def test_the_configuration_reference_is_generated_from_the_settings():
 
 
 def test_values_are_parsed_and_checked_once():
-    s = Settings.from_env({"AGILE_SYNC_SECONDS": "2.5", "AGILE_PREFETCH": "0", "AGILE_SHARDED_SCORING": "yes",
-                           "AGILE_SHARD_ROWS": "6000", "AGILE_PROVIDER": "Gemini", "MODEL_DIR": "/tmp/ws",
-                           "LABEL_STUDIO_URL": "http://ls:8080/", "AGILE_TORCH_THREADS": "2"})
+    s = Settings.from_env(
+        {
+            "AGILE_SYNC_SECONDS": "2.5",
+            "AGILE_PREFETCH": "0",
+            "AGILE_SHARDED_SCORING": "yes",
+            "AGILE_SHARD_ROWS": "6000",
+            "AGILE_PROVIDER": "Gemini",
+            "MODEL_DIR": "/tmp/ws",
+            "LABEL_STUDIO_URL": "http://ls:8080/",
+            "AGILE_TORCH_THREADS": "2",
+        }
+    )
     assert (s.sync_seconds, s.prefetch, s.sharded_scoring, s.shard_rows) == (2.5, 0.0, True, 6000)
-    assert (s.provider, s.workspace, s.label_studio_url, s.torch_threads) == ("gemini", Path("/tmp/ws"),
-                                                                             "http://ls:8080", 2)
+    assert (s.provider, s.workspace, s.label_studio_url, s.torch_threads) == (
+        "gemini",
+        Path("/tmp/ws"),
+        "http://ls:8080",
+        2,
+    )
     assert Settings.from_env({}) == Settings()  # nothing set: the documented defaults
     assert Settings.from_env({"AGILE_PREFETCH": "  "}).prefetch == 0.5  # blank is unset
 
 
-@pytest.mark.parametrize("name, value, expected", [
-    ("AGILE_PREFETCH", "1.5", "fraction in [0, 1)"),
-    ("AGILE_SYNC_SECONDS", "soon", "a number"),
-    ("AGILE_SHARD_ROWS", "0", "positive whole number"),
-    ("AGILE_COMPUTE", "fp64", "one of auto, bf16, fp32"),
-    ("AGILE_PROVIDER", "openai", "one of offline, gemini"),
-    ("AGILE_SHARDED_SCORING", "maybe", "1 or 0"),
-    ("LABEL_STUDIO_URL", "localhost:8080", "http(s) URL"),
-])
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("AGILE_PREFETCH", "1.5", "fraction in [0, 1)"),
+        ("AGILE_SYNC_SECONDS", "soon", "a number"),
+        ("AGILE_SHARD_ROWS", "0", "positive whole number"),
+        ("AGILE_COMPUTE", "fp64", "one of auto, bf16, fp32"),
+        ("AGILE_PROVIDER", "openai", "one of offline, gemini"),
+        ("AGILE_SHARDED_SCORING", "maybe", "1 or 0"),
+        ("LABEL_STUDIO_URL", "localhost:8080", "http(s) URL"),
+    ],
+)
 def test_a_bad_value_names_the_variable_and_what_it_expects(name, value, expected):
     with pytest.raises(ConfigurationError) as err:
         Settings.from_env({name: value})
@@ -93,8 +109,16 @@ def test_a_bad_secret_is_not_printed():
 
 
 def test_a_child_process_gets_the_same_settings():
-    s = Settings(workspace=Path("/tmp/ws"), prefetch=0.0, sharded_scoring=True, shard_rows=6000, provider="gemini",
-                 label_studio_url="http://127.0.0.1:8080", basic_auth_pass="secret", sync_seconds=3.0)
+    s = Settings(
+        workspace=Path("/tmp/ws"),
+        prefetch=0.0,
+        sharded_scoring=True,
+        shard_rows=6000,
+        provider="gemini",
+        label_studio_url="http://127.0.0.1:8080",
+        basic_auth_pass="secret",
+        sync_seconds=3.0,
+    )
     assert Settings.from_env(s.as_env()) == s
     assert "AGILE_COMPUTE" not in s.as_env()  # defaults are left to the child's own environment
 
@@ -106,13 +130,21 @@ def test_the_gemini_provider_needs_its_key():
 
 
 def agile(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agile_cli", *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO), **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "agile_cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        timeout=120,
+    )
 
 
 def test_the_cli_reads_its_settings_once_and_says_what_is_wrong(tmp_path):
-    shown = agile("config", env={"AGILE_WORKSPACE": str(tmp_path), "AGILE_PREFETCH": "0.25",
-                                 "LABEL_STUDIO_API_KEY": "secret-token"})
+    shown = agile(
+        "config",
+        env={"AGILE_WORKSPACE": str(tmp_path), "AGILE_PREFETCH": "0.25", "LABEL_STUDIO_API_KEY": "secret-token"},
+    )
     assert shown.returncode == 0, shown.stderr
     assert "AGILE_WORKSPACE" in shown.stdout and str(tmp_path) in shown.stdout and "0.25" in shown.stdout
     assert "secret-token" not in shown.stdout and "(set)" in shown.stdout

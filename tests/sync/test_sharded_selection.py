@@ -94,8 +94,14 @@ def test_selection_in_flight_is_launched_once_and_recorded_once(manual_loop, bro
     # the chord's callback, with the results the workers return for the first launch's messages
     parts = [score_shard(*args, **kwargs) for args, kwargs in shards]
     callback = callback_kwargs(queued(broker_app, "celery.chord_unlock")[0])
-    assert callback == {"concept": "cat", "round_index": 1, "version": "cat-v1", "token": entry.token, "k": 10,
-                        "k_pos": 0}
+    assert callback == {
+        "concept": "cat",
+        "round_index": 1,
+        "version": "cat-v1",
+        "token": entry.token,
+        "k": 10,
+        "k_pos": 0,
+    }
     stale_wrong_model = finish_selection(ml.sync, parts, **{**callback, "version": "cat-v0"})
     assert stale_wrong_model.pushed == 0 and ml.workspace.sessions.open("cat").current_round() == 0
     done = finish_selection(ml.sync, parts, **callback)

@@ -134,6 +134,7 @@ class ModelProvider(ABC):
         """A brief user comment turned into an explicit rationale r_user(x)."""
 
     @abstractmethod
-    def propose_refinements(self, definition: Definition, feedback: Sequence[Feedback],
-                            images: dict[int, PoolImage], n: int = 5) -> list[Candidate]:
+    def propose_refinements(
+        self, definition: Definition, feedback: Sequence[Feedback], images: dict[int, PoolImage], n: int = 5
+    ) -> list[Candidate]:
         """``n`` candidate definitions that reflect the feedback in different ways (eq. 10)."""

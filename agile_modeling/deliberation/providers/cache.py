@@ -38,8 +38,9 @@ class CallCache:
         return row[0] if row else None
 
     def put(self, key: str, model: str, task: str, response: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO provider_cache VALUES (?, ?, ?, ?, ?)",
-                        (key, model, task, response, time.time()))
+        self.db.execute(
+            "INSERT OR REPLACE INTO provider_cache VALUES (?, ?, ?, ?, ?)", (key, model, task, response, time.time())
+        )
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM provider_cache").fetchone()[0]

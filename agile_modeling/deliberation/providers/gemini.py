@@ -23,7 +23,12 @@ import numpy as np
 from agile_modeling.deliberation.definition import Definition
 from agile_modeling.deliberation.edits import Edit
 from agile_modeling.deliberation.providers.base import (
-    Ambiguity, Candidate, Decision, ModelProvider, PoolImage, Query,
+    Ambiguity,
+    Candidate,
+    Decision,
+    ModelProvider,
+    PoolImage,
+    Query,
 )
 from agile_modeling.deliberation.providers.cache import CallCache, call_key
 from agile_modeling.errors import DefinitionError, ProviderError
@@ -31,17 +36,30 @@ from agile_modeling.errors import DefinitionError, ProviderError
 #: appendix B.1: the classifier rates 1-5 and "we convert the ratings into binary labels by thresholding at 3"
 RATING_THRESHOLD = 3
 
-_SUB = {"type": "object", "properties": {"name": {"type": "string"}, "description": {"type": "string"}},
-        "required": ["name"]}
+_SUB = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "description": {"type": "string"}},
+    "required": ["name"],
+}
 DEFINITION_SCHEMA = {
     "type": "object",
     "properties": {
-        "concept": {"type": "string"}, "combine": {"type": "string", "enum": ["and", "or"]},
-        "units": {"type": "array", "minItems": 1, "maxItems": 3, "items": {
-            "type": "object", "properties": {"name": {"type": "string"},
-                                             "in_scope": {"type": "array", "items": _SUB},
-                                             "out_of_scope": {"type": "array", "items": _SUB}},
-            "required": ["name", "in_scope", "out_of_scope"]}},
+        "concept": {"type": "string"},
+        "combine": {"type": "string", "enum": ["and", "or"]},
+        "units": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 3,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "in_scope": {"type": "array", "items": _SUB},
+                    "out_of_scope": {"type": "array", "items": _SUB},
+                },
+                "required": ["name", "in_scope", "out_of_scope"],
+            },
+        },
         "edge_cases": {"type": "array", "items": {"type": "string"}},
     },
     "required": ["concept", "combine", "units"],
@@ -67,12 +85,14 @@ class GeminiSettings:
     output_usd_per_mtok: float = 2.50
 
     @classmethod
-    def with_key(cls, api_key: str | None, **options: Any) -> "GeminiSettings":
+    def with_key(cls, api_key: str | None, **options: Any) -> GeminiSettings:
         """Settings with ``api_key`` (from the composition root's settings); :class:`ProviderError` that
         says what to set when there is none. ``options`` that are None keep the defaults."""
         if not api_key:
-            raise ProviderError("the Gemini provider needs GEMINI_API_KEY (or GOOGLE_API_KEY); without a key, use "
-                                "the built-in offline provider (--provider offline)")
+            raise ProviderError(
+                "the Gemini provider needs GEMINI_API_KEY (or GOOGLE_API_KEY); without a key, use "
+                "the built-in offline provider (--provider offline)"
+            )
         return cls(api_key=api_key, **{k: v for k, v in options.items() if v is not None})
 
     def __repr__(self) -> str:  # never print the key
@@ -91,13 +111,22 @@ class GeminiProvider(ModelProvider):
         self.cache = cache or CallCache()
         self._types = types
         self._errors = genai.errors
-        retry = types.HttpRetryOptions(attempts=settings.attempts, initial_delay=settings.initial_delay,
-                                       http_status_codes=[408, 429, 500, 502, 503, 504])
-        self.client = genai.Client(api_key=settings.api_key, http_options=types.HttpOptions(
-            base_url=settings.base_url, timeout=settings.timeout_ms, retry_options=retry))
+        retry = types.HttpRetryOptions(
+            attempts=settings.attempts,
+            initial_delay=settings.initial_delay,
+            http_status_codes=[408, 429, 500, 502, 503, 504],
+        )
+        self.client = genai.Client(
+            api_key=settings.api_key,
+            http_options=types.HttpOptions(
+                base_url=settings.base_url, timeout=settings.timeout_ms, retry_options=retry
+            ),
+        )
 
     # --- the one call ---------------------------------------------------------------------------
-    def _ask(self, task: str, prompt: str, schema: dict, images: Sequence[PoolImage] = (), model: str | None = None) -> dict:
+    def _ask(
+        self, task: str, prompt: str, schema: dict, images: Sequence[PoolImage] = (), model: str | None = None
+    ) -> dict:
         """One structured-JSON generation, cached by (model, task, prompt, image bytes)."""
         model = model or self.settings.model
         blobs = [self._bytes_of(im) for im in images]
@@ -109,15 +138,18 @@ class GeminiProvider(ModelProvider):
             return json.loads(cached)
         t = self._types
         parts = [t.Part.from_bytes(data=b, mime_type=im.mime_type) for b, im in zip(blobs, images)]
-        config = t.GenerateContentConfig(response_mime_type="application/json", response_json_schema=schema,
-                                         temperature=0.0)
+        config = t.GenerateContentConfig(
+            response_mime_type="application/json", response_json_schema=schema, temperature=0.0
+        )
         t0 = time.perf_counter()
         try:
             response = self.client.models.generate_content(model=model, contents=[*parts, prompt], config=config)
         except self._errors.APIError as e:
             self.stats.failures += 1
-            raise ProviderError(f"Gemini {task} call failed after {self.settings.attempts} attempts: HTTP {e.code} "
-                                f"{e.status or ''} {e.message or ''}".strip()) from None
+            raise ProviderError(
+                f"Gemini {task} call failed after {self.settings.attempts} attempts: HTTP {e.code} "
+                f"{e.status or ''} {e.message or ''}".strip()
+            ) from None
         finally:
             self.stats.seconds += time.perf_counter() - t0
         self.stats.calls += 1
@@ -127,8 +159,10 @@ class GeminiProvider(ModelProvider):
             answer = json.loads(text)
         except json.JSONDecodeError:
             self.stats.failures += 1
-            raise ProviderError(f"Gemini answered {task} with malformed JSON ({text[:120]!r}); nothing was recorded, "
-                                "try again or use the offline provider") from None
+            raise ProviderError(
+                f"Gemini answered {task} with malformed JSON ({text[:120]!r}); nothing was recorded, "
+                "try again or use the offline provider"
+            ) from None
         missing = [k for k in schema.get("required", []) if not isinstance(answer, dict) or k not in answer]
         if missing:
             self.stats.failures += 1
@@ -140,8 +174,10 @@ class GeminiProvider(ModelProvider):
         feedback = getattr(response, "prompt_feedback", None)
         if feedback is not None and feedback.block_reason:
             self.stats.failures += 1
-            raise ProviderError(f"Gemini refused the {task} prompt ({feedback.block_reason}); rephrase the concept "
-                                "or its definition, or use the offline provider for this step")
+            raise ProviderError(
+                f"Gemini refused the {task} prompt ({feedback.block_reason}); rephrase the concept "
+                "or its definition, or use the offline provider for this step"
+            )
         if not response.candidates:
             self.stats.failures += 1
             raise ProviderError(f"Gemini returned no answer for {task}")
@@ -164,8 +200,10 @@ class GeminiProvider(ModelProvider):
     @staticmethod
     def _bytes_of(image: PoolImage) -> bytes:
         if image.load_bytes is None:
-            raise ProviderError(f"image {image.id} has no readable pixels; the Gemini provider needs the image files "
-                                "(pool images added from files or URLs), not embeddings only")
+            raise ProviderError(
+                f"image {image.id} has no readable pixels; the Gemini provider needs the image files "
+                "(pool images added from files or URLs), not embeddings only"
+            )
         return image.load_bytes()
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -182,8 +220,9 @@ class GeminiProvider(ModelProvider):
         if todo:
             t0 = time.perf_counter()
             try:
-                result = self.client.models.embed_content(model=self.settings.embedding_model,
-                                                          contents=[texts[i] for i in todo])
+                result = self.client.models.embed_content(
+                    model=self.settings.embedding_model, contents=[texts[i] for i in todo]
+                )
             except self._errors.APIError as e:
                 self.stats.failures += 1
                 raise ProviderError(f"Gemini embedding failed: HTTP {e.code} {e.message or ''}".strip()) from None
@@ -194,18 +233,25 @@ class GeminiProvider(ModelProvider):
                 raise ProviderError(f"Gemini returned {len(result.embeddings or [])} embeddings for {len(todo)} texts")
             for i, emb in zip(todo, result.embeddings):
                 vec = np.asarray(emb.values, dtype=np.float32)
-                self.cache.put(call_key(self.settings.embedding_model, "embed", texts[i]), self.settings.embedding_model,
-                               "embed", json.dumps(vec.tolist()))
+                self.cache.put(
+                    call_key(self.settings.embedding_model, "embed", texts[i]),
+                    self.settings.embedding_model,
+                    "embed",
+                    json.dumps(vec.tolist()),
+                )
                 out[i] = vec
         x = np.stack(out)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
     # --- the steps ------------------------------------------------------------------------------
     def decompose(self, concept, description=""):
-        prompt = (f"A user wants an image classifier for the subjective concept {concept!r}"
-                  + (f" ({description})" if description else "") + ". Decompose it into at most 3 unit concepts "
-                  "combined by 'and' or 'or'. For each unit, brainstorm 4-8 visual sub-concepts likely in scope and "
-                  "4-8 related ones likely out of scope, each with a one-sentence description. Answer as JSON.")
+        prompt = (
+            f"A user wants an image classifier for the subjective concept {concept!r}"
+            + (f" ({description})" if description else "")
+            + ". Decompose it into at most 3 unit concepts "
+            "combined by 'and' or 'or'. For each unit, brainstorm 4-8 visual sub-concepts likely in scope and "
+            "4-8 related ones likely out of scope, each with a one-sentence description. Answer as JSON."
+        )
         answer = self._ask("decompose", prompt, DEFINITION_SCHEMA, model=self.settings.decompose_model)
         return self._definition(answer, concept)
 
@@ -213,8 +259,10 @@ class GeminiProvider(ModelProvider):
         schema = _object(rationale={"type": "string"}, rating={"type": "integer", "minimum": 1, "maximum": 5})
         out = []
         for im in images:
-            prompt = (f"{definition.render()}\n\nThink step by step about whether the image is in scope of this "
-                      "definition, then rate it from 1 (clearly out of scope) to 5 (clearly in scope). Answer as JSON.")
+            prompt = (
+                f"{definition.render()}\n\nThink step by step about whether the image is in scope of this "
+                "definition, then rate it from 1 (clearly out of scope) to 5 (clearly in scope). Answer as JSON."
+            )
             a = self._ask("classify", prompt, schema, [im])
             rating = int(a["rating"])
             if not 1 <= rating <= 5:
@@ -223,50 +271,79 @@ class GeminiProvider(ModelProvider):
         return out
 
     def borderline_queries(self, definition, n=6):
-        prompt = (f"{definition.render()}\n\nWrite {n} diverse short image-search queries for images that are "
-                  "borderline for this definition: each should combine something in scope with something out of "
-                  "scope, or probe an unclear boundary. Answer as JSON.")
+        prompt = (
+            f"{definition.render()}\n\nWrite {n} diverse short image-search queries for images that are "
+            "borderline for this definition: each should combine something in scope with something out of "
+            "scope, or probe an unclear boundary. Answer as JSON."
+        )
         a = self._ask("borderline_queries", prompt, _object(queries={"type": "array", "items": {"type": "string"}}))
         return [Query(str(q)) for q in a["queries"][:n]]
 
     def summarise_ambiguities(self, definition, images):
         schema = _object(summary={"type": "string"})
-        summaries = [str(self._ask("ambiguity", f"{definition.render()}\n\nIn one sentence, what makes this image "
-                                   "ambiguous for the definition? Answer as JSON.", schema, [im])["summary"])
-                     for im in images]
+        summaries = [
+            str(
+                self._ask(
+                    "ambiguity",
+                    f"{definition.render()}\n\nIn one sentence, what makes this image "
+                    "ambiguous for the definition? Answer as JSON.",
+                    schema,
+                    [im],
+                )["summary"]
+            )
+            for im in images
+        ]
         vectors = self.embed_texts(summaries) if summaries else np.zeros((0, 1), np.float32)
         return [Ambiguity(im.id, s, v) for im, s, v in zip(images, summaries, vectors)]
 
     def explain_batch(self, definition, ambiguities):
         listing = "\n".join(f"- {a.summary}" for a in ambiguities)
-        a = self._ask("explain_batch", f"{definition.render()}\n\nThese images share one ambiguity:\n{listing}\n\n"
-                      "Explain that ambiguity to the user in one or two sentences, as a question they should decide. "
-                      "Answer as JSON.", _object(explanation={"type": "string"}))
+        a = self._ask(
+            "explain_batch",
+            f"{definition.render()}\n\nThese images share one ambiguity:\n{listing}\n\n"
+            "Explain that ambiguity to the user in one or two sentences, as a question they should decide. "
+            "Answer as JSON.",
+            _object(explanation={"type": "string"}),
+        )
         return str(a["explanation"])
 
     def articulate(self, definition, feedback, image):
         said = "in scope" if feedback.label else "out of scope"
         was = "in scope" if feedback.decision else "out of scope"
-        a = self._ask("articulate", f"{definition.render()}\n\nThe definition's classifier said this image is {was}; "
-                      f"the user labeled it {said} and commented: {feedback.comment!r}. Rewrite the user's reason as "
-                      "one explicit, general rationale a classifier could follow. Answer as JSON.",
-                      _object(rationale={"type": "string"}), [image])
+        a = self._ask(
+            "articulate",
+            f"{definition.render()}\n\nThe definition's classifier said this image is {was}; "
+            f"the user labeled it {said} and commented: {feedback.comment!r}. Rewrite the user's reason as "
+            "one explicit, general rationale a classifier could follow. Answer as JSON.",
+            _object(rationale={"type": "string"}),
+            [image],
+        )
         return str(a["rationale"])
 
     def propose_refinements(self, definition, feedback, images, n=5):
-        notes = "\n".join(f"- image {f.image_id}: definition said {'in' if f.decision else 'out'}, user said "
-                          f"{'in' if f.label else 'out'}; rationale: {f.rationale or f.comment or '(none)'}" for f in feedback)
-        schema = _object(candidates={"type": "array", "items": _object(change={"type": "string"},
-                                                                        definition=DEFINITION_SCHEMA)})
-        a = self._ask("refine", f"Current definition as JSON:\n{json.dumps(definition.as_dict())}\n\nUser feedback on "
-                      f"borderline images:\n{notes}\n\nWrite {n} different revisions of the definition that reflect "
-                      "this feedback (e.g. move a sub-concept across the boundary, add or tighten a sub-concept, add an "
-                      "edge-case note). Keep at most 3 unit concepts. Say in 'change' what each revision changes. "
-                      "Answer as JSON.", schema)
+        notes = "\n".join(
+            f"- image {f.image_id}: definition said {'in' if f.decision else 'out'}, user said "
+            f"{'in' if f.label else 'out'}; rationale: {f.rationale or f.comment or '(none)'}"
+            for f in feedback
+        )
+        schema = _object(
+            candidates={"type": "array", "items": _object(change={"type": "string"}, definition=DEFINITION_SCHEMA)}
+        )
+        a = self._ask(
+            "refine",
+            f"Current definition as JSON:\n{json.dumps(definition.as_dict())}\n\nUser feedback on "
+            f"borderline images:\n{notes}\n\nWrite {n} different revisions of the definition that reflect "
+            "this feedback (e.g. move a sub-concept across the boundary, add or tighten a sub-concept, add an "
+            "edge-case note). Keep at most 3 unit concepts. Say in 'change' what each revision changes. "
+            "Answer as JSON.",
+            schema,
+        )
         out = []
         for c in a["candidates"][:n]:
             d = self._definition(c["definition"], definition.concept)
-            out.append(Candidate(d, (Edit("replace", definition=d.as_dict()),), str(c.get("change", "revised by Gemini"))))
+            out.append(
+                Candidate(d, (Edit("replace", definition=d.as_dict()),), str(c.get("change", "revised by Gemini")))
+            )
         return out
 
     @staticmethod

@@ -24,12 +24,18 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+
 import numpy as np
 
 from agile_modeling.deliberation.definition import Definition, SubConcept, UnitConcept
 from agile_modeling.deliberation.edits import Edit, apply_edits, describe_edits
 from agile_modeling.deliberation.providers.base import (
-    Ambiguity, Candidate, Decision, Feedback, ModelProvider, Query,
+    Ambiguity,
+    Candidate,
+    Decision,
+    Feedback,
+    ModelProvider,
+    Query,
 )
 from agile_modeling.encoders.vocabulary import VocabularyTextEncoder, normalise_phrase
 from agile_modeling.errors import DefinitionError
@@ -47,17 +53,22 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 class EmbeddingProvider(ModelProvider):
     """Args:
-        vocabulary: the phrases the provider can read and write, with their embeddings.
-        grounding: ``(n, d)`` pool embeddings (or a sample) used to judge which side a candidate
-            sub-concept belongs on; None proposes every candidate in scope.
-        floor: see :data:`DEFAULT_FLOOR`.
-        candidates_per_unit: how many sub-concepts scoping proposes per unit.
+    vocabulary: the phrases the provider can read and write, with their embeddings.
+    grounding: ``(n, d)`` pool embeddings (or a sample) used to judge which side a candidate
+        sub-concept belongs on; None proposes every candidate in scope.
+    floor: see :data:`DEFAULT_FLOOR`.
+    candidates_per_unit: how many sub-concepts scoping proposes per unit.
     """
 
     name = "offline"
 
-    def __init__(self, vocabulary: VocabularyTextEncoder, grounding: np.ndarray | None = None,
-                 floor: float = DEFAULT_FLOOR, candidates_per_unit: int = 10) -> None:
+    def __init__(
+        self,
+        vocabulary: VocabularyTextEncoder,
+        grounding: np.ndarray | None = None,
+        floor: float = DEFAULT_FLOOR,
+        candidates_per_unit: int = 10,
+    ) -> None:
         super().__init__()
         self.vocabulary = vocabulary
         self.phrases = vocabulary.phrases
@@ -91,7 +102,7 @@ class EmbeddingProvider(ModelProvider):
         for n in (4, 3, 2, 1):
             for i in range(len(words) - n + 1):
                 span = set(range(i, i + n))
-                phrase = " ".join(words[i:i + n])
+                phrase = " ".join(words[i : i + n])
                 if span & used or phrase not in self.vocabulary:
                     continue
                 found.append((i, phrase))
@@ -104,7 +115,8 @@ class EmbeddingProvider(ModelProvider):
             raise DefinitionError(
                 f"the offline provider cannot read sub-concepts {unknown}: it knows only the {len(self.phrases)} "
                 "vocabulary phrases (`agile vocabulary`). Rename them to vocabulary phrases, or use the Gemini "
-                "provider (GEMINI_API_KEY) for free text.")
+                "provider (GEMINI_API_KEY) for free text."
+            )
 
     # --- the definition classifier -------------------------------------------------------------
     def _unit_phrases(self, unit: UnitConcept) -> tuple[list[str], list[str]]:
@@ -164,8 +176,14 @@ class EmbeddingProvider(ModelProvider):
                     text += f", closest out-of-scope {part['neg'][q]!r} ({part['neg_sim'][row, q]:.3f})"
                 reasons.append(f"{unit.name}: {text}")
             verdict = "in scope" if total[row] > 0 else "out of scope"
-            out.append(Decision(im.id, bool(total[row] > 0), float(_sigmoid(LOGIT_SCALE * total[row])),
-                                f"{verdict}; " + "; ".join(reasons)))
+            out.append(
+                Decision(
+                    im.id,
+                    bool(total[row] > 0),
+                    float(_sigmoid(LOGIT_SCALE * total[row])),
+                    f"{verdict}; " + "; ".join(reasons),
+                )
+            )
         return out
 
     # --- stage 1 -------------------------------------------------------------------------------
@@ -178,8 +196,10 @@ class EmbeddingProvider(ModelProvider):
             raise DefinitionError(f"{concept!r} mixes 'and' and 'or'; say it with one of them")
         unknown = [n for n in names if not self.knows(n)]
         if unknown:
-            raise DefinitionError(f"the offline provider does not know {unknown}; name each unit concept with a "
-                                  "vocabulary phrase (`agile vocabulary --near WORD`), or use the Gemini provider")
+            raise DefinitionError(
+                f"the offline provider does not know {unknown}; name each unit concept with a "
+                "vocabulary phrase (`agile vocabulary --near WORD`), or use the Gemini provider"
+            )
         units = []
         taken = set(names)
         for name in names[:3]:
@@ -203,7 +223,8 @@ class EmbeddingProvider(ModelProvider):
     def _outside_phrases(self, definition: Definition, per_phrase: int = 2) -> list[str]:
         """Vocabulary phrases near the in-scope ones that the definition does not mention."""
         named = {normalise_phrase(s.name) for _, _, s in definition.sub_concepts()} | {
-            normalise_phrase(u.name) for u in definition.units}
+            normalise_phrase(u.name) for u in definition.units
+        }
         out: list[str] = []
         for unit in definition.units:
             for p in self._unit_phrases(unit)[0]:
@@ -234,17 +255,25 @@ class EmbeddingProvider(ModelProvider):
                 break
         return queries
 
-    def _closest_pair(self, definition: Definition, x: np.ndarray) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    def _closest_pair(
+        self, definition: Definition, x: np.ndarray
+    ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
         """Per image of ``x`` ``(n, d)``: its closest in-scope and closest other (out-of-scope or unmentioned) phrase."""
         pos = sorted({p for u in definition.units for p in self._unit_phrases(u)[0]})
-        neg = sorted({q for u in definition.units for q in self._unit_phrases(u)[1]} | set(self._outside_phrases(definition)))
+        neg = sorted(
+            {q for u in definition.units for q in self._unit_phrases(u)[1]} | set(self._outside_phrases(definition))
+        )
         if not pos or not neg:
-            raise DefinitionError(f"the definition of {definition.concept!r} has nothing in scope: add an in-scope sub-concept")
+            raise DefinitionError(
+                f"the definition of {definition.concept!r} has nothing in scope: add an in-scope sub-concept"
+            )
         ps = x @ self.vocabulary.encode_texts(pos).T
         ns = x @ self.vocabulary.encode_texts(neg).T
         ip, iq = ps.argmax(axis=1), ns.argmax(axis=1)
-        return ([(pos[i], float(ps[r, i])) for r, i in enumerate(ip)],
-                [(neg[i], float(ns[r, i])) for r, i in enumerate(iq)])
+        return (
+            [(pos[i], float(ps[r, i])) for r, i in enumerate(ip)],
+            [(neg[i], float(ns[r, i])) for r, i in enumerate(iq)],
+        )
 
     def summarise_ambiguities(self, definition, images):
         self.stats.count("summarise_ambiguities")
@@ -262,19 +291,30 @@ class EmbeddingProvider(ModelProvider):
         for row, im in enumerate(images):
             (p, sp), (q, sq) = closest_in[row], closest_out[row]
             lean = p if sp >= sq else q
-            out.append(Ambiguity(im.id, f"looks like both {p!r} (in scope, {sp:.3f}) and {q!r} "
-                                        f"(not in scope, {sq:.3f}); closer to {lean!r}", mix[row]))
+            out.append(
+                Ambiguity(
+                    im.id,
+                    f"looks like both {p!r} (in scope, {sp:.3f}) and {q!r} "
+                    f"(not in scope, {sq:.3f}); closer to {lean!r}",
+                    mix[row],
+                )
+            )
         return out
 
     def explain_batch(self, definition, ambiguities):
         self.stats.count("explain_batch")
-        pairs = Counter(re.findall(r"both '([^']+)' .*? and '([^']+)'", a.summary)[0] for a in ambiguities
-                        if re.search(r"both '([^']+)' .*? and '([^']+)'", a.summary))
+        pairs = Counter(
+            re.findall(r"both '([^']+)' .*? and '([^']+)'", a.summary)[0]
+            for a in ambiguities
+            if re.search(r"both '([^']+)' .*? and '([^']+)'", a.summary)
+        )
         if not pairs:
             return "These images are close to the boundary of the current definition."
         (p, q), count = pairs.most_common(1)[0]
-        return (f"{count} of these {len(ambiguities)} images look like both {p!r} (in scope) and {q!r} (not in scope). "
-                f"Does {q!r} belong in the concept, and where does {p!r} end?")
+        return (
+            f"{count} of these {len(ambiguities)} images look like both {p!r} (in scope) and {q!r} (not in scope). "
+            f"Does {q!r} belong in the concept, and where does {p!r} end?"
+        )
 
     # --- refinement ----------------------------------------------------------------------------
     def articulate(self, definition, feedback, image):
@@ -285,7 +325,7 @@ class EmbeddingProvider(ModelProvider):
         why = f" because it shows {', '.join(repr(p) for p in named)}" if named else ""
         base = f"The user rates this image {said}{why}"
         base += f", although the definition said {was}." if feedback.disagrees else ", as the definition did."
-        return base + (f" Their words: \"{feedback.comment.strip()}\"" if feedback.comment.strip() else "")
+        return base + (f' Their words: "{feedback.comment.strip()}"' if feedback.comment.strip() else "")
 
     def _target_unit(self, definition: Definition, x: np.ndarray) -> UnitConcept:
         m, _ = self.unit_margins(definition, x[None])
@@ -311,9 +351,14 @@ class EmbeddingProvider(ModelProvider):
             culprit = self._culprit(unit, x, "out" if f.label else "in")
             if culprit:
                 edits["remove"].append(Edit("remove", unit=unit.name, name=culprit))
-                mentioned = {normalise_phrase(s.name) for _, _, s in definition.sub_concepts()} | {normalise_phrase(unit.name)}
-                near = [q for q in self.nearest_phrases(self.vector(culprit), 8, exclude=mentioned | {culprit})
-                        if float(self.vector(q) @ x) < float(self.vector(culprit) @ x)]
+                mentioned = {normalise_phrase(s.name) for _, _, s in definition.sub_concepts()} | {
+                    normalise_phrase(unit.name)
+                }
+                near = [
+                    q
+                    for q in self.nearest_phrases(self.vector(culprit), 8, exclude=mentioned | {culprit})
+                    if float(self.vector(q) @ x) < float(self.vector(culprit) @ x)
+                ]
                 edits["reword"].append(Edit("remove", unit=unit.name, name=culprit))
                 if near:
                     edits["reword"].append(Edit("add", unit=unit.name, side="out" if f.label else "in", name=near[0]))
@@ -321,10 +366,16 @@ class EmbeddingProvider(ModelProvider):
 
     def propose_refinements(self, definition, feedback, images, n=5):
         self.stats.count("propose_refinements")
-        per_item = [(f, self._edits_for(definition, f, np.asarray(images[f.image_id].embedding, np.float32)))
-                    for f in feedback if f.disagrees or f.comment.strip()]
-        notes = [Edit("note", text=f.rationale or self.articulate(definition, f, images[f.image_id]))
-                 for f in feedback if f.comment.strip()]
+        per_item = [
+            (f, self._edits_for(definition, f, np.asarray(images[f.image_id].embedding, np.float32)))
+            for f in feedback
+            if f.disagrees or f.comment.strip()
+        ]
+        notes = [
+            Edit("note", text=f.rationale or self.articulate(definition, f, images[f.image_id]))
+            for f in feedback
+            if f.comment.strip()
+        ]
         kinds = {k: [e for _, ed in per_item for e in ed[k]] for k in ("name", "remove", "reword")}
         plans = [
             kinds["name"],
