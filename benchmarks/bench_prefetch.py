@@ -44,31 +44,9 @@ def main() -> int:
     data = load_shared_data()
     ctx = SimulationContext.build(data)
     suite = [s for s in load_suite() if not args.concepts or s.title in args.concepts]
-    rows = []
     started = time.time()
-    for spec in suite:
-        for seed in args.seeds:
-            for prefetch in args.prefetch:  # interleaved: both settings see the same machine state
-                with tempfile.TemporaryDirectory() as tmp:
-                    res = simulate_session(
-                        spec, ctx, tmp, rounds=args.rounds, batch_size=args.batch_size, seed=seed, prefetch=prefetch
-                    )
-                curve = [(r.num_labels, r.metrics["auc_pr"]) for r in res.rounds]
-                rows.append(
-                    {
-                        "concept": spec.title,
-                        "difficulty": spec.difficulty,
-                        "seed": seed,
-                        "prefetch": prefetch,
-                        "curve": curve,
-                        "final_auc_pr": curve[-1][1],
-                    }
-                )
-                print(
-                    f"{spec.title:45s} seed {seed} prefetch {prefetch:.2f}: final AUC-PR {curve[-1][1]:.3f}  "
-                    f"curve {[f'{n}:{a:.3f}' for n, a in curve]}",
-                    flush=True,
-                )
+    variants = {f"prefetch {p}": {"prefetch": p} for p in args.prefetch}
+    rows = run_variants(suite, ctx, args.seeds, variants, args.rounds, args.batch_size)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -81,6 +59,39 @@ def main() -> int:
     out.with_suffix(".md").write_text(markdown(record, args))
     print(out.with_suffix(".md").read_text())
     return 0
+
+
+def run_variants(
+    suite: list, ctx: SimulationContext, seeds: list[int], variants: dict[str, dict], rounds: int, batch_size: int
+) -> list[dict]:
+    """One simulated session per concept x seed x variant (``simulate_session`` keyword arguments),
+    variants interleaved so that all see the same machine state. Rows carry the variant's label and
+    keywords, the curve ``[(ratings, test AUC-PR), ...]``, the final AUC-PR and training seconds."""
+    rows = []
+    for spec in suite:
+        for seed in seeds:
+            for label, kwargs in variants.items():
+                with tempfile.TemporaryDirectory() as tmp:
+                    res = simulate_session(spec, ctx, tmp, rounds=rounds, batch_size=batch_size, seed=seed, **kwargs)
+                curve = [(r.num_labels, r.metrics["auc_pr"]) for r in res.rounds]
+                rows.append(
+                    {
+                        "concept": spec.title,
+                        "difficulty": spec.difficulty,
+                        "seed": seed,
+                        "variant": label,
+                        **kwargs,
+                        "curve": curve,
+                        "final_auc_pr": curve[-1][1],
+                        "train_seconds": [r.train_seconds for r in res.rounds],
+                    }
+                )
+                print(
+                    f"{spec.title:45s} seed {seed} {label}: final AUC-PR {curve[-1][1]:.3f}  "
+                    f"curve {[f'{n}:{a:.3f}' for n, a in curve]}",
+                    flush=True,
+                )
+    return rows
 
 
 def markdown(record: dict, args) -> str:

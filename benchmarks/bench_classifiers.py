@@ -1,0 +1,104 @@
+"""The paper's MLP against logistic regression, each as the loop's classifier (``LoopConfig.classifier``).
+
+Logistic regression is the second implementation of the classifier interface: this measures what it
+is worth as a baseline. The paper's simulated-user protocol (seed of 100, 5 rounds of 100 by margin,
+the same class balance and random negatives) runs for every concept of the shared suite with each
+classifier, interleaved; reported: test AUC-PR of every model, and training seconds. Nothing is
+tuned here (logistic regression keeps scikit-learn's C = 1).
+
+    .venv/bin/python benchmarks/bench_classifiers.py [--seeds 0] [--concepts ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_prefetch import run_variants
+from environment import describe_environment, environment_markdown
+
+from agile_modeling.classifier import CLASSIFIERS
+from agile_modeling.simulate import SimulationContext, load_shared_data, load_suite
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--classifiers", nargs="+", default=list(CLASSIFIERS), choices=list(CLASSIFIERS))
+    parser.add_argument("--concepts", nargs="*", help="suite titles (default: all)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "classifiers"))
+    args = parser.parse_args()
+
+    env = describe_environment()
+    ctx = SimulationContext.build(load_shared_data())
+    suite = [s for s in load_suite() if not args.concepts or s.title in args.concepts]
+    started = time.time()
+    variants = {kind: {"classifier": kind} for kind in args.classifiers}
+    rows = run_variants(suite, ctx, args.seeds, variants, args.rounds, args.batch_size)
+    record = {
+        "command": " ".join(["benchmarks/bench_classifiers.py", *sys.argv[1:]]),
+        "environment": env,
+        "minutes": (time.time() - started) / 60,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    out.with_suffix(".md").write_text(markdown(record, args))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+def markdown(record: dict, args: argparse.Namespace) -> str:
+    rows = record["rows"]
+    kinds = list(dict.fromkeys(r["variant"] for r in rows))
+    lines = [
+        "# The loop's classifier: the paper's MLP against logistic regression",
+        "",
+        f"Command: `{record['command']}` ({record['minutes']:.0f} min)",
+        "",
+        environment_markdown(record["environment"]),
+        "",
+        f"Protocol: seed of {args.batch_size}, {args.rounds} rounds of {args.batch_size} by margin, simulated user "
+        "from the ground truth, test AUC-PR on the shared test split; both classifiers get the same class balance "
+        "and random negatives (the recipe's), logistic regression scikit-learn's C = 1 (not tuned).",
+        "",
+        "## Mean test AUC-PR by ratings trained on, and median training seconds per model",
+        "",
+        "| concepts | classifier | " + " | ".join(f"{n} ratings" for n, _ in rows[0]["curve"]) + " | train s |",
+        "|---|---|" + "---|" * (len(rows[0]["curve"]) + 1),
+    ]
+    for group in ("all", "easy", "hard"):
+        for kind in kinds:
+            sel = [r for r in rows if r["variant"] == kind and (group == "all" or r["difficulty"] == group)]
+            if not sel:
+                continue
+            curve = np.array([[a for _, a in r["curve"]] for r in sel]).mean(axis=0)
+            seconds = float(np.median([s for r in sel for s in r["train_seconds"]]))
+            lines.append(
+                f"| {group} ({len(sel)}) | {kind} | " + " | ".join(f"{a:.3f}" for a in curve) + f" | {seconds:.2f} |"
+            )
+    lines += [
+        "",
+        "## Every session: final test AUC-PR",
+        "",
+        "| concept | difficulty | seed | " + " | ".join(kinds) + " |",
+        "|---|---|---|" + "---|" * len(kinds),
+    ]
+    keyed = {(r["concept"], r["seed"], r["variant"]): r for r in rows}
+    for concept, difficulty, seed in sorted({(r["concept"], r["difficulty"], r["seed"]) for r in rows}):
+        finals = [f"{keyed[(concept, seed, k)]['final_auc_pr']:.3f}" for k in kinds]
+        lines.append(f"| {concept} | {difficulty} | {seed} | " + " | ".join(finals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
