@@ -5,9 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agile_modeling.errors import AgileError
+
+if TYPE_CHECKING:
+    from agile_modeling.deliberation import Deliberation
+    from agile_modeling.deliberation.history import DeliberationRound, ScopingItem
+    from agile_modeling.workspace import Workspace
+    from sync.deliberation import DeliberationSync
 
 HELP = """steps:
   agile deliberate new "healthy food" --description "what I would call healthy"   # scoping proposal
@@ -21,19 +29,19 @@ providers: --provider offline (built in: image-text embeddings only, no key, no 
   --provider gemini (GEMINI_API_KEY; AGILE_GEMINI_MODEL, AGILE_GEMINI_DECOMPOSE_MODEL, GEMINI_BASE_URL)."""
 
 
-def _ws(args):
+def _ws(args: argparse.Namespace) -> Workspace:
     from agile_modeling.workspace import Workspace
 
     return Workspace(args.settings.workspace)
 
 
-def _deliberation(args, ws=None):
+def _deliberation(args: argparse.Namespace, ws: Workspace | None = None) -> Deliberation:
     """The concept's deliberation with the provider of ``--provider`` (or ``AGILE_PROVIDER``)."""
     gemini = args.settings.gemini() if args.provider == "gemini" else None
     return (ws or _ws(args)).deliberation(args.name, args.provider, gemini=gemini)
 
 
-def _label_studio(args):
+def _label_studio(args: argparse.Namespace) -> DeliberationSync | None:
     if not args.settings.label_studio_url or getattr(args, "no_publish", False):
         return None
     from sync.deliberation import DeliberationSync
@@ -42,21 +50,21 @@ def _label_studio(args):
     return DeliberationSync(ConceptSync(args.settings), args.provider)
 
 
-def _print_scoping(items) -> None:
+def _print_scoping(items: Iterable[ScopingItem]) -> None:
     for it in items:
         side = "IN " if it.side == "in" else "OUT"
         decided = f"  [{it.decision}]" if it.decision else ""
         print(f"  #{it.position:<3} {side} {it.unit} / {it.name}  images {list(it.image_ids)}{decided}")
 
 
-def _print_round(ws, batch) -> None:
+def _print_round(ws: Workspace, batch: DeliberationRound) -> None:
     print(f"borderline round {batch.round} (definition v{batch.definition_version}): {batch.explanation}")
     for it, uri in zip(batch.items, ws.store().uris([it.image_id for it in batch.items])):
         verdict = "IN " if it.decision else "OUT"
         print(f"  {it.image_id}\t{verdict} {uri}\n\t  why: {it.rationale}\n\t  ambiguity: {it.summary}")
 
 
-def cmd_new(args) -> int:
+def cmd_new(args: argparse.Namespace) -> int:
     from agile_modeling.concepts import Concept
 
     ws = _ws(args)
@@ -78,7 +86,7 @@ def cmd_new(args) -> int:
     return 0
 
 
-def cmd_decide(args) -> int:
+def cmd_decide(args: argparse.Namespace) -> int:
     delib = _deliberation(args)
     decisions = {
         **{p: "keep" for p in args.keep},
@@ -90,7 +98,7 @@ def cmd_decide(args) -> int:
     return 0
 
 
-def cmd_start(args) -> int:
+def cmd_start(args: argparse.Namespace) -> int:
     ws = _ws(args)
     ls = _label_studio(args)
     if ls:
@@ -103,7 +111,7 @@ def cmd_start(args) -> int:
     return 0
 
 
-def cmd_label(args) -> int:
+def cmd_label(args: argparse.Namespace) -> int:
     delib = _deliberation(args)
     new = delib.record(args.image_id, 1 if args.label == "in" else 0, args.comment or "")
     left = delib.pending()
@@ -111,7 +119,7 @@ def cmd_label(args) -> int:
     return 0
 
 
-def cmd_next(args) -> int:
+def cmd_next(args: argparse.Namespace) -> int:
     ws = _ws(args)
     ls = _label_studio(args)
     if ls:
@@ -125,7 +133,7 @@ def cmd_next(args) -> int:
     return 0
 
 
-def cmd_show(args) -> int:
+def cmd_show(args: argparse.Namespace) -> int:
     from agile_modeling.deliberation import DeliberationHistory
 
     ws = _ws(args)
@@ -144,7 +152,7 @@ def cmd_show(args) -> int:
     return 0
 
 
-def cmd_edit(args) -> int:
+def cmd_edit(args: argparse.Namespace) -> int:
     from agile_modeling.deliberation import Definition
 
     try:
@@ -159,7 +167,7 @@ def cmd_edit(args) -> int:
     return 0
 
 
-def cmd_study(args) -> int:
+def cmd_study(args: argparse.Namespace) -> int:
     from agile_modeling.simulate.deliberation_study import run_deliberation_study
 
     print(f"simulated Agile Deliberation: {args.rounds} rounds of 5 labels per user; results go to {args.out}")
@@ -170,7 +178,7 @@ def cmd_study(args) -> int:
     return 0
 
 
-def add_deliberate_commands(sub) -> None:
+def add_deliberate_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "deliberate",
         help="Agile Deliberation: decide what a vague concept means, with a structured "
@@ -181,7 +189,9 @@ def add_deliberate_commands(sub) -> None:
     )
     dsub = p.add_subparsers(dest="deliberate_command", metavar="STEP", required=True)
 
-    def step(name, func, help, concept=True):
+    def step(
+        name: str, func: Callable[[argparse.Namespace], int], help: str, concept: bool = True
+    ) -> argparse.ArgumentParser:
         s = dsub.add_parser(name, help=help, description=help)
         if concept:
             s.add_argument("name", help="the concept's name")

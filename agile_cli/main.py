@@ -13,9 +13,19 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agile_modeling.errors import AgileError
+
+if TYPE_CHECKING:
+    from agile_modeling.classifier import ModelVersion
+    from agile_modeling.encoders import OpenClipSpec
+    from agile_modeling.session import Session
+    from agile_modeling.store import EmbeddingStore
+    from agile_modeling.workspace import Workspace
+    from sync.rounds import ConceptSync
 
 #: the selection strategies a command may name: agile_modeling.selection.STRATEGIES (spelled out so that
 #: `agile --help` does not import torch; a test keeps them equal)
@@ -42,13 +52,13 @@ EPILOG = """examples:
 """
 
 
-def _workspace(args):
+def _workspace(args: argparse.Namespace) -> Workspace:
     from agile_modeling.workspace import Workspace
 
     return Workspace(args.settings.workspace)
 
 
-def _encoder_spec(args):
+def _encoder_spec(args: argparse.Namespace) -> OpenClipSpec:
     from agile_modeling.encoders import OpenClipSpec
 
     pretrained = args.checkpoint or (None if args.pretrained == "none" else args.pretrained)
@@ -56,7 +66,7 @@ def _encoder_spec(args):
 
 
 # --- pool ----------------------------------------------------------------------------------------
-def cmd_pool_add(args) -> int:
+def cmd_pool_add(args: argparse.Namespace) -> int:
     from agile_modeling.store import list_image_files
 
     ws = _workspace(args)
@@ -95,7 +105,7 @@ def cmd_pool_add(args) -> int:
     return 0
 
 
-def cmd_pool_import(args) -> int:
+def cmd_pool_import(args: argparse.Namespace) -> int:
     import numpy as np
 
     from agile_modeling.store import import_clip_retrieval
@@ -111,7 +121,7 @@ def cmd_pool_import(args) -> int:
     return 0
 
 
-def cmd_pool_info(args) -> int:
+def cmd_pool_info(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     store = ws.store()
     view = store.vectors()
@@ -131,7 +141,7 @@ def cmd_pool_info(args) -> int:
 
 
 # --- concepts ------------------------------------------------------------------------------------
-def cmd_concept_new(args) -> int:
+def cmd_concept_new(args: argparse.Namespace) -> int:
     from agile_modeling.concepts import Concept
     from agile_modeling.loop import LoopConfig
 
@@ -159,22 +169,22 @@ def cmd_concept_new(args) -> int:
     return 0
 
 
-def _pool_ids(store, images: list[str]) -> list[int]:
+def _pool_ids(store: EmbeddingStore, images: list[str]) -> list[int]:
     """Pool ids of images given by id or URI; unknown ones are an error naming them."""
     by_uri = store.ids_of_uris([i for i in images if not i.isdigit()])
     ids = [int(i) if i.isdigit() else by_uri.get(i) for i in images]
     missing = [i for i, j in zip(images, ids) if j is None or j >= len(store)]
     if missing:
         raise AgileError(f"not in the pool: {missing}; add them first with `agile pool add`")
-    return ids
+    return [j for j in ids if j is not None]  # all of them: a None was missing
 
 
-def _print_batch(ws, ids) -> None:
+def _print_batch(ws: Workspace, ids: Sequence[int]) -> None:
     for image_id, uri in zip(ids, ws.store().uris(ids)):
         print(f"{image_id}\t{uri}")
 
 
-def cmd_concept_label(args) -> int:
+def cmd_concept_label(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     session = ws.sessions.open(args.name)
     store = ws.store()
@@ -203,7 +213,7 @@ def cmd_concept_label(args) -> int:
     return 0
 
 
-def cmd_concept_train(args) -> int:
+def cmd_concept_train(args: argparse.Namespace) -> int:
     from agile_modeling.loop import LoopConfig
 
     ws = _workspace(args)
@@ -222,7 +232,7 @@ def cmd_concept_train(args) -> int:
     return 0
 
 
-def cmd_concept_status(args) -> int:
+def cmd_concept_status(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     session = ws.sessions.open(args.name)
     concept = session.concept
@@ -258,7 +268,7 @@ def cmd_concept_status(args) -> int:
     return 0
 
 
-def _warn_if_the_worker_is_down(ws, session) -> None:
+def _warn_if_the_worker_is_down(ws: Workspace, session: Session) -> None:
     """Say so when the worker of this workspace's `agile up` stack is not running, with how many
     ratings made in Label Studio are waiting to be recorded."""
     from agile_cli.services import dead_services
@@ -311,13 +321,13 @@ def _quality_of(metrics: dict) -> str:
     return "; ".join(words)
 
 
-def _concept_sync(args):
+def _concept_sync(args: argparse.Namespace) -> ConceptSync:
     from sync.sharded import concept_sync
 
     return concept_sync(args.settings)
 
 
-def cmd_concept_publish(args) -> int:
+def cmd_concept_publish(args: argparse.Namespace) -> int:
     report = _concept_sync(args).publish(
         args.name, seed_size=args.size, batch_size=args.batch_size, strategy=args.strategy, seed=args.seed
     )
@@ -329,17 +339,17 @@ def cmd_concept_publish(args) -> int:
     return 0
 
 
-def cmd_concept_sync(args) -> int:
+def cmd_concept_sync(args: argparse.Namespace) -> int:
     print(_concept_sync(args).sync(args.name).summary())
     return 0
 
 
-def cmd_concept_retrain(args) -> int:
+def cmd_concept_retrain(args: argparse.Namespace) -> int:
     print(_concept_sync(args).retrain(args.name).summary())
     return 0
 
 
-def _model_version(ws, name: str, version: str | None):
+def _model_version(ws: Workspace, name: str, version: str | None) -> ModelVersion:
     ws.sessions.open(name)  # a clear error for an unknown concept
     registry = ws.registry(name)
     chosen = registry.get(version) if version else registry.latest()
@@ -348,7 +358,7 @@ def _model_version(ws, name: str, version: str | None):
     return chosen
 
 
-def cmd_concept_export(args) -> int:
+def cmd_concept_export(args: argparse.Namespace) -> int:
     import shutil
 
     ws = _workspace(args)
@@ -367,7 +377,7 @@ def cmd_concept_export(args) -> int:
     return 0
 
 
-def cmd_concept_score(args) -> int:
+def cmd_concept_score(args: argparse.Namespace) -> int:
     from agile_modeling.store import list_image_files
     from agile_modeling.store.image_source import load_image
 
@@ -405,7 +415,7 @@ def cmd_concept_score(args) -> int:
     return 0
 
 
-def cmd_concept_evaluate(args) -> int:
+def cmd_concept_evaluate(args: argparse.Namespace) -> int:
     from sync.evaluation import publish_evaluation
 
     sync = _concept_sync(args)
@@ -420,7 +430,7 @@ def cmd_concept_evaluate(args) -> int:
     return 0
 
 
-def cmd_concept_crowd(args) -> int:
+def cmd_concept_crowd(args: argparse.Namespace) -> int:
     from sync.crowd import publish_crowd, pull_crowd
 
     sync = _concept_sync(args)
@@ -433,7 +443,7 @@ def cmd_concept_crowd(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from agile_modeling.evaluation import PER_STRATUM
     from agile_modeling.quality import (
         EVALUATION,
@@ -490,7 +500,7 @@ def cmd_report(args) -> int:
 
 
 # --- simulate ------------------------------------------------------------------------------------
-def cmd_simulate(args) -> int:
+def cmd_simulate(args: argparse.Namespace) -> int:
     from agile_modeling.classifier import DEFAULT_RECIPE
     from agile_modeling.simulate import SimulationContext, load_shared_data, load_suite, simulate_session
     from agile_modeling.simulate.report import results_table, write_report
@@ -546,7 +556,7 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def cmd_study(args) -> int:
+def cmd_study(args: argparse.Namespace) -> int:
     from agile_modeling.simulate import SimulationContext, load_shared_data, load_suite
     from agile_modeling.simulate.study import StudyConfig, per_concept_table, plot_study, run_study, summary_table
 
@@ -575,7 +585,7 @@ def cmd_study(args) -> int:
     return 0
 
 
-def cmd_vocabulary(args) -> int:
+def cmd_vocabulary(args: argparse.Namespace) -> int:
     from agile_modeling.encoders import VocabularyTextEncoder
     from agile_modeling.simulate import find_data_dir
 
@@ -587,7 +597,7 @@ def cmd_vocabulary(args) -> int:
     return 0
 
 
-def cmd_config(args) -> int:
+def cmd_config(args: argparse.Namespace) -> int:
     from sync.settings import configuration_markdown
 
     if args.markdown:

@@ -8,6 +8,7 @@ What it started is written to `<workspace>/stack.json`; `agile down` stops exact
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -27,9 +28,13 @@ from sync.settings import Settings
 if TYPE_CHECKING:
     from agile_modeling.workspace import Workspace
 
-DEMO_CONCEPT = dict(name="cat", positive=["cat"], negative=["dog"], description="a cat, any breed, any pose")
+DEMO_CONCEPT: dict[str, Any] = dict(
+    name="cat", positive=["cat"], negative=["dog"], description="a cat, any breed, any pose"
+)
 #: a second concept that works on the demo pool's CIFAR-10 photos with the offline phrase table
-DEMO_TRY = dict(name="road vehicles", positive=["car (automobile)", "truck"], negative=["airplane", "boat"])
+DEMO_TRY: dict[str, Any] = dict(
+    name="road vehicles", positive=["car (automobile)", "truck"], negative=["airplane", "boat"]
+)
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -185,7 +190,7 @@ def import_demo_pool(workspace: Workspace, shared_data: Path | None = None) -> N
     print(f"demo pool: {added} CIFAR-10 photos with real CLIP ViT-B/32 embeddings ({data_dir})")
 
 
-def cmd_up(args) -> int:
+def cmd_up(args: argparse.Namespace) -> int:
     from agile_modeling.workspace import Workspace
     from sync.server import LabelStudioServer, ensure_installed
 
@@ -207,8 +212,9 @@ def cmd_up(args) -> int:
         venv=venv,
         log_path=logs / "label-studio.log",
     )
-    server.start()
-    started = {"label_studio": server.process.pid}
+    process = server.start().process
+    assert process is not None  # start() returns once the server answers
+    started = {"label_studio": process.pid}
     try:
         backend_port = args.backend_port or stable_port(ports.get("backend"), 9090, "the ML backend")
         workspace.set_config(ports={"label_studio": server.port, "backend": backend_port})
@@ -360,7 +366,7 @@ def dead_services(workspace_root: Path) -> list[str]:
     return [name for name, pid in stack["pids"].items() if not process_alive(pid)]
 
 
-def publish_demo(workspace, settings, args) -> int:
+def publish_demo(workspace: Workspace, settings: Settings, args: argparse.Namespace) -> int:
     from agile_modeling.concepts import Concept
     from sync.rounds import ConceptSync
 
@@ -383,7 +389,7 @@ def publish_demo(workspace, settings, args) -> int:
     return report.project_id
 
 
-def cmd_down(args) -> int:
+def cmd_down(args: argparse.Namespace) -> int:
     from agile_modeling.workspace import Workspace
 
     workspace = Workspace(args.settings.workspace)
@@ -400,7 +406,7 @@ def cmd_down(args) -> int:
     return 0
 
 
-def cmd_backend(args) -> int:
+def cmd_backend(args: argparse.Namespace) -> int:
     """Replace this process with gunicorn serving the backend (refused on an exposed address without secrets)."""
     from ml_backend.exposure import check_bind
 
@@ -409,14 +415,14 @@ def cmd_backend(args) -> int:
     os.execv(cmd[0], cmd)
 
 
-def cmd_worker(args) -> int:
+def cmd_worker(args: argparse.Namespace) -> int:
     """Replace this process with the Celery worker (``main`` has checked the settings: a bad one is
     one clear error there, not a traceback per worker process)."""
     cmd = worker_command(beat=not args.no_beat, concurrency=args.concurrency)
     os.execv(cmd[0], cmd)
 
 
-def add_service_commands(sub) -> None:
+def add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser(
         "up",
         help="start Label Studio, the ML backend and the worker on this machine, with a demo concept",

@@ -56,7 +56,8 @@ class RatingSchema:
         for region in result if isinstance(result, list) else []:
             if not isinstance(region, dict):
                 continue
-            payload = region.get("value") if isinstance(region.get("value"), dict) else {}
+            raw = region.get("value")
+            payload = raw if isinstance(raw, dict) else {}
             if region.get("from_name") == self.choices:
                 chosen = payload.get("choices") or []
                 if self.positive in chosen:
@@ -117,7 +118,7 @@ def parse_rating_config(xml: str) -> RatingSchema:
         a Positive and a Negative choice).
     """
     root = _parse_xml(xml)
-    images = {el.get("name"): el for el in root.iter("Image") if el.get("name")}
+    images = {str(el.get("name")): el for el in root.iter("Image") if el.get("name")}
     if not images:
         raise LabelConfigError(
             'the label config has no <Image name=... value="$image"/> tag: agile-modeling rates one image per task'
@@ -136,8 +137,12 @@ def parse_rating_config(xml: str) -> RatingSchema:
             f'the <Choices name="{tag.get("name")}"> tag lacks the choice(s) {", ".join(missing)}: '
             "agile-modeling needs exactly the values Positive and Negative"
         )
-    image_name = tag.get("toName")
+    image_name = str(tag.get("toName"))  # one of the images: choices were filtered on it
     value = images[image_name].get("value", "")
     field = value[1:] if value.startswith("$") else "image"
     notes = [el.get("name") for el in root.iter("TextArea") if el.get("toName") == image_name and el.get("name")]
-    return RatingSchema(image=image_name, image_field=field, choices=tag.get("name"), note=notes[0] if notes else None)
+    if not tag.get("name"):
+        raise LabelConfigError('the <Choices> tag over the image has no name: give it one, e.g. name="label"')
+    return RatingSchema(
+        image=image_name, image_field=field, choices=str(tag.get("name")), note=str(notes[0]) if notes else None
+    )

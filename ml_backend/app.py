@@ -19,7 +19,7 @@ import mimetypes
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify, request, send_file
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -104,7 +104,7 @@ def celery_enqueue(celery: Callable[[], Celery]) -> Callable[..., None]:
     makes on the first webhook (Celery is not imported until work arrives)."""
     apps: list[Celery] = []
 
-    def enqueue(kind: str, **kwargs) -> None:
+    def enqueue(kind: str, **kwargs: Any) -> None:
         from kombu.exceptions import OperationalError
 
         if not apps:
@@ -166,7 +166,7 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
     has_secrets = bool(settings.webhook_secret and settings.basic_auth_user and settings.basic_auth_pass)
 
     @app.before_request
-    def _authenticate():
+    def _authenticate() -> None:
         request.environ["agile.start"] = time.perf_counter()
         if not has_secrets and request.endpoint != "health" and not _is_loopback(request.remote_addr):
             # the start-up check (ml_backend/exposure.py) sees only binds it is told about (agile backend,
@@ -202,44 +202,47 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
         return response
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
-        return jsonify(error=exc.description), exc.code
+    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+        # Flask hands an error handler only HTTP exceptions with a code (a code-less one is returned as it is)
+        return jsonify(error=exc.description), exc.code or 500
 
     @app.errorhandler(UnknownProjectError)
-    def _unknown_project(exc):
+    def _unknown_project(exc: UnknownProjectError) -> tuple[Response, int]:
         return jsonify(error=str(exc)), 404
 
     @app.errorhandler(LabelConfigError)
     @app.errorhandler(ImageReadError)
-    def _bad_input(exc):
+    def _bad_input(exc: LabelConfigError | ImageReadError) -> tuple[Response, int]:
         return jsonify(error=str(exc)), 422
 
     @app.errorhandler(EncoderUnavailableError)
     @app.errorhandler(StoreError)
     @app.errorhandler(DatabaseBusyError)  # another process holds the write lock: try again
     @app.errorhandler(BrokerUnavailableError)
-    def _unavailable(exc):
+    def _unavailable(
+        exc: EncoderUnavailableError | StoreError | DatabaseBusyError | BrokerUnavailableError,
+    ) -> tuple[Response, int]:
         return jsonify(error=str(exc)), 503
 
     @app.errorhandler(AgileError)
-    def _agile_error(exc):
+    def _agile_error(exc: AgileError) -> tuple[Response, int]:
         return jsonify(error=str(exc)), 409
 
     @app.errorhandler(Exception)
-    def _unexpected(exc):
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unexpected error on %s", request.path)
         return jsonify(error=f"internal error ({type(exc).__name__}); see the backend's log"), 500
 
     @app.get("/")
-    def index():
+    def index() -> Response:
         return jsonify(status="UP", model_class="agile-modeling MLP on image-text embeddings")
 
     @app.get("/health")
-    def health():
+    def health() -> Response:
         return jsonify(status="UP", model_class="agile-modeling MLP on image-text embeddings")
 
     @app.post("/setup")
-    def setup():
+    def setup() -> Response:
         body = parse.json_body(request)
         project_id = parse.project_id(body.get("project"))
         if body.get("schema") not in (None, ""):
@@ -247,7 +250,7 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
         return jsonify(model_version=predictor.model_version(project_id))
 
     @app.post("/predict")
-    def predict():
+    def predict() -> Response | tuple[Response, int]:
         body = parse.json_body(request)
         tasks = parse.tasks(body)
         project_id = parse.project_id(body.get("project"))
@@ -267,7 +270,7 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
         return jsonify(results=results, model_version=version)
 
     @app.post("/webhook")
-    def webhook():
+    def webhook() -> Response | tuple[Response, int]:
         if settings.webhook_secret and not _same(request.headers.get(WEBHOOK_SECRET_HEADER), settings.webhook_secret):
             raise Unauthorized(
                 f"webhook refused: the {WEBHOOK_SECRET_HEADER} header is missing or wrong "
@@ -290,11 +293,11 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
         return jsonify(status="queued", action=action, project=project_id), 202
 
     @app.get("/metrics")
-    def metrics_route():
+    def metrics_route() -> Response:
         return Response(generate_latest(metrics.registry), mimetype=CONTENT_TYPE_LATEST)
 
     @app.get("/images/<int:image_id>")
-    def images(image_id: int):
+    def images(image_id: int) -> Response:
         """A local pool image (only files registered in the pool: no path comes from the request), for a
         URL signed by the sync; unsigned only in the loopback development mode."""
         if settings.images_unsigned:

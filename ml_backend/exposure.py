@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import TYPE_CHECKING
 
 from agile_modeling.errors import AgileError
+
+if TYPE_CHECKING:
+    from sync.settings import Settings
 
 
 class UnsafeBindError(AgileError):
@@ -46,10 +50,10 @@ def is_loopback(host: str | None) -> bool:
             infos = socket.getaddrinfo(host, None)
         except OSError:
             return False
-        return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+        return bool(infos) and all(ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback for i in infos)
 
 
-def check_bind(settings, bind: str | tuple) -> None:
+def check_bind(settings: Settings, bind: str | tuple) -> None:
     """Raise :class:`UnsafeBindError` naming the variables to set if ``bind`` is exposed without them."""
     host = host_of(bind)
     if is_loopback(host):

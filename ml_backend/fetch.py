@@ -29,7 +29,9 @@ import ipaddress
 import socket
 import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urljoin
 
 import httpcore
@@ -122,7 +124,7 @@ def _resolve(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise ImageReadError(f"cannot resolve the image host {host!r} ({exc})") from None
-    return [info[4][0] for info in infos]
+    return [str(info[4][0]) for info in infos]
 
 
 def _is_public(address: str) -> bool:
@@ -175,13 +177,15 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self.inner.close()
 
-    def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
         return _DeadlineStream(
             self.inner.start_tls(ssl_context, server_hostname, self.clock.left(timeout, httpcore.ConnectTimeout)),
             self.clock,
         )
 
-    def get_extra_info(self, info: str):
+    def get_extra_info(self, info: str) -> Any:
         return self.inner.get_extra_info(info)
 
 
@@ -189,7 +193,7 @@ class _Clock:
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
 
-    def left(self, timeout: float | None, error) -> float:
+    def left(self, timeout: float | None, error: type[httpcore.TimeoutException]) -> float:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise error("time limit reached")
@@ -203,7 +207,14 @@ class _PinnedBackend(httpcore.NetworkBackend):
         self.target, self.clock = target, clock
         self.inner = httpcore.SyncBackend()
 
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
         if (host, port) != (self.target.host, self.target.port):  # never: the pool only knows this origin
             raise httpcore.ConnectError(f"refusing to connect to {host}:{port}")
         stream = self.inner.connect_tcp(
@@ -211,7 +222,9 @@ class _PinnedBackend(httpcore.NetworkBackend):
         )
         return _DeadlineStream(stream, self.clock)
 
-    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
+    ) -> httpcore.NetworkStream:
         raise httpcore.ConnectError("unix sockets are never used for task images")
 
 

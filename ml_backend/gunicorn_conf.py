@@ -2,6 +2,10 @@
 on an address other machines can reach without the secrets (:mod:`ml_backend.exposure`), and keep
 query strings out of the access log (a signed image URL's ``sig`` is a credential for that image)."""
 
+from __future__ import annotations
+
+from typing import Any
+
 # gunicorn's default logs the whole request line ("%(r)s"); the path without its query is enough
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
 # gunicorn >= 25 opens a control socket at one fixed path per user ($XDG_RUNTIME_DIR or ~/.gunicorn):
@@ -9,7 +13,7 @@ access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
 control_socket_disable = True
 
 
-def on_starting(server):
+def on_starting(server: Any) -> None:  # gunicorn's Arbiter (gunicorn has no type hints)
     from ml_backend.exposure import UnsafeBindError, check_bind
     from sync.settings import Settings
 

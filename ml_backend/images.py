@@ -62,7 +62,7 @@ def decode_limited(what: str, data: bytes, max_pixels: int) -> Image.Image:
         raise ImageReadError(f"{what} is not a readable image ({type(exc).__name__}: {exc})") from None
 
 
-def fetch_task_image(url: str, policy: FetchPolicy):
+def fetch_task_image(url: str, policy: FetchPolicy) -> Image.Image:
     """Decode a task's image from a web or data URL; anything else is refused."""
     if not isinstance(url, str) or not url:
         raise ImageReadError("the task has no image URL")
@@ -175,7 +175,7 @@ class TaskEmbeddings:
         self.policy = policy or FetchPolicy()
         self.images_base_url = images_base_url.rstrip("/") if images_base_url else None
         self.cache = EmbeddingCache(cache_bytes)
-        self._encoder = None
+        self._encoder: OpenClipEncoder | None = None
         self._lock = threading.Lock()
         self.device, self.precision, self.fetch_workers = device, precision, max(1, fetch_workers)
 
@@ -208,7 +208,7 @@ class TaskEmbeddings:
         out = np.zeros((len(tasks), view.shape[1]), dtype=np.float32)
         known = [n for n, i in enumerate(ids) if i is not None]
         if known:
-            out[known] = view.take([ids[n] for n in known]).astype(np.float32)
+            out[known] = view.take([i for i in ids if i is not None]).astype(np.float32)
         errors: dict[int, str] = {}
         misses: dict[str, list[int]] = {}  # url -> task indices, each distinct image fetched once
         for n, image_id in enumerate(ids):
@@ -246,12 +246,12 @@ class TaskEmbeddings:
                 for u, _ in good:
                     errors.update(dict.fromkeys(misses[u], str(exc)))
                 return out, 0, errors
-            for (u, _), vector in zip(good, vectors):
-                self.cache.put(u, vector)
-                out[misses[u]] = vector
+            for n, (u, _) in enumerate(good):
+                self.cache.put(u, vectors[n])
+                out[misses[u]] = vectors[n]
         return out, len(good), errors
 
-    def _fetch(self, url: str):
+    def _fetch(self, url: str) -> Image.Image | str:
         """The decoded image, or the reason it cannot be read (a string)."""
         try:
             return fetch_task_image(url, self.policy)

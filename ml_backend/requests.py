@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import BadRequest
 
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Request
 
-def json_body(request) -> dict:
+
+def json_body(request: Request) -> dict:
     """The request's JSON object, or 400 saying what is wrong with it."""
     try:
         body = request.get_json(silent=True)

@@ -72,7 +72,9 @@ class FolderChannel(filesystem.Channel):
     queue (same file system: exactly one consumer wins). The rest is kombu's.
     """
 
-    def _put(self, queue, payload, **kwargs) -> None:
+    # kombu's filesystem Channel names the parameter `payload`, its AbstractChannel `message`: no
+    # signature matches both, so the override is ignored for mypy; kombu passes it positionally
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         partial = os.path.join(self.processed_folder, f"incoming-{name}")
         try:
@@ -82,7 +84,8 @@ class FolderChannel(filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"cannot add message {name!r} to the broker folder {self.data_folder_out}") from exc
 
-    def _get(self, queue):
+    # `timeout` as in kombu's AbstractChannel (kombu's filesystem Channel leaves it out; neither uses it)
+    def _get(self, queue: Any, timeout: Any = None) -> Any:
         wanted = f"{queue}.msg"
         for name in sorted(os.listdir(self.data_folder_in)):
             if name.partition(".")[2] != wanted:
@@ -113,7 +116,7 @@ class FolderTransport(filesystem.Transport):
     Channel = FolderChannel
     FOLDERS = ("data_folder_in", "data_folder_out", "processed_folder", "control_folder")
 
-    def __init__(self, client, **kwargs) -> None:
+    def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
         options = client.transport_options or {}
         for key in self.FOLDERS:
@@ -126,14 +129,14 @@ class FolderResultBackend(FilesystemBackend):
     and writes each result whole (a temp file renamed into place): Celery's own writes in place, so
     ``chord_unlock`` polling a shard's result could read it half-written."""
 
-    def set(self, key, value) -> None:
+    def set(self, key: bytes, value: bytes | str) -> None:
         target = self._filename(key)
         partial = target + b".partial-" + uuid.uuid4().hex.encode()
         with self.open(partial, "wb") as fh:
             fh.write(value if isinstance(value, bytes) else str_to_bytes(value))
         os.replace(partial, target)
 
-    def __init__(self, url: str | None = None, *args, **kwargs) -> None:
+    def __init__(self, url: str | None = None, *args: Any, **kwargs: Any) -> None:
         Path(self._find_path(url)).mkdir(parents=True, exist_ok=True)
         super().__init__(url, *args, **kwargs)
 
@@ -192,7 +195,7 @@ def make_celery(settings: Settings) -> AgileCelery:
 
 
 @worker_process_init.connect
-def _one_thread_per_child(**_) -> None:
+def _one_thread_per_child(**_: Any) -> None:
     """A prefork child is one unit of the pool's parallelism: it computes with one thread
     (``AGILE_TORCH_THREADS`` to change). Left at torch's default (all cores) every child spins up
     a thread per core and N children fight over the same cores: 4-7x slower here."""

@@ -7,8 +7,9 @@ raises :class:`LabelStudioError` with that reason instead of an SDK or HTTP trac
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from label_studio_sdk import LabelStudio
@@ -48,11 +49,11 @@ class TaskRecord:
     prediction_version: str | None = None  # model version of the task's newest prediction
 
 
-def _field(obj, name, default=None):
+def _field(obj: Any, name: str, default: Any = None) -> Any:
     return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
 
 
-def annotation_from_payload(raw, task_id: int) -> Annotation:
+def annotation_from_payload(raw: Any, task_id: int) -> Annotation:
     """An :class:`Annotation` from the API's or a webhook's annotation object (dict or SDK model)."""
     completed_by = _field(raw, "completed_by")
     if isinstance(completed_by, dict):
@@ -81,7 +82,9 @@ class LabelStudioClient:
         self.url = url.rstrip("/")
         self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, an SDK call (its answer, an SDK model, as it is), with errors a person can fix
+        as :class:`LabelStudioError`."""
         try:
             return fn(*args, **kwargs)
         except ApiError as exc:
@@ -104,7 +107,7 @@ class LabelStudioClient:
             ) from None
 
     # --- projects ----------------------------------------------------------------------------
-    def create_project(self, title: str, label_config: str, description: str = "", **settings) -> int:
+    def create_project(self, title: str, label_config: str, description: str = "", **settings: Any) -> int:
         project = self._call(
             "create a project",
             self.sdk.projects.create,
@@ -115,7 +118,7 @@ class LabelStudioClient:
         )
         return int(project.id)
 
-    def update_project(self, project_id: int, **settings) -> None:
+    def update_project(self, project_id: int, **settings: Any) -> None:
         self._call(f"update project {project_id}", self.sdk.projects.update, id=project_id, **settings)
 
     def create_user(self, username: str, email: str) -> int:
@@ -266,7 +269,7 @@ class LabelStudioClient:
                 request=list(predictions),
             )
 
-    def create_annotation(self, task_id: int, result: list, lead_time: float | None = None, **extra) -> int:
+    def create_annotation(self, task_id: int, result: list, lead_time: float | None = None, **extra: Any) -> int:
         annotation = self._call(
             f"annotate task {task_id}",
             self.sdk.annotations.create,

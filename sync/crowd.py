@@ -122,7 +122,7 @@ def pull_crowd(sync: ConceptSync, concept_name: str) -> CrowdReport:
     with sync.concept_lock(slug):
         current = session.labels(CROWD)
         for image_id, result in results.items():
-            if result.status == DECIDED:
+            if result.status == DECIDED and result.value is not None:
                 digest = hashlib.sha256(
                     repr(sorted((v.rater, v.value, v.time) for v in votes_of[image_id])).encode()
                 ).hexdigest()[:12]

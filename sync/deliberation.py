@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agile_modeling.concepts import slugify
@@ -18,6 +19,7 @@ from agile_modeling.deliberation import Deliberation
 from agile_modeling.deliberation.history import DefinitionVersion, DeliberationRound
 from agile_modeling.errors import AgileError
 from label_config.deliberation import deliberation_label, load_deliberation_config, scoping_decision
+from sync.client import TaskRecord
 from sync.rounds import IMAGE_ID, ROUND, ConceptSync, latest_annotation
 from sync.state import ProjectLink
 
@@ -166,7 +168,7 @@ class DeliberationSync:
             slug, link.project_id, recorded, current.version, delib.history.current_round(), pushed
         )
 
-    def _record(self, delib: Deliberation, tasks) -> int:
+    def _record(self, delib: Deliberation, tasks: Iterable[TaskRecord]) -> int:
         shown = delib.history.shown_ids()
         new = 0
         for task in tasks:
@@ -181,7 +183,9 @@ class DeliberationSync:
             new += delib.record(image_id, label, comment, external_id=f"ls-{ann.id}-{ann.updated_at}")
         return new
 
-    def _push(self, link: ProjectLink, delib: Deliberation, batch: DeliberationRound, tasks) -> int:
+    def _push(
+        self, link: ProjectLink, delib: Deliberation, batch: DeliberationRound, tasks: Iterable[TaskRecord]
+    ) -> int:
         present = {t.data.get(IMAGE_ID) for t in tasks}
         items = [it for it in batch.items if it.image_id not in present]
         if not items:

@@ -28,6 +28,10 @@ import hmac
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sync.settings import Settings
 
 DEFAULT_DAYS = 30.0
 DAY = 86_400
@@ -38,7 +42,7 @@ class ImageSignatureError(Exception):
     """An image URL whose signature is missing, wrong or expired (the backend answers 403)."""
 
 
-def signing_key(settings) -> bytes | None:
+def signing_key(settings: Settings) -> bytes | None:
     """The HMAC key for ``settings``' image URLs, or None when no secret is configured."""
     explicit = getattr(settings, "image_signing_key", None)
     if explicit:
@@ -61,7 +65,7 @@ class ImageSigner:
     ttl_s: float = DEFAULT_DAYS * DAY
 
     @classmethod
-    def from_settings(cls, settings) -> ImageSigner | None:
+    def from_settings(cls, settings: Settings) -> ImageSigner | None:
         key = signing_key(settings)
         days = getattr(settings, "image_url_days", None) or DEFAULT_DAYS
         return cls(key, days * DAY) if key else None

@@ -15,22 +15,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
 from agile_modeling.classifier import ConceptClassifier, ModelVersion
-from agile_modeling.concepts import slugify
+from agile_modeling.concepts import Concept, slugify
 from agile_modeling.errors import AgileError
 from agile_modeling.file_lock import file_lock
 from agile_modeling.loop import AgileLoop, LoopConfig
-from agile_modeling.session import USER, WITHDRAWN, Session
+from agile_modeling.session import USER, WITHDRAWN, Label, Session
 from agile_modeling.workspace import Workspace
 from label_config import RatingSchema, load_config, parse_rating_config
-from sync.client import LabelStudioClient, TaskRecord, annotation_from_payload
+from sync.client import Annotation, LabelStudioClient, TaskRecord, annotation_from_payload
 from sync.faults import fault_point
 from sync.progress import progress_plot, project_texts
 from sync.settings import Settings
@@ -88,7 +89,7 @@ def parse_timestamp(value: str) -> float | None:
         return None
 
 
-def latest_annotation(task: TaskRecord):
+def latest_annotation(task: TaskRecord) -> Annotation | None:
     """The task's most recently updated annotation that was not skipped, or None."""
     live = [a for a in task.annotations if not a.was_cancelled]
     return max(live, key=lambda a: (a.updated_at, a.id)) if live else None
@@ -125,7 +126,7 @@ class ConceptSync:
 
     # --- helpers -----------------------------------------------------------------------------
     @contextmanager
-    def concept_lock(self, slug: str):
+    def concept_lock(self, slug: str) -> Iterator[None]:
         """One sync per concept at a time, across worker processes sharing this workspace."""
         with file_lock(self.workspace.root / "locks" / f"{slug}.lock"):
             yield
@@ -172,10 +173,10 @@ class ConceptSync:
     ) -> list[dict]:
         concept = session.concept
         urls = self.image_urls(ids)
-        probs = self._probabilities(model[1], ids) if model else None
+        probs = self._probabilities(model[1], ids) if model is not None else None
         tasks = []
         for n, (image_id, url) in enumerate(zip(ids, urls)):
-            task = {
+            task: dict[str, Any] = {
                 "data": {
                     schema.image_field: url,
                     "concept": concept.name,
@@ -184,7 +185,7 @@ class ConceptSync:
                     ROUND: int(round_index),
                 }
             }
-            if probs is not None:
+            if probs is not None and model is not None:
                 task["predictions"] = [
                     {
                         "model_version": model[0].name,
@@ -283,6 +284,7 @@ class ConceptSync:
             return self.publish(concept_name)
         with self.concept_lock(slug):
             link = self.state.for_concept(slug)
+            assert link is not None  # links are never removed
             if requested_at is not None and link.last_sync > requested_at and not force_retrain:
                 return SyncReport(slug, link.project_id, -1, 0, 0, 0, skipped=True)
             started = time.time()
@@ -436,7 +438,7 @@ class ConceptSync:
             log.warning("%s: could not show the progress in project %d: %s", link.concept, link.project_id, exc)
 
     @staticmethod
-    def _record_unsure(session: Session, image_id: int, label, event: str) -> int:
+    def _record_unsure(session: Session, image_id: int, label: Label | None, event: str) -> int:
         """A skipped task: the rater could not tell. The image leaves its round unrated (withdrawn
         as :data:`UNSURE`, so it is never pushed or selected again) and a rating it had before the
         skip is taken back. Returns how many records changed."""
@@ -610,7 +612,7 @@ def rating_project_settings(settings: Settings) -> dict:
     )
 
 
-def _describe(concept) -> str:
+def _describe(concept: Concept) -> str:
     if concept.description:
         return concept.description
     text = f"positive: {', '.join(concept.positives)}"

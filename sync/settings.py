@@ -13,11 +13,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agile_modeling.errors import ConfigurationError
 from agile_modeling.workspace import DEFAULT_WORKSPACE
+
+if TYPE_CHECKING:
+    from agile_modeling.deliberation.providers.gemini import GeminiSettings
 
 Parser = Callable[[str], Any]
 
@@ -350,7 +353,7 @@ class Settings:
             f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" if parts and parts.scheme and parts.netloc else None
         )
 
-    def gemini(self):  # -> GeminiSettings (imported here: google-genai is an optional dependency's user)
+    def gemini(self) -> GeminiSettings:  # imported here: google-genai is an optional dependency's user
         """The Gemini provider's settings; :class:`ProviderError` saying what to set when there is no key."""
         from agile_modeling.deliberation.providers.gemini import GeminiSettings
 

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from celery import Celery, chord
@@ -27,10 +28,12 @@ from tqdm import tqdm
 
 from agile_modeling.database import Database
 from agile_modeling.errors import AgileError
+from agile_modeling.loop import AgileLoop, SelectionRequest
 from agile_modeling.sharded import ShardCandidates, merge_candidates, positives_wanted
 from agile_modeling.workspace import Workspace
 from sync.rounds import ConceptSync, SyncReport
 from sync.settings import Settings
+from sync.state import ProjectLink
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +156,7 @@ def launch_selection(
     app: Celery,
     ledger: SelectionLedger,
     concept: str,
-    request,
+    request: SelectionRequest,
     version: str,
     models_root: Path,
     shards: Sequence[tuple[Path, int, int]],
@@ -211,7 +214,7 @@ def fan_out_embedding(
     app = app or default_app()
     chunks = [list(uris[i : i + chunk]) for i in range(0, len(uris), chunk)]
     results = [app.send_task("agile.embed_images", args=(str(workspace_root), c)) for c in chunks]
-    totals = {"added": 0, "already_present": 0, "skipped": []}
+    totals: dict[str, Any] = {"added": 0, "already_present": 0, "skipped": []}
     bar = tqdm(total=len(uris), desc="embedding", unit="image", disable=not progress)
     deadline = time.monotonic() + timeout
     pending = dict(enumerate(results))
@@ -243,7 +246,9 @@ def ledger_of(sync: ConceptSync) -> SelectionLedger:
     return SelectionLedger(sync.workspace.root / "label_studio.sqlite")
 
 
-def start_sharded_selection(sync: ConceptSync, link, loop, version: str, app: Celery | None = None) -> InFlight | None:
+def start_sharded_selection(
+    sync: ConceptSync, link: ProjectLink, loop: AgileLoop, version: str, app: Celery | None = None
+) -> InFlight | None:
     """Launch the next round's sharded selection unless one is already in flight (called under the
     concept lock by the sync, once the round is fully rated and ``version`` trained on its labels).
 
@@ -291,7 +296,7 @@ def start_sharded_selection(sync: ConceptSync, link, loop, version: str, app: Ce
         ledger.close()
 
 
-def selection_in_flight(sync: ConceptSync, link, round_index: int) -> bool:
+def selection_in_flight(sync: ConceptSync, link: ProjectLink, round_index: int) -> bool:
     """Whether a launch of round ``round_index``'s selection is running (recorded and not stale)."""
     ledger = ledger_of(sync)
     try:
@@ -310,7 +315,7 @@ def finish_selection(
     token: str,
     k: int,
     k_pos: int,
-):
+) -> SyncReport:
     """The chord's callback: merge the shards' candidates, record round ``round_index``'s batch and
     push its tasks with ``version``'s predictions. Idempotent: a duplicate callback, or one whose
     round was meanwhile recorded, only pushes what is missing; one superseded by a newer launch (a

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS pushed_images (
 
 RATING = "rating"
 CROWD = "crowd"
+EVALUATION = "evaluation"  # agile_modeling.quality.EVALUATION: the label source of its ratings
 
 
 class UnknownProjectError(AgileError):
@@ -72,6 +73,15 @@ class ProjectLink:
             raise ValueError(
                 f"a {self.purpose} project link {'needs' if self.purpose == CROWD else 'has no'} number of annotators"
             )
+
+    @property
+    def label_config(self) -> str:
+        """The name of the labeling interface the project was created with (``label_config/<name>.xml``):
+        the rating project's own; crowd and evaluation projects rate with ``rating``; a deliberation
+        stage's interface is named after its purpose."""
+        if self.rounds is not None:
+            return self.rounds.label_config
+        return "rating" if self.purpose in (CROWD, EVALUATION) else self.purpose
 
     @property
     def round_settings(self) -> RoundSettings:

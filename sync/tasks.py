@@ -8,8 +8,10 @@ deleted) are logged as such and retried by the next periodic sync rather than ra
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +20,11 @@ from sync import purposes, sharded
 from sync.celery_app import app
 from sync.client import LabelStudioError
 from sync.rounds import ConceptSync
+
+if TYPE_CHECKING:
+    from celery import Task
+
+    from agile_modeling.classifier import ConceptClassifier
 
 log = logging.getLogger("agile.worker")
 
@@ -32,7 +39,7 @@ RETRY_BACKOFF_MAX_S = 60  # the longest pause between retries while Label Studio
 MAX_RETRIES = 12  # about 8 minutes of backoff; after that the periodic sync catches up
 
 
-def _run(what: str, fn, *args, task=None, **kwargs):
+def _run(what: str, fn: Callable[..., Any], *args: Any, task: Task | None = None, **kwargs: Any) -> list[str] | None:
     """Run ``fn`` and log its reports. While Label Studio is down or restarting, a bound ``task`` is
     retried with exponential backoff (1, 2, 4 ... 60 s); other errors a person can fix are logged."""
     try:
@@ -56,7 +63,9 @@ def _run(what: str, fn, *args, task=None, **kwargs):
 
 
 @app.task(name="agile.sync_project", bind=True)
-def sync_project(self, project_id: int, requested_at: float | None = None, event: dict | None = None):
+def sync_project(
+    self: Task, project_id: int, requested_at: float | None = None, event: dict | None = None
+) -> list[str] | None:
     """A webhook said something changed in this project (``event``: its annotation, if it carried one)."""
     return _run(
         f"sync of project {project_id}",
@@ -70,7 +79,7 @@ def sync_project(self, project_id: int, requested_at: float | None = None, event
 
 
 @app.task(name="agile.sync_all")
-def sync_all():
+def sync_all() -> list[str] | None:
     """Periodic reconciliation of every published project (not retried: it runs again on schedule).
 
     Each project is isolated (a failing one is recorded and the others still sync). A project a
@@ -80,18 +89,20 @@ def sync_all():
 
 
 @app.task(name="agile.publish")
-def publish(concept: str, seed_size: int = 100, batch_size: int = 100, strategy: str = "margin", seed: int = 0):
+def publish(
+    concept: str, seed_size: int = 100, batch_size: int = 100, strategy: str = "margin", seed: int = 0
+) -> list[str] | None:
     return _run(f"publishing {concept!r}", concept_sync().publish, concept, seed_size, batch_size, strategy, seed)
 
 
 @app.task(name="agile.retrain", bind=True)
-def retrain(self, concept: str):
+def retrain(self: Task, concept: str) -> list[str] | None:
     return _run(f"retraining {concept!r}", concept_sync().retrain, concept, task=self)
 
 
 # --- scale-out: work split by pool shard ----------------------------------------------------------
 @lru_cache(maxsize=4)
-def _model(models_root: str, version: str):
+def _model(models_root: str, version: str) -> ConceptClassifier:
     from agile_modeling.classifier import ModelRegistry
 
     root = Path(models_root)
@@ -123,8 +134,8 @@ def score_shard(
 
 @app.task(name="agile.finish_selection", bind=True, acks_late=True, reject_on_worker_lost=True)
 def finish_selection(
-    self, parts: list[dict], concept: str, round_index: int, version: str, token: str, k: int, k_pos: int
-):
+    self: Task, parts: list[dict], concept: str, round_index: int, version: str, token: str, k: int, k_pos: int
+) -> list[str] | None:
     """The callback of a sharded selection's chord: merge, record the round, push its tasks (never
     waits on another task; a duplicate or superseded callback is a no-op, see :mod:`sync.sharded`)."""
     from sync.sharded import finish_selection as finish
@@ -145,7 +156,7 @@ def finish_selection(
 
 
 @app.task(name="agile.selection_failed")
-def selection_failed(request, exc, traceback, concept: str, token: str):
+def selection_failed(request: Any, exc: object, traceback: object, concept: str, token: str) -> bool:
     """The error callback of a sharded selection's chord (Celery calls it with the failed request,
     the exception and its traceback): ends launch ``token`` in the ledger, unless a newer launch
     replaced it, and keeps the reason as the project's ``last_error``; the next sync relaunches."""
