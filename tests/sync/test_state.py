@@ -77,3 +77,12 @@ def test_a_link_carries_exactly_its_purpose_settings():
         ProjectLink("tuna", "evaluation", 5, RoundSettings("rating", 1, 1, "margin", 0))
     with pytest.raises(ValueError, match="has no rounds"):
         _ = ProjectLink("tuna", "evaluation", 5).round_settings
+
+
+def test_every_purpose_names_its_labeling_interface():
+    from agile_modeling.quality import EVALUATION
+
+    assert ProjectLink("t", RATING, 1, RoundSettings("rating-note", 1, 1, "margin", 0)).label_config == "rating-note"
+    assert ProjectLink("t", "crowd", 2, annotators=3).label_config == "rating"
+    assert ProjectLink("t", EVALUATION, 3).label_config == "rating"
+    assert ProjectLink("t", "scoping", 4).label_config == "scoping"
