@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 U_BF16 = 2.0**-8
 U_FP32 = 2.0**-24
@@ -86,12 +87,12 @@ FP64_PRECISION = Precision("fp64", 0.0, torch.float64, U_FP64, 0.0, TINY_FP64)
 PRECISIONS = {p.name: p for p in (BF16_PRECISION, FP32_PRECISION, FP64_PRECISION)}
 
 
-def rounded(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+def rounded(t: torch.Tensor, dtype: torch.dtype) -> NDArray[np.float64]:
     """``t`` rounded to ``dtype`` (as the sweep stores it), returned exactly as float64."""
     return t.detach().to(dtype).to(torch.float64).numpy()
 
 
-def spectral_norm(w: np.ndarray) -> float:
+def spectral_norm(w: NDArray[np.float64]) -> float:
     """Upper bound on ``||w||_2``: the largest eigenvalue of the small Gram matrix (fp64, slack added);
     5-30x cheaper than an SVD of the layer."""
     gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
@@ -104,7 +105,7 @@ def layers_error_bound(
     precision: Precision,
     row_norm: float = UNIT_ROW_NORM,
     relu: bool = True,
-) -> np.ndarray:
+) -> NDArray[np.float64]:
     """Bound on ``|computed - exact|`` of every output unit of ``layers`` (ReLU between), for any
     input row with ``||x|| <= row_norm``: ``(out,)`` float64.
 
@@ -115,7 +116,7 @@ def layers_error_bound(
     1, so this one grows additively instead of by ``||w_i||_1`` per layer).
     """
     big_a = float(row_norm)  # bound on ||a||_2 of the true activations
-    e_vec: np.ndarray | None = None  # per-unit bound on |a_j - ah_j|
+    e_vec: NDArray[np.float64] | None = None  # per-unit bound on |a_j - ah_j|
     e_norm = precision.u_in * big_a  # bound on ||a - ah||_2
     u_out = 2 * precision.u_out + precision.u_out**2  # addmm may round twice (product, then + bias)
     tiny_out = 2 * precision.tiny if precision.u_out else 0.0
@@ -173,7 +174,7 @@ def dot_error_bound(dim: int, query_norm: float, precision: Precision, row_norm:
     return float((pre + precision.u_out * (query_norm * big_a + pre) + precision.tiny) * SLACK)
 
 
-def copy_fp16_to_bf16(dst: torch.Tensor, src: np.ndarray, staging: torch.Tensor) -> torch.Tensor:
+def copy_fp16_to_bf16(dst: torch.Tensor, src: NDArray[np.float16], staging: torch.Tensor) -> torch.Tensor:
     """Write ``src`` ``(m, d)`` float16 into ``dst[:m]`` as bfloat16; returns ``dst[:m]``.
 
     ``staging`` is a float32 buffer with at least ``m`` rows, reused across calls.
@@ -186,7 +187,7 @@ def copy_fp16_to_bf16(dst: torch.Tensor, src: np.ndarray, staging: torch.Tensor)
     return out
 
 
-def copy_fp16_to_fp32(dst: torch.Tensor, src: np.ndarray) -> torch.Tensor:
+def copy_fp16_to_fp32(dst: torch.Tensor, src: NDArray[np.float16]) -> torch.Tensor:
     """Write ``src`` ``(m, d)`` float16 into ``dst[:m]`` as float32 (exact); returns ``dst[:m]``."""
     out = dst[: len(src)]
     out.copy_(torch.from_numpy(np.asarray(src)))

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +70,7 @@ class CpuInfo:
                 cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
             except OSError:
                 cpuinfo = ""
-        model, flags = platform.processor() or "unknown", set()
+        model, flags = platform.processor() or "unknown", set[str]()
         for line in cpuinfo.splitlines():
             key, _, value = line.partition(":")
             key = key.strip().lower()
@@ -108,7 +109,7 @@ class Compute:
     cpu_model: str = ""
     torch_capability: str = ""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

@@ -28,10 +28,10 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from agile_modeling.errors import AgileError
 
@@ -41,6 +41,8 @@ BUSY_TIMEOUT_S = 10.0
 LOCK_ATTEMPTS = 3
 
 _T = TypeVar("_T")
+#: what ``execute`` binds to a statement's placeholders: a sequence (``?``) or a mapping (``:name``)
+Parameters: TypeAlias = Sequence[Any] | Mapping[str, Any]
 _memory_names = itertools.count()
 
 
@@ -92,7 +94,7 @@ class Database:
         self._guard = threading.Lock()
         self._local = threading.local()
         self._pid = os.getpid()
-        self._open: dict[int, tuple[weakref.ref, sqlite3.Connection]] = {}
+        self._open: dict[int, tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = {}
         self._closed = False
         self._keeper = self._new_connection() if self.path is None else None  # keeps the memory database alive
         if schema:
@@ -132,7 +134,7 @@ class Database:
             thread = threading.current_thread()
             with self._guard:
                 for ident, (ref, old) in list(self._open.items()):  # connections of threads that ended
-                    if ref() is None or not ref().is_alive():
+                    if (alive := ref()) is None or not alive.is_alive():
                         old.close()
                         del self._open[ident]
                 self._open[id(conn)] = (weakref.ref(thread), conn)
@@ -169,11 +171,11 @@ class Database:
                 time.sleep(min(1.0, 0.05 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
-    def execute(self, sql: str, parameters: Iterable[Any] | dict = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, parameters: Parameters = ()) -> sqlite3.Cursor:
         conn = self.connection()
         return self._with_retries(lambda: conn.execute(sql, parameters))
 
-    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> sqlite3.Cursor:
+    def executemany(self, sql: str, rows: Iterable[Parameters]) -> sqlite3.Cursor:
         conn = self.connection()
         rows = list(rows)  # a retry must see the rows again
         return self._with_retries(lambda: conn.executemany(sql, rows))

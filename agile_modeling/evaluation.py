@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import siphashc
+from numpy.typing import NDArray
 
 #: The fixed SipHash key (16 bytes). Changing it changes every evaluation set.
 SIPHASH_KEY = b"agile-modeling:e"
@@ -22,14 +24,14 @@ NUM_STRATA = 10
 PER_STRATUM = 20
 
 
-def url_hashes(uris: Sequence[str], key: bytes = SIPHASH_KEY) -> np.ndarray:
+def url_hashes(uris: Sequence[str], key: bytes = SIPHASH_KEY) -> NDArray[np.uint64]:
     """``(n,)`` uint64 SipHash-2-4 of each URI's UTF-8 bytes under ``key``."""
     if len(key) != 16:
         raise ValueError("a SipHash key is 16 bytes")
     return np.fromiter((siphashc.siphash(key, u.encode("utf-8")) for u in uris), dtype=np.uint64, count=len(uris))
 
 
-def strata_of(probabilities: np.ndarray) -> np.ndarray:
+def strata_of(probabilities: NDArray[np.floating[Any]]) -> NDArray[np.int64]:
     """``(n,)`` stratum index 0..9 of each probability: ``floor(10 p)``, with 1.0 in the last stratum."""
     p = np.asarray(probabilities, dtype=np.float64)
     if p.size and (np.nanmin(p) < 0 or np.nanmax(p) > 1 or np.isnan(p).any()):
@@ -47,15 +49,15 @@ class StratifiedSample:
         available: ``(10,)`` how many candidates each stratum had (fewer than 20 means all were taken).
     """
 
-    ids: np.ndarray
-    strata: np.ndarray
-    available: np.ndarray
+    ids: NDArray[np.int64]
+    strata: NDArray[np.int64]
+    available: NDArray[np.int64]
 
 
 def stratified_sample(
-    probabilities: np.ndarray,
-    hashes: np.ndarray,
-    exclude: Sequence[int] | np.ndarray = (),
+    probabilities: NDArray[np.floating[Any]],
+    hashes: NDArray[np.uint64],
+    exclude: Sequence[int] | NDArray[np.integer[Any]] = (),
     per_stratum: int = PER_STRATUM,
 ) -> StratifiedSample:
     """The ``per_stratum`` lowest-hash images of every stratum of one model's scores.
@@ -112,9 +114,9 @@ class EvaluationSet:
 
 
 def build_evaluation_set(
-    probabilities_by_version: Mapping[str, np.ndarray],
-    hashes: np.ndarray,
-    exclude: Sequence[int] | np.ndarray = (),
+    probabilities_by_version: Mapping[str, NDArray[np.floating[Any]]],
+    hashes: NDArray[np.uint64],
+    exclude: Sequence[int] | NDArray[np.integer[Any]] = (),
     per_stratum: int = PER_STRATUM,
 ) -> EvaluationSet:
     """One stratified sample per model version (``{name: (n,) probabilities}``), merged."""

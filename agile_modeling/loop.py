@@ -11,8 +11,10 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.classifier import (
     CLASSIFIERS,
@@ -106,7 +108,7 @@ class AgileLoop:
             merged.update(self.session.labels(source))
         return merged
 
-    def query_vectors(self) -> np.ndarray:
+    def query_vectors(self) -> NDArray[np.float32]:
         """``(q, d)``: every phrase of the concept, then every example image."""
         concept = self.session.concept
         parts = [self.text_encoder.encode_texts(list(concept.phrases))]
@@ -126,9 +128,10 @@ class AgileLoop:
             seed=self.config.seed,
         )
         self.session.start_round(0, "seed", ids.tolist())
-        return ids.tolist()
+        batch: list[int] = ids.tolist()
+        return batch
 
-    def training_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def training_data(self) -> tuple[NDArray[np.int64], NDArray[np.float32], NDArray[np.int64]]:
         """``(ids (n,), x (n, d) float32, y (n,))`` of every label from the configured source."""
         labels = self.labels()
         ids = np.array(sorted(labels), dtype=np.int64)
@@ -143,8 +146,8 @@ class AgileLoop:
         return hashlib.sha256(pairs.tobytes()).hexdigest()[:16]
 
     def random_negative_ids(
-        self, recipe: TrainingRecipe, labeled: np.ndarray, round_index: int | None = None
-    ) -> np.ndarray:
+        self, recipe: TrainingRecipe, labeled: NDArray[np.int64], round_index: int | None = None
+    ) -> NDArray[np.int64]:
         """Random unlabeled pool images to use as negatives (seeded, at most ``max_random_negatives``).
 
         Only as many distinct images as the epochs will draw are taken: sampling them from a
@@ -164,7 +167,7 @@ class AgileLoop:
 
     def train(
         self,
-        evaluate: Callable[[ConceptClassifier], dict] | None = None,
+        evaluate: Callable[[ConceptClassifier], dict[str, Any]] | None = None,
         progress: Callable[[int, float], None] | None = None,
     ) -> tuple[ModelVersion, ConceptClassifier]:
         """Train on every label so far and save a new model version.
@@ -240,13 +243,13 @@ class AgileLoop:
             self.session.current_round() + 1, self.strategy.name, int(size or self.config.batch_size), exclude
         )
 
-    def select(self, classifier: ConceptClassifier, request: SelectionRequest) -> np.ndarray:
+    def select(self, classifier: ConceptClassifier, request: SelectionRequest) -> NDArray[np.int64]:
         """The request's batch, scored over the whole pool in this process (``(<= k,)`` int64)."""
         scorer = pool_scorer(classifier)
         approx = scorer.approximate_logits(self.pool)
         return self.strategy.select(approx, request.k, request.exclude, lambda i: scorer.exact_logits(self.pool, i))
 
-    def record_batch(self, request: SelectionRequest, ids: np.ndarray | list[int]) -> list[int]:
+    def record_batch(self, request: SelectionRequest, ids: NDArray[np.integer[Any]] | list[int]) -> list[int]:
         """Record ``ids`` as the batch of ``request.round`` (idempotent: if that round is already
         recorded, its recorded batch is returned and ``ids`` is ignored).
 
@@ -278,4 +281,4 @@ class SelectionRequest:
     round: int
     strategy: str
     k: int
-    exclude: np.ndarray  # (n,) int64, sorted
+    exclude: NDArray[np.int64]  # (n,) sorted

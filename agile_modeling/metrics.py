@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -33,7 +35,9 @@ class BinaryMetrics:
         return asdict(self)
 
 
-def binary_metrics(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> BinaryMetrics:
+def binary_metrics(
+    y_true: NDArray[np.bool_] | NDArray[np.integer[Any]], scores: NDArray[np.floating[Any]], threshold: float
+) -> BinaryMetrics:
     """Metrics of ``scores`` ``(n,)`` against labels ``y_true`` ``(n,)`` in {0, 1}.
 
     ``threshold`` turns scores into decisions for F1, precision, recall and accuracy (0.5 for a

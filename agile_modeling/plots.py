@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def subplots(rows: int, cols: int, figsize: tuple[float, float]):
-    """``(fig, axes)`` with ``axes`` always a 2-d array, on the file-only backend."""
+def subplots(rows: int, cols: int, figsize: tuple[float, float]) -> tuple[Figure, NDArray[Any]]:
+    """``(fig, axes)`` with ``axes`` always a 2-d array, on the file-only backend.
+
+    ``axes`` is an object array of matplotlib ``Axes``: numpy's types cannot say what an object
+    array holds (``NDArray[np.object_]`` would type every element as ``np.object_``), so its dtype is Any.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -15,7 +25,7 @@ def subplots(rows: int, cols: int, figsize: tuple[float, float]):
     return plt.subplots(rows, cols, figsize=figsize, squeeze=False)
 
 
-def save(fig, path: str | Path, dpi: int = 110) -> Path:
+def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Lay out, write ``path`` (creating its folder) and free the figure."""
     import matplotlib.pyplot as plt
 

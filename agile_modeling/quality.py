@@ -12,8 +12,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling import plots
 from agile_modeling.classifier import ModelRegistry, ModelVersion
@@ -35,10 +37,10 @@ class VersionQuality:
     num_labels: int
     user_minutes: float | None  # rating time up to this version's round, None if the tool gave none
     evaluated: int
-    metrics: dict
+    metrics: dict[str, float]  # binary_metrics' (empty without evaluation ratings)
 
 
-def pool_probabilities(versions: Sequence[ModelVersion], pool: PoolView) -> dict[str, np.ndarray]:
+def pool_probabilities(versions: Sequence[ModelVersion], pool: PoolView) -> dict[str, NDArray[np.float32]]:
     """``{version name: (n,) float32 probability of every pool image}`` (bf16 pool scoring)."""
     out = {}
     for version in versions:
@@ -84,7 +86,7 @@ def version_quality(
     return out
 
 
-def zero_shot_quality(pool: PoolView, text: np.ndarray, evaluation: Mapping[int, int]) -> dict:
+def zero_shot_quality(pool: PoolView, text: NDArray[np.float32], evaluation: Mapping[int, int]) -> dict[str, float]:
     """Zero-shot CLIP (cosine with the concept's name, F1 at 0.28) on the same evaluation ratings."""
     ids = np.array(sorted(evaluation), dtype=np.int64)
     if not len(ids):
@@ -127,7 +129,7 @@ def quality_table(rows: Sequence[VersionQuality], zero_shot: Mapping[str, float]
     )
     lines = [head, "|" + "---|" * (4 + len(METRICS))]
 
-    def cells(metrics):
+    def cells(metrics: Mapping[str, float]) -> str:
         return " | ".join(f"{metrics[m]:.3f}" if m in metrics and not math.isnan(metrics[m]) else "-" for m in METRICS)
 
     lines.append(f"| zero-shot CLIP | - | 0 | 0 | {cells(zero_shot)} |")
@@ -142,7 +144,9 @@ def plot_quality(
 ) -> Path:
     """AUC-PR (or ``metric``) per model version against ratings and against user minutes; zero-shot dashed."""
     with_minutes = [r for r in rows if r.user_minutes is not None]
-    panels = [("training ratings", [r.num_labels for r in rows], rows)]
+    panels: list[tuple[str, list[float | None], Sequence[VersionQuality]]] = [
+        ("training ratings", [r.num_labels for r in rows], rows)
+    ]
     if with_minutes:
         panels.append(("user minutes rating", [r.user_minutes for r in with_minutes], with_minutes))
     fig, axes = plots.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6))
@@ -168,7 +172,7 @@ def plot_quality(
     return plots.save(fig, path)
 
 
-def plot_progress(models: Sequence[Mapping], path: str | Path, title: str) -> Path | None:
+def plot_progress(models: Sequence[Mapping[str, Any]], path: str | Path, title: str) -> Path | None:
     """The cross-validated AUC-PR estimate of every model version against its training ratings
     (``models``: :meth:`Session.models` rows), each point marked with its positives. None when no
     version has an estimate yet."""

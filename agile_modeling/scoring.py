@@ -25,9 +25,11 @@ whose bf16 bound exceeds :data:`BF16_MAX_BOUND` is swept in fp32 instead (bounds
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from tqdm import tqdm
 
 from agile_modeling import compute as compute_mod
@@ -53,7 +55,7 @@ EXACT_BLOCK_ROWS = 256
 BF16_MAX_BOUND = 0.25
 
 
-class BoundedLogits(np.ndarray):
+class BoundedLogits(np.ndarray[tuple[int, ...], np.dtype[np.float32]]):
     """float32 approximate logits ``(n,)`` with ``bound``: ``|approx - exact| <= bound`` on every row.
 
     The bound survives slicing, copies, ``-x`` and ``abs(x)`` (for which it stays valid); any
@@ -62,26 +64,27 @@ class BoundedLogits(np.ndarray):
 
     bound: float | None
 
-    def __new__(cls, values: np.ndarray, bound: float) -> BoundedLogits:
+    def __new__(cls, values: NDArray[np.float32], bound: float) -> BoundedLogits:
         obj = np.asarray(values).view(cls)
         obj.bound = float(bound)
         return obj
 
-    def __array_finalize__(self, obj) -> None:
+    def __array_finalize__(self, obj: NDArray[Any] | None) -> None:
         self.bound = getattr(obj, "bound", None)
 
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         plain = [np.asarray(i) if isinstance(i, BoundedLogits) else i for i in inputs]
         if "out" in kwargs:
             kwargs["out"] = tuple(np.asarray(o) if isinstance(o, BoundedLogits) else o for o in kwargs["out"])
             return getattr(ufunc, method)(*plain, **kwargs)
         result = getattr(ufunc, method)(*plain, **kwargs)
         if method == "__call__" and ufunc in (np.negative, np.absolute, np.positive) and isinstance(result, np.ndarray):
+            assert self.bound is not None  # set by __new__ and kept by every slice or copy of one
             return BoundedLogits(result, self.bound)
         return result
 
 
-def approximation_bound(values: np.ndarray) -> float | None:
+def approximation_bound(values: NDArray[np.floating[Any]]) -> float | None:
     """The proven ``|approx - exact|`` bound ``values`` carries, None for a plain array."""
     return getattr(values, "bound", None)
 
@@ -108,11 +111,11 @@ class DecisionScorer:
             out[start : start + len(block)] = self.classifier.decision_function(block)
         return BoundedLogits(out, 0.0)
 
-    def exact_rows(self, rows: np.ndarray) -> np.ndarray:
+    def exact_rows(self, rows: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
         """Logits of rows ``(m, d)`` as float64 ``(m,)``."""
         return self.classifier.decision_function(np.asarray(rows)).astype(np.float64)
 
-    def exact_logits(self, view: PoolView, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    def exact_logits(self, view: PoolView, ids: Sequence[int] | NDArray[np.integer[Any]]) -> NDArray[np.float64]:
         """Logits of pool images ``ids`` as float64 ``(len(ids),)``."""
         return self.exact_rows(view.take(ids))
 
@@ -181,15 +184,15 @@ class PoolScorer:
         for start, block in chunks:
             m = len(block)
             if self._numpy:
-                x = copy_fp16_to_fp32(self._staging, block).numpy()
-                for i, (w, b) in enumerate(zip(self._np_weights, self._np_biases)):
-                    y = self._np_acts[i][:m]
-                    np.matmul(x, w, out=y)
-                    y += b
+                xn = copy_fp16_to_fp32(self._staging, block).numpy()
+                for i, (wn, bn) in enumerate(zip(self._np_weights, self._np_biases)):
+                    yn = self._np_acts[i][:m]
+                    np.matmul(xn, wn, out=yn)
+                    yn += bn
                     if i < last:
-                        np.maximum(y, 0.0, out=y)
-                    x = y
-                out[start : start + m] = x[:, 0]
+                        np.maximum(yn, 0.0, out=yn)
+                    xn = yn
+                out[start : start + m] = xn[:, 0]
                 continue
             if self.dtype == compute_mod.BF16:
                 x = copy_fp16_to_bf16(self._input, block, self._staging)
@@ -204,7 +207,7 @@ class PoolScorer:
             out_t[start : start + m].copy_(x[:, 0])
         return BoundedLogits(out, self.error_bound)
 
-    def exact_rows(self, rows: np.ndarray) -> np.ndarray:
+    def exact_rows(self, rows: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
         """float64 logits of rows ``(m, d)`` (any float dtype), in fixed blocks (see EXACT_BLOCK_ROWS)."""
         rows = np.asarray(rows)
         out = np.empty(len(rows), dtype=np.float64)
@@ -224,12 +227,14 @@ class PoolScorer:
             out[start : start + m] = a[:m, 0]
         return out
 
-    def exact_logits(self, view: PoolView, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    def exact_logits(self, view: PoolView, ids: Sequence[int] | NDArray[np.integer[Any]]) -> NDArray[np.float64]:
         """float64 logits of pool images ``ids``: ``(len(ids),)`` (the reference selection ranks by)."""
         return self.exact_rows(view.take(ids))
 
 
-def reference_logits(classifier: ConceptClassifier, view: PoolView, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> np.ndarray:
+def reference_logits(
+    classifier: ConceptClassifier, view: PoolView, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> NDArray[np.float32]:
     """Plain fp32 logits of the whole pool (``model(x)``, no tricks)."""
     out = np.empty(len(view), dtype=np.float32)
     for start, block in view.iter_chunks(chunk_rows):
@@ -239,7 +244,7 @@ def reference_logits(classifier: ConceptClassifier, view: PoolView, chunk_rows: 
 
 def exact_pool_logits(
     classifier: ConceptClassifier, view: PoolView, chunk_rows: int = DEFAULT_CHUNK_ROWS
-) -> np.ndarray:
+) -> NDArray[np.float64]:
     """float64 logits of the whole pool: the ground truth selection is exact against (slow)."""
     scorer: PoolScorer | DecisionScorer = (
         PoolScorer(classifier, chunk_rows=EXACT_BLOCK_ROWS, compute=_FP32_PLACEHOLDER)

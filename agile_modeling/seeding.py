@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.index.base import NeighbourIndex
 
@@ -12,22 +14,25 @@ NEIGHBOURS_PER_QUERY = 100
 SEED_BATCH_SIZE = 100
 
 
-def expand_queries(index: NeighbourIndex, queries: np.ndarray, per_query: int = NEIGHBOURS_PER_QUERY) -> np.ndarray:
+def expand_queries(
+    index: NeighbourIndex, queries: NDArray[np.floating[Any]], per_query: int = NEIGHBOURS_PER_QUERY
+) -> NDArray[np.int64]:
     """Union of the ``per_query`` nearest pool images of every query ``(q, d)``: sorted unique ids."""
     if len(queries) == 0:
         return np.zeros(0, dtype=np.int64)
     _, ids = index.search(queries, per_query)
-    return np.unique(ids[ids >= 0])
+    union: NDArray[np.int64] = np.unique(ids[ids >= 0])  # numpy's stubs type np.unique as Any
+    return union
 
 
 def seed_batch(
     index: NeighbourIndex,
-    queries: np.ndarray,
+    queries: NDArray[np.floating[Any]],
     size: int = SEED_BATCH_SIZE,
     per_query: int = NEIGHBOURS_PER_QUERY,
     exclude: Iterable[int] = (),
     seed: int = 0,
-) -> np.ndarray:
+) -> NDArray[np.int64]:
     """``size`` images drawn at random (seeded) from the union of every query's neighbours.
 
     Args:

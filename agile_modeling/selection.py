@@ -14,22 +14,25 @@ to displace a chosen one. Without a known bound (a plain array) every eligible i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 MIN_FRONTIER = 512
 
-ExactLogits = Callable[[np.ndarray], np.ndarray]
+#: maps pool ids ``(m,)`` to their exact (float64) logits, or keys, ``(m,)``
+ExactLogits = Callable[[NDArray[np.integer[Any]]], NDArray[np.float64]]
 
 
 def _exact_smallest(
-    approx_key: np.ndarray,
+    approx_key: NDArray[np.float32],
     k: int,
-    exact_key: Callable[[np.ndarray], np.ndarray],
+    exact_key: ExactLogits,
     frontier: int,
     bound: float | None = None,
-) -> np.ndarray:
+) -> NDArray[np.int64]:
     """Ids of the ``k`` smallest exact keys (ties by id), certified by a proven bound.
 
     Re-scores the ``frontier`` best approximate candidates exactly, then every image whose
@@ -50,9 +53,11 @@ def _exact_smallest(
     exact = np.asarray(exact_key(part), dtype=np.float64)
     while True:
         order = np.lexsort((part, exact))
-        chosen, kth = part[order[:k]], exact[order[k - 1]]
+        chosen: NDArray[np.intp] = part[order[:k]]
+        kth = exact[order[k - 1]]
         if len(part) >= eligible:
             return chosen.astype(np.int64)
+        assert bound is not None  # without a bound the frontier is every eligible image: returned above
         could_beat = np.flatnonzero(approx_key <= _float32_at_least(kth + float(bound)))
         missing = np.setdiff1d(could_beat, part, assume_unique=True)
         if len(missing) == 0:
@@ -67,7 +72,7 @@ def _float32_at_least(x: float) -> np.float32:
     return y if float(y) >= x else np.nextafter(y, np.float32(np.inf))
 
 
-def _eligible_keys(key: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+def _eligible_keys(key: NDArray[np.floating[Any]], excluded: NDArray[np.integer[Any]]) -> NDArray[np.float32]:
     key = key.astype(np.float32, copy=True)
     if len(excluded):
         key[excluded] = np.inf
@@ -80,7 +85,13 @@ class SelectionStrategy(ABC):
     name: str
 
     @abstractmethod
-    def select(self, approx_logits: np.ndarray, k: int, exclude: np.ndarray, exact_logits: ExactLogits) -> np.ndarray:
+    def select(
+        self,
+        approx_logits: NDArray[np.float32],
+        k: int,
+        exclude: Sequence[int] | NDArray[np.integer[Any]],
+        exact_logits: ExactLogits,
+    ) -> NDArray[np.int64]:
         """Pick ``k`` image ids.
 
         Args:
@@ -107,7 +118,13 @@ class MarginSelection(SelectionStrategy):
     def __init__(self, frontier_factor: int = 5) -> None:
         self.frontier_factor = frontier_factor
 
-    def select(self, approx_logits, k, exclude, exact_logits):
+    def select(
+        self,
+        approx_logits: NDArray[np.float32],
+        k: int,
+        exclude: Sequence[int] | NDArray[np.integer[Any]],
+        exact_logits: ExactLogits,
+    ) -> NDArray[np.int64]:
         key = _eligible_keys(np.abs(approx_logits), np.asarray(exclude, dtype=np.int64))
         return _exact_smallest(
             key, k, lambda ids: np.abs(exact_logits(ids)), max(MIN_FRONTIER, self.frontier_factor * k)
@@ -127,7 +144,13 @@ class MarginPositiveMining(SelectionStrategy):
         self.positive_fraction = positive_fraction
         self.frontier_factor = frontier_factor
 
-    def select(self, approx_logits, k, exclude, exact_logits):
+    def select(
+        self,
+        approx_logits: NDArray[np.float32],
+        k: int,
+        exclude: Sequence[int] | NDArray[np.integer[Any]],
+        exact_logits: ExactLogits,
+    ) -> NDArray[np.int64]:
         exclude = np.asarray(exclude, dtype=np.int64)
         k_pos = int(round(k * self.positive_fraction))
         frontier = max(MIN_FRONTIER, self.frontier_factor * k)

@@ -11,8 +11,10 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agile_modeling.concepts import Concept, slugify
 from agile_modeling.database import Database
@@ -315,7 +317,7 @@ class Session:
         ]
 
     # --- models ------------------------------------------------------------------------------
-    def record_model(self, name: str, round_index: int, num_labels: int, metrics: dict | None = None) -> None:
+    def record_model(self, name: str, round_index: int, num_labels: int, metrics: dict[str, Any] | None = None) -> None:
         with self._transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO model_versions VALUES (?, ?, ?, ?, ?, ?)",
@@ -325,7 +327,7 @@ class Session:
                 "UPDATE rounds SET model_version = ? WHERE concept = ? AND round = ?", (name, self.slug, round_index)
             )
 
-    def update_model_metrics(self, name: str, metrics: dict) -> None:
+    def update_model_metrics(self, name: str, metrics: dict[str, Any]) -> None:
         """Merge ``metrics`` into a recorded model version's (e.g. a quality estimate computed later).
 
         Raises:
@@ -343,7 +345,7 @@ class Session:
                 (json.dumps(merged, default=float), self.slug, name),
             )
 
-    def models(self) -> list[dict]:
+    def models(self) -> list[dict[str, Any]]:
         return [
             {"name": n, "round": r, "created": c, "num_labels": k, "metrics": json.loads(m)}
             for n, r, c, k, m in self.db.execute(
@@ -352,6 +354,6 @@ class Session:
             )
         ]
 
-    def _transaction(self):
+    def _transaction(self) -> AbstractContextManager[Database]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``) on this thread's connection."""
         return self.db.transaction()

@@ -12,14 +12,16 @@ best (at most ``k_pos`` of a shard's better images can have been taken as positi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.classifier.base import ConceptClassifier
 from agile_modeling.scoring import pool_scorer
-from agile_modeling.selection import MIN_FRONTIER, MarginPositiveMining, _eligible_keys, _exact_smallest
+from agile_modeling.selection import MIN_FRONTIER, ExactLogits, MarginPositiveMining, _eligible_keys, _exact_smallest
 from agile_modeling.store.embedding_store import PoolView
 
 
@@ -36,16 +38,16 @@ def positives_wanted(strategy: str, k: int) -> int:
 class ShardCandidates:
     """One shard's best candidates, by global id, with their exact keys (smaller is better)."""
 
-    margin_ids: np.ndarray  # (<= k,) int64
-    margin_keys: np.ndarray  # (<= k,) float64 exact |logit|
-    positive_ids: np.ndarray  # (<= k_pos,) int64
-    positive_keys: np.ndarray  # (<= k_pos,) float64 exact -logit
+    margin_ids: NDArray[np.int64]  # (<= k,)
+    margin_keys: NDArray[np.float64]  # (<= k,) exact |logit|
+    positive_ids: NDArray[np.int64]  # (<= k_pos,)
+    positive_keys: NDArray[np.float64]  # (<= k_pos,) exact -logit
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, list[int] | list[float]]:
         return {k: v.tolist() for k, v in self.__dict__.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> ShardCandidates:
+    def from_dict(cls, d: Mapping[str, Sequence[float]]) -> ShardCandidates:
         return cls(
             np.asarray(d["margin_ids"], np.int64),
             np.asarray(d["margin_keys"], np.float64),
@@ -56,11 +58,11 @@ class ShardCandidates:
 
 def shard_candidates(
     classifier: ConceptClassifier,
-    shard: np.ndarray,
+    shard: NDArray[np.float16],
     offset: int,
     k: int,
     k_pos: int,
-    exclude: Sequence[int] | np.ndarray,
+    exclude: Sequence[int] | NDArray[np.integer[Any]],
     frontier_factor: int = 5,
 ) -> ShardCandidates:
     """Score one shard ``(m, d)`` float16 whose first row is global id ``offset``; ``exclude`` holds global ids."""
@@ -70,7 +72,7 @@ def shard_candidates(
     exclude = np.asarray(exclude, dtype=np.int64)
     local = exclude[(exclude >= offset) & (exclude < offset + len(shard))] - offset
     frontier = max(MIN_FRONTIER, frontier_factor * k)
-    exact = lambda ids: scorer.exact_logits(view, ids)  # noqa: E731
+    exact: ExactLogits = lambda ids: scorer.exact_logits(view, ids)  # noqa: E731
     margin = _exact_smallest(_eligible_keys(np.abs(approx), local), k, lambda ids: np.abs(exact(ids)), frontier)
     positive = (
         _exact_smallest(_eligible_keys(-approx, local), k_pos, lambda ids: -exact(ids), frontier)
@@ -85,12 +87,13 @@ def shard_candidates(
     )
 
 
-def _smallest(ids: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
+def _smallest(ids: NDArray[np.int64], keys: NDArray[np.float64], k: int) -> NDArray[np.int64]:
     order = np.lexsort((ids, keys))  # by key, ties by id: the single-process rule
-    return ids[order[:k]]
+    best: NDArray[np.int64] = ids[order[:k]]  # numpy's stubs type fancy indexing as Any
+    return best
 
 
-def merge_candidates(parts: Sequence[ShardCandidates], k: int, k_pos: int) -> np.ndarray:
+def merge_candidates(parts: Sequence[ShardCandidates], k: int, k_pos: int) -> NDArray[np.int64]:
     """The batch: ``k_pos`` likely positives first, then the most uncertain of the rest (``(<= k,)`` int64)."""
     pos_ids = np.concatenate([p.positive_ids for p in parts]) if parts else np.zeros(0, np.int64)
     pos_keys = np.concatenate([p.positive_keys for p in parts]) if parts else np.zeros(0, np.float64)

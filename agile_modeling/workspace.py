@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,10 +49,10 @@ class Workspace:
     def _config_path(self) -> Path:
         return self.root / "workspace.json"
 
-    def config(self) -> dict:
+    def config(self) -> dict[str, Any]:
         return json.loads(self._config_path.read_text()) if self._config_path.exists() else {}
 
-    def set_config(self, **values) -> None:
+    def set_config(self, **values: Any) -> None:
         tmp = self._config_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({**self.config(), **values}, indent=2))
         os.replace(tmp, self._config_path)
@@ -123,7 +123,7 @@ class Workspace:
         from agile_modeling.deliberation.providers.gemini import GeminiProvider
         from agile_modeling.deliberation.providers.offline import EmbeddingProvider
 
-        cache = self.__dict__.setdefault("_providers", {})
+        cache: dict[str, ModelProvider] = self.__dict__.setdefault("_providers", {})
         if name not in cache:
             if name == "offline":
                 text = self.text_encoder()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from agile_modeling import compute as compute_mod
 
@@ -13,8 +16,11 @@ CLIP_ZERO_SHOT_THRESHOLD = 0.28
 
 @torch.inference_mode()
 def zero_shot_scores(
-    images: np.ndarray, text: np.ndarray, chunk_rows: int = 1 << 14, compute: compute_mod.Compute | None = None
-) -> np.ndarray:
+    images: NDArray[np.floating[Any]],
+    text: NDArray[np.floating[Any]],
+    chunk_rows: int = 1 << 14,
+    compute: compute_mod.Compute | None = None,
+) -> NDArray[np.float32]:
     """Cosine similarity of every image ``(n, d)`` with the text vector ``(d,)``: ``(n,)`` float32.
 
     Vectors are expected L2-normalised (as the store keeps them), so the dot product is the cosine.

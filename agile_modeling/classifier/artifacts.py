@@ -28,6 +28,7 @@ import re
 import shutil
 import socket
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,12 @@ class ModelVersion:
     name: str
     number: int
     path: Path
-    info: dict
+    info: dict[str, Any]  # model.json as decoded
 
     @property
-    def metrics(self) -> dict:
-        return self.info.get("metrics", {})
+    def metrics(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = self.info.get("metrics", {})
+        return metrics
 
     @property
     def kind(self) -> str:
@@ -78,7 +80,7 @@ class ModelRegistry:
         self.root.mkdir(parents=True, exist_ok=True)
         self.remove_orphans()
 
-    def _writers_lock(self, exclusive: bool):
+    def _writers_lock(self, exclusive: bool) -> AbstractContextManager[bool]:
         """Shared (a save; waits) or exclusive (the cleaner; never waits) lock on the registry's
         lock file. Yields whether it is held."""
         return file_lock(self.root / _WRITERS_LOCK, shared=not exclusive, blocking=not exclusive)
@@ -101,12 +103,14 @@ class ModelRegistry:
     def _numbers(self) -> list[int]:
         return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := _VERSION_DIR.match(p.name)))
 
-    def save(self, classifier: ConceptClassifier, metrics: dict | None = None, **info: Any) -> ModelVersion:
+    def save(self, classifier: ConceptClassifier, metrics: dict[str, Any] | None = None, **info: Any) -> ModelVersion:
         """Write a new version and return it. Extra keyword ``info`` is stored in ``model.json``."""
         with self._writers_lock(exclusive=False):
             return self._save(classifier, metrics, info)
 
-    def _save(self, classifier: ConceptClassifier, metrics: dict | None, info: dict) -> ModelVersion:
+    def _save(
+        self, classifier: ConceptClassifier, metrics: dict[str, Any] | None, info: dict[str, Any]
+    ) -> ModelVersion:
         tmp = self.root / f".tmp-{socket.gethostname()}-{os.getpid()}-{time.monotonic_ns()}"
         tmp.mkdir()
         weights = tmp / "weights.pt"

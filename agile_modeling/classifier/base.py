@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from agile_modeling.errors import AgileError, NotEnoughLabelsError
 
@@ -43,9 +44,9 @@ class ConceptClassifier(ABC):
     @abstractmethod
     def fit(
         self: Self,
-        x: np.ndarray,
-        y: np.ndarray,
-        random_negatives: np.ndarray | None = None,
+        x: NDArray[np.floating[Any]],
+        y: NDArray[np.integer[Any]],
+        random_negatives: NDArray[np.floating[Any]] | None = None,
         progress: Callable[[int, float], None] | None = None,
     ) -> Self:
         """Train from scratch on ``x`` ``(n, d)`` with labels ``y`` ``(n,)`` in {0, 1}, and
@@ -53,7 +54,7 @@ class ConceptClassifier(ABC):
         is called as training goes, where the model has steps. Returns ``self``."""
 
     @abstractmethod
-    def decision_function(self, x: np.ndarray) -> np.ndarray:
+    def decision_function(self, x: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
         """Logits ``(n,)`` float32 of embeddings ``x`` ``(n, dim)``."""
 
     @abstractmethod
@@ -75,20 +76,20 @@ class ConceptClassifier(ABC):
         a network (the fast pool sweep); None otherwise (the default)."""
         return None
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+    def predict_proba(self, x: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
         """Probability that each image ``(n, dim)`` shows the concept: ``(n,)`` float32."""
         return (1.0 / (1.0 + np.exp(-self.decision_function(x).astype(np.float64)))).astype(np.float32)
 
-    def predict_proba_2d(self, x: np.ndarray) -> np.ndarray:
+    def predict_proba_2d(self, x: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
         """scikit-learn's layout: ``(n, 2)`` float32, columns P(negative), P(positive)."""
         p = self.predict_proba(x)
         return np.stack([1.0 - p, p], axis=1)
 
-    def predict(self, x: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    def predict(self, x: NDArray[np.floating[Any]], threshold: float = 0.5) -> NDArray[np.int64]:
         """``(n,)`` int64: 1 where the probability reaches ``threshold``."""
         return (self.predict_proba(x) >= threshold).astype(np.int64)
 
-    def check_embeddings(self, x: np.ndarray) -> np.ndarray:
+    def check_embeddings(self, x: NDArray[np.floating[Any]]) -> NDArray[np.floating[Any]]:
         """``x`` as an array ``(n, dim)`` (not copied: a memory-mapped pool stays on disk);
         :class:`ClassifierInputError` saying what is wrong otherwise."""
         if self.dim is None:
@@ -103,8 +104,8 @@ class ConceptClassifier(ABC):
 
 
 def check_training_data(
-    x: np.ndarray, y: np.ndarray, random_negatives: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x: NDArray[np.floating[Any]], y: NDArray[np.integer[Any]], random_negatives: NDArray[np.floating[Any]] | None
+) -> tuple[NDArray[np.float32], NDArray[np.int64], NDArray[np.float32]]:
     """``(x float32 (n, d), y int64 (n,), random negatives float32 (m, d))`` checked for ``fit``:
     shapes agree, labels are 0/1, there is a positive and something to contrast it with."""
     x = np.asarray(x, dtype=np.float32)
@@ -113,7 +114,7 @@ def check_training_data(
         raise ClassifierInputError(f"x must be (n, d) and y (n,); got {x.shape} and {y.shape}")
     if not np.isin(y, (0, 1)).all():
         raise ClassifierInputError("labels must be 0 (negative) or 1 (positive)")
-    y = y.astype(np.int64)
+    labels = y.astype(np.int64)
     rnd = (
         np.zeros((0, x.shape[1]), np.float32)
         if random_negatives is None
@@ -121,8 +122,8 @@ def check_training_data(
     )
     if len(rnd) and (rnd.ndim != 2 or rnd.shape[1] != x.shape[1]):
         raise ClassifierInputError(f"random negatives must be (m, {x.shape[1]}); got {rnd.shape}")
-    if not (y == 1).any():
+    if not (labels == 1).any():
         raise NotEnoughLabelsError("no positive label yet: rate at least one image as positive")
-    if not (y == 0).any() and not len(rnd):
+    if not (labels == 0).any() and not len(rnd):
         raise NotEnoughLabelsError("no negative label and no random negatives: nothing to contrast with")
-    return x, y, rnd
+    return x, labels, rnd

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from sklearn.linear_model import LogisticRegression
 
 from agile_modeling.classifier.base import ConceptClassifier, check_training_data
@@ -36,14 +37,14 @@ class LogisticRegressionClassifier(ConceptClassifier):
         self.recipe = recipe
         self.c = float(c)
         self.dim: int | None = None
-        self.weight: np.ndarray | None = None  # (dim,) float32
+        self.weight: NDArray[np.float32] | None = None  # (dim,) float32
         self.bias: float = 0.0
 
     def fit(
         self,
-        x: np.ndarray,
-        y: np.ndarray,
-        random_negatives: np.ndarray | None = None,
+        x: NDArray[np.floating[Any]],
+        y: NDArray[np.integer[Any]],
+        random_negatives: NDArray[np.floating[Any]] | None = None,
         progress: Callable[[int, float], None] | None = None,
     ) -> LogisticRegressionClassifier:
         """Fit on ``x`` ``(n, d)``, ``y`` ``(n,)`` and ``random_negatives`` ``(m, d)`` (negatives)."""
@@ -59,7 +60,7 @@ class LogisticRegressionClassifier(ConceptClassifier):
             progress(0, float(model.n_iter_[0]))
         return self
 
-    def _weights(self, y: np.ndarray, n_random: int) -> np.ndarray:
+    def _weights(self, y: NDArray[np.int64], n_random: int) -> NDArray[np.float64]:
         """Per-row weights ``(n + n_random,)``: positives, rated negatives and random negatives hold the
         recipe's shares of the total (a missing kind's share goes to the other negatives), each kind's
         rows equally; scaled to a mean of 1 so ``C`` means what it means in scikit-learn."""
@@ -71,9 +72,10 @@ class LogisticRegressionClassifier(ConceptClassifier):
             neg_share = 1.0 - rec.positive_fraction
         w = np.where(y == 1, rec.positive_fraction / max(n_pos, 1), neg_share / max(n_neg, 1))
         weights = np.concatenate([w, np.full(n_random, rand_share / max(n_random, 1))])
-        return weights * (len(weights) / weights.sum())
+        scaled: NDArray[np.float64] = weights * (len(weights) / weights.sum())  # numpy's stubs: Any
+        return scaled
 
-    def decision_function(self, x: np.ndarray) -> np.ndarray:
+    def decision_function(self, x: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
         x = self.check_embeddings(x)
         assert self.weight is not None  # check_embeddings raised if not fitted
         return (np.asarray(x, dtype=np.float32) @ self.weight + np.float32(self.bias)).astype(np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,10 @@ class TrainingRecipe:
         if self.epochs < 1 or self.epoch_size < 1 or self.batch_size < 1:
             raise ValueError("epochs, epoch_size and batch_size must be positive")
 
-    def with_(self, **changes) -> TrainingRecipe:
+    def with_(self, **changes: Any) -> TrainingRecipe:
         return replace(self, **changes)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

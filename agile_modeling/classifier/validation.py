@@ -14,8 +14,10 @@ measures. Folds are stratified, so every fold has positives.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.classifier.kinds import make_classifier
 from agile_modeling.classifier.recipe import TrainingRecipe
@@ -51,7 +53,7 @@ class QualityEstimate:
         )
 
 
-def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+def stratified_folds(y: NDArray[np.integer[Any]], folds: int, seed: int) -> NDArray[np.int64]:
     """``(n,)`` fold index of each rating: each class is shuffled (local generator) and dealt round-robin."""
     rng = np.random.default_rng(seed)
     fold = np.empty(len(y), dtype=np.int64)
@@ -62,7 +64,11 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 
 def cross_validated_quality(
-    recipe: TrainingRecipe, x: np.ndarray, y: np.ndarray, random_negatives: np.ndarray | None = None, kind: str = "mlp"
+    recipe: TrainingRecipe,
+    x: NDArray[np.floating[Any]],
+    y: NDArray[np.integer[Any]],
+    random_negatives: NDArray[np.floating[Any]] | None = None,
+    kind: str = "mlp",
 ) -> QualityEstimate | None:
     """Out-of-fold AUC-PR of a ``kind`` classifier with ``recipe`` on the ratings ``x`` ``(n, d)``,
     ``y`` ``(n,)`` in {0, 1}.

@@ -10,8 +10,10 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sklearn.cluster import DBSCAN
 from sklearn.decomposition import MiniBatchDictionaryLearning
 from sklearn.exceptions import ConvergenceWarning
@@ -40,7 +42,9 @@ class BorderlineConfig:
     seed: int = 0
 
 
-def remove_near_duplicates(ids: np.ndarray, x: np.ndarray, threshold: float) -> np.ndarray:
+def remove_near_duplicates(
+    ids: NDArray[np.integer[Any]], x: NDArray[np.floating[Any]], threshold: float
+) -> NDArray[np.int64]:
     """Positions into ``ids`` ``(n,)`` to keep: greedily, the first of every group of images whose
     embeddings ``x`` ``(n, d)`` (L2-normalised) have cosine >= ``threshold``; repeated ids count once."""
     keep: list[int] = []
@@ -55,7 +59,7 @@ def remove_near_duplicates(ids: np.ndarray, x: np.ndarray, threshold: float) -> 
     return np.array(keep, dtype=np.int64)
 
 
-def sparse_clusters(x: np.ndarray, config: BorderlineConfig) -> list[np.ndarray]:
+def sparse_clusters(x: NDArray[np.floating[Any]], config: BorderlineConfig) -> list[NDArray[np.intp]]:
     """Overlapping clusters of images ``x`` ``(n, d)`` from sparse codes.
 
     Learns a dictionary ``W`` ``(K, d)`` with codes ``alpha`` ``(n, K)`` so that
@@ -134,7 +138,8 @@ def cluster_stats(
 
 def cluster_score(stats: ClusterStats, weights: Mapping[str, float] = SCORE_WEIGHTS) -> float:
     """Appendix C's weighted score of a cluster."""
-    return sum(w * getattr(stats, name) for name, w in weights.items())
+    score: float = sum(w * getattr(stats, name) for name, w in weights.items())  # the float properties above
+    return score
 
 
 def ucb_score(stats: ClusterStats, total_explored: int, beta: float) -> float:
@@ -162,15 +167,19 @@ def choose_cluster(stats: Sequence[ClusterStats], config: BorderlineConfig) -> i
 
 
 def adaptive_dbscan(
-    embeddings: np.ndarray, k: int = 5, eps_min: float = 0.2, eps_max: float = 0.8, eps_step: float = 0.01
-) -> tuple[np.ndarray, float]:
+    embeddings: NDArray[np.floating[Any]],
+    k: int = 5,
+    eps_min: float = 0.2,
+    eps_max: float = 0.8,
+    eps_step: float = 0.01,
+) -> tuple[NDArray[np.signedinteger[Any]], float]:
     """Algorithm 1 of appendix C: grow DBSCAN's radius (cosine distance) from ``eps_min`` by
     ``eps_step`` until some cluster has at least ``k`` members, and return it (positions into
     ``embeddings`` ``(n, d')``) with the radius. If several reach ``k`` at that radius the largest
     wins (ties: the first). If none does by ``eps_max``, returns the largest cluster found then
     (possibly empty)."""
     n_steps = int(round((eps_max - eps_min) / eps_step))
-    best = np.zeros(0, dtype=np.int64)
+    best: NDArray[np.signedinteger[Any]] = np.zeros(0, dtype=np.int64)
     for step in range(n_steps + 1):
         eps = eps_min + step * eps_step
         labels = DBSCAN(eps=eps, min_samples=k, metric="cosine").fit_predict(embeddings)
@@ -184,9 +193,12 @@ def adaptive_dbscan(
     return best, eps_max
 
 
-def central_members(vectors: np.ndarray, members: np.ndarray, size: int) -> np.ndarray:
+def central_members(
+    vectors: NDArray[np.floating[Any]], members: NDArray[np.signedinteger[Any]], size: int
+) -> NDArray[np.signedinteger[Any]]:
     """The ``size`` members closest (cosine) to their cluster's mean, most central first."""
     centre = vectors[members].mean(axis=0)
     centre /= max(np.linalg.norm(centre), 1e-12)
     order = np.argsort(-(vectors[members] @ centre), kind="stable")
-    return members[order[:size]]
+    central: NDArray[np.signedinteger[Any]] = members[order[:size]]  # numpy's stubs: Any
+    return central

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
@@ -17,13 +19,15 @@ from agile_modeling.classifier import DEFAULT_RECIPE, MLPClassifier, TrainingRec
 MODES = ("definition", "mlp", "prior")
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def _logit(p: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
+    logit: NDArray[np.float64] = np.log(p / (1 - p))  # numpy's stubs type ufunc results as Any
+    return logit
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+def _sigmoid(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    p: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))  # numpy's stubs: Any
+    return p
 
 
 @dataclass
@@ -36,21 +40,26 @@ class CombinedClassifier:
     After :meth:`fit`, ``mode`` is the winner and ``cv_f1`` every mode's cross-validated F1.
     """
 
-    definition_proba: Callable[[np.ndarray], np.ndarray]
+    definition_proba: Callable[[NDArray[np.float32]], NDArray[np.floating[Any]]]
     recipe: TrainingRecipe = DEFAULT_RECIPE
     folds: int = 5
     mode: str = "definition"
     cv_f1: dict[str, float] = field(default_factory=dict)
     mlp: MLPClassifier | None = None
 
-    def _predict(self, mode: str, mlp: MLPClassifier | None, x: np.ndarray) -> np.ndarray:
+    def _predict(self, mode: str, mlp: MLPClassifier | None, x: NDArray[np.float32]) -> NDArray[np.floating[Any]]:
         d = self.definition_proba(x)
         if mode == "definition" or mlp is None:
             return d
         m = mlp.predict_proba(x)
         return m if mode == "mlp" else _sigmoid(_logit(m) + _logit(d))
 
-    def fit(self, x: np.ndarray, y: np.ndarray, random_negatives: np.ndarray | None = None) -> CombinedClassifier:
+    def fit(
+        self,
+        x: NDArray[np.floating[Any]],
+        y: NDArray[np.integer[Any]],
+        random_negatives: NDArray[np.floating[Any]] | None = None,
+    ) -> CombinedClassifier:
         """Cross-validate the three modes on labeled images ``x`` ``(n, d)``, ``y`` ``(n,)``, then refit the MLP on all."""
         x, y = np.asarray(x, np.float32), np.asarray(y).astype(int)
         k = min(self.folds, int(y.sum()), int((1 - y).sum()))
@@ -70,11 +79,11 @@ class CombinedClassifier:
         self.mlp = MLPClassifier(self.recipe).fit(x, y, random_negatives)
         return self
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+    def predict_proba(self, x: NDArray[np.floating[Any]]) -> NDArray[np.floating[Any]]:
         """``(n,)`` the chosen mode's confidence for images ``x`` ``(n, d)``."""
         return self._predict(self.mode, self.mlp, np.asarray(x, np.float32))
 
-    def predict_proba_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def predict_proba_all(self, x: NDArray[np.floating[Any]]) -> dict[str, NDArray[np.floating[Any]]]:
         """Every mode's confidence (for reports comparing them)."""
         x = np.asarray(x, np.float32)
         return {m: self._predict(m, self.mlp, x) for m in MODES}

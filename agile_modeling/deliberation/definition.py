@@ -6,6 +6,7 @@ edge-case notes. Immutable; every edit returns a new definition.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from agile_modeling.errors import DefinitionError
 
@@ -28,7 +29,7 @@ class SubConcept:
         if not self.name.strip():
             raise DefinitionError("a sub-concept needs a name")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "description": self.description}
 
 
@@ -60,7 +61,7 @@ class UnitConcept:
             return "out"
         return None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "in_scope": [s.as_dict() for s in self.in_scope],
@@ -127,7 +128,7 @@ class Definition:
         return "\n".join(lines)
 
     # --- serialisation -----------------------------------------------------------------------
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "concept": self.concept,
             "combine": self.combine,
@@ -136,7 +137,7 @@ class Definition:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> Definition:
+    def from_dict(cls, data: dict[str, Any]) -> Definition:
         """Parse the :meth:`as_dict` layout (also what LLMs are asked to answer); errors name the field."""
         if not isinstance(data, dict):
             raise DefinitionError(f"a definition is a JSON object, not {type(data).__name__}")

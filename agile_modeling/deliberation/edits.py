@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from agile_modeling.deliberation.definition import Definition, SubConcept
 from agile_modeling.errors import DefinitionError
@@ -30,7 +31,7 @@ class Edit:
     name: str = ""
     description: str = ""
     text: str = ""
-    definition: dict = field(default_factory=dict)
+    definition: dict[str, Any] = field(default_factory=dict)  # Definition.as_dict's layout
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -57,11 +58,11 @@ class Edit:
             return f"noted edge case: {self.text}"
         return "rewrote the definition"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in ("", {}, None)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Edit:
+    def from_dict(cls, data: dict[str, Any]) -> Edit:
         return cls(**data)
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from agile_modeling.deliberation.definition import Definition
 from agile_modeling.deliberation.edits import Edit, apply_edits
@@ -58,9 +60,9 @@ class DefinitionVersion:
     definition: Definition
     edits: tuple[Edit, ...]
     change: str  # what changed, for people
-    reason: dict  # why: {"round": r, "feedback": [{"image_id", "label", "comment", "rationale"}], ...}
+    reason: dict[str, Any]  # why: {"round": r, "feedback": [{"image_id", "label", "comment", "rationale"}], ...}
     author: str  # "scoping", "refinement", "user"
-    scores: dict  # e.g. {"f1_batch": .., "f1_all": ..} of the chosen candidate
+    scores: dict[str, Any]  # e.g. {"f1_batch": .., "f1_all": ..} of the chosen candidate
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,9 @@ class DeliberationHistory:
         edits: list[Edit] | tuple[Edit, ...],
         change: str,
         *,
-        reason: dict | None = None,
+        reason: dict[str, Any] | None = None,
         author: str = "refinement",
-        scores: dict | None = None,
+        scores: dict[str, Any] | None = None,
     ) -> DefinitionVersion:
         """Record a new version whose parent is the current one. ``edits`` must turn the parent into
         ``definition`` (checked), which is what makes the history replayable."""
@@ -177,7 +179,7 @@ class DeliberationHistory:
             out.append(rebuilt)
         return out
 
-    def _row(self, r) -> DefinitionVersion:
+    def _row(self, r: Sequence[Any]) -> DefinitionVersion:
         return DefinitionVersion(
             version=r[1],
             parent=r[2],

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.deliberation import borderline
 from agile_modeling.deliberation.borderline import BorderlineConfig
@@ -78,7 +80,7 @@ class Deliberation:
     def images(self, ids: Sequence[int]) -> list[PoolImage]:
         x = self.pool.take(list(ids)).astype(np.float32)
         loader = self.image_bytes
-        return [PoolImage(int(i), x[k], (lambda i=int(i): loader(i)) if loader else None) for k, i in enumerate(ids)]
+        return [PoolImage(int(i), x[k], partial(loader, int(i)) if loader else None) for k, i in enumerate(ids)]
 
     def definition(self) -> Definition:
         return self.history.require_current().definition
@@ -148,7 +150,7 @@ class Deliberation:
             [q.vector if q.vector is not None else self.text_encoder.encode_texts([q.text])[0] for q in queries]
         ).astype(np.float32)
         _, ids = self.index.search(vectors, cfg.per_query)
-        retrieved = ids[ids >= 0].reshape(-1)
+        retrieved: NDArray[np.int64] = ids[ids >= 0].reshape(-1)
         x = self.pool.take(retrieved).astype(np.float32)
         keep = borderline.remove_near_duplicates(retrieved, x, cfg.duplicate_cosine)
         retrieved, x = retrieved[keep], x[keep]
@@ -157,9 +159,10 @@ class Deliberation:
         comments = self.comments()
         clusters = [c for c in borderline.sparse_clusters(x, cfg) if any(int(retrieved[i]) not in shown for i in c)]
         if clusters:
-            decisions = self.history.shown_decisions()
+            shown_decisions = self.history.shown_decisions()
             stats = [
-                borderline.cluster_stats([int(retrieved[i]) for i in c], labels, decisions, comments) for c in clusters
+                borderline.cluster_stats([int(retrieved[i]) for i in c], labels, shown_decisions, comments)
+                for c in clusters
             ]
             m = borderline.choose_cluster(stats, cfg)
             members = np.array(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from sklearn.metrics import f1_score
@@ -57,10 +58,10 @@ def choose_candidate(
     """
     if not candidates:
         raise ValueError("no candidate to choose from")
-    on_batch = [f1_on(lambda ids, c=c: decide(c, ids), batch_labels) for c in candidates]
+    on_batch = [f1_on(partial(decide, c), batch_labels) for c in candidates]
     order = sorted(range(len(candidates)), key=lambda i: (-on_batch[i][0], -on_batch[i][1], i))
     kept = set(order[:shortlist])
-    on_all = {i: f1_on(lambda ids, c=candidates[i]: decide(c, ids), all_labels) for i in kept}
+    on_all = {i: f1_on(partial(decide, candidates[i]), all_labels) for i in kept}
     chosen = min(kept, key=lambda i: (-on_all[i][0], -on_all[i][1], i))
     return chosen, [
         ScoredCandidate(c, on_batch[i][0], on_all[i][0] if i in kept else float("nan"), i in kept)

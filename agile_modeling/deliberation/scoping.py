@@ -5,8 +5,10 @@ candidate sub-concept, and the user's keep / flip / discard decisions -> the fir
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.deliberation.definition import Definition, SubConcept, UnitConcept
 from agile_modeling.deliberation.history import ScopingItem
@@ -16,7 +18,10 @@ REPRESENTATIVES = 4
 
 
 def scoping_items(
-    proposal: Definition, vectors: np.ndarray, index: NeighbourIndex, per_sub_concept: int = REPRESENTATIVES
+    proposal: Definition,
+    vectors: NDArray[np.floating[Any]],
+    index: NeighbourIndex,
+    per_sub_concept: int = REPRESENTATIVES,
 ) -> list[ScopingItem]:
     """One item per candidate sub-concept of ``proposal``, in order, with its ``per_sub_concept``
     nearest pool images; ``vectors`` ``(s, d)`` embeds the sub-concepts in the same order as

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 
@@ -18,7 +20,7 @@ class TextEncoder(ABC):
         """Embedding dimension ``d``."""
 
     @abstractmethod
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Embed phrases.
 
         Returns:
@@ -40,7 +42,7 @@ class ImageEncoder(ABC):
         """A stable identifier of the model (recorded with the embeddings it made)."""
 
     @abstractmethod
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def encode_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
         """Embed RGB images.
 
         Returns:
@@ -48,8 +50,9 @@ class ImageEncoder(ABC):
         """
 
 
-def l2_normalise(x: np.ndarray) -> np.ndarray:
+def l2_normalise(x: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
     """Rows of ``x`` ``(n, d)`` scaled to unit length (zero rows stay zero), as float32."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    unit: NDArray[np.float32] = x / np.maximum(norms, 1e-12)  # numpy's stubs type this quotient as Any
+    return unit

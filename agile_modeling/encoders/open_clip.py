@@ -24,12 +24,14 @@ import functools
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from PIL import Image
 
 from agile_modeling.encoders.base import ImageEncoder, TextEncoder, l2_normalise
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+
+#: ``(model, preprocess, tokenizer)`` of one loaded open_clip model. open_clip ships no type
+#: information, so the model (an ``open_clip.CLIP`` module, with ``visual`` and ``encode_text``) is Any.
+ClipParts = tuple[Any, Callable[[Image.Image], torch.Tensor], Callable[[list[str]], torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ def _has_mps() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
-def resolve_device(requested: str | None, has_cuda=None, has_mps=None) -> str:
+def resolve_device(requested: str | None, has_cuda: bool | None = None, has_mps: bool | None = None) -> str:
     """``auto`` -> ``cuda`` if present, else ``mps`` if present, else ``cpu``; an explicit device must exist.
 
     ``has_cuda`` / ``has_mps``: booleans overriding the detection (tests).
@@ -152,7 +158,7 @@ def choose_precision(
 
 
 @functools.lru_cache(maxsize=4)
-def _load(spec: OpenClipSpec):
+def _load(spec: OpenClipSpec) -> ClipParts:
     import open_clip
 
     if spec.model not in open_clip.list_models():
@@ -219,7 +225,7 @@ class OpenClipEncoder(ImageEncoder, TextEncoder):
         )
 
     @property
-    def _parts(self):
+    def _parts(self) -> ClipParts:
         return _load(self.spec)
 
     @property
@@ -247,23 +253,23 @@ class OpenClipEncoder(ImageEncoder, TextEncoder):
         return self._parts[1](image.convert("RGB"))
 
     @torch.inference_mode()
-    def encode_preprocessed(self, batch: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
+    def encode_preprocessed(self, batch: Sequence[torch.Tensor] | torch.Tensor) -> NDArray[np.float32]:
         """Embed images already passed through :meth:`preprocess_image`, ``batch_size`` at a time."""
         tower, precision = _image_tower(self.spec, self.device, self.precision)
         if not len(batch):
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = []
+        out: list[NDArray[np.float32]] = []
         for start in range(0, len(batch), self.batch_size):
             part = batch[start : start + self.batch_size]
             x = part if isinstance(part, torch.Tensor) else torch.stack(list(part))
             out.append(_run_tower(tower, precision, x, self.device))
         return l2_normalise(np.concatenate(out))
 
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def encode_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
         return self.encode_preprocessed([self.preprocess_image(im) for im in images])
 
     @torch.inference_mode()
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
         model, _, tokenizer = self._parts
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -271,7 +277,9 @@ class OpenClipEncoder(ImageEncoder, TextEncoder):
         return l2_normalise(model.encode_text(tokens).float().cpu().numpy())
 
 
-def _run_tower(tower, precision: str, x: torch.Tensor, device: str) -> np.ndarray:
+def _run_tower(
+    tower: Callable[[torch.Tensor], torch.Tensor], precision: str, x: torch.Tensor, device: str
+) -> NDArray[np.float32]:
     if device.startswith("cuda"):
         x = x.pin_memory().to(device, non_blocking=True)
     elif device != "cpu":
@@ -297,7 +305,7 @@ def _calibration_batch(size: int, n: int = 4) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _image_tower(spec: OpenClipSpec, device: str, precision: str):
+def _image_tower(spec: OpenClipSpec, device: str, precision: str) -> tuple[torch.nn.Module, str]:
     """``(module, precision used)``: the image tower of ``spec`` prepared for ``device`` and ``precision``,
     built once per process. A variant whose embeddings of a calibration batch are not within
     :data:`MIN_VARIANT_COSINE` of the fp32 tower's is replaced by the fp32 tower (logged)."""
@@ -308,7 +316,10 @@ def _image_tower(spec: OpenClipSpec, device: str, precision: str):
     if precision == "int8":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao's deprecation notices; the kernels are current
-            tower = torch.ao.quantization.quantize_dynamic(tower, {torch.nn.Linear}, dtype=torch.qint8)
+            # torch leaves quantize_dynamic's parameters unannotated
+            tower = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+                tower, {torch.nn.Linear}, dtype=torch.qint8
+            )
     elif precision == "bf16" and device == "cpu":
         tower = tower.to(torch.bfloat16)
     tower = tower.to(device).eval()

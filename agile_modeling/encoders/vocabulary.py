@@ -9,8 +9,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.encoders.base import TextEncoder, l2_normalise
 from agile_modeling.errors import UnknownPhraseError
@@ -24,7 +26,7 @@ def normalise_phrase(phrase: str) -> str:
 class VocabularyTextEncoder(TextEncoder):
     """Looks phrases up in a ``{phrase: vector}`` table; unknown phrases raise a clear error."""
 
-    def __init__(self, table: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, table: Mapping[str, NDArray[np.floating[Any]]]) -> None:
         if not table:
             raise ValueError("a vocabulary encoder needs at least one phrase")
         self._table = {normalise_phrase(k): l2_normalise(np.asarray(v)[None])[0] for k, v in table.items()}
@@ -34,7 +36,7 @@ class VocabularyTextEncoder(TextEncoder):
     def from_npz(cls, path: str | Path) -> VocabularyTextEncoder:
         """Load the ``text_vocabulary.npz`` layout: ``<set>_emb`` ``(n, d)`` beside ``<set>_names`` ``(n,)``."""
         data = np.load(path)
-        table: dict[str, np.ndarray] = {}
+        table: dict[str, NDArray[np.float32]] = {}
         for key in data.files:
             if key.endswith("_emb"):
                 names = data[key[: -len("_emb")] + "_names"]
@@ -53,7 +55,7 @@ class VocabularyTextEncoder(TextEncoder):
     def __contains__(self, phrase: str) -> bool:
         return normalise_phrase(phrase) in self._table
 
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
         missing = [t for t in texts if normalise_phrase(t) not in self._table]
         if missing:
             raise UnknownPhraseError(

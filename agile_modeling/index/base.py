@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 
 class NeighbourIndex(ABC):
@@ -15,7 +17,7 @@ class NeighbourIndex(ABC):
         """Number of indexed pool images."""
 
     @abstractmethod
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         """The ``k`` most similar pool images of every query.
 
         Args:

@@ -18,8 +18,11 @@ vectors and ranked (ties by id): the result is the exact top-k of the float16 po
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from agile_modeling import compute as compute_mod
 from agile_modeling.bf16 import (
@@ -36,7 +39,7 @@ from agile_modeling.store.embedding_store import PoolView
 EXACT_BLOCK_ROWS = 256  # float64 re-scoring in fixed, zero-padded blocks: same bits for a row wherever it sits
 
 
-def exact_scores(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
+def exact_scores(rows: NDArray[np.float16], queries: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
     """float64 inner products ``(m, q)`` of float16 rows ``(m, d)`` with queries ``(q, d)``."""
     q64 = np.ascontiguousarray(np.asarray(queries, dtype=np.float64).T)
     out = np.empty((len(rows), q64.shape[1]), dtype=np.float64)
@@ -99,7 +102,7 @@ class ExactIndex(NeighbourIndex):
         )
 
     @torch.inference_mode()
-    def _sweep(self, queries: np.ndarray) -> torch.Tensor:
+    def _sweep(self, queries: NDArray[np.float32]) -> torch.Tensor:
         """Approximate scores ``(n, q)`` float32."""
         if self._bf16 is not None:
             return (self._bf16 @ torch.from_numpy(queries).to(torch.bfloat16).T).float()
@@ -113,7 +116,7 @@ class ExactIndex(NeighbourIndex):
             torch.mm(x, qt, out=out[start : start + len(block)])
         return out
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         queries = np.ascontiguousarray(np.atleast_2d(np.asarray(queries, dtype=np.float32)))
         k = min(k, len(self))
         if k == 0:

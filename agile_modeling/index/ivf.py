@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.index.base import NeighbourIndex
 from agile_modeling.store.embedding_store import PoolView
@@ -46,7 +48,9 @@ class IVFIndex(NeighbourIndex):
     @classmethod
     def load(cls, path: str | Path, nprobe: int = 16) -> IVFIndex:
         self = cls.__new__(cls)
-        self.index = faiss.read_index(str(path))
+        # faiss's stub types read_index as returning the base Index; at run time SWIG downcasts it to the
+        # class that was written (IndexIVFScalarQuantizer, by save)
+        self.index = faiss.read_index(str(path))  # type: ignore[assignment]
         self.nlist = self.index.nlist
         self.index.nprobe = nprobe
         return self
@@ -57,7 +61,7 @@ class IVFIndex(NeighbourIndex):
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = min(k, len(self))
         scores, ids = self.index.search(queries, k)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.index.base import NeighbourIndex
 
@@ -24,7 +26,7 @@ class LazyIndex(NeighbourIndex):
     def __len__(self) -> int:
         return self._size
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: NDArray[np.floating[Any]], k: int) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         if self._index is None:
             self._index = self._build()
         return self._index.search(queries, k)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.encoders.vocabulary import VocabularyTextEncoder
 from agile_modeling.errors import DatasetNotFoundError
@@ -38,9 +40,9 @@ def find_data_dir(explicit: str | Path | None = None) -> Path:
 class LabeledSplit:
     """Rows of one split: embeddings ``x`` ``(n, 512)`` float16, and per row its dataset and class."""
 
-    x: np.ndarray
-    dataset: np.ndarray  # (n,) str
-    label: np.ndarray  # (n,) int class index within its dataset
+    x: NDArray[np.float16]
+    dataset: NDArray[np.str_]  # (n,)
+    label: NDArray[np.int64]  # (n,) class index within its dataset
     classnames: dict[str, list[str]]
 
     def __len__(self) -> int:
@@ -59,7 +61,11 @@ class SharedData:
     root: Path
 
 
-def _split(parts: list[tuple[str, np.ndarray, np.ndarray]], classnames: dict[str, list[str]]) -> LabeledSplit:
+#: one split of one dataset: its name, embeddings ``(n, d)`` and class indices ``(n,)``
+_Part = tuple[str, NDArray[np.floating[Any]], NDArray[np.integer[Any]]]
+
+
+def _split(parts: list[_Part], classnames: dict[str, list[str]]) -> LabeledSplit:
     return LabeledSplit(
         x=np.concatenate([p[1] for p in parts]).astype(np.float16),
         dataset=np.concatenate([np.full(len(p[1]), p[0]) for p in parts]),
@@ -71,7 +77,9 @@ def _split(parts: list[tuple[str, np.ndarray, np.ndarray]], classnames: dict[str
 def load_shared_data(root: str | Path | None = None) -> SharedData:
     """Load every dataset of the shared folder (about 40k pool rows, 19k test rows)."""
     root = find_data_dir(root)
-    pool, test, classnames = [], [], {}
+    pool: list[_Part] = []
+    test: list[_Part] = []
+    classnames: dict[str, list[str]] = {}
     for name in DATASETS:
         data = np.load(root / f"{name}.npz")
         if "classnames" in data.files:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.classifier import ModelRegistry
 from agile_modeling.concepts import Concept
@@ -30,7 +32,7 @@ from agile_modeling.deliberation.loop import Deliberation, DeliberationConfig
 from agile_modeling.deliberation.providers.offline import EmbeddingProvider
 from agile_modeling.encoders.vocabulary import VocabularyTextEncoder
 from agile_modeling.errors import NotEnoughLabelsError
-from agile_modeling.index import ExactIndex
+from agile_modeling.index import ExactIndex, NeighbourIndex
 from agile_modeling.loop import AgileLoop, LoopConfig
 from agile_modeling.metrics import binary_metrics
 from agile_modeling.plots import save, subplots
@@ -67,10 +69,10 @@ class CaltechData:
     """Pool = val + few-shot rows, test = test rows of Caltech-101; labels are class indices."""
 
     pool: PoolView
-    pool_x: np.ndarray
-    pool_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
+    pool_x: NDArray[np.float32]
+    pool_y: NDArray[np.int64]
+    test_x: NDArray[np.float32]
+    test_y: NDArray[np.int64]
     classnames: list[str]
     vocabulary: VocabularyTextEncoder
 
@@ -91,7 +93,7 @@ class CaltechData:
             VocabularyTextEncoder.from_npz(root / "text_vocabulary.npz"),
         )
 
-    def truth(self, spec: PrivateDefinition, labels: np.ndarray) -> np.ndarray:
+    def truth(self, spec: PrivateDefinition, labels: NDArray[np.int64]) -> NDArray[np.bool_]:
         wanted = [self.classnames.index(c) for c in spec.inside]
         return np.isin(labels, wanted)
 
@@ -133,7 +135,7 @@ class SimulatedDeliberator:
         return "keep" if wanted == item.side else "flip"
 
 
-def _metrics(truth: np.ndarray, scores: np.ndarray) -> dict:
+def _metrics(truth: NDArray[np.bool_], scores: NDArray[np.floating[Any]]) -> dict[str, float]:
     m = binary_metrics(truth, scores, 0.5)
     return {"f1": m.f1, "precision": m.precision, "recall": m.recall}
 
@@ -144,8 +146,8 @@ def run_deliberation(
     workdir: str | Path,
     rounds: int = 6,
     seed: int = 0,
-    on_round: Callable[[dict], None] | None = None,
-) -> dict:
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """One simulated user: baselines, scoping, then ``rounds`` borderline batches and refinements.
 
     Returns ``{"title", "baselines": {...}, "rounds": [{round, labels, definition: metrics,
@@ -158,7 +160,7 @@ def run_deliberation(
     user = SimulatedDeliberator(spec, data)
     zero = Definition(spec.name, (UnitConcept(spec.name),))
     auto = provider.decompose(spec.name)
-    out = {
+    out: dict[str, Any] = {
         "title": spec.title,
         "name": spec.name,
         "test_positives": int(test_truth.sum()),
@@ -181,7 +183,7 @@ def run_deliberation(
     def record(r: int, change: str) -> None:
         d = delib.definition()
         labels = session.labels(SOURCE)
-        row = {
+        row: dict[str, Any] = {
             "round": r,
             "labels": len(labels),
             "definition": _metrics(test_truth, provider.scores(d, data.test_x)),
@@ -213,8 +215,14 @@ def run_deliberation(
 
 
 def _agile_same_labels(
-    spec: PrivateDefinition, data: CaltechData, index, workdir: Path, n: int, user: SimulatedDeliberator, seed: int
-) -> dict:
+    spec: PrivateDefinition,
+    data: CaltechData,
+    index: NeighbourIndex,
+    workdir: Path,
+    n: int,
+    user: SimulatedDeliberator,
+    seed: int,
+) -> Mapping[str, float | str]:
     """Plain agile modeling with ``n`` labels: a text-expansion seed of n/2, one margin round of the rest."""
     sessions = SessionStore(workdir / "sessions.sqlite")
     session = sessions.create(Concept(spec.name))
@@ -242,12 +250,12 @@ def _agile_same_labels(
     return _metrics(data.truth(spec, data.test_y), scores)
 
 
-def _mean(rows: list[dict | None], key: str) -> float:
+def _mean(rows: list[dict[str, Any] | None], key: str) -> float:
     vals = [r[key] for r in rows if r is not None and key in r]
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def summary_table(results: list[dict]) -> str:
+def summary_table(results: list[dict[str, Any]]) -> str:
     """Markdown: mean F1 / precision / recall over the simulated users, the automated baselines
     first, then every round of Agile Deliberation beside the MLP and the combined classifier
     trained on the same labels (and how often each mode of the combined classifier won)."""
@@ -282,7 +290,7 @@ def summary_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def models_by_round_table(results: list[dict]) -> str:
+def models_by_round_table(results: list[dict[str, Any]]) -> str:
     """Markdown: per round, mean F1 of the definition, the MLP and the combined classifier, and
     which mode the combined classifier chose (count of users)."""
     lines = [
@@ -303,7 +311,7 @@ def models_by_round_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def per_user_table(results: list[dict]) -> str:
+def per_user_table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| concept (typed) | zero-shot F1 | auto F1 | d0 F1 | final F1 | agile MLP F1 | combined F1 (mode) |",
         "|---|---|---|---|---|---|---|",
@@ -319,7 +327,7 @@ def per_user_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_deliberation(results: list[dict], path: str | Path) -> Path:
+def plot_deliberation(results: list[dict[str, Any]], path: str | Path) -> Path:
     """Mean F1 per round: the definition, the MLP on the same labels and the combined classifier,
     with the two automated baselines as lines."""
     fig, axes = subplots(1, 1, figsize=(7, 4.2))
@@ -350,12 +358,12 @@ def run_deliberation_study(
     seed: int = 0,
     data_root: str | Path | None = None,
     progress: Callable[[str], None] = print,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Every simulated user of the suite; writes ``deliberation.json``, ``deliberation.md`` and ``deliberation.png``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = CaltechData.load(data_root)
-    results = []
+    results: list[dict[str, Any]] = []
     for spec in load_deliberation_suite():
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="agile-deliberation-") as work:
@@ -374,7 +382,7 @@ def run_deliberation_study(
     return results
 
 
-def write_report(results: list[dict], out_dir: str | Path, rounds: int, seed: int) -> Path:
+def write_report(results: list[dict[str, Any]], out_dir: str | Path, rounds: int, seed: int) -> Path:
     """``deliberation.md`` (tables) and ``deliberation.png`` (F1 per round) in ``out_dir``."""
     out_dir = Path(out_dir)
     (out_dir / "deliberation.md").write_text(

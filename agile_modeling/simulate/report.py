@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def plot_results(results: list[SessionResult], path: str | Path, metric: str = "
     return plots.save(fig, path)
 
 
-def write_report(results: list[SessionResult], out_dir: str | Path, config: dict) -> dict[str, Path]:
+def write_report(results: list[SessionResult], out_dir: str | Path, config: dict[str, Any]) -> dict[str, Path]:
     """Write ``results.json``, ``results.md`` and ``auc_pr.png`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

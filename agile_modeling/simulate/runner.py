@@ -6,10 +6,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from agile_modeling.classifier import DEFAULT_RECIPE, ModelRegistry, TrainingRecipe
+from agile_modeling.classifier import DEFAULT_RECIPE, ConceptClassifier, ModelRegistry, TrainingRecipe
 from agile_modeling.index import ExactIndex, NeighbourIndex
 from agile_modeling.loop import AgileLoop, LoopConfig
 from agile_modeling.metrics import binary_metrics
@@ -30,7 +31,7 @@ class RoundResult:
     num_labels: int
     num_positive: int
     model_version: str
-    metrics: dict
+    metrics: dict[str, Any]  # the model version's (ModelVersion.metrics)
     train_seconds: float
     select_seconds: float
 
@@ -41,7 +42,7 @@ class SessionResult:
     difficulty: str
     strategy: str
     batch_size: int
-    zero_shot: dict
+    zero_shot: dict[str, float]
     test_positives: int
     rounds: list[RoundResult] = field(default_factory=list)
 
@@ -111,6 +112,7 @@ def simulate_session(
         classifier=classifier,
     )
     loop = AgileLoop(session, ctx.pool, ctx.index, data.vocabulary, registry, config)
+    raters: SimulatedUser | SimulatedCrowd
     if rater == "user":
         raters = SimulatedUser(spec.ground_truth(data.pool), error_rate, seed)
     else:
@@ -128,7 +130,7 @@ def simulate_session(
         int(test_truth.sum()),
     )
 
-    def evaluate(classifier) -> dict:
+    def evaluate(classifier: ConceptClassifier) -> dict[str, float]:
         return binary_metrics(test_truth, classifier.predict_proba(test_x), 0.5).as_dict()
 
     queue = list(loop.start())  # the rater's queue: open images, oldest round first
@@ -139,10 +141,10 @@ def simulate_session(
         rated, queue = queue[: max(len(queue) - keep, 0)], queue[max(len(queue) - keep, 0) :]
         session.record_labels(zip(rated, raters.rate(rated)), rater=f"simulated-{rater}", source=rater)
         t0 = time.perf_counter()
-        version, classifier = loop.train(evaluate)
+        version, trained = loop.train(evaluate)
         t1 = time.perf_counter()
         if r < rounds:
-            queue += loop.next_batch(classifier)
+            queue += loop.next_batch(trained)
         t2 = time.perf_counter()
         labels = session.labels(rater)
         rr = RoundResult(
@@ -153,10 +155,10 @@ def simulate_session(
             on_round(rr)
     if then_crowd_batch:
         crowd = SimulatedCrowd(spec.crowd_truth(data.pool), raters=3, error_rate=crowd_error_rate, seed=seed + 1)
-        batch = loop.next_batch(classifier, size=then_crowd_batch)
+        batch = loop.next_batch(trained, size=then_crowd_batch)
         session.record_labels(zip(batch, crowd.rate(batch)), rater="simulated-crowd", source="crowd")
         loop.config = replace(loop.config, label_source=(rater, "crowd"))
-        version, classifier = loop.train(evaluate)
+        version, trained = loop.train(evaluate)
         labels = loop.labels()
         rr = RoundResult(rounds + 1, len(labels), sum(labels.values()), version.name, version.metrics, 0.0, 0.0)
         result.rounds.append(rr)

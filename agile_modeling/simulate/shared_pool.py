@@ -43,7 +43,9 @@ def import_cifar_demo(store: EmbeddingStore, image_dir: str | Path, data_dir: st
     uris, hashes, captions = [], [], []
     for i, (pixels, label) in enumerate(zip(cifar["images"], cifar["labels"])):
         buffer = io.BytesIO()
-        Image.fromarray(pixels).resize((DEMO_IMAGE_SIZE, DEMO_IMAGE_SIZE), Image.BICUBIC).save(buffer, format="PNG")
+        Image.fromarray(pixels).resize((DEMO_IMAGE_SIZE, DEMO_IMAGE_SIZE), Image.Resampling.BICUBIC).save(
+            buffer, format="PNG"
+        )
         path = image_dir / f"cifar10-{i:03d}-{names[int(label)]}.png"
         if not path.exists():
             path.write_bytes(buffer.getvalue())

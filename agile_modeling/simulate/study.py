@@ -15,9 +15,12 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling import plots
 from agile_modeling.classifier import DEFAULT_RECIPE, MLPClassifier, recipe_for_round
@@ -48,14 +51,14 @@ class StudyConfig:
     conditions: tuple[str, ...] = tuple(CONDITIONS)
 
 
-def _curve(result: SessionResult) -> list[dict]:
+def _curve(result: SessionResult) -> list[dict[str, float]]:
     return [
         {"round": r.round, "ratings": r.num_labels, **{k: r.metrics[k] for k in ("auc_pr", "auc_roc", "f1")}}
         for r in result.rounds
     ]
 
 
-def oracle_metrics(spec: SimulatedConcept, ctx: SimulationContext, seed: int = 0) -> dict:
+def oracle_metrics(spec: SimulatedConcept, ctx: SimulationContext, seed: int = 0) -> dict[str, float]:
     """The 3x128 MLP with the same recipe, trained on the user's label of every pool image."""
     y = spec.ground_truth(ctx.data.pool).astype(np.int64)
     clf = MLPClassifier(recipe_for_round(1, DEFAULT_RECIPE.with_(seed=seed))).fit(ctx.data.pool.x.astype(np.float32), y)
@@ -64,8 +67,13 @@ def oracle_metrics(spec: SimulatedConcept, ctx: SimulationContext, seed: int = 0
 
 
 def stratified_estimate(
-    spec: SimulatedConcept, ctx: SimulationContext, workdir: Path, slug: str, hashes: np.ndarray, rounds: int
-) -> dict:
+    spec: SimulatedConcept,
+    ctx: SimulationContext,
+    workdir: Path,
+    slug: str,
+    hashes: NDArray[np.uint64],
+    rounds: int,
+) -> dict[str, Any]:
     """The paper's evaluation protocol for the user's final model, against its exact test metrics.
 
     Every version of the session picks its stratified sample from the pool (training images
@@ -93,10 +101,10 @@ def run_concept(
     spec: SimulatedConcept,
     ctx: SimulationContext,
     config: StudyConfig,
-    hashes: np.ndarray,
+    hashes: NDArray[np.uint64],
     log: Callable[[str], None] = print,
-) -> dict:
-    out: dict = {"title": spec.title, "difficulty": spec.difficulty, "runs": {}}
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"title": spec.title, "difficulty": spec.difficulty, "runs": {}}
     for name in config.conditions:
         rater, batch, strategy, then_crowd = CONDITIONS[name]
         t0 = time.perf_counter()
@@ -137,7 +145,7 @@ def run_study(
     out_dir: str | Path,
     config: StudyConfig = StudyConfig(),
     log: Callable[[str], None] = print,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Every concept of ``suite`` (resuming from ``out_dir/study.json``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +176,7 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
-def _at(curve: list[dict], ratings: int, metric: str = "auc_pr") -> float:
+def _at(curve: list[dict[str, float]], ratings: int, metric: str = "auc_pr") -> float:
     hit = [p[metric] for p in curve if p["ratings"] == ratings]
     return hit[0] if hit else float("nan")
 
@@ -176,18 +184,18 @@ def _at(curve: list[dict], ratings: int, metric: str = "auc_pr") -> float:
 GROUPS = ("hard", "easy", "all")
 
 
-def _group(results: list[dict], group: str) -> list[dict]:
+def _group(results: list[dict[str, Any]], group: str) -> list[dict[str, Any]]:
     return results if group == "all" else [r for r in results if r["difficulty"] == group]
 
 
-def summary_table(results: list[dict], metric: str = "auc_pr") -> str:
+def summary_table(results: list[dict[str, Any]], metric: str = "auc_pr") -> str:
     """Markdown: mean ± standard error per group for every condition at its rating counts."""
     rows = [
         "| condition | " + " | ".join(f"{g} (n={len(_group(results, g))})" for g in GROUPS) + " |",
         "|---|" + "---|" * len(GROUPS),
     ]
 
-    def line(label, values_of):
+    def line(label: str, values_of: Callable[[dict[str, Any]], float]) -> None:
         cells = []
         for g in GROUPS:
             values = [values_of(r) for r in _group(results, g)]
@@ -198,14 +206,21 @@ def summary_table(results: list[dict], metric: str = "auc_pr") -> str:
             )
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
 
+    def at_ratings(run: str, n: int, r: dict[str, Any]) -> float:
+        return _at(r["runs"][run], n, metric)
+
+    def after_last_round(run: str, r: dict[str, Any]) -> float:
+        value: float = r["runs"][run][-1][metric]
+        return value
+
     line("zero-shot CLIP", lambda r: r["zero_shot"][metric])
     for ratings in (100, 200, 300, 600):
-        line(f"User-100, {ratings} ratings", lambda r, n=ratings: _at(r["runs"]["user-100"], n, metric))
+        line(f"User-100, {ratings} ratings", partial(at_ratings, "user-100", ratings))
     line("User-100 + Crowd-500, 1100 ratings", lambda r: r["runs"]["user-100+crowd-500"][-1][metric])
     for name, ratings in (("crowd-100", 600), ("crowd-500", 500), ("crowd-500", 3000)):
-        line(f"{name.capitalize()}, {ratings} ratings", lambda r, c=name, n=ratings: _at(r["runs"][c], n, metric))
+        line(f"{name.capitalize()}, {ratings} ratings", partial(at_ratings, name, ratings))
     for name in ("user-50", "user-200"):
-        line(f"{name.capitalize()}, after 5 rounds", lambda r, c=name: r["runs"][c][-1][metric])
+        line(f"{name.capitalize()}, after 5 rounds", partial(after_last_round, name))
     line(
         "User-100 with positive mining, 600 ratings", lambda r: _at(r["runs"]["user-100-positive-mining"], 600, metric)
     )
@@ -219,7 +234,7 @@ def _f(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.3f}"
 
 
-def per_concept_table(results: list[dict], metric: str = "auc_pr") -> str:
+def per_concept_table(results: list[dict[str, Any]], metric: str = "auc_pr") -> str:
     head = (
         "| concept | kind | zero-shot | User-100 at 100 / 300 / 600 | User-50 / User-200 after 5 rounds | "
         "positive mining at 600 | Crowd-100 at 600 | Crowd-500 at 3000 | "
@@ -241,7 +256,7 @@ def per_concept_table(results: list[dict], metric: str = "auc_pr") -> str:
     return "\n".join(rows)
 
 
-def plot_study(results: list[dict], path: str | Path, metric: str = "auc_pr") -> Path:
+def plot_study(results: list[dict[str, Any]], path: str | Path, metric: str = "auc_pr") -> Path:
     """Three rows (who rates; batch sizes; margin vs positive mining) x three groups (hard, easy, all)."""
     rows = [
         (

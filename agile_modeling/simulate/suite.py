@@ -8,11 +8,15 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.concepts import Concept
 from agile_modeling.simulate.data import LabeledSplit
 
 SUITE_FILE = "concepts.json"
+
+#: ``{dataset: [class name or index, ...] or "all"}``: which labeled rows count as positive
+TruthSpec = dict[str, list[str | int] | str]
 
 
 @dataclass(frozen=True)
@@ -31,23 +35,23 @@ class SimulatedConcept:
     name: str
     positives: tuple[str, ...]
     negatives: tuple[str, ...]
-    truth: dict
+    truth: TruthSpec
     difficulty: str = "easy"
-    crowd: dict | None = None  # what the crowd's literal reading counts positive (default: ``truth``)
+    crowd: TruthSpec | None = None  # what the crowd's literal reading counts positive (default: ``truth``)
 
     def concept(self) -> Concept:
         return Concept(self.name, self.positives, self.negatives, description=self.title)
 
-    def ground_truth(self, split: LabeledSplit) -> np.ndarray:
+    def ground_truth(self, split: LabeledSplit) -> NDArray[np.bool_]:
         """``(n,)`` bool: which rows of ``split`` the user calls positive."""
         return _rows_of(self.truth, split)
 
-    def crowd_truth(self, split: LabeledSplit) -> np.ndarray:
+    def crowd_truth(self, split: LabeledSplit) -> NDArray[np.bool_]:
         """``(n,)`` bool: which rows a crowd reading the title literally calls positive."""
         return _rows_of(self.crowd if self.crowd is not None else self.truth, split)
 
 
-def _rows_of(spec: dict, split: LabeledSplit) -> np.ndarray:
+def _rows_of(spec: TruthSpec, split: LabeledSplit) -> NDArray[np.bool_]:
     """``(n,)`` bool: the rows of ``split`` in the classes ``{dataset: [class, ...] or "all"}``."""
     out = np.zeros(len(split), dtype=bool)
     for dataset, classes in spec.items():

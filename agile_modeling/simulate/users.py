@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 
 class SimulatedUser:
@@ -16,7 +17,7 @@ class SimulatedUser:
         seed: seeds the errors.
     """
 
-    def __init__(self, truth: np.ndarray, error_rate: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, truth: NDArray[np.bool_], error_rate: float = 0.0, seed: int = 0) -> None:
         if not 0 <= error_rate < 0.5:
             raise ValueError("error_rate must lie in [0, 0.5)")
         self.truth = np.asarray(truth, dtype=bool)
@@ -28,7 +29,8 @@ class SimulatedUser:
         answers = self.truth[np.asarray(image_ids, dtype=np.int64)].copy()
         flips = self.rng.random(len(answers)) < self.error_rate
         answers[flips] = ~answers[flips]
-        return answers.astype(int).tolist()
+        ratings: list[int] = answers.astype(int).tolist()
+        return ratings
 
 
 class SimulatedCrowd:
@@ -42,16 +44,17 @@ class SimulatedCrowd:
         seed: seeds the raters.
     """
 
-    def __init__(self, truth: np.ndarray, raters: int = 3, error_rate: float = 0.1, seed: int = 0) -> None:
+    def __init__(self, truth: NDArray[np.bool_], raters: int = 3, error_rate: float = 0.1, seed: int = 0) -> None:
         if raters < 1 or raters % 2 == 0:
             raise ValueError("a crowd of an odd number of raters always has a majority")
         self.members = [SimulatedUser(truth, error_rate, seed=seed * 1000 + k) for k in range(raters)]
 
-    def votes(self, image_ids: Sequence[int]) -> np.ndarray:
+    def votes(self, image_ids: Sequence[int]) -> NDArray[np.int_]:
         """``(raters, len(image_ids))`` the individual answers."""
         return np.array([m.rate(image_ids) for m in self.members], dtype=int).reshape(len(self.members), -1)
 
     def rate(self, image_ids: Sequence[int]) -> list[int]:
         """The majority answer of the raters for each image, in order."""
         votes = self.votes(image_ids)
-        return (votes.sum(axis=0) * 2 > len(self.members)).astype(int).tolist()
+        majority: list[int] = (votes.sum(axis=0) * 2 > len(self.members)).astype(int).tolist()
+        return majority

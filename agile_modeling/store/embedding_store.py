@@ -16,17 +16,20 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from tqdm import tqdm
 
 from agile_modeling.database import Database
 from agile_modeling.encoders.base import ImageEncoder
 from agile_modeling.errors import StoreError
 from agile_modeling.file_lock import file_lock
-from agile_modeling.store.pipeline import DEFAULT_FETCH_WORKERS, Skipped, decoded_images
+from agile_modeling.store.pipeline import DEFAULT_FETCH_WORKERS, Decoded, Skipped, decoded_images
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ class PoolView:
     Rows are memory-mapped; ``iter_chunks`` streams them in order and ``take`` gathers rows.
     """
 
-    def __init__(self, shards: Sequence[np.ndarray], dim: int) -> None:
+    def __init__(self, shards: Sequence[NDArray[np.float16]], dim: int) -> None:
         self.shards = list(shards)
         self.dim = dim
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards]).astype(np.int64)
@@ -68,13 +71,13 @@ class PoolView:
     def shape(self) -> tuple[int, int]:
         return (len(self), self.dim)
 
-    def iter_chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_chunks(self, rows: int) -> Iterator[tuple[int, NDArray[np.float16]]]:
         """Yield ``(first_id, block)`` with ``block`` ``(m <= rows, d)`` float16, in id order."""
         for base, shard in zip(self.offsets[:-1], self.shards):
             for start in range(0, len(shard), rows):
                 yield int(base + start), shard[start : start + rows]
 
-    def take(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    def take(self, ids: Sequence[int] | NDArray[np.integer[Any]]) -> NDArray[np.float16]:
         """Rows ``ids`` as a new ``(len(ids), d)`` float16 array, in the order given."""
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
@@ -142,9 +145,10 @@ class EmbeddingStore:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         if row is None:
             raise StoreError(f"store at {self.root} has no {key!r} entry; it is damaged")
-        return row[0]
+        value: str = row[0]  # the meta table's value column is TEXT NOT NULL
+        return value
 
-    def _write_lock(self, blocking: bool = True):
+    def _write_lock(self, blocking: bool = True) -> AbstractContextManager[bool]:
         """Yields whether this process holds the store's write lock (one writer across processes)."""
         return file_lock(self.root / "write.lock", blocking=blocking)
 
@@ -205,8 +209,8 @@ class EmbeddingStore:
             r[0] for r in self._query_in("SELECT content_hash FROM images WHERE content_hash IN ({})", list(hashes))
         }
 
-    def _query_in(self, sql: str, values: list) -> list[tuple]:
-        rows: list[tuple] = []
+    def _query_in(self, sql: str, values: Sequence[int | str]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
         for start in range(0, len(values), 900):  # SQLite's bound-parameter limit
             part = values[start : start + 900]
             rows += self._db.execute(sql.format(",".join("?" * len(part))), part).fetchall()
@@ -215,7 +219,7 @@ class EmbeddingStore:
     # --- writing -----------------------------------------------------------------------------
     def append(
         self,
-        embeddings: np.ndarray,
+        embeddings: NDArray[np.floating[Any]],
         uris: Sequence[str],
         hashes: Sequence[str],
         captions: Sequence[str | None] | None = None,
@@ -295,8 +299,9 @@ class EmbeddingStore:
         batch = max(1, min(int(batch_size or getattr(encoder, "batch_size", 64) or 64), commit_every))
         report = AddReport()
         seen: set[str] = set()
-        to_embed: list = []  # Decoded, not yet embedded
-        embedded: list[tuple[list, np.ndarray]] = []  # (Decoded items, their vectors), not yet committed
+        to_embed: list[Decoded] = []  # not yet embedded
+        # (Decoded items, their vectors), not yet committed
+        embedded: list[tuple[list[Decoded], NDArray[np.float32]]] = []
         runtime = getattr(encoder, "runtime", None) if progress else None
         bar = tqdm(
             total=len(uris),

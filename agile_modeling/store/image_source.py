@@ -36,6 +36,7 @@ def list_image_files(folder: str | Path) -> list[str]:
 
 def read_bytes(uri: str) -> bytes:
     """The raw bytes behind a local path, ``file://`` or ``http(s)://`` URI (size and time limited)."""
+    data: bytes
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(uri, timeout=FETCH_TIMEOUT_S) as resp:  # noqa: S310 (scheme checked)

@@ -18,12 +18,20 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
+
+from PIL import Image
 
 from agile_modeling.errors import ImageReadError
 from agile_modeling.store.image_source import content_hash, decode_image, read_bytes
 
 DEFAULT_FETCH_WORKERS = 16
+
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+#: what a caller makes of each decoded RGB image in the worker (e.g. an encoder's preprocessing)
+Prepare = Callable[[Image.Image], Any]
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ def _is_remote(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def _decode(uri: str, data: bytes, prepare: Callable | None, draft_size: int | None) -> Decoded:
+def _decode(uri: str, data: bytes, prepare: Prepare | None, draft_size: int | None) -> Decoded:
     digest = content_hash(data)
     image = decode_image(uri, data, draft_size)
     if prepare is not None:
@@ -66,19 +74,19 @@ def _decode(uri: str, data: bytes, prepare: Callable | None, draft_size: int | N
     return Decoded(uri, digest, item)
 
 
-def _read_decode(uri: str, prepare: Callable | None, draft_size: int | None) -> Decoded:
+def _read_decode(uri: str, prepare: Prepare | None, draft_size: int | None) -> Decoded:
     return _decode(uri, read_bytes(uri), prepare, draft_size)
 
 
-def _then(first: Future, pool: ThreadPoolExecutor, fn: Callable[[Any], Any]) -> Future:
+def _then(first: Future[_A], pool: ThreadPoolExecutor, fn: Callable[[_A], _B]) -> Future[_B]:
     """A future of ``fn(first.result())`` run on ``pool`` once ``first`` is done (no thread waits)."""
-    out: Future = Future()
+    out: Future[_B] = Future()
 
-    def relay(inner: Future) -> None:
+    def relay(inner: Future[_B]) -> None:
         exc = inner.exception()
         out.set_exception(exc) if exc is not None else out.set_result(inner.result())
 
-    def start(done: Future) -> None:
+    def start(done: Future[_A]) -> None:
         exc = done.exception()
         if exc is not None:
             out.set_exception(exc)
@@ -94,7 +102,7 @@ def _then(first: Future, pool: ThreadPoolExecutor, fn: Callable[[Any], Any]) -> 
 
 def decoded_images(
     uris: Iterable[str],
-    prepare: Callable | None = None,
+    prepare: Prepare | None = None,
     workers: int | None = None,
     fetch_workers: int = DEFAULT_FETCH_WORKERS,
     window: int | None = None,
@@ -109,6 +117,7 @@ def decoded_images(
         window: images in flight at most (default ``64 * max(workers, 1)`` and at least the fetch pool's size).
         draft_size: see :func:`agile_modeling.store.image_source.decode_image`.
     """
+    uri: str | None  # None once ``uris`` is exhausted
     workers = default_decode_workers() if workers is None else int(workers)
     if workers <= 0:
         for uri in uris:
@@ -120,7 +129,7 @@ def decoded_images(
     window = window or max(64 * workers, 2 * fetch_workers)
     decode_pool = ThreadPoolExecutor(workers, thread_name_prefix="agile-decode")
     fetch_pool: ThreadPoolExecutor | None = None
-    in_flight: deque[tuple[str, Future]] = deque()
+    in_flight: deque[tuple[str, Future[Decoded]]] = deque()
     it = iter(uris)
     try:
         while True:
@@ -134,7 +143,7 @@ def decoded_images(
                     fut = _then(
                         fetch_pool.submit(read_bytes, uri),
                         decode_pool,
-                        lambda data, u=uri: _decode(u, data, prepare, draft_size),
+                        partial(_decode, uri, prepare=prepare, draft_size=draft_size),
                     )
                 else:
                     fut = decode_pool.submit(_read_decode, uri, prepare, draft_size)

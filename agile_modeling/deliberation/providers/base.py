@@ -12,8 +12,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.deliberation.definition import Definition
 from agile_modeling.deliberation.edits import Edit
@@ -24,7 +26,7 @@ class PoolImage:
     """A pool image as providers see it: its embedding ``(d,)`` and, for VLMs, a way to read its bytes."""
 
     id: int
-    embedding: np.ndarray
+    embedding: NDArray[np.floating[Any]]
     load_bytes: Callable[[], bytes] | None = None
     mime_type: str = "image/jpeg"
 
@@ -44,7 +46,7 @@ class Query:
     """A text query for retrieval; ``vector`` ``(d,)`` when the provider embeds it itself."""
 
     text: str
-    vector: np.ndarray | None = None
+    vector: NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,7 +55,7 @@ class Ambiguity:
 
     image_id: int
     summary: str
-    vector: np.ndarray
+    vector: NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class ProviderStats:
     def count(self, task: str) -> None:
         self.by_task[task] = self.by_task.get(task, 0) + 1
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 

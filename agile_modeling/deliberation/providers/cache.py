@@ -43,4 +43,5 @@ class CallCache:
         )
 
     def __len__(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM provider_cache").fetchone()[0]
+        count: int = self.db.execute("SELECT COUNT(*) FROM provider_cache").fetchone()[0]
+        return count

@@ -16,9 +16,10 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.deliberation.definition import Definition
 from agile_modeling.deliberation.edits import Edit
@@ -26,12 +27,16 @@ from agile_modeling.deliberation.providers.base import (
     Ambiguity,
     Candidate,
     Decision,
+    Feedback,
     ModelProvider,
     PoolImage,
     Query,
 )
 from agile_modeling.deliberation.providers.cache import CallCache, call_key
 from agile_modeling.errors import DefinitionError, ProviderError
+
+if TYPE_CHECKING:  # google-genai is imported when a provider is made: most commands never need it
+    from google.genai import types as genai_types
 
 #: appendix B.1: the classifier rates 1-5 and "we convert the ratings into binary labels by thresholding at 3"
 RATING_THRESHOLD = 3
@@ -66,7 +71,7 @@ DEFINITION_SCHEMA = {
 }
 
 
-def _object(**fields: dict) -> dict:
+def _object(**fields: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": fields, "required": list(fields)}
 
 
@@ -125,8 +130,13 @@ class GeminiProvider(ModelProvider):
 
     # --- the one call ---------------------------------------------------------------------------
     def _ask(
-        self, task: str, prompt: str, schema: dict, images: Sequence[PoolImage] = (), model: str | None = None
-    ) -> dict:
+        self,
+        task: str,
+        prompt: str,
+        schema: dict[str, Any],
+        images: Sequence[PoolImage] = (),
+        model: str | None = None,
+    ) -> dict[str, Any]:
         """One structured-JSON generation, cached by (model, task, prompt, image bytes)."""
         model = model or self.settings.model
         blobs = [self._bytes_of(im) for im in images]
@@ -135,7 +145,8 @@ class GeminiProvider(ModelProvider):
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.cached += 1
-            return json.loads(cached)
+            stored: dict[str, Any] = json.loads(cached)  # an answer that passed the checks below
+            return stored
         t = self._types
         parts = [t.Part.from_bytes(data=b, mime_type=im.mime_type) for b, im in zip(blobs, images)]
         config = t.GenerateContentConfig(
@@ -156,7 +167,7 @@ class GeminiProvider(ModelProvider):
         self._count_usage(response)
         text = self._answer_text(task, response)
         try:
-            answer = json.loads(text)
+            answer: dict[str, Any] = json.loads(text)  # a JSON object: checked below
         except json.JSONDecodeError:
             self.stats.failures += 1
             raise ProviderError(
@@ -170,7 +181,7 @@ class GeminiProvider(ModelProvider):
         self.cache.put(key, model, task, text)
         return answer
 
-    def _answer_text(self, task: str, response) -> str:
+    def _answer_text(self, task: str, response: genai_types.GenerateContentResponse) -> str:
         feedback = getattr(response, "prompt_feedback", None)
         if feedback is not None and feedback.block_reason:
             self.stats.failures += 1
@@ -188,7 +199,7 @@ class GeminiProvider(ModelProvider):
             raise ProviderError(f"Gemini stopped its {task} answer early ({name}); nothing was recorded")
         return response.text or ""
 
-    def _count_usage(self, response) -> None:
+    def _count_usage(self, response: genai_types.GenerateContentResponse) -> None:
         usage = getattr(response, "usage_metadata", None)
         if usage is None:
             return
@@ -206,9 +217,9 @@ class GeminiProvider(ModelProvider):
             )
         return image.load_bytes()
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def embed_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """``(n, d')`` L2-normalised Gemini text embeddings (cached per text)."""
-        out: list[np.ndarray | None] = []
+        out: list[NDArray[np.float32] | None] = []
         todo = []
         for i, text in enumerate(texts):
             hit = self.cache.get(call_key(self.settings.embedding_model, "embed", text))
@@ -220,9 +231,8 @@ class GeminiProvider(ModelProvider):
         if todo:
             t0 = time.perf_counter()
             try:
-                result = self.client.models.embed_content(
-                    model=self.settings.embedding_model, contents=[texts[i] for i in todo]
-                )
+                contents: list[genai_types.ContentUnion] = [texts[i] for i in todo]
+                result = self.client.models.embed_content(model=self.settings.embedding_model, contents=contents)
             except self._errors.APIError as e:
                 self.stats.failures += 1
                 raise ProviderError(f"Gemini embedding failed: HTTP {e.code} {e.message or ''}".strip()) from None
@@ -240,11 +250,13 @@ class GeminiProvider(ModelProvider):
                     json.dumps(vec.tolist()),
                 )
                 out[i] = vec
-        x = np.stack(out)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        # cast: every None of ``out`` (a text not cached) was replaced by its fetched embedding above
+        x = np.stack(cast(list[NDArray[np.float32]], out))
+        unit: NDArray[np.float32] = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # stubs: Any
+        return unit
 
     # --- the steps ------------------------------------------------------------------------------
-    def decompose(self, concept, description=""):
+    def decompose(self, concept: str, description: str = "") -> Definition:
         prompt = (
             f"A user wants an image classifier for the subjective concept {concept!r}"
             + (f" ({description})" if description else "")
@@ -255,7 +267,7 @@ class GeminiProvider(ModelProvider):
         answer = self._ask("decompose", prompt, DEFINITION_SCHEMA, model=self.settings.decompose_model)
         return self._definition(answer, concept)
 
-    def classify(self, definition, images):
+    def classify(self, definition: Definition, images: Sequence[PoolImage]) -> list[Decision]:
         schema = _object(rationale={"type": "string"}, rating={"type": "integer", "minimum": 1, "maximum": 5})
         out = []
         for im in images:
@@ -270,7 +282,7 @@ class GeminiProvider(ModelProvider):
             out.append(Decision(im.id, rating >= RATING_THRESHOLD, (rating - 1) / 4, str(a["rationale"])))
         return out
 
-    def borderline_queries(self, definition, n=6):
+    def borderline_queries(self, definition: Definition, n: int = 6) -> list[Query]:
         prompt = (
             f"{definition.render()}\n\nWrite {n} diverse short image-search queries for images that are "
             "borderline for this definition: each should combine something in scope with something out of "
@@ -279,7 +291,7 @@ class GeminiProvider(ModelProvider):
         a = self._ask("borderline_queries", prompt, _object(queries={"type": "array", "items": {"type": "string"}}))
         return [Query(str(q)) for q in a["queries"][:n]]
 
-    def summarise_ambiguities(self, definition, images):
+    def summarise_ambiguities(self, definition: Definition, images: Sequence[PoolImage]) -> list[Ambiguity]:
         schema = _object(summary={"type": "string"})
         summaries = [
             str(
@@ -296,7 +308,7 @@ class GeminiProvider(ModelProvider):
         vectors = self.embed_texts(summaries) if summaries else np.zeros((0, 1), np.float32)
         return [Ambiguity(im.id, s, v) for im, s, v in zip(images, summaries, vectors)]
 
-    def explain_batch(self, definition, ambiguities):
+    def explain_batch(self, definition: Definition, ambiguities: Sequence[Ambiguity]) -> str:
         listing = "\n".join(f"- {a.summary}" for a in ambiguities)
         a = self._ask(
             "explain_batch",
@@ -307,7 +319,7 @@ class GeminiProvider(ModelProvider):
         )
         return str(a["explanation"])
 
-    def articulate(self, definition, feedback, image):
+    def articulate(self, definition: Definition, feedback: Feedback, image: PoolImage) -> str:
         said = "in scope" if feedback.label else "out of scope"
         was = "in scope" if feedback.decision else "out of scope"
         a = self._ask(
@@ -320,7 +332,9 @@ class GeminiProvider(ModelProvider):
         )
         return str(a["rationale"])
 
-    def propose_refinements(self, definition, feedback, images, n=5):
+    def propose_refinements(
+        self, definition: Definition, feedback: Sequence[Feedback], images: dict[int, PoolImage], n: int = 5
+    ) -> list[Candidate]:
         notes = "\n".join(
             f"- image {f.image_id}: definition said {'in' if f.decision else 'out'}, user said "
             f"{'in' if f.label else 'out'}; rationale: {f.rationale or f.comment or '(none)'}"
@@ -347,7 +361,7 @@ class GeminiProvider(ModelProvider):
         return out
 
     @staticmethod
-    def _definition(answer: dict, concept: str) -> Definition:
+    def _definition(answer: dict[str, Any], concept: str) -> Definition:
         try:
             return Definition.from_dict({**answer, "concept": concept})
         except DefinitionError as e:

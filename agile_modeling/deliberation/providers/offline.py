@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.deliberation.definition import Definition, SubConcept, UnitConcept
 from agile_modeling.deliberation.edits import Edit, apply_edits, describe_edits
@@ -35,6 +39,7 @@ from agile_modeling.deliberation.providers.base import (
     Decision,
     Feedback,
     ModelProvider,
+    PoolImage,
     Query,
 )
 from agile_modeling.encoders.vocabulary import VocabularyTextEncoder, normalise_phrase
@@ -47,8 +52,9 @@ DEFAULT_FLOOR = 0.25
 _SPLIT = re.compile(r"\s+(and|or)\s+")
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+def _sigmoid(x: NDArray[np.floating[Any]]) -> NDArray[np.floating[Any]]:
+    y: NDArray[np.floating[Any]] = 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))  # numpy's stubs: Any
+    return y
 
 
 class EmbeddingProvider(ModelProvider):
@@ -65,7 +71,7 @@ class EmbeddingProvider(ModelProvider):
     def __init__(
         self,
         vocabulary: VocabularyTextEncoder,
-        grounding: np.ndarray | None = None,
+        grounding: NDArray[np.floating[Any]] | None = None,
         floor: float = DEFAULT_FLOOR,
         candidates_per_unit: int = 10,
     ) -> None:
@@ -81,10 +87,13 @@ class EmbeddingProvider(ModelProvider):
     def knows(self, phrase: str) -> bool:
         return phrase in self.vocabulary
 
-    def vector(self, phrase: str) -> np.ndarray:
-        return self.vocabulary.encode_texts([phrase])[0]
+    def vector(self, phrase: str) -> NDArray[np.float32]:
+        row: NDArray[np.float32] = self.vocabulary.encode_texts([phrase])[0]
+        return row
 
-    def nearest_phrases(self, vector: np.ndarray, k: int, exclude: set[str] = frozenset()) -> list[str]:
+    def nearest_phrases(
+        self, vector: NDArray[np.floating[Any]], k: int, exclude: AbstractSet[str] = frozenset()
+    ) -> list[str]:
         """The ``k`` vocabulary phrases closest to ``vector`` ``(d,)``, skipping ``exclude``."""
         order = np.argsort(-(self.table @ vector), kind="stable")
         out = []
@@ -98,7 +107,8 @@ class EmbeddingProvider(ModelProvider):
     def phrases_in(self, text: str) -> list[str]:
         """Vocabulary phrases named in free text, longest first, without overlaps ("a pug, not a beagle" -> pug, beagle)."""
         words = normalise_phrase(re.sub(r"[^\w\s-]", " ", text)).split()
-        found, used = [], set()
+        found: list[tuple[int, str]] = []
+        used: set[int] = set()
         for n in (4, 3, 2, 1):
             for i in range(len(words) - n + 1):
                 span = set(range(i, i + n))
@@ -128,11 +138,15 @@ class EmbeddingProvider(ModelProvider):
             pos = [unit.name]
         return pos, [s.name for s in unit.out_of_scope]
 
-    def unit_margins(self, definition: Definition, x: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-        """``(n, units)`` margins of images ``x`` ``(n, d)`` and, per unit, the phrase arrays used."""
+    def unit_margins(
+        self, definition: Definition, x: NDArray[np.floating[Any]]
+    ) -> tuple[NDArray[np.float32], list[dict[str, Any]]]:
+        """``(n, units)`` margins of images ``x`` ``(n, d)`` and, per unit, the phrase arrays used
+        (``{"pos", "neg"}``: the phrases, ``{"pos_sim", "neg_sim"}``: ``(n, phrases)`` cosines or None)."""
         self._require_known(definition)
         x = np.asarray(x, dtype=np.float32)
-        margins, parts = [], []
+        margins: list[NDArray[np.float32]] = []
+        parts: list[dict[str, Any]] = []
         for unit in definition.units:
             pos, neg = self._unit_phrases(unit)
             if not pos:
@@ -146,16 +160,17 @@ class EmbeddingProvider(ModelProvider):
             parts.append({"pos": pos, "neg": neg, "pos_sim": pos_sim, "neg_sim": neg_sim})
         return np.stack(margins, axis=1), parts
 
-    def margins(self, definition: Definition, x: np.ndarray) -> np.ndarray:
+    def margins(self, definition: Definition, x: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
         """``(n,)`` the definition's margin for images ``x`` ``(n, d)``: positive means in scope."""
         m, _ = self.unit_margins(definition, x)
-        return m.min(axis=1) if definition.combine == "and" else m.max(axis=1)
+        combined: NDArray[np.float32] = m.min(axis=1) if definition.combine == "and" else m.max(axis=1)
+        return combined
 
-    def scores(self, definition: Definition, x: np.ndarray) -> np.ndarray:
+    def scores(self, definition: Definition, x: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
         """``(n,)`` confidence in [0, 1] that each image is in scope (0.5 at the boundary)."""
         return _sigmoid(LOGIT_SCALE * self.margins(definition, x)).astype(np.float32)
 
-    def classify(self, definition, images):
+    def classify(self, definition: Definition, images: Sequence[PoolImage]) -> list[Decision]:
         self.stats.count("classify")
         if not images:
             return []
@@ -187,7 +202,7 @@ class EmbeddingProvider(ModelProvider):
         return out
 
     # --- stage 1 -------------------------------------------------------------------------------
-    def decompose(self, concept, description=""):
+    def decompose(self, concept: str, description: str = "") -> Definition:
         self.stats.count("decompose")
         text = normalise_phrase(concept)
         pieces = _SPLIT.split(text)
@@ -205,7 +220,8 @@ class EmbeddingProvider(ModelProvider):
         for name in names[:3]:
             candidates = self.nearest_phrases(self.vector(name), self.candidates_per_unit, exclude=taken)
             taken |= set(candidates)
-            inside, outside = [], []
+            inside: list[SubConcept] = []
+            outside: list[SubConcept] = []
             for c in candidates:
                 (inside if self._typically_shows(c, name) else outside).append(SubConcept(c))
             units.append(UnitConcept(name, tuple(inside), tuple(outside)))
@@ -232,7 +248,7 @@ class EmbeddingProvider(ModelProvider):
                     out.append(q)
         return out
 
-    def borderline_queries(self, definition, n=6):
+    def borderline_queries(self, definition: Definition, n: int = 6) -> list[Query]:
         self.stats.count("borderline_queries")
         self._require_known(definition)
         pairs: list[tuple[float, str, str]] = []
@@ -256,7 +272,7 @@ class EmbeddingProvider(ModelProvider):
         return queries
 
     def _closest_pair(
-        self, definition: Definition, x: np.ndarray
+        self, definition: Definition, x: NDArray[np.float32]
     ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
         """Per image of ``x`` ``(n, d)``: its closest in-scope and closest other (out-of-scope or unmentioned) phrase."""
         pos = sorted({p for u in definition.units for p in self._unit_phrases(u)[0]})
@@ -275,7 +291,7 @@ class EmbeddingProvider(ModelProvider):
             [(neg[i], float(ns[r, i])) for r, i in enumerate(iq)],
         )
 
-    def summarise_ambiguities(self, definition, images):
+    def summarise_ambiguities(self, definition: Definition, images: Sequence[PoolImage]) -> list[Ambiguity]:
         self.stats.count("summarise_ambiguities")
         self._require_known(definition)
         if not images:
@@ -301,7 +317,7 @@ class EmbeddingProvider(ModelProvider):
             )
         return out
 
-    def explain_batch(self, definition, ambiguities):
+    def explain_batch(self, definition: Definition, ambiguities: Sequence[Ambiguity]) -> str:
         self.stats.count("explain_batch")
         pairs = Counter(
             re.findall(r"both '([^']+)' .*? and '([^']+)'", a.summary)[0]
@@ -317,7 +333,7 @@ class EmbeddingProvider(ModelProvider):
         )
 
     # --- refinement ----------------------------------------------------------------------------
-    def articulate(self, definition, feedback, image):
+    def articulate(self, definition: Definition, feedback: Feedback, image: PoolImage) -> str:
         self.stats.count("articulate")
         said = "in scope" if feedback.label else "out of scope"
         was = "in scope" if feedback.decision else "out of scope"
@@ -327,19 +343,19 @@ class EmbeddingProvider(ModelProvider):
         base += f", although the definition said {was}." if feedback.disagrees else ", as the definition did."
         return base + (f' Their words: "{feedback.comment.strip()}"' if feedback.comment.strip() else "")
 
-    def _target_unit(self, definition: Definition, x: np.ndarray) -> UnitConcept:
+    def _target_unit(self, definition: Definition, x: NDArray[np.float32]) -> UnitConcept:
         m, _ = self.unit_margins(definition, x[None])
         # the unit that decided: the weakest for "and", the strongest for "or"
         return definition.units[int(m[0].argmin() if definition.combine == "and" else m[0].argmax())]
 
-    def _culprit(self, unit: UnitConcept, x: np.ndarray, side: str) -> str | None:
+    def _culprit(self, unit: UnitConcept, x: NDArray[np.float32], side: str) -> str | None:
         """The sub-concept on ``side`` of ``unit`` closest to image ``x`` (what pulled the decision)."""
         subs = [s.name for s in (unit.in_scope if side == "in" else unit.out_of_scope)]
         if not subs:
             return None
         return subs[int((self.vocabulary.encode_texts(subs) @ x).argmax())]
 
-    def _edits_for(self, definition: Definition, f: Feedback, x: np.ndarray) -> dict[str, list[Edit]]:
+    def _edits_for(self, definition: Definition, f: Feedback, x: NDArray[np.float32]) -> dict[str, list[Edit]]:
         unit = self._target_unit(definition, x)
         side = "in" if f.label else "out"
         named = [p for p in self.phrases_in(f.comment) if normalise_phrase(p) != normalise_phrase(unit.name)]
@@ -364,7 +380,9 @@ class EmbeddingProvider(ModelProvider):
                     edits["reword"].append(Edit("add", unit=unit.name, side="out" if f.label else "in", name=near[0]))
         return edits
 
-    def propose_refinements(self, definition, feedback, images, n=5):
+    def propose_refinements(
+        self, definition: Definition, feedback: Sequence[Feedback], images: dict[int, PoolImage], n: int = 5
+    ) -> list[Candidate]:
         self.stats.count("propose_refinements")
         per_item = [
             (f, self._edits_for(definition, f, np.asarray(images[f.image_id].embedding, np.float32)))
