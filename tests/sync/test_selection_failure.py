@@ -145,7 +145,9 @@ def test_a_failed_shard_ends_the_selection_over_redis(tmp_path, redis_url):
     try:
         bad = broken_shard(tmp_path / "cut-short.npy")
         request = SimpleNamespace(strategy="margin", k=10, round=1, exclude=np.array([], dtype=np.int64))
-        entry = launch_selection(app, ledger, "cat", request, "cat-v1", root / "models", [(bad, 0, 64), (bad, 64, 64)])
+        entry = launch_selection(
+            app, ledger, "cat", request, "cat-v1", root / "models", [(bad, 0, 64), (bad, 64, 64)], settings.shard_rows
+        )
         assert ledger.get("cat") == entry
         wait_for(lambda: ledger.get("cat") is None, 60, "the failed selection to end over Redis")
         error = sync.state.for_concept("cat").last_error
