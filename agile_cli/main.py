@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -86,9 +87,12 @@ def cmd_pool_add(args: argparse.Namespace) -> int:
     )
     store = ws.store(encoder.dim, encoder.name)
     if args.distributed:
+        from sync.celery_app import app_for
         from sync.sharded import fan_out_embedding
 
-        totals = fan_out_embedding(ws.root.resolve(), uris, chunk=args.chunk, progress=not args.quiet)
+        totals = fan_out_embedding(
+            ws.root.resolve(), uris, app_for(args.settings), chunk=args.chunk, progress=not args.quiet
+        )
         print(
             f"added {totals['added']} images, {totals['already_present']} already in the store, "
             f"{len(totals['skipped'])} skipped (on the Celery workers)"
@@ -166,6 +170,13 @@ def cmd_concept_new(args: argparse.Namespace) -> int:
         )
     else:
         _print_batch(ws, batch)
+        if args.strategy != "margin" or args.batch_size != 100:
+            print(
+                "note: --strategy and --batch-size set the Label Studio rounds; without Label Studio pass them to "
+                f"`agile concept train` (e.g. agile concept train {shlex.quote(args.name)} --strategy {args.strategy} "
+                f"--batch-size {args.batch_size})",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -184,26 +195,45 @@ def _print_batch(ws: Workspace, ids: Sequence[int]) -> None:
         print(f"{image_id}\t{uri}")
 
 
-def cmd_concept_label(args: argparse.Namespace) -> int:
-    ws = _workspace(args)
-    session = ws.sessions.open(args.name)
-    store = ws.store()
+def _read_ratings(path: str, store: EmbeddingStore) -> list[tuple[int, int]]:
+    """``[(image id, 0|1), ...]`` from a CSV of 'image,label' rows, every row checked before any is
+    stored (a bad row is an error naming its line; nothing is recorded)."""
     values = {"1": 1, "positive": 1, "yes": 1, "true": 1, "0": 0, "negative": 0, "no": 0, "false": 0}
-    stored = 0
-    with open(args.csv, newline="") as fh:
+    ratings = []
+    with open(path, newline="") as fh:
         for lineno, row in enumerate(csv.reader(fh), 1):
             if not row or row[0].startswith("#") or row[0] in ("image", "id", "uri"):
                 continue
             if len(row) < 2 or row[1].strip().lower() not in values:
-                raise AgileError(f"{args.csv}:{lineno}: expected 'image,label' with label positive/negative or 1/0")
+                raise AgileError(f"{path}:{lineno}: expected 'image,label' with label positive/negative or 1/0")
             image = row[0].strip()
             image_id = int(image) if image.isdigit() else store.ids_of_uris([image]).get(image)
-            if image_id is None:
-                raise AgileError(f"{args.csv}:{lineno}: {image!r} is not in the pool")
-            stored += session.record_label(
-                image_id, values[row[1].strip().lower()], rater=args.rater, source=args.source
-            )
-    if args.source == "evaluation":
+            if image_id is None or not 0 <= image_id < len(store):
+                raise AgileError(
+                    f"{path}:{lineno}: {image!r} is not in the pool (ids 0-{len(store) - 1}, or a path or URL "
+                    "added with `agile pool add`)"
+                )
+            ratings.append((image_id, values[row[1].strip().lower()]))
+    return ratings
+
+
+def cmd_concept_label(args: argparse.Namespace) -> int:
+    from agile_modeling.session import EVALUATION, USER
+
+    ws = _workspace(args)
+    session = ws.sessions.open(args.name)
+    ratings = _read_ratings(args.csv, ws.store())
+    # an evaluation image is held out: it must never also be a training rating, either way round
+    other = {EVALUATION: set(session.labels(USER)), USER: set(session.labels(EVALUATION))}.get(args.source, set())
+    clash = sorted({i for i, _ in ratings} & other)
+    if clash:
+        held = "training ratings" if args.source == EVALUATION else "held-out evaluation ratings"
+        raise AgileError(
+            f"{len(clash)} image(s) of {args.csv} are already {held} of {args.name!r} (ids {clash[:10]}): an "
+            "evaluation image must never be trained on; remove those rows. Nothing was stored."
+        )
+    stored = sum(session.record_label(i, v, rater=args.rater, source=args.source) for i, v in ratings)
+    if args.source == EVALUATION:
         print(f"stored {stored} evaluation labels: they train nothing; `agile report {args.name}` scores on them")
         return 0
     if args.source == "crowd":
@@ -446,13 +476,13 @@ def cmd_concept_crowd(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from agile_modeling.evaluation import PER_STRATUM
     from agile_modeling.quality import (
-        EVALUATION,
         evaluation_warning,
         plot_quality,
         quality_table,
         version_quality,
         zero_shot_quality,
     )
+    from agile_modeling.session import EVALUATION
 
     ws = _workspace(args)
     session = ws.sessions.open(args.name)
@@ -724,8 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab = csub.add_parser(
         "label",
         help="record ratings from a CSV (image id or URI, positive/negative)",
-        description="Record the user's ratings from a CSV file of 'image,label' rows. Each rating is committed "
-        "as it is read; re-running the same file stores the ratings again as newer ones (the latest counts).",
+        description="Record the user's ratings from a CSV file of 'image,label' rows. Every row is checked "
+        "first (nothing is stored if one is bad); re-running the same file stores the ratings again as newer ones "
+        "(the latest counts).",
     )
     lab.add_argument("name")
     lab.add_argument("csv", help="CSV rows 'image,label'; label is positive/negative, yes/no or 1/0")

@@ -241,6 +241,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "password": server.credentials.password,
                 "api_key": server.credentials.token,
                 "webhook_secret": settings.webhook_secret,
+                "settings": settings.as_env(),  # a service started again gets exactly these
             },
         )
         project = publish_demo(workspace, settings, args) if not args.no_demo else None
@@ -302,7 +303,8 @@ def revive_stack(stack_file: Path, logs: Path, base: Settings) -> bool:
         backend_url=stack["backend_url"],
         webhook_secret=stack["webhook_secret"],
     )
-    env = service_env(settings)
+    # the settings the stack was started with (basic auth, prefetch, ...), not this shell's
+    env = {**service_env(settings), **stack.get("settings", {})}
     for name in dead:
         if group_runs(pids[name], MARKERS[name]):  # e.g. the worker's beat child, orphaned when the worker died
             stop_pid(pids[name], timeout=5)
@@ -412,14 +414,14 @@ def cmd_backend(args: argparse.Namespace) -> int:
 
     check_bind(args.settings, args.bind)
     cmd = backend_command(args.bind, args.threads, args.workers)
-    os.execv(cmd[0], cmd)
+    os.execve(cmd[0], cmd, service_env(args.settings))  # the settings as resolved here (--workspace wins)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Replace this process with the Celery worker (``main`` has checked the settings: a bad one is
     one clear error there, not a traceback per worker process)."""
     cmd = worker_command(beat=not args.no_beat, concurrency=args.concurrency)
-    os.execv(cmd[0], cmd)
+    os.execve(cmd[0], cmd, service_env(args.settings))  # the settings as resolved here (--workspace wins)
 
 
 def add_service_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

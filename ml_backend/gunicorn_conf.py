@@ -14,10 +14,14 @@ control_socket_disable = True
 
 
 def on_starting(server: Any) -> None:  # gunicorn's Arbiter (gunicorn has no type hints)
+    from agile_modeling.errors import ConfigurationError
     from ml_backend.exposure import UnsafeBindError, check_bind
     from sync.settings import Settings
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        raise RuntimeError(str(exc)) from None  # one line from gunicorn, not a traceback
     for address in server.cfg.address:
         try:
             check_bind(settings, address)

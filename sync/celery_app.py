@@ -223,6 +223,20 @@ def worker_app() -> AgileCelery:
     return _worker_app[0]
 
 
+_apps: dict[Settings, AgileCelery] = {}
+
+
+def app_for(settings: Settings) -> AgileCelery:
+    """The app that sends work through the broker of ``settings``: the worker's own when these are its
+    settings (a task launching more tasks), else one made once per settings (a CLI command's, whose
+    --workspace may differ from the environment's)."""
+    if _worker_app and _worker_app[0].settings == settings:
+        return _worker_app[0]
+    if settings not in _apps:
+        _apps[settings] = make_celery(settings)
+    return _apps[settings]
+
+
 def __getattr__(name: str) -> Any:
     """``sync.celery_app.app`` is :func:`worker_app` (what ``celery -A`` and the tasks' decorators use)."""
     if name == "app":

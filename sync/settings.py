@@ -9,12 +9,14 @@ fields below (``agile config --markdown``) and a test keeps the two equal.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from agile_modeling.errors import ConfigurationError
 from agile_modeling.workspace import DEFAULT_WORKSPACE
@@ -25,14 +27,18 @@ if TYPE_CHECKING:
 Parser = Callable[[str], Any]
 
 
-# --- how a variable's text becomes a value (each raises ValueError with what it expected) -------
+# --- how a variable's text becomes a value (each raises ValueError saying what it expected) ------
 def _text(value: str) -> str:
     return value
 
 
 def _url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(value)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        ok = False
+    if not ok:
         raise ValueError("expected an http(s) URL, e.g. http://127.0.0.1:8080")
     return value.rstrip("/")
 
@@ -46,32 +52,83 @@ def _flag(value: str) -> bool:
     raise ValueError("expected 1 or 0 (also true/false, yes/no)")
 
 
+def _whole(value: str, expected: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"expected {expected}") from None
+
+
+def _number(value: str, expected: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected {expected}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"expected {expected}")
+    return number
+
+
 def _positive_int(value: str) -> int:
-    number = int(value)
+    number = _whole(value, "a positive whole number")
     if number <= 0:
         raise ValueError("expected a positive whole number")
     return number
 
 
 def _threads(value: str) -> int:
-    number = int(value)
+    number = _whole(value, "a whole number of threads (0: the default)")
     if number < 0:
         raise ValueError("expected a whole number of threads (0: the default)")
     return number
 
 
 def _seconds(value: str) -> float:
-    number = float(value)
+    number = _number(value, "a positive number of seconds")
     if not number > 0:
         raise ValueError("expected a positive number of seconds")
     return number
 
 
+def _period(value: str) -> float:
+    number = _number(value, "seconds between 1 and 86400")
+    if not 1.0 <= number <= 86400.0:
+        raise ValueError("expected seconds between 1 and 86400")
+    return number
+
+
+def _days(value: str) -> float:
+    number = _number(value, "a positive number of days")
+    if not number > 0:
+        raise ValueError("expected a positive number of days")
+    return number
+
+
 def _fraction(value: str) -> float:
-    number = float(value)
+    number = _number(value, "a fraction in [0, 1), e.g. 0.5")
     if not 0.0 <= number < 1.0:
         raise ValueError("expected a fraction in [0, 1), e.g. 0.5")
     return number
+
+
+def _device(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", lowered):
+        return lowered
+    raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+
+
+def redact_url(value: str) -> str:
+    """``value`` with the password of a ``scheme://user:password@host`` URL replaced by ``***``."""
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        return value
+    if not password:
+        return value
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 class _Choice:
@@ -111,7 +168,7 @@ def setting(
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """The product's configuration. Build it with :meth:`from_env` at a composition root; change a
     copy with :meth:`with_` (a command-line flag wins over the environment)."""
@@ -147,7 +204,7 @@ class Settings:
         "AGILE_SYNC_SECONDS",
         "period of the beat's reconciliation of every published project (webhooks make it faster)",
         default=15.0,
-        parse=_seconds,
+        parse=_period,
     )
     label_config: str = setting(
         "AGILE_LABEL_CONFIG",
@@ -202,7 +259,7 @@ class Settings:
         section=SECURITY,
     )
     image_url_days: float | None = setting(
-        "AGILE_IMAGE_URL_DAYS", "lifetime of a signed image URL in days (default 30)", parse=_seconds, section=SECURITY
+        "AGILE_IMAGE_URL_DAYS", "lifetime of a signed image URL in days (default 30)", parse=_days, section=SECURITY
     )
     images_unsigned: bool = setting(
         "AGILE_IMAGES_UNSIGNED",
@@ -255,6 +312,7 @@ class Settings:
         "AGILE_DEVICE",
         "where `agile pool add` runs the image model: `auto`, `cpu`, `cuda[:N]` or `mps`",
         default="auto",
+        parse=_device,
         section=COMPUTE,
     )
     # --- Agile Deliberation ---------------------------------------------------------------------
@@ -324,9 +382,9 @@ class Settings:
             try:
                 values[f.name] = f.metadata["parse"](raw.strip())
             except ValueError as exc:
-                shown = "(hidden)" if f.metadata["secret"] else repr(raw)
+                shown = "(hidden)" if f.metadata["secret"] else repr(redact_url(raw))
                 name = next(n for n in f.metadata["env"] if env.get(n, "").strip())
-                raise ConfigurationError(f"{name}={shown}: {_reason(exc)}") from None
+                raise ConfigurationError(f"{name}={shown}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("workspace"), str):
             values["workspace"] = Path(values["workspace"])
@@ -384,23 +442,19 @@ class Settings:
             shown = (
                 ("(set)" if value else "(not set)")
                 if f.metadata["secret"]
-                else ("(not set)" if value is None else str(value))
+                else ("(not set)" if value is None else redact_url(str(value)))
             )
             rows.append((f.metadata["env"][0], shown))
         return rows
 
-
-def _reason(exc: ValueError) -> str:
-    text = str(exc)
-    return text if text.startswith("expected") else f"expected {_expected(text)}"
-
-
-def _expected(text: str) -> str:
-    if "int" in text:
-        return "a whole number"
-    if "float" in text:
-        return "a number"
-    return text
+    def __repr__(self) -> str:
+        """Every setting but the secrets, URLs without their passwords."""
+        shown = ", ".join(
+            f"{f.name}={redact_url(v) if isinstance(v := getattr(self, f.name), str) else v!r}"
+            for f in fields(self)
+            if not f.metadata["secret"]
+        )
+        return f"Settings({shown})"
 
 
 def configuration_markdown() -> str:

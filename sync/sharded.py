@@ -192,26 +192,27 @@ def merge_parts(parts: Sequence[dict], k: int, k_pos: int) -> np.ndarray:
     return merge_candidates([ShardCandidates.from_dict(p) for p in parts], k, k_pos)
 
 
-def default_app() -> Celery:
-    from sync.celery_app import app
+def default_app(settings: Settings) -> Celery:
+    """The Celery app a sync with ``settings`` launches its chords with (:func:`sync.celery_app.app_for`)."""
+    from sync.celery_app import app_for
 
-    return app
+    return app_for(settings)
 
 
 def fan_out_embedding(
     workspace_root: Path,
     uris: Sequence[str],
+    app: Celery,
     chunk: int = 256,
     timeout: float = DEFAULT_TIMEOUT,
     progress: bool = True,
-    app: Celery | None = None,
 ) -> dict:
     """Embed ``uris`` into the workspace's pool with one task per ``chunk`` images, showing progress.
 
-    Returns totals ``{"added", "already_present", "skipped": [(uri, reason), ...]}``. Run it again
-    after an interruption: what was embedded is skipped by content hash.
+    ``app`` sends the tasks (the broker the workers of that workspace listen on). Returns totals
+    ``{"added", "already_present", "skipped": [(uri, reason), ...]}``. Run it again after an
+    interruption: what was embedded is skipped by content hash.
     """
-    app = app or default_app()
     chunks = [list(uris[i : i + chunk]) for i in range(0, len(uris), chunk)]
     results = [app.send_task("agile.embed_images", args=(str(workspace_root), c)) for c in chunks]
     totals: dict[str, Any] = {"added": 0, "already_present": 0, "skipped": []}
@@ -283,7 +284,7 @@ def start_sharded_selection(
             )
         shards = sync.workspace.store().shard_files()
         return launch_selection(
-            app or default_app(),
+            app or default_app(sync.settings),
             ledger,
             link.concept,
             request,

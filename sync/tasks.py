@@ -69,11 +69,7 @@ def sync_project(
     """A webhook said something changed in this project (``event``: its annotation, if it carried one)."""
     return _run(
         f"sync of project {project_id}",
-        purposes.sync_project,
-        concept_sync(),
-        int(project_id),
-        requested_at,
-        event,
+        lambda: purposes.sync_project(concept_sync(), int(project_id), requested_at, event),
         task=self,
     )
 
@@ -85,19 +81,22 @@ def sync_all() -> list[str] | None:
     Each project is isolated (a failing one is recorded and the others still sync). A project a
     webhook fully synced within the last half period is skipped: half, so that this run never skips
     the work of the previous periodic run, one period (give or take the queue's jitter) ago."""
-    return _run("periodic sync", purposes.sync_all, concept_sync(), app.settings.sync_seconds / 2)
+    # concept_sync() inside _run: a worker that cannot reach Label Studio logs one line, not a traceback
+    return _run("periodic sync", lambda: purposes.sync_all(concept_sync(), app.settings.sync_seconds / 2))
 
 
 @app.task(name="agile.publish")
 def publish(
     concept: str, seed_size: int = 100, batch_size: int = 100, strategy: str = "margin", seed: int = 0
 ) -> list[str] | None:
-    return _run(f"publishing {concept!r}", concept_sync().publish, concept, seed_size, batch_size, strategy, seed)
+    return _run(
+        f"publishing {concept!r}", lambda: concept_sync().publish(concept, seed_size, batch_size, strategy, seed)
+    )
 
 
 @app.task(name="agile.retrain", bind=True)
 def retrain(self: Task, concept: str) -> list[str] | None:
-    return _run(f"retraining {concept!r}", concept_sync().retrain, concept, task=self)
+    return _run(f"retraining {concept!r}", lambda: concept_sync().retrain(concept), task=self)
 
 
 # --- scale-out: work split by pool shard ----------------------------------------------------------

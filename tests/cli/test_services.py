@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,8 +20,8 @@ from tests.sync.conftest import REPO, label_studio_venv, wait_for
 pytestmark = pytest.mark.slow
 
 
-def agile(*args, workspace, timeout=400):
-    env = {**os.environ, "AGILE_WORKSPACE": str(workspace)}
+def agile(*args, workspace, timeout=400, **settings):
+    env = {**os.environ, "AGILE_WORKSPACE": str(workspace), **settings}
     return subprocess.run(
         [sys.executable, "-m", "agile_cli", *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout
     )
@@ -28,7 +30,7 @@ def agile(*args, workspace, timeout=400):
 def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, shared_data):
     ensure_installed(label_studio_venv())
     ws = tmp_path / "ws"
-    up = agile("up", "--demo-batch", "10", workspace=ws)
+    up = agile("up", "--demo-batch", "10", workspace=ws, AGILE_PREFETCH="0")  # a setting of that shell only
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         stack = json.loads((ws / "stack.json").read_text())
@@ -65,6 +67,9 @@ def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, sha
         assert revived.returncode == 0 and "the worker had stopped: started it again" in revived.stderr
         stack = json.loads((ws / "stack.json").read_text())
         assert all(process_alive(pid) for pid in stack["pids"].values())
+        # started again with the stack's settings, not those of the shell that revived it
+        worker_env = Path(f"/proc/{stack['pids']['worker']}/environ").read_bytes().split(b"\0")
+        assert b"AGILE_PREFETCH=0.0" in worker_env
         wait_for(lambda: len(Workspace(ws).sessions.open("cat").labels()) == 3, 120, "the revived worker to record")
         assert "not running" not in agile("concept", "status", "cat", workspace=ws).stderr
     finally:
@@ -109,3 +114,25 @@ def test_the_concept_suggested_after_make_up_works_with_the_demo_phrase_table():
 
     encoder = VocabularyTextEncoder.from_npz(find_data_dir() / "text_vocabulary.npz")
     assert encoder.encode_texts([*DEMO_TRY["positive"], *DEMO_TRY["negative"]]).shape == (4, encoder.dim)
+
+
+def test_the_workspace_flag_reaches_the_worker_it_starts(tmp_path):
+    """`agile --workspace DIR worker` replaces itself with Celery: the flag must survive the exec."""
+    env = {k: v for k, v in os.environ.items() if k != "AGILE_WORKSPACE"}
+    ws = tmp_path / "flag-ws"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agile_cli", "--workspace", str(ws), "worker", "--no-beat"],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "worker.log", "w"),  # the child keeps it open
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not (ws / "broker").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert (ws / "broker").exists(), (tmp_path / "worker.log").read_text()[-2000:]
+        assert not (tmp_path / "agile-workspace").exists()
+    finally:
+        stop_pid(proc.pid)

@@ -162,7 +162,7 @@ def test_embedding_fans_out_over_workers_and_resumes(tmp_path, celery_env, redis
     uris = sorted(str(p) for p in image_folder.iterdir())
     workers = start_workers(tmp_path, ws.root, redis_url, 2)
     try:
-        first = fan_out_embedding(ws.root, uris[:6], chunk=2, timeout=300, progress=False, app=celery_env)
+        first = fan_out_embedding(ws.root, uris[:6], celery_env, chunk=2, timeout=300, progress=False)
         second = fan_out_embedding(
             ws.root, uris, chunk=3, timeout=300, progress=False, app=celery_env
         )  # resumes: 6 already there

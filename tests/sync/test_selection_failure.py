@@ -77,7 +77,7 @@ def test_a_failed_shard_ends_the_round_at_once_and_the_next_sync_relaunches_it(t
     service = worker(tmp_path, ml.settings, "w")  # starts while the seed is rated and the model trained
     app = make_celery(Settings(workspace=ml.workspace.root))  # the same folder broker as the worker's
     try:
-        monkeypatch.setattr(sharded, "default_app", lambda: app)
+        monkeypatch.setattr(sharded, "default_app", lambda settings: app)
         ml.sync.launch_selection = sharded.start_sharded_selection
         launched = []
         real_launch, real_pieces = sharded.launch_selection, sharded.shard_pieces

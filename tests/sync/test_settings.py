@@ -85,7 +85,12 @@ def test_values_are_parsed_and_checked_once():
     "name, value, expected",
     [
         ("AGILE_PREFETCH", "1.5", "fraction in [0, 1)"),
-        ("AGILE_SYNC_SECONDS", "soon", "a number"),
+        ("AGILE_SYNC_SECONDS", "soon", "seconds between 1 and 86400"),
+        ("AGILE_SYNC_SECONDS", "inf", "seconds between 1 and 86400"),  # the beat cannot schedule it
+        ("AGILE_SYNC_SECONDS", "print", "seconds between 1 and 86400"),
+        ("AGILE_IMAGE_URL_DAYS", "0", "positive number of days"),
+        ("AGILE_DEVICE", "gpu", "auto, cpu, cuda, cuda:N or mps"),
+        ("LABEL_STUDIO_URL", "http://[::1:8080", "http(s) URL"),
         ("AGILE_SHARD_ROWS", "0", "positive whole number"),
         ("AGILE_COMPUTE", "fp64", "one of auto, bf16, fp32"),
         ("AGILE_PROVIDER", "openai", "one of offline, gemini"),
@@ -106,6 +111,22 @@ def test_a_bad_secret_is_not_printed():
     s = Settings.from_env({"BASIC_AUTH_PASS": "hunter2", "LABEL_STUDIO_API_KEY": "token-123"})
     assert "hunter2" not in repr(s) and "token-123" not in repr(s)
     assert ("BASIC_AUTH_PASS", "(set)") in s.described() and "hunter2" not in str(s.described())
+
+
+def test_a_password_in_a_url_is_never_shown():
+    s = Settings.from_env(
+        {
+            "CELERY_BROKER_URL": "redis://:hunter2@redis.internal:6379/0",
+            "LABEL_STUDIO_URL": "http://admin:pw123@ls.internal:8080/",
+        }
+    )
+    shown = repr(s) + str(s.described())
+    assert "hunter2" not in shown and "pw123" not in shown
+    assert "redis://:***@redis.internal:6379/0" in shown and "http://admin:***@ls.internal:8080" in shown
+    assert s.broker_url == "redis://:hunter2@redis.internal:6379/0"  # the value itself is intact
+    with pytest.raises(ConfigurationError) as err:
+        Settings.from_env({"AGILE_BACKEND_URL": "ftp://user:s3cret@host"})
+    assert "s3cret" not in str(err.value) and "ftp://user:***@host" in str(err.value)
 
 
 def test_a_child_process_gets_the_same_settings():

@@ -60,7 +60,7 @@ def broker_app(tmp_path, monkeypatch):
     from sync.celery_app import make_celery
 
     app = make_celery(Settings(workspace=tmp_path / "broker-ws"))
-    monkeypatch.setattr(sync.sharded, "default_app", lambda: app)
+    monkeypatch.setattr(sync.sharded, "default_app", lambda settings: app)
     yield app
     app.close()
 
