@@ -33,7 +33,7 @@ from agile_modeling.index.base import NeighbourIndex
 from agile_modeling.scoring import pool_scorer
 from agile_modeling.seeding import NEIGHBOURS_PER_QUERY, SEED_BATCH_SIZE, seed_batch
 from agile_modeling.selection import strategy_by_name
-from agile_modeling.session import USER, Session
+from agile_modeling.session import EVALUATION, USER, Session
 from agile_modeling.store.embedding_store import PoolView
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,10 @@ class AgileLoop:
         pairs = np.array(sorted(labels.items()), dtype=np.int64).reshape(-1, 2)
         return hashlib.sha256(pairs.tobytes()).hexdigest()[:16]
 
+    def held_out_ids(self) -> NDArray[np.int64]:
+        """Images with an evaluation rating ``(m,)``: never selected for rating, never a random negative."""
+        return np.asarray(sorted(self.session.labels(EVALUATION)), dtype=np.int64)
+
     def random_negative_ids(
         self, recipe: TrainingRecipe, labeled: NDArray[np.int64], round_index: int | None = None
     ) -> NDArray[np.int64]:
@@ -181,7 +185,7 @@ class AgileLoop:
             raise SessionError("nothing to train on: start the concept's seed batch first")
         recipe = recipe_for_round(round_index, self.config.recipe)
         ids, x, y = self.training_data()
-        neg_ids = self.random_negative_ids(recipe, ids)
+        neg_ids = self.random_negative_ids(recipe, np.union1d(ids, self.held_out_ids()))
         classifier = make_classifier(self.config.classifier, recipe).fit(
             x, y, self.pool.take(neg_ids).astype(np.float32), progress=progress
         )
@@ -209,7 +213,8 @@ class AgileLoop:
         round_index = int(version.info.get("round", self.session.current_round()))
         recipe = recipe_for_round(round_index, self.config.recipe)
         ids, x, y = self.training_data()
-        negatives = self.pool.take(self.random_negative_ids(recipe, ids, round_index)).astype(np.float32)
+        rated = np.union1d(ids, self.held_out_ids())
+        negatives = self.pool.take(self.random_negative_ids(recipe, rated, round_index)).astype(np.float32)
         estimate = cross_validated_quality(recipe, x, y, negatives, kind=version.kind)
         if estimate is not None:
             self.session.update_model_metrics(version.name, estimate.as_dict())
@@ -238,7 +243,9 @@ class AgileLoop:
         """
         if not self.next_batch_due():
             return None
-        exclude = np.union1d(self.session.queued_ids(), list(self.labels())).astype(np.int64)
+        exclude = np.union1d(np.union1d(self.session.queued_ids(), list(self.labels())), self.held_out_ids()).astype(
+            np.int64
+        )
         return SelectionRequest(
             self.session.current_round() + 1, self.strategy.name, int(size or self.config.batch_size), exclude
         )

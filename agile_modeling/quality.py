@@ -25,8 +25,6 @@ from agile_modeling.session import USER, WITHDRAWN, Session
 from agile_modeling.store.embedding_store import PoolView
 from agile_modeling.zero_shot import CLIP_ZERO_SHOT_THRESHOLD, zero_shot_scores
 
-EVALUATION = "evaluation"  # the label source of evaluation ratings
-
 
 @dataclass(frozen=True)
 class VersionQuality:

@@ -41,7 +41,7 @@ from agile_modeling.bf16 import (
     copy_fp16_to_fp32,
     layers_error_bound,
 )
-from agile_modeling.classifier.base import ConceptClassifier
+from agile_modeling.classifier.base import ClassifierInputError, ConceptClassifier
 from agile_modeling.store.embedding_store import PoolView
 
 DEFAULT_CHUNK_ROWS = 1 << 13  # 8k rows: the activations stay in cache (fastest of 8k-64k here)
@@ -155,6 +155,7 @@ class PoolScorer:
         #: proven bound on |approximate - float64| logit, for any row of norm <= row_norm
         self.error_bound = float(layers_error_bound(layers, self.precision, row_norm)[0]) + self.exact_bound
         dim = layers[0][0].shape[1]
+        self.dim = int(dim)
         self._numpy = self.dtype == compute_mod.FP32 and self.compute.blas == compute_mod.NUMPY
         tdtype = torch.bfloat16 if self.dtype == compute_mod.BF16 else torch.float32
         self._weights = [w.T.contiguous().to(tdtype) for w, _ in layers]  # (in, out)
@@ -169,10 +170,18 @@ class PoolScorer:
             self._np_biases = [b.numpy() for b in self._biases]
             self._np_acts = [a.numpy() for a in self._acts]
 
+    def _check_width(self, width: int) -> None:
+        if width != self.dim:
+            raise ClassifierInputError(
+                f"the pool's embeddings are {width}-dimensional, the {self.classifier.kind} model's inputs "
+                f"{self.dim}-dimensional: the model was trained on another encoder's embeddings"
+            )
+
     @torch.inference_mode()
     def approximate_logits(self, view: PoolView, progress: bool = False) -> BoundedLogits:
         """Logits of every pool image on the chosen backend: ``(n,)`` float32, in id order, with
         ``.bound`` (proven, see the module docstring)."""
+        self._check_width(view.dim)
         out = np.empty(len(view), dtype=np.float32)
         out_t = torch.from_numpy(out)
         chunks = view.iter_chunks(self.chunk_rows)
@@ -210,6 +219,7 @@ class PoolScorer:
     def exact_rows(self, rows: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
         """float64 logits of rows ``(m, d)`` (any float dtype), in fixed blocks (see EXACT_BLOCK_ROWS)."""
         rows = np.asarray(rows)
+        self._check_width(rows.shape[1] if rows.ndim == 2 else -1)
         out = np.empty(len(rows), dtype=np.float64)
         block = np.zeros((EXACT_BLOCK_ROWS, rows.shape[1] if rows.ndim == 2 else 0), dtype=np.float64)
         last = len(self._layers64) - 1

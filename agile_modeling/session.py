@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS model_versions (
 """
 
 USER = "user"
+#: held-out ratings (an evaluation set): they score model versions and are never trained on or selected
+EVALUATION = "evaluation"
 WITHDRAWN = -1
 
 

@@ -13,7 +13,8 @@ import numpy as np
 from agile_modeling.concepts import slugify
 from agile_modeling.errors import AgileError
 from agile_modeling.evaluation import PER_STRATUM, build_evaluation_set, url_hashes
-from agile_modeling.quality import EVALUATION, MIN_EVALUATION_CLASS, pool_probabilities
+from agile_modeling.quality import MIN_EVALUATION_CLASS, pool_probabilities
+from agile_modeling.session import EVALUATION
 from label_config import load_config
 from sync.rounds import ConceptSync
 from sync.state import ProjectLink

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import ClassVar, Protocol
 
 from agile_modeling.errors import AgileError
-from agile_modeling.quality import EVALUATION
+from agile_modeling.session import EVALUATION
 from sync.crowd import CROWD, pull_crowd
 from sync.deliberation import DELIBERATION, SCOPING, DeliberationSync
 from sync.rounds import ConceptSync

@@ -39,6 +39,10 @@ class UnknownProjectError(AgileError):
     """A Label Studio project that no concept of this workspace published."""
 
 
+class ProjectConflictError(AgileError):
+    """A new project's id is already linked to another concept (Label Studio's ids started again)."""
+
+
 @dataclass(frozen=True)
 class RoundSettings:
     """How a rating project's rounds run: what ``concept publish`` was given."""
@@ -157,7 +161,13 @@ class SyncState:
             if added and link.annotators is not None:
                 self.db.execute("INSERT INTO crowd_projects VALUES (?, ?)", (link.project_id, link.annotators))
         found = self.for_concept(link.concept, link.purpose)
-        assert found is not None  # recorded just now, or earlier by a racing publish
+        if found is None:  # the project id is recorded for another concept or purpose
+            other = self.for_project(link.project_id)
+            raise ProjectConflictError(
+                f"Label Studio project {link.project_id} is already linked to the {other.purpose} project of "
+                f"{other.concept!r} in this workspace: was Label Studio's database reset? Use a fresh workspace "
+                "(AGILE_WORKSPACE) for a new Label Studio, or the Label Studio that made these projects"
+            )
         return found
 
     def for_concept(self, concept: str, purpose: str = RATING) -> ProjectLink | None:

@@ -111,3 +111,22 @@ def test_the_next_batch_comes_early_only_with_a_positive_and_never_before_half_a
     assert not loop.next_batch_due()  # half the seed rated, but no positive to train on
     loop.session.record_label(seed[3], 1)
     assert loop.next_batch_due()  # 2 of 6 open, a positive among the ratings
+
+
+def test_images_held_out_for_evaluation_are_never_selected_nor_random_negatives(tmp_path, clustered_pool):
+    from agile_modeling.session import EVALUATION
+
+    loop, labels = make_loop(tmp_path, clustered_pool)
+    seed = loop.start()
+    loop.session.record_labels((i, int(labels[i] == 0)) for i in seed)
+    rest = np.setdiff1d(np.arange(len(labels)), seed)
+    held_out = rest[:300]
+    loop.session.record_labels(((int(i), int(labels[i] == 0)) for i in held_out), source=EVALUATION)
+    assert np.array_equal(loop.held_out_ids(), np.sort(held_out))
+    recipe = loop.config.recipe
+    negatives = loop.random_negative_ids(recipe, np.union1d(seed, loop.held_out_ids()))
+    assert not set(negatives.tolist()) & set(held_out.tolist())
+    version, clf = loop.train()
+    assert version.info["num_labels"] == len(seed)  # evaluation ratings train nothing
+    batch = loop.next_batch(clf)
+    assert len(batch) == loop.config.batch_size and not set(batch) & set(held_out.tolist())

@@ -95,7 +95,9 @@ class ConceptClassifier(ABC):
         if self.dim is None:
             raise ClassifierInputError(f"this {self.kind} classifier is not trained yet: call fit() or load a version")
         arr = np.asarray(x)
-        if arr.ndim != 2 or arr.shape[1] != self.dim:
+        if arr.ndim != 2:
+            raise ClassifierInputError(f"expected a 2-D array of embeddings (n, {self.dim}); got shape {arr.shape}")
+        if arr.shape[1] != self.dim:
             raise ClassifierInputError(
                 f"expected embeddings of shape (n, {self.dim}); got {arr.shape}: the images were embedded by "
                 f"another encoder than the one this model was trained on"

@@ -87,7 +87,13 @@ class LogisticRegressionClassifier(ConceptClassifier):
         return [(torch.from_numpy(self.weight[None, :].copy()), torch.tensor([self.bias], dtype=torch.float32))]
 
     def params(self) -> dict[str, Any]:
-        return {"c": self.c, **self.recipe.as_dict()}
+        rec = self.recipe  # only what this model uses of the recipe: its class balance and seed
+        return {
+            "c": self.c,
+            "positive_fraction": rec.positive_fraction,
+            "negative_fraction": rec.negative_fraction,
+            "seed": rec.seed,
+        }
 
     def state(self) -> dict[str, Any]:
         if self.weight is None:

@@ -26,6 +26,7 @@ def find_data_dir(explicit: str | Path | None = None) -> Path:
     candidates = [Path(explicit)] if explicit else []
     here = Path(__file__).resolve().parents[2]
     candidates += [Path.cwd().parent / "shared/data/clip-vit-b32", here.parent / "shared/data/clip-vit-b32"]
+    candidates = list(dict.fromkeys(c.resolve() for c in candidates))  # each place once in the message
     for c in candidates:
         if (c / "text_vocabulary.npz").is_file():
             return c

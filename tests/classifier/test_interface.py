@@ -112,6 +112,11 @@ def test_wrong_inputs_are_named_errors(concept):
             make_classifier(kind, FAST).fit(x[train], truth[train].astype(int), np.zeros((5, 64)))
         with pytest.raises(ClassifierInputError, match="0 \\(negative\\) or 1"):
             make_classifier(kind, FAST).fit(x[:3], np.array([0, 1, 2]))
+        other_pool = PoolView([np.zeros((10, 256), np.float16)], 256)
+        with pytest.raises(ClassifierInputError, match="256-dimensional.*512-dimensional"):
+            pool_scorer(clf).approximate_logits(other_pool)
+        with pytest.raises(ClassifierInputError, match="2-D array"):
+            clf.decision_function(x[0])
     with pytest.raises(UnknownClassifierError, match="choose one of mlp, logistic"):
         make_classifier("forest", FAST)
 

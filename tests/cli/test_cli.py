@@ -89,10 +89,25 @@ def test_a_whole_loop_from_the_command_line(tmp_path, image_folder, shared_data)
     with open(tmp_path / "ratings.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([(uri, "positive" if i % 2 else "negative") for i, (_, uri) in enumerate(batch)])
     assert "stored 6 labels" in agile("concept", "label", "red", str(tmp_path / "ratings.csv"), cwd=tmp_path).stdout
+    # bad rows are refused before anything is stored: an id outside the pool, a training image as held-out
+    (tmp_path / "bad.csv").write_text("99999,positive\n")
+    refused = agile("concept", "label", "red", str(tmp_path / "bad.csv"), cwd=tmp_path, check=False)
+    assert refused.returncode == 2 and "'99999' is not in the pool (ids 0-7" in refused.stderr
+    (tmp_path / "clash.csv").write_text(f"{batch[0][0]},positive\n")
+    clash = agile(
+        "concept", "label", "red", str(tmp_path / "clash.csv"), "--source", "evaluation", cwd=tmp_path, check=False
+    )
+    assert clash.returncode == 2 and "already training ratings" in clash.stderr and "Nothing was stored" in clash.stderr
+    # an image held out for evaluation is never selected for training
+    held_out = sorted(set(range(8)) - {int(i) for i, _ in batch})[0]
+    (tmp_path / "eval.csv").write_text(f"{held_out},negative\n")
+    evaluation = agile("concept", "label", "red", str(tmp_path / "eval.csv"), "--source", "evaluation", cwd=tmp_path)
+    assert "stored 1 evaluation labels: they train nothing" in evaluation.stdout
     trained = agile("concept", "train", "red", "--batch-size", "2", cwd=tmp_path).stdout
-    assert "trained red-v1 on 6 labels (3 positive)" in trained and "next batch (round 1" in trained
+    assert "trained red-v1 on 6 labels (3 positive)" in trained and "next batch (round 1, margin): 1 images" in trained
+    assert str(held_out) not in [line.split("\t")[0] for line in trained.splitlines()[2:]]
     status = agile("concept", "status", "red", cwd=tmp_path).stdout
-    assert "round 0 (seed): 6/6 rated, model red-v1" in status and "round 1 (margin): 0/2 rated" in status
+    assert "round 0 (seed): 6/6 rated, model red-v1" in status and "round 1 (margin): 0/1 rated" in status
     exported = agile("concept", "export", "red", "--output", str(tmp_path / "exported"), cwd=tmp_path)
     assert "exported red-v1" in exported.stdout
     assert {p.name for p in (tmp_path / "exported").iterdir()} == {"weights.pt", "model.json", "embedding.json"}
@@ -171,9 +186,8 @@ def test_the_help_is_plain_text_and_names_what_the_engine_knows():
     """No reST markup in any --help; the strategy and label-source choices are the engine's."""
     from agile_cli.main import CLASSIFIER_KINDS, LABEL_SOURCES, STRATEGY_NAMES
     from agile_modeling.classifier import CLASSIFIERS
-    from agile_modeling.quality import EVALUATION
     from agile_modeling.selection import STRATEGIES
-    from agile_modeling.session import USER
+    from agile_modeling.session import EVALUATION, USER
     from sync.crowd import CROWD
 
     def parsers(parser, path=()):

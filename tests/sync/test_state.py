@@ -80,9 +80,18 @@ def test_a_link_carries_exactly_its_purpose_settings():
 
 
 def test_every_purpose_names_its_labeling_interface():
-    from agile_modeling.quality import EVALUATION
+    from agile_modeling.session import EVALUATION
 
     assert ProjectLink("t", RATING, 1, RoundSettings("rating-note", 1, 1, "margin", 0)).label_config == "rating-note"
     assert ProjectLink("t", "crowd", 2, annotators=3).label_config == "rating"
     assert ProjectLink("t", EVALUATION, 3).label_config == "rating"
     assert ProjectLink("t", "scoping", 4).label_config == "scoping"
+
+
+def test_a_project_id_linked_to_another_concept_is_a_clear_error(tmp_path):
+    from sync.state import ProjectConflictError
+
+    state = SyncState(tmp_path / "ls.sqlite")
+    state.link(ProjectLink("tuna", RATING, 3, RoundSettings("rating", 100, 100, "margin", 0)))
+    with pytest.raises(ProjectConflictError, match="project 3 is already linked to the rating project of 'tuna'"):
+        state.link(ProjectLink("cod", RATING, 3, RoundSettings("rating", 100, 100, "margin", 0)))
