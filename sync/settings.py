@@ -52,63 +52,42 @@ def _flag(value: str) -> bool:
     raise ValueError("expected 1 or 0 (also true/false, yes/no)")
 
 
-def _whole(value: str, expected: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"expected {expected}") from None
+def _whole_in(expected: str, accept: Callable[[int], bool]) -> Parser:
+    """A parser of whole numbers that ``accept`` takes; otherwise "expected <expected>"."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or not accept(number):
+            raise ValueError(f"expected {expected}")
+        return number
+
+    return parse
 
 
-def _number(value: str, expected: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"expected {expected}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"expected {expected}")
-    return number
+def _number_in(expected: str, accept: Callable[[float], bool]) -> Parser:
+    """A parser of finite numbers that ``accept`` takes; otherwise "expected <expected>"."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or not accept(number):
+            raise ValueError(f"expected {expected}")
+        return number
+
+    return parse
 
 
-def _positive_int(value: str) -> int:
-    number = _whole(value, "a positive whole number")
-    if number <= 0:
-        raise ValueError("expected a positive whole number")
-    return number
-
-
-def _threads(value: str) -> int:
-    number = _whole(value, "a whole number of threads (0: the default)")
-    if number < 0:
-        raise ValueError("expected a whole number of threads (0: the default)")
-    return number
-
-
-def _seconds(value: str) -> float:
-    number = _number(value, "a positive number of seconds")
-    if not number > 0:
-        raise ValueError("expected a positive number of seconds")
-    return number
-
-
-def _period(value: str) -> float:
-    number = _number(value, "seconds between 1 and 86400")
-    if not 1.0 <= number <= 86400.0:
-        raise ValueError("expected seconds between 1 and 86400")
-    return number
-
-
-def _days(value: str) -> float:
-    number = _number(value, "a positive number of days")
-    if not number > 0:
-        raise ValueError("expected a positive number of days")
-    return number
-
-
-def _fraction(value: str) -> float:
-    number = _number(value, "a fraction in [0, 1), e.g. 0.5")
-    if not 0.0 <= number < 1.0:
-        raise ValueError("expected a fraction in [0, 1), e.g. 0.5")
-    return number
+_positive_int = _whole_in("a positive whole number", lambda n: n > 0)
+_threads = _whole_in("a whole number of threads (0: the default)", lambda n: n >= 0)
+_seconds = _number_in("a positive number of seconds", lambda n: n > 0)
+_period = _number_in("seconds between 1 and 86400", lambda n: 1 <= n <= 86400)
+_days = _number_in("a positive number of days", lambda n: n > 0)
+_fraction = _number_in("a fraction in [0, 1), e.g. 0.5", lambda n: 0 <= n < 1)
 
 
 def _device(value: str) -> str:
