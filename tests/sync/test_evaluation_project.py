@@ -6,7 +6,8 @@ import pytest
 from agile_cli.services import service_env
 from agile_modeling.evaluation import strata_of, url_hashes
 from agile_modeling.metrics import binary_metrics
-from agile_modeling.quality import EVALUATION, pool_probabilities
+from agile_modeling.quality import pool_probabilities
+from agile_modeling.session import EVALUATION
 from sync.rounds import IMAGE_ID
 from sync.state import SyncState
 from tests.sync.conftest import run_agile

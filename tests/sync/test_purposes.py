@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from agile_modeling.quality import EVALUATION
+from agile_modeling.session import EVALUATION
 from sync.celery_app import make_celery
 from sync.crowd import CROWD
 from sync.deliberation import DELIBERATION, SCOPING
