@@ -878,8 +878,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--concept", nargs="*", help="concept titles or names from the suite (default: the six demo concepts)"
     )
     sim.add_argument("--all", action="store_true", help="every concept of the suite (37: 27 easy, 10 hard)")
-    sim.add_argument("--suite", help="a concepts.json of your own")
-    sim.add_argument("--data", help="folder of the shared embeddings (default: ../shared/data/clip-vit-b32)")
+    sim.add_argument("--suite", help="a concepts.json of your own (format: docs/studies.md)")
+    sim.add_argument(
+        "--data",
+        help="folder of labeled embeddings: <dataset>.npz files and text_vocabulary.npz (default: $AGILE_SHARED_DATA "
+        "or ../shared/data/clip-vit-b32; format: docs/studies.md)",
+    )
     sim.add_argument("--rounds", type=int, default=5, help="active-learning rounds after the seed (default 5)")
     sim.add_argument("--batch-size", type=int, default=100, help="images per round (default 100)")
     sim.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin")
@@ -912,8 +916,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pool label; and the stratified evaluation estimate against exact test metrics. Fixed seeds; resumable.",
     )
     study.add_argument("--concept", nargs="*", help="concept titles or names (default: the whole suite)")
-    study.add_argument("--suite", help="a concepts.json of your own")
-    study.add_argument("--data", help="folder of the shared embeddings")
+    study.add_argument("--suite", help="a concepts.json of your own (format: docs/studies.md)")
+    study.add_argument("--data", help="folder of labeled embeddings (as agile simulate --data)")
     study.add_argument("--rounds", type=int, default=5)
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--out", default="benchmarks/results/study", help="folder for study.json/.md/.png")

@@ -33,6 +33,10 @@ class DatasetNotFoundError(AgileError):
     """The shared labeled embeddings used by simulations are not where they were looked for."""
 
 
+class DatasetFormatError(AgileError):
+    """A folder of labeled embeddings does not follow the documented format (docs/studies.md)."""
+
+
 class DefinitionError(AgileError):
     """A structured concept definition is malformed or an edit does not fit it."""
 

@@ -25,7 +25,8 @@ from numpy.typing import NDArray
 from agile_modeling import plots
 from agile_modeling.classifier import DEFAULT_RECIPE, MLPClassifier, recipe_for_round
 from agile_modeling.classifier.artifacts import ModelRegistry
-from agile_modeling.evaluation import build_evaluation_set, url_hashes
+from agile_modeling.errors import AgileError
+from agile_modeling.evaluation import NUM_STRATA, PER_STRATUM, build_evaluation_set, url_hashes
 from agile_modeling.metrics import binary_metrics
 from agile_modeling.quality import pool_probabilities
 from agile_modeling.session import SessionStore
@@ -49,6 +50,15 @@ class StudyConfig:
     seed: int = 0
     crowd_error_rate: float = 0.1
     conditions: tuple[str, ...] = tuple(CONDITIONS)
+
+
+class StudyError(AgileError):
+    """The study cannot run as asked (a pool too small for its conditions, another run's folder)."""
+
+
+def images_rated(config: StudyConfig) -> int:
+    """The most pool images one condition of ``config`` has rated (seed + rounds + a crowd step)."""
+    return max(batch * (config.rounds + 1) + crowd for _, batch, _, crowd in CONDITIONS.values())
 
 
 def _curve(result: SessionResult) -> list[dict[str, float]]:
@@ -147,13 +157,20 @@ def run_study(
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Every concept of ``suite`` (resuming from ``out_dir/study.json``)."""
+    needed = images_rated(config) + NUM_STRATA * PER_STRATUM  # and an evaluation set beside them
+    if len(ctx.pool) < needed:
+        raise StudyError(
+            f"the study's largest condition rates {images_rated(config)} pool images and its evaluation set "
+            f"{NUM_STRATA * PER_STRATUM} more; this pool has {len(ctx.pool)}: give a larger pool, fewer --rounds "
+            "(each round of Crowd-500 rates 500), or run `agile simulate` for the loop alone"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "study.json"
     wanted = json.loads(json.dumps(asdict(config)))
     saved = json.loads(path.read_text()) if path.exists() else {"config": wanted, "concepts": []}
     if saved["config"] != wanted:
-        raise ValueError(f"{path} was made with another configuration ({saved['config']}); use another --out")
+        raise StudyError(f"{path} was made with another configuration ({saved['config']}); use another --out")
     done = {c["title"] for c in saved["concepts"]}
     hashes = url_hashes([f"shared://{d}/{i}" for i, d in enumerate(ctx.data.pool.dataset)])
     for n, spec in enumerate(suite, 1):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -11,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agile_modeling.concepts import Concept
+from agile_modeling.errors import AgileError
 from agile_modeling.simulate.data import LabeledSplit
 
 SUITE_FILE = "concepts.json"
@@ -38,9 +40,10 @@ class SimulatedConcept:
     truth: TruthSpec
     difficulty: str = "easy"
     crowd: TruthSpec | None = None  # what the crowd's literal reading counts positive (default: ``truth``)
+    examples: tuple[int, ...] = ()  # pool rows the user offers as example images (extra seed queries)
 
     def concept(self) -> Concept:
-        return Concept(self.name, self.positives, self.negatives, description=self.title)
+        return Concept(self.name, self.positives, self.negatives, description=self.title, example_ids=self.examples)
 
     def ground_truth(self, split: LabeledSplit) -> NDArray[np.bool_]:
         """``(n,)`` bool: which rows of ``split`` the user calls positive."""
@@ -51,18 +54,44 @@ class SimulatedConcept:
         return _rows_of(self.crowd if self.crowd is not None else self.truth, split)
 
 
+class SuiteError(AgileError):
+    """A concept of the suite names a dataset or a class the labeled data does not have."""
+
+
 def _rows_of(spec: TruthSpec, split: LabeledSplit) -> NDArray[np.bool_]:
-    """``(n,)`` bool: the rows of ``split`` in the classes ``{dataset: [class, ...] or "all"}``."""
+    """``(n,)`` bool: the rows of ``split`` in the classes ``{dataset: [class, ...] or "all"}``;
+    :class:`SuiteError` for a dataset or class that is not in the data (never silently no rows)."""
     out = np.zeros(len(split), dtype=bool)
+    datasets = sorted({str(d) for d in np.unique(split.dataset)})
     for dataset, classes in spec.items():
+        if dataset not in datasets:
+            raise SuiteError(f"no dataset {dataset!r} in the data (it has: {', '.join(datasets)})")
         rows = split.dataset == dataset
         if classes == "all":
             out |= rows
             continue
-        names = split.classnames.get(dataset, [])
-        wanted = {c if isinstance(c, int) else names.index(c) for c in classes}
-        out |= rows & np.isin(split.label, list(wanted))
+        if not isinstance(classes, list):
+            raise SuiteError(f'{dataset}: expected a list of classes (names or indices) or "all", not {classes!r}')
+        out |= rows & np.isin(split.label, sorted(_class_indices(dataset, classes, split, rows)))
     return out
+
+
+def _class_indices(dataset: str, classes: list[str | int], split: LabeledSplit, rows: NDArray[np.bool_]) -> set[int]:
+    names = split.classnames.get(dataset, [])
+    n_classes = len(names) or int(split.label[rows].max()) + 1
+    wanted = set()
+    for c in classes:
+        if isinstance(c, int):
+            if not 0 <= c < n_classes:
+                raise SuiteError(f"class index {c} of {dataset}: it has {n_classes} classes (0-{n_classes - 1})")
+            wanted.add(c)
+        elif c in names:
+            wanted.add(names.index(c))
+        else:
+            close = difflib.get_close_matches(str(c), names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f" ({len(names)} names; see its classnames)"
+            raise SuiteError(f"no class {c!r} in {dataset}{hint}")
+    return wanted
 
 
 def load_suite(path: str | Path | None = None, demo: bool = False) -> list[SimulatedConcept]:
@@ -81,6 +110,7 @@ def load_suite(path: str | Path | None = None, demo: bool = False) -> list[Simul
             truth=c["truth"],
             difficulty=c.get("difficulty", "easy"),
             crowd=c.get("crowd"),
+            examples=tuple(int(i) for i in c.get("examples", ())),
         )
         for c in data["concepts"]
     ]
