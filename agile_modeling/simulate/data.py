@@ -5,7 +5,8 @@ The format (docs/studies.md, "Your own labeled embeddings"): a folder holding
 
 - one ``<dataset>.npz`` per labeled dataset with ``<split>_x`` ``(n, d)`` embeddings (float16 or
   float32, L2-normalised) and ``<split>_y`` ``(n,)`` integer class indices for each split; the
-  ``test`` split is the test set, every other split (``val``, ``fewshot16``, ...) joins the pool
+  ``test`` split is the test set (a dataset may have none: its rows are pool only), every other split
+  (``val``, ``fewshot16``, ...) joins the pool
   (unlabeled to the system, labeled to the simulated user); optional ``classnames`` ``(classes,)``
   so that concepts can name classes;
 - ``text_vocabulary.npz``: the phrase table concepts' phrases come from (``<table>_emb`` ``(p, d)`` and
@@ -107,10 +108,6 @@ def _read_dataset(path: Path, dim: int | None) -> tuple[list[_Part], list[_Part]
         splits = sorted(k[:-2] for k in data.files if k.endswith("_x"))
         if not splits:
             return [], [], None
-        if "test" not in splits:
-            raise DatasetFormatError(
-                f"{path.name} has no test split (test_x, test_y): its classes would never be measured"
-            )
         classnames = [str(c) for c in data["classnames"]] if "classnames" in data.files else None
         pool: list[_Part] = []
         test: list[_Part] = []
@@ -154,10 +151,12 @@ def load_shared_data(root: str | Path | None = None) -> SharedData:
         test += parts_test
         if names is not None:
             classnames[path.stem] = names
-    if not test:
+    if not pool and not test:
         raise DatasetFormatError(
             f"{root} holds no dataset file (<dataset>.npz with test_x, test_y and other <split>_x, <split>_y arrays)"
         )
+    if not test:
+        raise DatasetFormatError(f"{root}: no dataset has a test split (test_x, test_y): nothing could be measured")
     if not (root / VOCABULARY_FILE).is_file():
         raise DatasetFormatError(
             f"{root / VOCABULARY_FILE} is missing: the phrase table concepts' phrases come from "
