@@ -1,4 +1,5 @@
-"""Active-learning selection over the whole pool: margin, and margin + positive mining.
+"""Active-learning selection over the whole pool: margin, margin + positive mining, and random (the
+passive baseline).
 
 Strategies read approximate logits of every pool image (bf16 or fp32, see ``scoring``) and
 return exactly the images that float64 scoring of the whole pool would choose (ties by id).
@@ -167,9 +168,35 @@ class MarginPositiveMining(SelectionStrategy):
         return np.concatenate([positives, uncertain]).astype(np.int64)
 
 
+class RandomSelection(SelectionStrategy):
+    """Passive learning: ``k`` eligible images drawn uniformly, ignoring the model (the baseline
+    active learning is measured against). The draw is a function of ``seed``, the pool size and
+    how many images are excluded, so a round's batch is reproducible and each round draws anew."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def select(
+        self,
+        approx_logits: NDArray[np.float32],
+        k: int,
+        exclude: Sequence[int] | NDArray[np.integer[Any]],
+        exact_logits: ExactLogits,
+    ) -> NDArray[np.int64]:
+        exclude = np.asarray(exclude, dtype=np.int64)
+        rng = np.random.default_rng([self.seed, len(approx_logits), len(exclude)])
+        key = _eligible_keys(rng.random(len(approx_logits)).astype(np.float32), exclude)
+        eligible = int(np.isfinite(key).sum())
+        order = np.argsort(key, kind="stable")[: min(k, eligible)]
+        return order.astype(np.int64)
+
+
 STRATEGIES: dict[str, type[SelectionStrategy]] = {
     MarginSelection.name: MarginSelection,
     MarginPositiveMining.name: MarginPositiveMining,
+    RandomSelection.name: RandomSelection,
 }
 
 

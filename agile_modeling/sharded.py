@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agile_modeling.classifier.base import ConceptClassifier
+from agile_modeling.errors import AgileError
 from agile_modeling.scoring import pool_scorer
 from agile_modeling.selection import MIN_FRONTIER, ExactLogits, MarginPositiveMining, _eligible_keys, _exact_smallest
 from agile_modeling.store.embedding_store import PoolView
@@ -31,7 +32,14 @@ def positives_wanted(strategy: str, k: int) -> int:
         return 0
     if strategy == MarginPositiveMining.name:
         return int(round(k * MarginPositiveMining().positive_fraction))
-    raise ValueError(f"sharded selection supports 'margin' and 'margin+positive', not {strategy!r}")
+    raise UnsupportedStrategyError(
+        f"sharded selection (AGILE_SHARDED_SCORING) supports 'margin' and 'margin+positive', not {strategy!r}: "
+        "turn sharded scoring off for this concept's rounds, or choose one of those"
+    )
+
+
+class UnsupportedStrategyError(AgileError, ValueError):
+    """A selection strategy the sharded (scale-out) selection cannot merge exactly."""
 
 
 @dataclass(frozen=True)

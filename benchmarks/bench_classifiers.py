@@ -52,28 +52,36 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(record, indent=2))
-    out.with_suffix(".md").write_text(markdown(record, args))
+    out.with_suffix(".md").write_text(
+        markdown(
+            record,
+            args,
+            "The loop's classifier: the paper's MLP against logistic regression",
+            "both classifiers get the same class balance and random negatives (the recipe's), logistic regression "
+            "scikit-learn's C = 1 (not tuned)",
+        )
+    )
     print(out.with_suffix(".md").read_text())
     return 0
 
 
-def markdown(record: dict, args: argparse.Namespace) -> str:
+def markdown(record: dict, args: argparse.Namespace, title: str, protocol: str) -> str:
+    """Every variant's mean curve by concept group and its median training seconds, then every session."""
     rows = record["rows"]
     kinds = list(dict.fromkeys(r["variant"] for r in rows))
     lines = [
-        "# The loop's classifier: the paper's MLP against logistic regression",
+        f"# {title}",
         "",
         f"Command: `{record['command']}` ({record['minutes']:.0f} min)",
         "",
         environment_markdown(record["environment"]),
         "",
-        f"Protocol: seed of {args.batch_size}, {args.rounds} rounds of {args.batch_size} by margin, simulated user "
-        "from the ground truth, test AUC-PR on the shared test split; both classifiers get the same class balance "
-        "and random negatives (the recipe's), logistic regression scikit-learn's C = 1 (not tuned).",
+        f"Protocol: seed of {args.batch_size} from the phrases, {args.rounds} rounds of {args.batch_size}, simulated "
+        f"user from the ground truth, test AUC-PR on the shared test split; {protocol}.",
         "",
         "## Mean test AUC-PR by ratings trained on, and median training seconds per model",
         "",
-        "| concepts | classifier | " + " | ".join(f"{n} ratings" for n, _ in rows[0]["curve"]) + " | train s |",
+        "| concepts | variant | " + " | ".join(f"{n} ratings" for n, _ in rows[0]["curve"]) + " | train s |",
         "|---|---|" + "---|" * (len(rows[0]["curve"]) + 1),
     ]
     for group in ("all", "easy", "hard"):

@@ -204,3 +204,24 @@ def test_auto_sweeps_a_high_gain_model_in_fp32_and_its_bound_holds(high_gain_mod
     np.testing.assert_array_equal(chosen, reference_margin(exact, 100, train))
     chosen = MarginPositiveMining().select(fast, 100, train, lambda ids: scorer.exact_logits(view, ids))
     np.testing.assert_array_equal(chosen, reference_positive_mining(exact, 100, train))
+
+
+def test_random_selection_is_uniform_reproducible_and_ignores_the_model():
+    from agile_modeling.selection import RandomSelection
+
+    logits = np.linspace(-5, 5, 10_000).astype(np.float32)
+    exclude = np.arange(0, 10_000, 3)
+
+    def never(ids):
+        raise AssertionError("random selection scores nothing")
+
+    a = RandomSelection().select(logits, 500, exclude, never)
+    assert len(a) == len(set(a.tolist())) == 500 and not set(a.tolist()) & set(exclude.tolist())
+    assert np.array_equal(a, RandomSelection().select(logits, 500, exclude, never))  # reproducible
+    assert np.array_equal(a, RandomSelection().select(-logits, 500, exclude, never))  # the model plays no part
+    next_round = RandomSelection().select(logits, 500, np.union1d(exclude, a), never)
+    assert not set(next_round.tolist()) & set(a.tolist())
+    # uniform over the eligible images: the picks spread over the logits' range like the pool
+    assert abs(np.mean(logits[a])) < 0.5 and 0.2 < np.mean(np.abs(logits[a]) < 2.5) < 0.8
+    assert len(RandomSelection().select(logits[:5], 10, np.array([1]), never)) == 4
+    assert strategy_by_name("random").name == "random"

@@ -49,7 +49,7 @@ def test_small_shards_and_unknown_strategies(pool_and_model):
     parts = [shard_candidates(clf, x[i : i + 3], i, 10, 0, []) for i in range(0, 9, 3)]
     assert len(merge_candidates(parts, 10, 0)) == 9  # fewer eligible images than k
     assert merge_candidates([], 5, 2).tolist() == []
-    with pytest.raises(ValueError, match="sharded selection supports"):
+    with pytest.raises(ValueError, match="sharded selection \(AGILE_SHARDED_SCORING\) supports"):
         positives_wanted("random", 10)
 
 
