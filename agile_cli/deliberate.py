@@ -172,7 +172,11 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     print(f"simulated Agile Deliberation: {args.rounds} rounds of 5 labels per user; results go to {args.out}")
     run_deliberation_study(
-        args.out, rounds=args.rounds, seed=args.seed, data_root=args.data or args.settings.shared_data
+        args.out,
+        rounds=args.rounds,
+        seed=args.seed,
+        data_root=args.data or args.settings.shared_data,
+        comments=args.comments,
     )
     print((Path(args.out) / "deliberation.md").read_text())
     return 0
@@ -247,4 +251,10 @@ def add_deliberate_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     study.add_argument("--rounds", type=int, default=10)
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--data", help="folder of the shared embeddings")
+    study.add_argument(
+        "--comments",
+        choices=["phrase", "verdict"],
+        default="phrase",
+        help="what a disagreeing simulated user writes: the word for the image's class (default) or the verdict only",
+    )
     study.add_argument("--out", default="benchmarks/results/deliberation")

@@ -98,13 +98,23 @@ class CaltechData:
         return np.isin(labels, wanted)
 
 
+#: what a simulated user's comment says when they disagree: the word for the image's class (which the
+#: offline provider can add to the definition), or only the verdict (what the comment channel adds
+#: beyond the labels is then nothing a phrase table can read)
+COMMENT_STYLES = ("phrase", "verdict")
+
+
 class SimulatedDeliberator:
     """Answers from the private definition. Comments only when disagreeing with the definition
-    (the labeling config requires a reason then), naming the word for the image's class."""
+    (the labeling config requires a reason then): naming the word for the image's class
+    (``comments="phrase"``), or giving the verdict alone (``"verdict"``)."""
 
-    def __init__(self, spec: PrivateDefinition, data: CaltechData) -> None:
+    def __init__(self, spec: PrivateDefinition, data: CaltechData, comments: str = "phrase") -> None:
+        if comments not in COMMENT_STYLES:
+            raise ValueError(f"comments must be one of {', '.join(COMMENT_STYLES)}, not {comments!r}")
         self.spec = spec
         self.data = data
+        self.comments = comments
         self.truth = data.truth(spec, data.pool_y)
         self.related = np.isin(data.pool_y, [data.classnames.index(c) for c in {**spec.inside, **spec.outside}])
 
@@ -114,6 +124,8 @@ class SimulatedDeliberator:
     def comment(self, image_id: int, shown: int) -> str:
         if self.label(image_id) == shown:
             return ""
+        if self.comments == "verdict":
+            return f"I count this as {'in' if self.label(image_id) else 'out of'} scope"
         cls = self.data.classnames[self.data.pool_y[image_id]]
         word = self.spec.inside.get(cls) or self.spec.outside.get(cls) or cls.replace("_", " ")
         return f"this is a {word}, which I count as {'in' if self.label(image_id) else 'out of'} scope"
@@ -147,6 +159,7 @@ def run_deliberation(
     rounds: int = 6,
     seed: int = 0,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    comments: str = "phrase",
 ) -> dict[str, Any]:
     """One simulated user: baselines, scoping, then ``rounds`` borderline batches and refinements.
 
@@ -157,7 +170,7 @@ def run_deliberation(
     index = ExactIndex(data.pool)
     provider = EmbeddingProvider(data.vocabulary, grounding=data.pool_x)
     test_truth = data.truth(spec, data.test_y)
-    user = SimulatedDeliberator(spec, data)
+    user = SimulatedDeliberator(spec, data, comments)
     zero = Definition(spec.name, (UnitConcept(spec.name),))
     auto = provider.decompose(spec.name)
     out: dict[str, Any] = {
@@ -358,6 +371,7 @@ def run_deliberation_study(
     seed: int = 0,
     data_root: str | Path | None = None,
     progress: Callable[[str], None] = print,
+    comments: str = "phrase",
 ) -> list[dict[str, Any]]:
     """Every simulated user of the suite; writes ``deliberation.json``, ``deliberation.md`` and ``deliberation.png``."""
     out_dir = Path(out_dir)
@@ -367,7 +381,7 @@ def run_deliberation_study(
     for spec in load_deliberation_suite():
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="agile-deliberation-") as work:
-            res = run_deliberation(spec, data, work, rounds=rounds, seed=seed)
+            res = run_deliberation(spec, data, work, rounds=rounds, seed=seed, comments=comments)
         res["seconds"] = time.perf_counter() - t0
         results.append(res)
         last = res["rounds"][-1]
@@ -376,18 +390,25 @@ def run_deliberation_study(
             f"{last['definition']['f1']:.3f} after {last['labels']} labels ({res['seconds']:.0f} s)"
         )
     (out_dir / "deliberation.json").write_text(
-        json.dumps({"rounds": rounds, "seed": seed, "results": results}, indent=1)
+        json.dumps({"rounds": rounds, "seed": seed, "comments": comments, "results": results}, indent=1)
     )
-    write_report(results, out_dir, rounds, seed)
+    write_report(results, out_dir, rounds, seed, comments)
     return results
 
 
-def write_report(results: list[dict[str, Any]], out_dir: str | Path, rounds: int, seed: int) -> Path:
+def write_report(
+    results: list[dict[str, Any]], out_dir: str | Path, rounds: int, seed: int, comments: str = "phrase"
+) -> Path:
     """``deliberation.md`` (tables) and ``deliberation.png`` (F1 per round) in ``out_dir``."""
     out_dir = Path(out_dir)
+    said = {
+        "phrase": "a disagreeing user's comment names the word for the image's class (the offline provider can add it "
+        "to the definition)",
+        "verdict": "a disagreeing user's comment gives the verdict only, no phrase",
+    }[comments]
     (out_dir / "deliberation.md").write_text(
         f"# Simulated Agile Deliberation (offline provider, seed {seed}, {rounds} rounds of up to 5 labels)\n\n"
-        "Mean over the simulated users; measured on every Caltech-101 test row.\n\n"
+        f"Mean over the simulated users; measured on every Caltech-101 test row. Comments: {said}.\n\n"
         + summary_table(results)
         + "\n\n## The definition and the MLP as labels accumulate\n\n"
         + models_by_round_table(results)

@@ -39,3 +39,20 @@ def test_one_user_two_rounds(tmp_path):
         [result]
     )
     assert plot_deliberation([result], tmp_path / "d.png").stat().st_size > 10_000
+
+
+def test_a_verdict_only_user_names_no_phrase(shared_data):
+    from agile_modeling.simulate.deliberation_study import CaltechData, SimulatedDeliberator, load_deliberation_suite
+
+    data = CaltechData.load()
+    spec = next(s for s in load_deliberation_suite() if s.title == "flowers of the water")
+    phrase, verdict = SimulatedDeliberator(spec, data, "phrase"), SimulatedDeliberator(spec, data, "verdict")
+    inside = int(next(i for i in range(len(data.pool_y)) if phrase.label(i) == 1))
+    assert phrase.comment(inside, shown=1) == verdict.comment(inside, shown=1) == ""  # agrees: no comment
+    named = phrase.comment(inside, shown=0)
+    words = set(spec.inside.values()) | {c.replace("_", " ") for c in spec.inside}
+    assert any(w in named for w in words)
+    assert verdict.comment(inside, shown=0) == "I count this as in scope"
+    assert not any(w in verdict.comment(inside, shown=0) for w in words)
+    with pytest.raises(ValueError, match="comments must be one of phrase, verdict"):
+        SimulatedDeliberator(spec, data, "essay")
