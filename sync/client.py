@@ -15,7 +15,7 @@ import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from agile_modeling.errors import AgileError
+from agile_modeling.errors import AgileError, ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ class LabelStudioClient:
     """A connection to one Label Studio server."""
 
     def __init__(self, url: str | None, api_key: str | None, timeout: float = 30.0) -> None:
-        if not url or not api_key:
-            raise LabelStudioError(
+        if not url or not api_key:  # a setting to fix, not an outage to wait out: never retried
+            raise ConfigurationError(
                 "Label Studio is not configured: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
                 "(or run `agile up`, which starts a local server and sets both)"
             )
