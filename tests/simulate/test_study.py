@@ -8,6 +8,7 @@ from agile_modeling.simulate import SimulationContext, load_suite
 from agile_modeling.simulate.study import (
     CONDITIONS,
     StudyConfig,
+    StudyError,
     per_concept_table,
     plot_study,
     run_study,
@@ -36,5 +37,5 @@ def test_one_concept_through_every_condition_and_a_resumed_run(shared_data, tmp_
     # a second run finds the concept done and computes nothing
     again = run_study(spec, ctx, tmp_path, config, log=lambda line: pytest.fail(line))
     assert again == json.loads(json.dumps(results))
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(StudyError, match="another configuration"):
         run_study(spec, ctx, tmp_path, StudyConfig(rounds=2))
