@@ -27,24 +27,26 @@ from agile_modeling.classifier import CLASSIFIERS
 from agile_modeling.simulate import SimulationContext, load_shared_data, load_suite
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def suite_arguments(description: str, out: str) -> argparse.ArgumentParser:
+    """The options every variant benchmark of the suite takes (its own list of variants is added after)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--classifiers", nargs="+", default=list(CLASSIFIERS), choices=list(CLASSIFIERS))
     parser.add_argument("--concepts", nargs="*", help="suite titles (default: all)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "classifiers"))
-    args = parser.parse_args()
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / out))
+    return parser
 
+
+def run_and_report(args: argparse.Namespace, variants: dict[str, dict], script: str, title: str, protocol: str) -> int:
+    """Run ``variants`` over the suite (interleaved), write ``<out>.json`` and ``<out>.md``, print the table."""
     env = describe_environment()
     ctx = SimulationContext.build(load_shared_data())
     suite = [s for s in load_suite() if not args.concepts or s.title in args.concepts]
     started = time.time()
-    variants = {kind: {"classifier": kind} for kind in args.classifiers}
     rows = run_variants(suite, ctx, args.seeds, variants, args.rounds, args.batch_size)
     record = {
-        "command": " ".join(["benchmarks/bench_classifiers.py", *sys.argv[1:]]),
+        "command": " ".join([f"benchmarks/{script}", *sys.argv[1:]]),
         "environment": env,
         "minutes": (time.time() - started) / 60,
         "rows": rows,
@@ -52,17 +54,23 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(record, indent=2))
-    out.with_suffix(".md").write_text(
-        markdown(
-            record,
-            args,
-            "The loop's classifier: the paper's MLP against logistic regression",
-            "both classifiers get the same class balance and random negatives (the recipe's), logistic regression "
-            "scikit-learn's C = 1 (not tuned)",
-        )
-    )
+    out.with_suffix(".md").write_text(markdown(record, args, title, protocol))
     print(out.with_suffix(".md").read_text())
     return 0
+
+
+def main() -> int:
+    parser = suite_arguments(__doc__.split("\n\n")[0], "classifiers")
+    parser.add_argument("--classifiers", nargs="+", default=list(CLASSIFIERS), choices=list(CLASSIFIERS))
+    args = parser.parse_args()
+    return run_and_report(
+        args,
+        {kind: {"classifier": kind} for kind in args.classifiers},
+        "bench_classifiers.py",
+        "The loop's classifier: the paper's MLP against logistic regression",
+        "both classifiers get the same class balance and random negatives (the recipe's), logistic regression "
+        "scikit-learn's C = 1 (not tuned)",
+    )
 
 
 def markdown(record: dict, args: argparse.Namespace, title: str, protocol: str) -> str:
