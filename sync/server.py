@@ -98,6 +98,10 @@ class LabelStudioServer:
         port: the port (a free one if None); the server is bound to 127.0.0.1.
         venv: the virtual environment Label Studio is installed in.
         log_path: where its output goes (default ``data_dir/label-studio.log``).
+
+    Label Studio serves local-files storage (``/data/local-files/?d=...``, to signed-in users and API
+    tokens only) from :attr:`local_files_root`, ``data_dir/local-files``: a project adds a local
+    storage with a path under it.
     """
 
     def __init__(self, data_dir: str | Path, venv: Path, port: int | None = None, log_path: Path | None = None) -> None:
@@ -107,6 +111,10 @@ class LabelStudioServer:
         self.log_path = log_path or self.data_dir / "label-studio.log"
         self.credentials = Credentials.load_or_create(self.data_dir)
         self.process: subprocess.Popen | None = None
+
+    @property
+    def local_files_root(self) -> Path:
+        return self.data_dir / "local-files"
 
     @property
     def url(self) -> str:
@@ -128,9 +136,12 @@ class LabelStudioServer:
             "COLLECT_ANALYTICS": "false",
             "SSRF_PROTECTION_ENABLED": "false",
             "ML_BLOCK_LOCAL_IP": "false",
+            "LOCAL_FILES_SERVING_ENABLED": "true",
+            "LOCAL_FILES_DOCUMENT_ROOT": str(self.local_files_root),
         }
 
     def start(self, timeout: float = 240.0) -> LabelStudioServer:
+        self.local_files_root.mkdir(parents=True, exist_ok=True)
         exe = label_studio_executable(self.venv)
         if not exe.exists():
             raise LabelStudioServerError(
