@@ -29,7 +29,7 @@ from agile_modeling.database import Database
 from agile_modeling.encoders.base import ImageEncoder
 from agile_modeling.errors import StoreError
 from agile_modeling.file_lock import file_lock
-from agile_modeling.store.pipeline import DEFAULT_FETCH_WORKERS, Decoded, Skipped, decoded_images
+from agile_modeling.store.pipeline import DEFAULT_FETCH_WORKERS, Decoded, Reader, Skipped, decoded_images
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class AddReport:
     added_ids: list[int] = field(default_factory=list)
     already_present: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason)
+    ids: dict[str, int] = field(default_factory=dict)  # the pool id of every URI read (added or already present)
 
     def summary(self) -> str:
         return (
@@ -204,6 +205,10 @@ class EmbeddingStore:
         """``{uri: id}`` for the URIs the store holds (others are absent from the result)."""
         return dict(self._query_in("SELECT uri, id FROM images WHERE uri IN ({})", list(uris)))
 
+    def ids_of_hashes(self, hashes: Sequence[str]) -> dict[str, int]:
+        """``{content hash: id}`` for the hashes the store holds."""
+        return dict(self._query_in("SELECT content_hash, id FROM images WHERE content_hash IN ({})", list(hashes)))
+
     def known_hashes(self, hashes: Sequence[str]) -> set[str]:
         return {
             r[0] for r in self._query_in("SELECT content_hash FROM images WHERE content_hash IN ({})", list(hashes))
@@ -274,6 +279,7 @@ class EmbeddingStore:
         workers: int | None = None,
         fetch_workers: int = DEFAULT_FETCH_WORKERS,
         batch_size: int | None = None,
+        read: Reader | None = None,
     ) -> AddReport:
         """Embed and append images by path or URL.
 
@@ -283,6 +289,8 @@ class EmbeddingStore:
         order: the ids and embeddings are those of a sequential add. Unreadable or corrupt images are
         skipped and listed in the report, never fatal. Work is committed every ``commit_every`` new
         images, so an interrupted add loses at most that much and the same call resumes where it stopped.
+        ``read`` reads a URI's bytes (default: local paths and http(s) URLs); ``report.ids`` maps every
+        URI read to its pool id, also when the same image was already there under another URI.
         """
         if encoder.dim != self.dim:
             raise StoreError(f"encoder makes {encoder.dim}-d vectors but the store holds {self.dim}-d")
@@ -299,6 +307,7 @@ class EmbeddingStore:
         batch = max(1, min(int(batch_size or getattr(encoder, "batch_size", 64) or 64), commit_every))
         report = AddReport()
         seen: set[str] = set()
+        hash_of: dict[str, str] = {}  # uri -> content hash, for report.ids
         to_embed: list[Decoded] = []  # not yet embedded
         # (Decoded items, their vectors), not yet committed
         embedded: list[tuple[list[Decoded], NDArray[np.float32]]] = []
@@ -333,12 +342,13 @@ class EmbeddingStore:
 
         draft = getattr(encoder, "decode_size", None) if prepare is not None else None
         try:
-            for got in decoded_images(uris, prepare, workers, fetch_workers, draft_size=draft):
+            for got in decoded_images(uris, prepare, workers, fetch_workers, draft_size=draft, read=read):
                 if isinstance(got, Skipped):
                     report.skipped.append((got.uri, got.reason))
                     log.warning("skipped: %s", got.reason)
                     bar.update(1)
                     continue
+                hash_of[got.uri] = got.content_hash
                 if got.content_hash in seen:
                     report.already_present += 1
                     bar.update(1)
@@ -353,6 +363,8 @@ class EmbeddingStore:
             commit()
         finally:
             bar.close()
+        by_hash = self.ids_of_hashes(list(set(hash_of.values())))
+        report.ids = {uri: by_hash[h] for uri, h in hash_of.items() if h in by_hash}
         return report
 
     def close(self) -> None:

@@ -32,6 +32,8 @@ _A = TypeVar("_A")
 _B = TypeVar("_B")
 #: what a caller makes of each decoded RGB image in the worker (e.g. an encoder's preprocessing)
 Prepare = Callable[[Image.Image], Any]
+#: the bytes behind a URI; raises ImageReadError (default: read_bytes, local paths and http(s))
+Reader = Callable[[str], bytes]
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,8 @@ def _decode(uri: str, data: bytes, prepare: Prepare | None, draft_size: int | No
     return Decoded(uri, digest, item)
 
 
-def _read_decode(uri: str, prepare: Prepare | None, draft_size: int | None) -> Decoded:
-    return _decode(uri, read_bytes(uri), prepare, draft_size)
+def _read_decode(uri: str, prepare: Prepare | None, draft_size: int | None, read: Reader = read_bytes) -> Decoded:
+    return _decode(uri, read(uri), prepare, draft_size)
 
 
 def _then(first: Future[_A], pool: ThreadPoolExecutor, fn: Callable[[_A], _B]) -> Future[_B]:
@@ -107,6 +109,7 @@ def decoded_images(
     fetch_workers: int = DEFAULT_FETCH_WORKERS,
     window: int | None = None,
     draft_size: int | None = None,
+    read: Reader | None = None,
 ) -> Iterator[Decoded | Skipped]:
     """One :class:`Decoded` or :class:`Skipped` per URI, in the order given.
 
@@ -116,13 +119,15 @@ def decoded_images(
         fetch_workers: concurrent downloads of ``http(s)`` images at most.
         window: images in flight at most (default ``64 * max(workers, 1)`` and at least the fetch pool's size).
         draft_size: see :func:`agile_modeling.store.image_source.decode_image`.
+        read: reads a URI's bytes (default :func:`read_bytes`); a caller's reader (e.g. one that
+            fetches through a server with credentials) is treated as remote: it runs in the fetch pool.
     """
     uri: str | None  # None once ``uris`` is exhausted
     workers = default_decode_workers() if workers is None else int(workers)
     if workers <= 0:
         for uri in uris:
             try:
-                yield _read_decode(uri, prepare, draft_size)
+                yield _read_decode(uri, prepare, draft_size, read or read_bytes)
             except ImageReadError as exc:
                 yield Skipped(uri, str(exc))
         return
@@ -137,11 +142,11 @@ def decoded_images(
                 uri = next(it, None)
                 if uri is None:
                     break
-                if _is_remote(uri):
+                if read is not None or _is_remote(uri):
                     if fetch_pool is None:
                         fetch_pool = ThreadPoolExecutor(max(1, fetch_workers), thread_name_prefix="agile-fetch")
                     fut = _then(
-                        fetch_pool.submit(read_bytes, uri),
+                        fetch_pool.submit(read or read_bytes, uri),
                         decode_pool,
                         partial(_decode, uri, prepare=prepare, draft_size=draft_size),
                     )

@@ -1,9 +1,11 @@
 """The embedding store: append-only fp16 shards, dedupe by content hash, crash safety, resumable adds."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from agile_modeling.errors import StoreError
+from agile_modeling.errors import ImageReadError, StoreError
 from agile_modeling.store import EmbeddingStore, list_image_files
 from tests.conftest import unit_rows
 
@@ -126,7 +128,6 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -208,3 +209,28 @@ def test_len_does_not_walk_the_image_table(tmp_path):
         len(reopened)
         timings.append(time.perf_counter() - t)
     assert sorted(timings)[len(timings) // 2] < 0.003, f"len(store) median {np.median(timings) * 1e3:.1f} ms"
+
+
+def test_a_callers_reader_fetches_the_bytes_and_every_uri_gets_its_pool_id(tmp_path, image_folder, tiny_clip):
+    """Images kept elsewhere (e.g. behind a server with credentials) come through ``read``; the report
+    maps every URI read to its id, a second URI of the same image included."""
+    files = {f"ls://{p.name}": p for p in map(Path, list_image_files(image_folder))}
+    files.pop("ls://broken.jpg")
+    reads: list[str] = []
+
+    def read(uri: str) -> bytes:
+        reads.append(uri)
+        if uri == "ls://gone.png":
+            raise ImageReadError("ls://gone.png: 404, the file is gone")
+        return files[uri.replace("ls://again-", "ls://")].read_bytes()
+
+    store = EmbeddingStore.create(tmp_path / "pool", tiny_clip.dim, tiny_clip.name)
+    uris = sorted(files) + ["ls://gone.png", "ls://again-img1.png"]
+    report = store.add_images(uris, tiny_clip, progress=False, read=read)
+    assert sorted(reads) == sorted(uris)
+    assert report.skipped == [("ls://gone.png", "ls://gone.png: 404, the file is gone")]
+    assert set(report.ids) == set(uris) - {"ls://gone.png"}
+    assert report.ids["ls://again-img1.png"] == report.ids["ls://img1.png"]
+    assert store.uris([report.ids[u] for u in sorted(files)]) == sorted(files)
+    local = store.add_images([str(files["ls://img1.png"])], tiny_clip, progress=False)  # same bytes, a path
+    assert local.added_ids == [] and local.ids == {str(files["ls://img1.png"]): report.ids["ls://img1.png"]}
