@@ -272,6 +272,16 @@ class Settings:
     fetch_timeout: float | None = setting(
         "AGILE_FETCH_TIMEOUT", "seconds to fetch one task image", parse=_seconds, section=SECURITY
     )
+    cloud_images: str = setting(
+        "AGILE_CLOUD_IMAGES",
+        "how task images in cloud storage (`s3://`, `gs://`, `azure-blob://`) are read: `presign` (through "
+        "Label Studio, with the project's storage credentials) or `direct` (fsspec with this environment's cloud "
+        "credentials, e.g. `AWS_ACCESS_KEY_ID` / `AWS_ENDPOINT_URL` read by s3fs; `pip install "
+        "'agile-modeling[cloud]'`)",
+        default="presign",
+        parse=_Choice("presign", "direct"),
+        section=SECURITY,
+    )
     # --- compute --------------------------------------------------------------------------------
     compute: str = setting(
         "AGILE_COMPUTE",

@@ -187,3 +187,70 @@ def manual_loop(tmp_path, label_studio, shared_data):
         return ManualLoop(ws, settings, sync, spec, spec.ground_truth(shared_data.pool), project_id)
 
     return start
+
+
+@dataclass
+class S3Server:
+    """moto's S3-compatible server on 127.0.0.1 with one IAM user allowed everything.
+
+    Open by default (any key is accepted, as moto does); ``require_auth()`` makes it check keys
+    (``InvalidAccessKeyId`` for unknown ones). moto cannot check presigned URLs while it checks keys
+    (it answers 500), so keep it open for presigned reads."""
+
+    endpoint: str
+    key: str
+    secret: str
+    region: str = "us-east-1"
+
+    def client(self, service: str = "s3", key: str | None = None, secret: str | None = None):
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=key or self.key,
+            aws_secret_access_key=secret or self.secret,
+        )
+
+    def require_auth(self, on: bool = True) -> None:
+        import httpx
+
+        httpx.post(f"{self.endpoint}/moto-api/reset-auth", content=b"0" if on else b"inf").raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's server mode as a subprocess on a free port (about 1 s to start); killed at teardown."""
+    import json
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(f"{endpoint}/moto-api/"), 30, "moto's server to answer")
+        iam = S3Server(endpoint, "bootstrap", "bootstrap").client("iam")
+        iam.create_user(UserName="agile")
+        everything = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="agile", PolicyName="everything", PolicyDocument=json.dumps(everything))
+        key = iam.create_access_key(UserName="agile")["AccessKey"]
+        yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code < 500
+    except httpx.HTTPError:
+        return False
