@@ -14,6 +14,8 @@ from agile_modeling.errors import AgileError
 _HERE = Path(__file__).parent
 CONFIG_KINDS = {"rating": "binary_rating.xml", "rating-note": "binary_rating_note.xml"}
 POSITIVE, NEGATIVE = "Positive", "Negative"
+#: the key of P(positive) in a prediction region's ``meta`` (:meth:`RatingSchema.prediction_record`)
+PROBABILITY_KEY = "p_positive"
 
 
 class LabelConfigError(AgileError):
@@ -80,6 +82,36 @@ class RatingSchema:
                 "value": {"choices": [choice]},
             }
         ]
+
+    def prediction_record(self, probability: float, model_version: str) -> dict:
+        """One Label Studio prediction for ``probability`` = P(positive), as ``/predict`` answers it
+        and ``import_predictions`` takes it (add ``"task"`` for the latter).
+
+        ``score`` is the probability of the predicted choice, ``max(p, 1 - p)`` (Label Studio's own
+        backends report a confidence, and its "prediction score" filters and sorts by it); the region
+        carries it too, with the raw P(positive) in its ``meta`` (``{"p_positive": p}``). Label Studio
+        1.23.2 stores a region's ``meta`` and ``score`` as sent, but drops unknown keys at the
+        prediction's top level: read the probability back with :meth:`probability_of`.
+        """
+        p = min(1.0, max(0.0, float(probability)))
+        score = max(p, 1.0 - p)
+        result = self.prediction(p)
+        result[0]["score"] = score
+        result[0]["meta"] = {PROBABILITY_KEY: p}
+        return {"result": result, "score": score, "model_version": model_version}
+
+    def probability_of(self, prediction: dict | list) -> float | None:
+        """P(positive) of a prediction (or its ``result`` list) written by :meth:`prediction_record`;
+        None for one that carries no probability (written by something else)."""
+        result = prediction.get("result") if isinstance(prediction, dict) else prediction
+        for region in result if isinstance(result, list) else []:
+            if not isinstance(region, dict) or region.get("from_name") != self.choices:
+                continue
+            meta = region.get("meta")
+            p = meta.get(PROBABILITY_KEY) if isinstance(meta, dict) else None
+            if isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0:
+                return float(p)
+        return None
 
     def rating(self, value: int, note: str | None = None) -> list[dict]:
         """The ``result`` list of an annotation that rates the image ``value`` (1 or 0)."""

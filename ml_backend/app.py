@@ -1,13 +1,25 @@
 """The Label Studio ML backend HTTP protocol, on Flask.
 
-Routes: ``GET /health``, ``POST /setup``, ``POST /predict``, ``POST /webhook``, ``GET /metrics``
-(Prometheus), ``GET /images/<id>?exp=...&sig=...`` (local pool images, for the browser, by the
+Routes: ``GET /health``, ``POST /setup``, ``POST /predict``, ``GET /versions``, ``POST /webhook``,
+``GET /metrics`` (Prometheus), ``GET /images/<id>?exp=...&sig=...`` (local pool images, for the browser, by the
 signed URLs the sync puts into tasks: see :mod:`sync.image_signing`). Run it as ``agile backend``
 (gunicorn with ``ml_backend/gunicorn_conf.py``, which refuses an exposed address without secrets).
 
-Every error is JSON ``{"error": reason}`` with a 4xx status when the request is at fault; nothing
-returns a traceback. A ``/predict`` task whose image cannot be read gets an empty result (the
-reason is logged) and every other task is answered; only when no task can be answered is it a 422.
+Every error is JSON ``{"error": reason}`` with a 4xx status when the request is at fault, and the
+reason is also the status line's reason phrase (``422 <reason>``): Label Studio 1.23.2 shows a
+failed ``/setup`` as ``"422 Client Error: <reason phrase> for url: ..."`` and never reads the body.
+Nothing returns a traceback.
+
+``/setup`` of a project no concept is linked to asks for the Connect dialog's extra params
+``{"concept": ..., "positive": [...], "negative": [...]}`` and, given them, hands the worker an
+adoption of the project (``enqueue("adopt", ...)``): Label Studio calls ``/setup`` again and again
+(on every listing of its ML backends and before every batch of predictions), so one request per
+project and params is enqueued per :data:`ADOPTION_REPEAT_S` in this process; the adoption is
+idempotent, a repeat is only wasted work.
+
+``/predict`` answers 200 with one result per task, in order: an empty one for a task whose image
+cannot be read (Label Studio stores nothing for it and asks again later, where a non-200 would
+drop the whole batch); the reasons are logged and listed under ``"errors"``, which Label Studio ignores.
 """
 
 from __future__ import annotations
@@ -16,26 +28,28 @@ import hmac
 import ipaddress
 import logging
 import mimetypes
+import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify, request, send_file
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound, Unauthorized
+from werkzeug.exceptions import BadRequest, Forbidden, HTTPException, NotFound, Unauthorized, UnprocessableEntity
 
 from agile_modeling.database import DatabaseBusyError
 from agile_modeling.errors import AgileError, EncoderUnavailableError, ImageReadError, StoreError
 from agile_modeling.workspace import Workspace
 from label_config import LabelConfigError
 from ml_backend import requests as parse
-from ml_backend.fetch import FetchPolicy
-from ml_backend.predictor import Predictor
+from ml_backend.predictor import Predictor, UnknownModelVersionError
 from sync.image_signing import NO_KEY, ImageSignatureError, ImageSigner
 from sync.rounds import WEBHOOK_SECRET_HEADER
+from sync.safe_fetch import FetchPolicy
 from sync.settings import Settings
-from sync.state import UnknownProjectError
+from sync.state import SOURCE, UnknownProjectError
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -44,6 +58,8 @@ log = logging.getLogger("agile.backend")
 
 ANNOTATION_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED"}
 TRAIN_EVENTS = {"START_TRAINING"}
+# an adopted project's new tasks get embedded; our own projects' task imports are ours: nothing to do
+TASK_EVENTS = {"TASKS_CREATED"}
 # Label Studio sends webhooks without basic auth: /webhook is checked by a shared secret header instead;
 # the browser loads images without it: /images is checked by the URL's signature instead.
 # /metrics is not open: with basic auth set, a scraper sends it too.
@@ -120,6 +136,12 @@ def celery_enqueue(celery: Callable[[], Celery]) -> Callable[..., None]:
                 )
             elif kind == "retrain":
                 app.send_task("agile.retrain", args=(kwargs["concept"],), ignore_result=True)
+            elif kind == "adopt":
+                app.send_task(
+                    "agile.adopt_project",
+                    kwargs={k: kwargs[k] for k in ("project_id", "concept", "positive", "negative")},
+                    ignore_result=True,
+                )
         except OperationalError as exc:
             raise BrokerUnavailableError(
                 f"the worker's message broker is unreachable ({exc.__class__.__name__}: "
@@ -130,10 +152,60 @@ def celery_enqueue(celery: Callable[[], Celery]) -> Callable[..., None]:
     return enqueue
 
 
+#: seconds during which the same adoption (project, params) is not enqueued again
+ADOPTION_REPEAT_S = 600.0
+
+
+class RecentRequests:
+    """Which adoptions this process enqueued lately (thread-safe), so that Label Studio's repeated
+    ``/setup`` calls enqueue one per ``repeat_s``."""
+
+    def __init__(self, repeat_s: float = ADOPTION_REPEAT_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.repeat_s, self.clock = repeat_s, clock
+        self._sent: dict[tuple, float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, key: tuple) -> bool:
+        """Whether ``key`` was not sent within ``repeat_s`` (expired entries are dropped)."""
+        now = self.clock()
+        with self._lock:
+            for old in [k for k, t in self._sent.items() if now - t >= self.repeat_s]:
+                del self._sent[old]
+            return key not in self._sent
+
+    def sent(self, key: tuple) -> None:
+        with self._lock:
+            self._sent[key] = self.clock()
+
+
+def _reason_phrase(message: str, limit: int = 400) -> str:
+    """``message`` as an HTTP reason phrase: one line of printable ASCII (accents dropped), bounded."""
+    text = unicodedata.normalize("NFKD", message).encode("ascii", "ignore").decode("ascii")
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return (text[: limit - 3] + "...") if len(text) > limit else text
+
+
+def _fail(message: str, code: int) -> Response:
+    """The JSON error ``{"error": message}``, with ``message`` as the status line's reason phrase too
+    (returned as it is: a ``(response, code)`` pair would put back the standard phrase)."""
+    response = jsonify(error=message)
+    response.status = f"{code} {_reason_phrase(message) or 'Error'}"
+    return response
+
+
 def _celery_of(settings: Settings) -> Celery:
     from sync.celery_app import make_celery
 
     return make_celery(settings)
+
+
+def _source_pool_ids(predictor: Predictor, project_id: int, tasks: list[dict]) -> dict[int, int]:
+    """Label Studio task id -> pool image id for the tasks of an adopted ("source") project, whose
+    images the sync put into the pool; {} for any other project."""
+    task_ids = [t["id"] for t in tasks if type(t.get("id")) is int]
+    if not task_ids or predictor.link(project_id).purpose != SOURCE:
+        return {}
+    return predictor.state.source_image_ids(project_id, task_ids)
 
 
 def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -> Flask:
@@ -147,21 +219,20 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
     workspace = Workspace(settings.workspace)
     predictor = Predictor(
         workspace,
-        FetchPolicy.from_urls(
-            settings.label_studio_url,
-            settings.images_base_url,
-            extra=settings.image_hosts,
-            max_bytes=settings.max_image_bytes,
-            timeout_s=settings.fetch_timeout,
-            max_pixels=settings.max_image_pixels,
-        ),
+        FetchPolicy.from_settings(settings),
         images_base_url=settings.images_base_url,
     )
     signer = ImageSigner.from_settings(settings)
     cors_origin = settings.browser_origin
     metrics = _Metrics()
     enqueue = enqueue or celery_enqueue(lambda: _celery_of(settings))
-    app.extensions["agile"] = {"predictor": predictor, "metrics": metrics, "settings": settings}
+    adoptions = RecentRequests()
+    app.extensions["agile"] = {
+        "predictor": predictor,
+        "metrics": metrics,
+        "settings": settings,
+        "adoptions": adoptions,
+    }
 
     has_secrets = bool(settings.webhook_secret and settings.basic_auth_user and settings.basic_auth_pass)
 
@@ -202,18 +273,19 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
         return response
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    def _http_error(exc: HTTPException) -> Response:
         # Flask hands an error handler only HTTP exceptions with a code (a code-less one is returned as it is)
-        return jsonify(error=exc.description), exc.code or 500
+        return _fail(str(exc.description), exc.code or 500)
 
     @app.errorhandler(UnknownProjectError)
-    def _unknown_project(exc: UnknownProjectError) -> tuple[Response, int]:
-        return jsonify(error=str(exc)), 404
+    def _unknown_project(exc: UnknownProjectError) -> Response:
+        return _fail(str(exc), 404)
 
     @app.errorhandler(LabelConfigError)
     @app.errorhandler(ImageReadError)
-    def _bad_input(exc: LabelConfigError | ImageReadError) -> tuple[Response, int]:
-        return jsonify(error=str(exc)), 422
+    @app.errorhandler(UnknownModelVersionError)
+    def _bad_input(exc: LabelConfigError | ImageReadError | UnknownModelVersionError) -> Response:
+        return _fail(str(exc), 422)
 
     @app.errorhandler(EncoderUnavailableError)
     @app.errorhandler(StoreError)
@@ -221,17 +293,17 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
     @app.errorhandler(BrokerUnavailableError)
     def _unavailable(
         exc: EncoderUnavailableError | StoreError | DatabaseBusyError | BrokerUnavailableError,
-    ) -> tuple[Response, int]:
-        return jsonify(error=str(exc)), 503
+    ) -> Response:
+        return _fail(str(exc), 503)
 
     @app.errorhandler(AgileError)
-    def _agile_error(exc: AgileError) -> tuple[Response, int]:
-        return jsonify(error=str(exc)), 409
+    def _agile_error(exc: AgileError) -> Response:
+        return _fail(str(exc), 409)
 
     @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> tuple[Response, int]:
+    def _unexpected(exc: Exception) -> Response:
         log.exception("unexpected error on %s", request.path)
-        return jsonify(error=f"internal error ({type(exc).__name__}); see the backend's log"), 500
+        return _fail(f"internal error ({type(exc).__name__}); see the backend's log", 500)
 
     @app.get("/")
     def index() -> Response:
@@ -241,33 +313,81 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
     def health() -> Response:
         return jsonify(status="UP", model_class="agile-modeling MLP on image-text embeddings")
 
+    def _adopt(project_id: int, adoption: parse.Adoption) -> Response:
+        """Hand the worker the adoption of an unlinked project, once per ADOPTION_REPEAT_S."""
+        key = (project_id, adoption)
+        if adoptions.due(key):
+            enqueue(
+                "adopt",
+                project_id=project_id,
+                concept=adoption.concept,
+                positive=list(adoption.positive),
+                negative=list(adoption.negative),
+            )
+            adoptions.sent(key)  # only once the broker took it: a failed enqueue is retried by the next /setup
+            log.info("/setup project %s: adoption as %r requested", project_id, adoption.concept)
+        return jsonify(model_version=None, status="adoption requested", concept=adoption.concept)
+
     @app.post("/setup")
     def setup() -> Response:
         body = parse.json_body(request)
         project_id = parse.project_id(body.get("project"))
+        params = parse.extra_params(body.get("extra_params"))
+        try:
+            predictor.link(project_id)
+        except UnknownProjectError:
+            adoption = parse.adoption(params)
+            if adoption is None:
+                raise UnprocessableEntity(
+                    f"Label Studio project {project_id} belongs to no concept of this backend's workspace. "
+                    f"Either adopt it from the command line (agile concept new NAME --from-project {project_id} "
+                    "--positive ...), or name its concept in this connection's extra params, e.g. "
+                    f"{parse.EXTRA_PARAMS_EXAMPLE}"
+                ) from None
+            return _adopt(project_id, adoption)
+        # a linked project: concept/positive/negative (left from its adoption) change nothing
         if body.get("schema") not in (None, ""):
             predictor.schema(body.get("schema"), project_id)
-        return jsonify(model_version=predictor.model_version(project_id))
+        pinned = parse.model_version(body.get("model_version") or params.get("model_version"))
+        version = predictor.model_version(project_id, pinned)  # a 422 naming the versions if unknown
+        predictor.pin(project_id, pinned)
+        return jsonify(model_version=version)
 
     @app.post("/predict")
-    def predict() -> Response | tuple[Response, int]:
+    def predict() -> Response:
         body = parse.json_body(request)
         tasks = parse.tasks(body)
         project_id = parse.project_id(body.get("project"))
         schema = predictor.schema(body.get("label_config"), project_id)
-        results, fresh, errors = predictor.predict(project_id, tasks, schema)
+        params = body["params"] if isinstance(body.get("params"), dict) else {}
+        pinned = parse.model_version(body.get("model_version") or params.get("model_version"))
+        # the one place an adopted project's tasks get their pool images (SyncState.source_image_ids)
+        pool_ids = _source_pool_ids(predictor, project_id, tasks)
+        results, fresh, errors = predictor.predict(project_id, tasks, schema, pinned, pool_ids)
         metrics.tasks.inc(len(tasks))
         metrics.embedded.inc(fresh)
         metrics.unreadable.inc(len(errors))
-        named = [f"task {tasks[n].get('id', n)!r:.40}: {why}" for n, why in sorted(errors.items())]
-        for line in named:
-            log.warning("/predict project %s: no prediction for %s", project_id, line)
-        if errors and len(errors) == len(tasks):
-            return jsonify(
-                error="cannot read the image of " + "; ".join(named[:5]) + (" ..." if len(named) > 5 else "")
-            ), 422
+        reasons = [{"task": tasks[n].get("id", n), "error": why} for n, why in sorted(errors.items())]
+        for reason in reasons:
+            log.warning("/predict project %s: no prediction for task %.40r: %s", project_id, *reason.values())
         version = next((r[0]["model_version"] for r in results if r), None)
+        if reasons:
+            return jsonify(results=results, model_version=version, errors=reasons)
         return jsonify(results=results, model_version=version)
+
+    @app.get("/versions")
+    def versions() -> Response:
+        """The model versions, newest first: of the project's concept with ``?project=<id>[.<ts>]``;
+        Label Studio 1.23.2 sends no project (a bare GET), so without one, those of every concept
+        linked to a project of this workspace, newest first."""
+        given = request.args.get("project")
+        if given is not None:
+            concept = predictor.link(parse.project_id(given)).concept
+            return jsonify(versions=predictor.versions(concept), concept=concept)
+        concepts = sorted({link.concept for link in predictor.state.all()})
+        found = [v for c in concepts for v in predictor.workspace.registry(c).versions()]
+        found.sort(key=lambda v: (float(v.info.get("created") or 0), v.number), reverse=True)
+        return jsonify(versions=[v.name for v in found])
 
     @app.post("/webhook")
     def webhook() -> Response | tuple[Response, int]:
@@ -280,11 +400,15 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
         action = body.get("action")
         if not isinstance(action, str) or not action:
             raise BadRequest('"action" must be a Label Studio event name such as "ANNOTATION_CREATED"')
-        if action not in ANNOTATION_EVENTS | TRAIN_EVENTS:
+        if action not in ANNOTATION_EVENTS | TRAIN_EVENTS | TASK_EVENTS:
             metrics.events.labels(action[:40], "ignored").inc()
             return jsonify(status="ignored", action=action)
         project_id = parse.project_id(body.get("project"))
         link = predictor.link(project_id)
+        # an adopted project is read for its tasks only (its annotations were imported once, at adoption)
+        if action not in TRAIN_EVENTS and (action in TASK_EVENTS) != (link.purpose == SOURCE):
+            metrics.events.labels(action, "ignored").inc()
+            return jsonify(status="ignored", action=action, project=project_id)
         if action in TRAIN_EVENTS:
             enqueue("retrain", concept=link.concept)
         else:

@@ -1,6 +1,6 @@
 """Find the embedding of a task's image: a pool image by id or URL, or a new one embedded on the fly.
 
-Only ``http(s)://`` images from allowed origins (see :mod:`ml_backend.fetch`) and ``data:`` images
+Only ``http(s)://`` images from allowed origins (see :mod:`sync.safe_fetch`) and ``data:`` images
 are read for a task, never a local path: a crafted task must not make the backend read files of this
 machine or reach into its network. Only URLs under this backend's own image base URL (plain or
 signed) are taken for pool images by id; ``.../images/5`` on any other host is just a web image.
@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qsl
 
@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from agile_modeling.encoders import OpenClipEncoder
 from agile_modeling.errors import AgileError, ImageReadError
 from agile_modeling.workspace import Workspace
-from ml_backend.fetch import FetchPolicy, fetch_image_bytes
+from sync.safe_fetch import FetchPolicy, fetch_image_bytes
 
 log = logging.getLogger("agile.backend")
 
@@ -179,15 +179,21 @@ class TaskEmbeddings:
         self._lock = threading.Lock()
         self.device, self.precision, self.fetch_workers = device, precision, max(1, fetch_workers)
 
-    def pool_ids(self, tasks: Sequence[dict], image_field: str) -> list[int | None]:
-        """The pool id of each task's image: ``agile_image_id``, our image URL, or a pool URI."""
+    def pool_ids(
+        self, tasks: Sequence[dict], image_field: str, known: Mapping[int, int] | None = None
+    ) -> list[int | None]:
+        """The pool id of each task's image: ``known[task id]`` (an adopted project's tasks, mapped by
+        the sync), ``agile_image_id``, our image URL, or a pool URI."""
         store = self.workspace.store()
         n = len(store)
         ids: list[int | None] = []
         urls = []
         for task in tasks:
             data = task["data"]
-            image_id = data.get("agile_image_id")
+            task_id = task.get("id")
+            image_id = known.get(task_id) if known and type(task_id) is int else None
+            if image_id is None:
+                image_id = data.get("agile_image_id")
             url = task_image_url(task, image_field) or ""
             if not (isinstance(image_id, int) and not isinstance(image_id, bool)) and url:
                 image_id = our_image_id(url, self.images_base_url)
@@ -197,13 +203,15 @@ class TaskEmbeddings:
         by_uri = store.ids_of_uris(unknown) if unknown else {}
         return [i if i is not None else by_uri.get(u) for i, u in zip(ids, urls)]
 
-    def embed(self, tasks: Sequence[dict], image_field: str) -> tuple[np.ndarray, int, dict[int, str]]:
+    def embed(
+        self, tasks: Sequence[dict], image_field: str, task_pool_ids: Mapping[int, int] | None = None
+    ) -> tuple[np.ndarray, int, dict[int, str]]:
         """``((len(tasks), d) float32, number embedded on the fly, {task index: why it has no embedding})``.
 
-        A task whose image cannot be read or embedded keeps a zero row and its reason: the caller
-        answers every other task.
+        ``task_pool_ids`` maps task ids to pool ids the caller knows (see :meth:`pool_ids`). A task whose image
+        cannot be read or embedded keeps a zero row and its reason: the caller answers every other task.
         """
-        ids = self.pool_ids(tasks, image_field)
+        ids = self.pool_ids(tasks, image_field, task_pool_ids)
         view = self.workspace.store().vectors()
         out = np.zeros((len(tasks), view.shape[1]), dtype=np.float32)
         known = [n for n, i in enumerate(ids) if i is not None]

@@ -1,10 +1,13 @@
-"""Validation of what Label Studio sends the backend: every malformed field becomes a 400 with a reason."""
+"""Validation of what Label Studio sends the backend: every malformed field becomes a 400 with a reason
+(a 422 for the extra params a user typed into the Connect dialog)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, UnprocessableEntity
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request
@@ -72,3 +75,84 @@ def annotation_event(body: dict) -> dict | None:
     plain = {k: annotation.get(k) for k in ANNOTATION_FIELDS}
     plain["completed_by"] = completed_by if isinstance(completed_by, int) else None
     return {"task_id": task_id, "image_id": image_id, "round": task["data"].get("agile_round"), "annotation": plain}
+
+
+# --- the Connect dialog's "extra params" (sent with every /setup) ---------------------------------
+MAX_CONCEPT_CHARS = 100
+MAX_PHRASE_CHARS = 200
+MAX_PHRASES = 50
+EXTRA_PARAM_KEYS = ("concept", "positive", "negative", "model_version")
+EXTRA_PARAMS_EXAMPLE = '{"concept": "gourmet tuna", "positive": ["tuna steak"], "negative": ["canned tuna"]}'
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What the Connect dialog asked for a project no concept is linked to: adopt it as ``concept``."""
+
+    concept: str
+    positive: tuple[str, ...] = ()
+    negative: tuple[str, ...] = ()
+
+
+def extra_params(value: Any) -> dict:
+    """The ``extra_params`` of a ``/setup``: Label Studio 1.23.2 sends what was saved, as it was saved
+    (``null``, a JSON object, or a string when the client sent a string), so a string is parsed as JSON.
+    Unknown keys and wrong types are a 422 naming them."""
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise UnprocessableEntity(
+                f"the extra params are not a JSON object: write them as JSON, e.g. {EXTRA_PARAMS_EXAMPLE}"
+            ) from None
+    if not isinstance(value, dict):
+        raise UnprocessableEntity(f"the extra params must be a JSON object such as {EXTRA_PARAMS_EXAMPLE}")
+    unknown = sorted(str(k)[:40] for k in value if k not in EXTRA_PARAM_KEYS)
+    if unknown:
+        raise UnprocessableEntity(
+            f"unknown extra param(s) {', '.join(map(repr, unknown))}: this backend takes {', '.join(EXTRA_PARAM_KEYS)}"
+        )
+    if "model_version" in value:
+        model_version(value["model_version"])  # a type check now; whether it exists is the predictor's
+    return value
+
+
+def model_version(value: Any) -> str | None:
+    """A pinned model version name (``"<concept>-v3"``), or None for the newest."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or len(value) > 200:
+        raise UnprocessableEntity('"model_version" must be the name of a model version, such as "gourmet-tuna-v3"')
+    return value
+
+
+def _phrases(params: dict, key: str) -> tuple[str, ...]:
+    value = params.get(key)
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or len(items) > MAX_PHRASES:
+        raise UnprocessableEntity(f'extra param "{key}" must be a text or a list of at most {MAX_PHRASES} texts')
+    phrases = []
+    for n, item in enumerate(items):
+        text = item.strip() if isinstance(item, str) else None
+        if not text or len(text) > MAX_PHRASE_CHARS:
+            raise UnprocessableEntity(
+                f'extra param "{key}" item #{n} must be a non-empty text of at most {MAX_PHRASE_CHARS} characters'
+            )
+        phrases.append(text)
+    return tuple(phrases)
+
+
+def adoption(params: dict) -> Adoption | None:
+    """The adoption the extra params ask for (None when they name no concept); a 422 saying what is wrong."""
+    if params.get("concept") is None:
+        return None
+    concept = params["concept"].strip() if isinstance(params["concept"], str) else None
+    if not concept or len(concept) > MAX_CONCEPT_CHARS:
+        raise UnprocessableEntity(
+            f'extra param "concept" must be a non-empty name of at most {MAX_CONCEPT_CHARS} characters'
+        )
+    return Adoption(concept, _phrases(params, "positive"), _phrases(params, "negative"))

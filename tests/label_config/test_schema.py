@@ -77,3 +77,23 @@ def test_label_of_never_crashes_on_odd_results(result):
     schema = parse_rating_config(load_config("rating-note"))
     value, note = schema.label_of(result)
     assert value in (None, 0, 1)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.93, 1.0])
+def test_a_prediction_record_scores_the_chosen_choice_and_keeps_p_positive(p):
+    schema = parse_rating_config(load_config("rating"))
+    record = schema.prediction_record(p, "tuna-v2")
+    assert set(record) == {"result", "score", "model_version"} and record["model_version"] == "tuna-v2"
+    assert record["score"] == pytest.approx(max(p, 1 - p))
+    assert record["result"][0]["value"]["choices"] == ["Positive" if p >= 0.5 else "Negative"]
+    assert schema.label_of(record["result"]) == (1 if p >= 0.5 else 0, None)
+    assert schema.probability_of(record) == pytest.approx(p) == schema.probability_of(record["result"])
+
+
+def test_probability_of_a_prediction_without_one_is_none():
+    schema = parse_rating_config(load_config("rating"))
+    assert schema.probability_of({"result": schema.prediction(0.7)}) is None
+    assert schema.probability_of({"result": "x"}) is None
+    odd = schema.prediction_record(0.4, "v")
+    odd["result"][0]["meta"]["p_positive"] = 7
+    assert schema.probability_of(odd) is None

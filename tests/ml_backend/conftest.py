@@ -59,3 +59,18 @@ def backend_settings(ws: Workspace, **kw) -> Settings:
 def client(backend_workspace, queued):
     app = create_app(backend_settings(backend_workspace), enqueue=lambda kind, **kw: queued.append((kind, kw)))
     return app.test_client()
+
+
+def unanswered(response, task_id) -> str:
+    """The reason a one-task /predict answered no prediction: still a 200 with one empty result (a
+    non-200 would make Label Studio drop the whole batch), the task named under "errors"."""
+    assert response.status_code == 200, response.json
+    assert response.json["results"] == [[]], response.json
+    (error,) = response.json["errors"]
+    assert error["task"] == task_id, error
+    return str(error["error"])
+
+
+def p_positive(prediction: dict) -> float:
+    """The raw P(positive) of a /predict prediction (its score is the chosen choice's probability)."""
+    return float(prediction["result"][0]["meta"]["p_positive"])

@@ -11,7 +11,7 @@ from label_config import load_config
 from ml_backend.app import create_app
 from sync.image_signing import ImageSigner
 from sync.settings import Settings
-from tests.ml_backend.conftest import PROJECT, backend_settings, train_model
+from tests.ml_backend.conftest import PROJECT, backend_settings, p_positive, train_model, unanswered
 
 
 def predict_body(*tasks, project=f"{PROJECT}.1700000000", config=None):
@@ -47,7 +47,8 @@ def test_predict_answers_one_result_per_task_in_order(client, backend_workspace)
     expected = clf.predict_proba(backend_workspace.store().vectors().take(np.arange(8)).astype(np.float32))
     assert len(results) == 8
     for (pred,), p in zip(results, expected):
-        assert pred["model_version"] == "red-things-v1" and pred["score"] == pytest.approx(float(p), abs=1e-6)
+        assert pred["model_version"] == "red-things-v1" and p_positive(pred) == pytest.approx(float(p), abs=1e-6)
+        assert pred["score"] == pytest.approx(max(float(p), 1 - float(p)), abs=1e-6)  # the chosen choice's
         assert pred["result"][0]["value"]["choices"] == ["Positive" if p >= 0.5 else "Negative"]
         assert pred["result"][0]["from_name"] == "label" and pred["result"][0]["to_name"] == "image"
 
@@ -103,10 +104,10 @@ def test_predict_rejects_malformed_requests_with_a_reason(client, body, status, 
         data_url().replace("iVBOR", "AAAAA"),
     ],
 )
-def test_a_task_whose_image_cannot_be_read_is_a_422_naming_the_task(client, backend_workspace, image):
+def test_a_task_whose_image_cannot_be_read_is_answered_empty_with_its_reason(client, backend_workspace, image):
     train_model(backend_workspace)
     response = client.post("/predict", json=predict_body({"id": 42, "data": {"image": image}}))
-    assert response.status_code == 422 and "task 42" in response.json["error"]
+    assert unanswered(response, 42)
     assert "root:" not in response.get_data(as_text=True)  # no local file was read
 
 
@@ -248,3 +249,20 @@ def test_a_backend_without_secrets_answers_only_this_machine(backend_workspace):
         ).status_code
         == 200
     )
+
+
+def test_an_adopted_projects_new_tasks_are_handed_to_the_worker_and_its_annotations_are_not(
+    client, queued, backend_workspace
+):
+    """A user's own project adopted as the pool: TASKS_CREATED syncs it (the new tasks get embedded); its
+    annotations are the user's own business. Our rating project's TASKS_CREATED are our own imports."""
+    from sync.state import SOURCE, ProjectLink, SyncState
+
+    SyncState(backend_workspace.root / "label_studio.sqlite").link(ProjectLink("red-things", SOURCE, 77))
+    created = {"action": "TASKS_CREATED", "project": {"id": 77}, "tasks": [{"id": 5}]}
+    annotated = {"action": "ANNOTATION_CREATED", "project": {"id": 77}, "annotation": {"id": 1}, "task": {"id": 5}}
+    assert client.post("/webhook", json=created).status_code == 202
+    assert client.post("/webhook", json=annotated).json["status"] == "ignored"
+    ours = {"action": "TASKS_CREATED", "project": {"id": PROJECT}, "tasks": [{"id": 9}]}
+    assert client.post("/webhook", json=ours).json["status"] == "ignored"
+    assert [(k, w["project_id"]) for k, w in queued] == [("sync", 77)]

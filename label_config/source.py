@@ -1,0 +1,81 @@
+"""What agile-modeling reads from a user's own labeling config: the image to classify and, when the
+config has one, the choice that already says positive or negative (to import existing annotations).
+
+A user's project is not ours: its config may label many things. It needs an ``<Image>`` tag; a
+``<Choices>`` over that image is optional and is used only when its positive and negative choices
+can be named (given, or the values ``Positive`` and ``Negative``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from label_config.schema import NEGATIVE, POSITIVE, LabelConfigError, RatingSchema, _parse_xml
+
+
+@dataclass(frozen=True)
+class SourceSchema:
+    """The parts of a source project's config agile-modeling uses.
+
+    Attributes:
+        image_field: the task data key of the image (``image`` for ``value="$image"``).
+        ratings: how to read an existing annotation as a rating, or None when the config has no
+            Choices over the image with the named positive and negative choices.
+        why_no_ratings: why ``ratings`` is None (shown to the user), else None.
+    """
+
+    image_field: str
+    ratings: RatingSchema | None
+    why_no_ratings: str | None = None
+
+
+def parse_source_config(
+    xml: str, positive_choice: str | None = None, negative_choice: str | None = None
+) -> SourceSchema:
+    """Find the image of a user's labeling config and, if possible, its positive/negative Choices.
+
+    Raises:
+        LabelConfigError: the config is not XML, has no ``<Image>`` tag, or names choices it lacks.
+    """
+    root = _parse_xml(xml)
+    images = [el for el in root.iter("Image") if el.get("name")]
+    if not images:
+        raise LabelConfigError(
+            'the project\'s label config has no <Image name=... value="$..."/> tag: agile-modeling classifies '
+            "one image per task; pick a project of image tasks"
+        )
+    by_name = {str(el.get("name")): el for el in images}
+    choices = [el for el in root.iter("Choices") if el.get("toName") in by_name and el.get("name")]
+    image = images[0] if not choices else by_name[str(choices[0].get("toName"))]
+    value = image.get("value", "")
+    if not value.startswith("$") or len(value) < 2:
+        raise LabelConfigError(
+            f'the <Image name="{image.get("name")}"> tag reads no task field (value="{value}"): '
+            'it needs value="$<field>", e.g. value="$image"'
+        )
+    field = value[1:]
+    positive, negative = positive_choice or POSITIVE, negative_choice or NEGATIVE
+    for tag in choices:
+        values = {el.get("value") for el in tag.iter("Choice")}
+        if positive in values and negative in values:
+            schema = RatingSchema(
+                image=str(tag.get("toName")),
+                image_field=field,
+                choices=str(tag.get("name")),
+                positive=positive,
+                negative=negative,
+            )
+            return SourceSchema(field, schema)
+    if positive_choice or negative_choice:
+        offered = sorted({str(el.get("value")) for tag in choices for el in tag.iter("Choice")})
+        raise LabelConfigError(
+            f"no <Choices> over the image offers both {positive!r} and {negative!r} "
+            f"(its choices: {', '.join(offered) or 'none'}): check --positive-choice / --negative-choice"
+        )
+    why = (
+        "its config has no <Choices> over the image"
+        if not choices
+        else f"no <Choices> over the image has the values {POSITIVE!r} and {NEGATIVE!r} "
+        "(name yours with --positive-choice and --negative-choice)"
+    )
+    return SourceSchema(field, None, why)
