@@ -152,6 +152,8 @@ def cmd_concept_new(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     if args.text_vocabulary:
         ws.set_config(text_vocabulary=str(Path(args.text_vocabulary).resolve()))
+    if args.from_project is not None:
+        return _adopt_project(args)
     store = ws.store()  # fail before anything is written: no pool yet,
     examples = _pool_ids(store, args.example)  # an example image that is not in the pool,
     concept = Concept(args.name, tuple(args.positive), tuple(args.negative), args.description or "", tuple(examples))
@@ -177,6 +179,43 @@ def cmd_concept_new(args: argparse.Namespace) -> int:
                 f"--batch-size {args.batch_size})",
                 file=sys.stderr,
             )
+    return 0
+
+
+def _adopt_project(args: argparse.Namespace) -> int:
+    from sync.adoption import adopt_project
+
+    if not args.settings.label_studio_url:
+        raise AgileError("--from-project needs Label Studio: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+    sync = _concept_sync(args)
+    report = adopt_project(
+        sync,
+        args.name,
+        args.from_project,
+        positive=args.positive,
+        negative=args.negative,
+        description=args.description or "",
+        positive_choice=args.positive_choice,
+        negative_choice=args.negative_choice,
+        seed_size=args.size,
+        batch_size=args.batch_size,
+        strategy=args.strategy,
+        seed=args.seed,
+        progress=True,
+    )
+    print(report.summary())
+    if report.rating_project_id is not None:
+        print(f"rate in: {sync.client.url}/projects/{report.rating_project_id}/data")
+    return 0
+
+
+def cmd_concept_apply(args: argparse.Namespace) -> int:
+    from sync.write_back import apply_predictions
+
+    if not args.settings.label_studio_url:
+        raise AgileError("`concept apply` writes into Label Studio: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+    report = apply_predictions(_concept_sync(args), args.name, args.version, chunk=args.chunk, progress=not args.quiet)
+    print(report.summary())
     return 0
 
 
@@ -370,7 +409,15 @@ def cmd_concept_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_concept_sync(args: argparse.Namespace) -> int:
-    print(_concept_sync(args).sync(args.name).summary())
+    from agile_modeling.concepts import slugify
+    from sync.purposes import sync_link
+    from sync.state import SOURCE
+
+    sync = _concept_sync(args)
+    print(sync.sync(args.name).summary())
+    source = sync.state.for_concept(slugify(args.name), SOURCE)
+    if source is not None:  # the adopted project: embed the tasks imported since the last look
+        print(sync_link(sync, source).summary())
     return 0
 
 
@@ -750,7 +797,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not create a Label Studio project even though LABEL_STUDIO_URL is set",
     )
+    new.add_argument(
+        "--from-project",
+        type=int,
+        metavar="ID",
+        help="adopt your own Label Studio project: its images become the pool (embedded once), its existing "
+        "annotations become ratings, and the rounds go to a companion rating project beside it",
+    )
+    new.add_argument(
+        "--positive-choice", help="with --from-project: the project's choice that means positive (default Positive)"
+    )
+    new.add_argument(
+        "--negative-choice", help="with --from-project: the project's choice that means negative (default Negative)"
+    )
     new.set_defaults(func=cmd_concept_new)
+    apply = csub.add_parser(
+        "apply",
+        help="write the classifier's predictions onto every task of the adopted project",
+        description="Score every task of the project adopted with `concept new --from-project` with a model "
+        "version (the newest by default) and import the predictions into Label Studio in chunks, model_version "
+        "set: sort and filter the Data Manager by score, accept predictions. Resumable; the same version again "
+        "writes nothing; a newer version replaces the older one's predictions.",
+    )
+    apply.add_argument("name")
+    apply.add_argument("--version", help="the model version to write (default: the newest; see `concept status`)")
+    apply.add_argument("--chunk", type=int, default=1000, help="predictions per request (default 1000)")
+    apply.add_argument("--quiet", action="store_true", help="no progress bar")
+    apply.set_defaults(func=cmd_concept_apply)
     lab = csub.add_parser(
         "label",
         help="record ratings from a CSV (image id or URI, positive/negative)",

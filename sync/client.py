@@ -129,6 +129,10 @@ class LabelStudioClient:
         project = self._call(f"read project {project_id}", self.sdk.projects.get, id=project_id)
         return project.label_config or ""
 
+    def project_title(self, project_id: int) -> str:
+        project = self._call(f"read project {project_id}", self.sdk.projects.get, id=project_id)
+        return str(project.title or f"project {project_id}")
+
     def find_ml_backend(self, project_id: int, url: str) -> int | None:
         backends = self._call("list ML backends", self.sdk.ml.list, project=project_id)
         for backend in backends or []:
@@ -268,6 +272,26 @@ class LabelStudioClient:
                 id=project_id,
                 request=list(predictions),
             )
+
+    def delete_model_version(self, project_id: int, model_version: str) -> int:
+        """Delete every prediction of ``model_version`` in the project; how many were deleted.
+
+        The SDK has no call for Label Studio's ``DELETE /api/projects/<id>/model-versions/``: it is sent
+        through the SDK's own authenticated HTTP client.
+        """
+
+        def delete() -> Any:
+            response = self.sdk._client_wrapper.httpx_client.request(
+                f"api/projects/{int(project_id)}/model-versions/",
+                method="DELETE",
+                json={"model_version": model_version},
+            )
+            if response.status_code >= 400:
+                raise ApiError(status_code=response.status_code, body=response.text)
+            return response.json()
+
+        answer = self._call(f"delete the predictions of {model_version} in project {project_id}", delete)
+        return int(_field(answer, "count", 0) or 0)
 
     def create_annotation(self, task_id: int, result: list, lead_time: float | None = None, **extra: Any) -> int:
         annotation = self._call(

@@ -17,7 +17,7 @@ Where an image value points, and how it is read (checked against label-studio 1.
   object is read with fsspec (s3fs, gcsfs, adlfs: ``pip install 'agile-modeling[cloud]'``) and the
   credentials of this environment (s3fs reads ``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ...) or
   ``storage_options``.
-- other ``http(s)`` URLs: :func:`ml_backend.fetch.fetch_image_bytes` under the safe-fetch policy
+- other ``http(s)`` URLs: :func:`sync.safe_fetch.fetch_image_bytes` under the safe-fetch policy
   (allowed origins, public addresses, size and time); Label Studio's own origin is always allowed,
   but the API key goes only to the paths above. ``data:`` URLs are decoded.
 
@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 import httpx
 
 from agile_modeling.errors import ImageReadError
-from ml_backend.fetch import CONNECT_S, MAX_REDIRECTS, FetchPolicy, fetch_image_bytes
+from sync.safe_fetch import CONNECT_S, MAX_REDIRECTS, FetchPolicy, fetch_image_bytes
 
 CLOUD_SCHEMES = ("s3", "gs", "gcs", "azure-blob", "azure")
 CLOUD_MODES = ("presign", "direct")

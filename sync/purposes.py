@@ -27,10 +27,11 @@ from typing import ClassVar, Protocol
 
 from agile_modeling.errors import AgileError
 from agile_modeling.session import EVALUATION
+from sync.adoption import embed_new_tasks
 from sync.crowd import CROWD, pull_crowd
 from sync.deliberation import DELIBERATION, SCOPING, DeliberationSync
 from sync.rounds import ConceptSync
-from sync.state import RATING, ProjectLink
+from sync.state import RATING, SOURCE, ProjectLink
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +166,28 @@ class DeliberationHandler(PurposeHandler):
         return _deliberation(concepts).sync_deliberation(link.concept)
 
 
+class SourceHandler(PurposeHandler):
+    """A user's own project adopted as the concept's pool: tasks imported since the last look are
+    embedded and mapped (its annotations and tasks are never changed)."""
+
+    purpose = SOURCE
+
+    def sync(self, concepts: ConceptSync, link: ProjectLink) -> Report:
+        report = embed_new_tasks(concepts, link)
+        return PullReport(link.concept, link.purpose, link.project_id, report.mapped)
+
+
 HANDLERS: Mapping[str, PurposeHandler] = MappingProxyType(
     {
         h.purpose: h
-        for h in (RatingHandler(), CrowdHandler(), EvaluationHandler(), ScopingHandler(), DeliberationHandler())
+        for h in (
+            RatingHandler(),
+            CrowdHandler(),
+            EvaluationHandler(),
+            ScopingHandler(),
+            DeliberationHandler(),
+            SourceHandler(),
+        )
     }
 )
 

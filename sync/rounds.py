@@ -33,6 +33,7 @@ from agile_modeling.workspace import Workspace
 from label_config import RatingSchema, load_config, parse_rating_config
 from sync.client import Annotation, LabelStudioClient, TaskRecord, annotation_from_payload
 from sync.faults import fault_point
+from sync.label_studio_images import is_cloud_uri, resolve_url
 from sync.progress import progress_plot, project_texts
 from sync.settings import Settings
 from sync.state import RATING, ProjectLink, RoundSettings, SyncState
@@ -151,10 +152,14 @@ class ConceptSync:
         uris = self.workspace.store().uris(ids)
         base = self.settings.images_base_url
         signer = None if self.settings.images_unsigned else ImageSigner.from_settings(self.settings)
+        cloud = [i for i, u in zip(ids, uris) if is_cloud_uri(u)]
+        adopted_from = self.state.source_projects_of(cloud) if cloud and self.settings.label_studio_url else {}
         out = []
         for image_id, uri in zip(ids, uris):
             if uri.startswith(("http://", "https://", "data:")):
                 out.append(uri)
+            elif int(image_id) in adopted_from:  # an adopted project's cloud image: Label Studio resolves it
+                out.append(resolve_url(str(self.settings.label_studio_url), adopted_from[int(image_id)], uri))
             elif base:  # signed: the browser loads it without credentials (sync/image_signing.py)
                 if signer is None and not self.settings.images_unsigned:
                     raise AgileError(f"cannot put local pool images into tasks: {NO_KEY}")
@@ -186,13 +191,7 @@ class ConceptSync:
                 }
             }
             if probs is not None and model is not None:
-                task["predictions"] = [
-                    {
-                        "model_version": model[0].name,
-                        "score": float(probs[n]),
-                        "result": schema.prediction(float(probs[n])),
-                    }
-                ]
+                task["predictions"] = [schema.prediction_record(float(probs[n]), model[0].name)]
             tasks.append(task)
         return tasks
 
@@ -206,9 +205,16 @@ class ConceptSync:
 
     # --- publish -----------------------------------------------------------------------------
     def publish(
-        self, concept_name: str, seed_size: int = 100, batch_size: int = 100, strategy: str = "margin", seed: int = 0
+        self,
+        concept_name: str,
+        seed_size: int = 100,
+        batch_size: int = 100,
+        strategy: str = "margin",
+        seed: int = 0,
+        title: str | None = None,
     ) -> SyncReport:
-        """Create the concept's project (once), connect our ML backend, and push the seed batch.
+        """Create the concept's project (once, titled ``title`` or the concept's name), connect our ML
+        backend, and push the seed batch.
 
         The concept's session must exist (``agile concept new``). Calling it again only pushes
         what is missing.
@@ -221,7 +227,7 @@ class ConceptSync:
                 config = load_config(self.settings.label_config)
                 parse_rating_config(config)  # our own file: fails loudly if edited badly
                 project_id = self.client.create_project(
-                    title=f"{session.concept.name}"[:50],
+                    title=(title or session.concept.name)[:50],
                     label_config=config,
                     description=f"agile-modeling concept: {_describe(session.concept)}",
                     **rating_project_settings(self.settings),
@@ -237,10 +243,11 @@ class ConceptSync:
                 log.info("created Label Studio project %d for %s", project_id, slug)
             else:  # e.g. AGILE_PREFILL_PREDICTIONS changed since the project was created
                 self.client.update_project(link.project_id, **rating_project_settings(self.settings))
-            self._connect_backend(link)
+            self.connect_backend(link)
         return self.sync(concept_name)
 
-    def _connect_backend(self, link: ProjectLink) -> None:
+    def connect_backend(self, link: ProjectLink) -> None:
+        """Connect our ML backend to the project (once), with the webhook's shared secret."""
         if not self.settings.backend_url:
             log.warning(
                 "AGILE_BACKEND_URL is not set: project %d gets no ML backend (no /predict, no webhooks)",
@@ -524,10 +531,7 @@ class ConceptSync:
         probs = self._probabilities(model[1], [t.data[IMAGE_ID] for t in open_tasks])
         self.client.import_predictions(
             link.project_id,
-            [
-                {"task": t.id, "result": schema.prediction(float(p)), "score": float(p), "model_version": model[0].name}
-                for t, p in zip(open_tasks, probs)
-            ],
+            [{"task": t.id, **schema.prediction_record(float(p), model[0].name)} for t, p in zip(open_tasks, probs)],
         )
         return len(open_tasks)
 

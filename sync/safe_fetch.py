@@ -38,6 +38,7 @@ import httpcore
 import httpx
 
 from agile_modeling.errors import ImageReadError
+from sync.settings import Settings
 
 MAX_REDIRECTS = 3
 CONNECT_S = 3.0
@@ -75,6 +76,19 @@ class FetchPolicy:
     max_bytes: int = 20 * 1024 * 1024
     timeout_s: float = 10.0
     max_pixels: int = 40_000_000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FetchPolicy:
+        """The policy of a process's settings: Label Studio's and our image route's origins, plus
+        ``AGILE_IMAGE_HOSTS``, with its size, time and pixel limits."""
+        return cls.from_urls(
+            settings.label_studio_url,
+            settings.images_base_url,
+            extra=settings.image_hosts,
+            max_bytes=settings.max_image_bytes,
+            timeout_s=settings.fetch_timeout,
+            max_pixels=settings.max_image_pixels,
+        )
 
     @classmethod
     def from_urls(

@@ -25,6 +25,14 @@ CREATE TABLE IF NOT EXISTS rating_projects (
     seed_size INTEGER NOT NULL, batch_size INTEGER NOT NULL, strategy TEXT NOT NULL, seed INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS crowd_projects (
     project_id INTEGER PRIMARY KEY REFERENCES projects (project_id), annotators INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS source_projects (
+    project_id INTEGER PRIMARY KEY REFERENCES projects (project_id), positive_choice TEXT, negative_choice TEXT);
+CREATE TABLE IF NOT EXISTS source_tasks (
+    project_id INTEGER NOT NULL, task_id INTEGER NOT NULL, image_id INTEGER, skipped TEXT, recorded REAL NOT NULL,
+    PRIMARY KEY (project_id, task_id));
+CREATE TABLE IF NOT EXISTS written_predictions (
+    project_id INTEGER NOT NULL, model_version TEXT NOT NULL, task_id INTEGER NOT NULL, written REAL NOT NULL,
+    PRIMARY KEY (project_id, model_version, task_id));
 CREATE TABLE IF NOT EXISTS pushed_images (
     project_id INTEGER NOT NULL, image_id INTEGER NOT NULL, round INTEGER, recorded REAL NOT NULL,
     PRIMARY KEY (project_id, image_id));
@@ -33,6 +41,9 @@ CREATE TABLE IF NOT EXISTS pushed_images (
 RATING = "rating"
 CROWD = "crowd"
 EVALUATION = "evaluation"  # agile_modeling.quality.EVALUATION: the label source of its ratings
+# a user's own project adopted as a concept's pool: its tasks and annotations are read, never changed;
+# only predictions are written onto them (`agile concept apply`)
+SOURCE = "source"
 
 
 class UnknownProjectError(AgileError):
@@ -217,3 +228,101 @@ class SyncState:
             int(r[0])
             for r in self.db.execute("SELECT image_id FROM pushed_images WHERE project_id = ?", (int(project_id),))
         }
+
+    # --- an adopted project's tasks: which pool image each task shows ------------------------------
+    def set_source_choices(self, project_id: int, positive: str | None, negative: str | None) -> None:
+        """The adopted project's choices that mean positive and negative (None: the default names)."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO source_projects VALUES (?, ?, ?)", (int(project_id), positive, negative)
+        )
+
+    def source_choices(self, project_id: int) -> tuple[str | None, str | None]:
+        row = self.db.execute(
+            "SELECT positive_choice, negative_choice FROM source_projects WHERE project_id = ?", (int(project_id),)
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def record_source_tasks(self, project_id: int, mapped: dict[int, int], skipped: dict[int, str]) -> None:
+        """Record ``{task id: pool image id}`` and ``{task id: why its image could not be read}``; a task
+        mapped later replaces its skip."""
+        now = time.time()
+        with self.db.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO source_tasks VALUES (?, ?, ?, NULL, ?)",
+                [(int(project_id), int(t), int(i), now) for t, i in mapped.items()],
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO source_tasks VALUES (?, ?, NULL, ?, ?)",
+                [(int(project_id), int(t), why, now) for t, why in skipped.items()],
+            )
+
+    def source_tasks(self, project_id: int) -> dict[int, int]:
+        """``{task id: pool image id}`` of every task of the project whose image is in the pool."""
+        return dict(
+            self.db.execute(
+                "SELECT task_id, image_id FROM source_tasks WHERE project_id = ? AND image_id IS NOT NULL",
+                (int(project_id),),
+            ).fetchall()
+        )
+
+    def source_image_ids(self, project_id: int, task_ids: Iterable[int]) -> dict[int, int]:
+        """``{task id: pool image id}`` for those of ``task_ids`` whose image is in the pool."""
+        wanted = {int(t) for t in task_ids}
+        return {t: i for t, i in self.source_tasks(project_id).items() if t in wanted}
+
+    def source_projects_of(self, image_ids: Iterable[int]) -> dict[int, int]:
+        """``{pool image id: adopted project id}`` for the images some adopted project shows."""
+        wanted = [int(i) for i in image_ids]
+        found: dict[int, int] = {}
+        for start in range(0, len(wanted), 900):  # SQLite's bound-parameter limit
+            part = wanted[start : start + 900]
+            rows = self.db.execute(
+                f"SELECT image_id, project_id FROM source_tasks WHERE image_id IN ({','.join('?' * len(part))})",
+                part,
+            )
+            found.update({int(i): int(p) for i, p in rows})
+        return found
+
+    def skipped_source_tasks(self, project_id: int) -> dict[int, str]:
+        """``{task id: why}`` for the tasks whose image could not be read."""
+        return dict(
+            self.db.execute(
+                "SELECT task_id, skipped FROM source_tasks WHERE project_id = ? AND image_id IS NULL",
+                (int(project_id),),
+            ).fetchall()
+        )
+
+    def known_source_tasks(self, project_id: int) -> set[int]:
+        """Task ids already looked at (mapped or skipped)."""
+        rows = self.db.execute("SELECT task_id FROM source_tasks WHERE project_id = ?", (int(project_id),))
+        return {int(r[0]) for r in rows}
+
+    # --- predictions written onto an adopted project's tasks --------------------------------------
+    def record_written(self, project_id: int, task_ids: Iterable[int], model_version: str) -> None:
+        now = time.time()
+        self.db.executemany(
+            "INSERT OR REPLACE INTO written_predictions VALUES (?, ?, ?, ?)",
+            [(int(project_id), model_version, int(t), now) for t in task_ids],
+        )
+
+    def written_versions(self, project_id: int) -> set[str]:
+        """The model versions whose predictions we wrote onto the project (and did not delete)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT model_version FROM written_predictions WHERE project_id = ?", (int(project_id),)
+        )
+        return {str(r[0]) for r in rows}
+
+    def forget_written(self, project_id: int, model_version: str) -> None:
+        """The predictions of ``model_version`` were deleted from the project."""
+        self.db.execute(
+            "DELETE FROM written_predictions WHERE project_id = ? AND model_version = ?",
+            (int(project_id), model_version),
+        )
+
+    def written_with(self, project_id: int, model_version: str) -> set[int]:
+        """Tasks that already carry ``model_version``'s prediction (written by us)."""
+        rows = self.db.execute(
+            "SELECT task_id FROM written_predictions WHERE project_id = ? AND model_version = ?",
+            (int(project_id), model_version),
+        )
+        return {int(r[0]) for r in rows}

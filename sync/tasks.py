@@ -85,6 +85,19 @@ def sync_all() -> list[str] | None:
     return _run("periodic sync", lambda: purposes.sync_all(concept_sync(), app.settings.sync_seconds / 2))
 
 
+@app.task(name="agile.adopt_project")
+def adopt_project(
+    project_id: int, concept: str, positive: list[str] | None = None, negative: list[str] | None = None
+) -> list[str] | None:
+    """Adopt a project connected in Label Studio's UI with extra params (``/setup``); idempotent."""
+    from sync.adoption import adopt_project as adopt
+
+    return _run(
+        f"adopting project {project_id} for {concept!r}",
+        lambda: adopt(concept_sync(), concept, int(project_id), positive or (), negative or ()),
+    )
+
+
 @app.task(name="agile.publish")
 def publish(
     concept: str, seed_size: int = 100, batch_size: int = 100, strategy: str = "margin", seed: int = 0

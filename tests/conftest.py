@@ -69,3 +69,23 @@ def tiny_clip():
     from agile_modeling.encoders import OpenClipEncoder, OpenClipSpec
 
     return OpenClipEncoder(OpenClipSpec(model="ViT-S-32", pretrained=None), batch_size=4)
+
+
+def label_studio_venv() -> Path:
+    """Label Studio's virtual environment (``AGILE_LABEL_STUDIO_VENV``; relative: from the checkout)."""
+    from sync.settings import Settings
+
+    return Path(__file__).resolve().parents[1] / Settings.from_env().label_studio_venv
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio server (its own venv, SQLite, 127.0.0.1), one per test session: here, so the
+    sync and backend tests share it."""
+    from sync.server import LabelStudioServer, ensure_installed
+
+    venv = label_studio_venv()
+    ensure_installed(venv)  # `make test` installs it first; a bare pytest run installs it here
+    server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"), venv=venv).start()
+    yield server
+    server.stop()

@@ -15,7 +15,8 @@ from agile_modeling.workspace import Workspace
 from label_config import parse_rating_config
 from sync.client import LabelStudioClient
 from sync.server import ensure_installed
-from tests.sync.conftest import REPO, label_studio_venv, wait_for
+from tests.conftest import label_studio_venv
+from tests.sync.conftest import REPO, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -14,24 +14,10 @@ from pathlib import Path
 import pytest
 
 from agile_cli.services import backend_command, service_env, stop_pid, wait_http, worker_command
-from sync.server import LabelStudioServer, ensure_installed, free_port
+from sync.server import free_port
 from sync.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def label_studio_venv() -> Path:
-    """Label Studio's virtual environment (``AGILE_LABEL_STUDIO_VENV``; relative: from the checkout)."""
-    return REPO / Settings.from_env().label_studio_venv
-
-
-@pytest.fixture(scope="session")
-def label_studio(tmp_path_factory):
-    venv = label_studio_venv()
-    ensure_installed(venv)  # `make test` installs it first; a bare pytest run installs it here
-    server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"), venv=venv).start()
-    yield server
-    server.stop()
 
 
 class Service:

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from agile_modeling.errors import ImageReadError
-from ml_backend.fetch import FetchPolicy
 from sync.client import LabelStudioClient
 from sync.label_studio_images import LabelStudioImages
+from sync.safe_fetch import FetchPolicy
 
 CONFIG = (
     '<View><Image name="image" value="$image"/><Choices name="label" toName="image">'

@@ -15,7 +15,8 @@ from sync.purposes import sync_project
 from sync.rounds import IMAGE_ID, ConceptSync
 from sync.server import LabelStudioServer
 from sync.settings import Settings
-from tests.sync.conftest import REPO, Service, label_studio_venv, run_agile, wait_for
+from tests.conftest import label_studio_venv
+from tests.sync.conftest import REPO, Service, run_agile, wait_for
 from tests.sync.test_label_studio_loop import open_tasks, rate, shared_workspace
 
 pytestmark = pytest.mark.slow

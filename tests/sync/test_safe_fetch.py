@@ -11,8 +11,8 @@ from PIL import Image
 from werkzeug.serving import make_server
 
 from agile_modeling.errors import ImageReadError
-from ml_backend.fetch import FetchPolicy, check_url, fetch_image_bytes
 from ml_backend.images import fetch_task_image
+from sync.safe_fetch import FetchPolicy, check_url, fetch_image_bytes
 
 
 def png() -> bytes:
