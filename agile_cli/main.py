@@ -316,7 +316,7 @@ def cmd_concept_status(args: argparse.Namespace) -> int:
     for m in session.models():
         print(f"model {m['name']}: {m['num_labels']} labels, {_quality_of(m['metrics'])}")
     from sync.progress import progress_plot
-    from sync.state import RATING, SyncState
+    from sync.state import RATING, SOURCE, SyncState
 
     plot = progress_plot(session, ws.root / "reports")
     if plot:
@@ -324,8 +324,17 @@ def cmd_concept_status(args: argparse.Namespace) -> int:
     _warn_if_the_worker_is_down(ws, session)
 
     url = args.settings.label_studio_url or "<LABEL_STUDIO_URL>"
-    for link in SyncState(ws.root / "label_studio.sqlite").links_of(session.slug):
-        if link.purpose == RATING:
+    state = SyncState(ws.root / "label_studio.sqlite")
+    for link in state.links_of(session.slug):
+        if link.purpose == SOURCE:
+            skipped = state.skipped_source_tasks(link.project_id)
+            print(
+                f"adopted Label Studio project {link.project_id}: {url}/projects/{link.project_id}/data "
+                f"({len(state.source_tasks(link.project_id))} tasks in the pool, {len(skipped)} unreadable)"
+            )
+            for task_id, why in sorted(skipped.items())[:10]:
+                print(f"  task {task_id}: {why}")
+        elif link.purpose == RATING:
             print(
                 f"Label Studio project {link.project_id}: {url}/projects/{link.project_id}/data "
                 f"(batches of {link.round_settings.batch_size}, {link.round_settings.strategy})"

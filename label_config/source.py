@@ -28,6 +28,14 @@ class SourceSchema:
     ratings: RatingSchema | None
     why_no_ratings: str | None = None
 
+    def prediction_record(self, probability: float, model_version: str) -> dict:
+        """A prediction for the project's own config: its choice with
+        :meth:`RatingSchema.prediction_record`'s score; without a positive/negative Choices, an empty
+        result carrying P(positive) as the score (the Data Manager still sorts and filters by it)."""
+        if self.ratings is not None:
+            return self.ratings.prediction_record(probability, model_version)
+        return {"result": [], "score": min(1.0, max(0.0, float(probability))), "model_version": model_version}
+
 
 def parse_source_config(
     xml: str, positive_choice: str | None = None, negative_choice: str | None = None

@@ -17,10 +17,11 @@ import numpy as np
 from agile_modeling.classifier import ConceptClassifier, ModelVersion
 from agile_modeling.errors import AgileError, SessionError
 from agile_modeling.workspace import Workspace
-from label_config import RatingSchema, load_config, parse_rating_config
+from label_config import LabelConfigError, RatingSchema, load_config, parse_rating_config
+from label_config.source import SourceSchema, parse_source_config
 from ml_backend.images import TaskEmbeddings
 from sync.safe_fetch import FetchPolicy
-from sync.state import ProjectLink, SyncState
+from sync.state import SOURCE, ProjectLink, SyncState
 
 #: model versions kept loaded (the newest of each concept in use, and pinned ones)
 LOADED_MODELS = 8
@@ -107,17 +108,25 @@ class Predictor:
         model = self.model(self.link(project_id).concept, pinned)
         return model[0].name if model else None
 
-    def schema(self, label_config: str | None, project_id: int) -> RatingSchema:
-        """The schema of the config Label Studio sent (or of the one the project was published with)."""
-        if isinstance(label_config, str) and label_config.strip():
-            return parse_rating_config(label_config)
-        return parse_rating_config(load_config(self.link(project_id).label_config))
+    def schema(self, label_config: str | None, project_id: int) -> RatingSchema | SourceSchema:
+        """The schema of the config Label Studio sent (or of the one the project was published with).
+
+        An adopted project's config is the user's own: it is read for its image and, when it has one,
+        the Choices it was adopted with (``agile concept new --positive-choice``), never required to
+        be a rating config."""
+        link = self.link(project_id)
+        sent = label_config if isinstance(label_config, str) and label_config.strip() else None
+        if link.purpose == SOURCE:
+            if sent is None:
+                raise LabelConfigError(f"Label Studio sent no label config for the adopted project {project_id}")
+            return parse_source_config(sent, *self.state.source_choices(project_id))
+        return parse_rating_config(sent if sent is not None else load_config(link.label_config))
 
     def predict(
         self,
         project_id: int,
         tasks: list[dict],
-        schema: RatingSchema,
+        schema: RatingSchema | SourceSchema,
         model_version: str | None = None,
         pool_ids: Mapping[int, int] | None = None,
     ) -> tuple[list[list[dict]], int, dict[int, str]]:

@@ -98,7 +98,7 @@ def apply_predictions(
     version = model_version(concepts, concept_name, version_name)
     client, state = concepts.client, concepts.state
     pid = link.project_id
-    ratings = source_config(concepts, pid).ratings
+    schema = source_config(concepts, pid)
     mapped = state.source_tasks(pid)
     done = state.written_with(pid, version.name)
     todo = sorted(t for t in mapped if t not in done)
@@ -111,15 +111,7 @@ def apply_predictions(
             ids = np.asarray([mapped[t] for t in tasks], dtype=np.int64)
             probs = classifier.predict_proba(vectors.take(ids).astype(np.float32))
             records = [
-                {
-                    "task": task,
-                    **(
-                        ratings.prediction_record(float(p), version.name)
-                        if ratings is not None
-                        else {"result": [], "score": float(p), "model_version": version.name}
-                    ),
-                }
-                for task, p in zip(tasks, probs)
+                {"task": task, **schema.prediction_record(float(p), version.name)} for task, p in zip(tasks, probs)
             ]
             client.import_predictions(pid, records)
             state.record_written(pid, tasks, version.name)

@@ -266,3 +266,34 @@ def test_an_adopted_projects_new_tasks_are_handed_to_the_worker_and_its_annotati
     ours = {"action": "TASKS_CREATED", "project": {"id": PROJECT}, "tasks": [{"id": 9}]}
     assert client.post("/webhook", json=ours).json["status"] == "ignored"
     assert [(k, w["project_id"]) for k, w in queued] == [("sync", 77)]
+
+
+TUNA_CONFIG = """<View><Image name="photo" value="$photo"/>
+<Choices name="verdict" toName="photo"><Choice value="Tuna"/><Choice value="Not tuna"/></Choices></View>"""
+
+
+@pytest.mark.parametrize("choices", [("Tuna", "Not tuna"), None])
+def test_an_adopted_project_keeps_its_own_config_at_setup_and_predict(client, backend_workspace, choices):
+    """The user's config is not a rating config: /setup stays connected, and /predict answers in the
+    user's own choices (or, with none to name, an empty result scored with P(positive))."""
+    from sync.state import SOURCE, ProjectLink, SyncState
+    from tests.ml_backend.conftest import train_model
+
+    state = SyncState(backend_workspace.root / "label_studio.sqlite")
+    state.link(ProjectLink("red-things", SOURCE, 77))
+    state.record_source_tasks(77, {5: 1, 6: 2}, {})
+    config = TUNA_CONFIG if choices else '<View><Image name="photo" value="$photo"/></View>'
+    if choices:
+        state.set_source_choices(77, *choices)
+    version = train_model(backend_workspace)
+    setup = client.post("/setup", json={"project": "77.1", "schema": config})
+    assert setup.status_code == 200 and setup.json["model_version"] == version
+    tasks = [{"id": 5, "data": {"photo": "/data/upload/77/a.jpg"}}, {"id": 6, "data": {"photo": "s3://b/k.jpg"}}]
+    answer = client.post("/predict", json={"project": "77.1", "label_config": config, "tasks": tasks})
+    assert answer.status_code == 200, answer.json
+    first, second = (r[0] for r in answer.json["results"])
+    if choices:
+        assert first["result"][0]["value"]["choices"][0] in choices and first["score"] >= 0.5
+    else:
+        assert first["result"] == [] and 0.0 <= first["score"] <= 1.0
+    assert first["model_version"] == second["model_version"] == version

@@ -97,6 +97,12 @@ def test_adopt_rate_and_write_back_an_uploaded_project(tmp_path, label_studio, s
     labels = ws.sessions.open("tuna").labels()
     assert labels == {mapped[tasks[0].id]: 1, mapped[tasks[1].id]: 0}
 
+    status = run_agile("concept", "status", "tuna", env=env)
+    assert f"adopted Label Studio project {project_id}" in status.stdout and "24 tasks in the pool, 1 unreadable" in (
+        status.stdout
+    )
+    assert "gone.jpg" in status.stdout
+
     # an adoption again maps nothing new and imports nothing twice
     again = run_agile(*adopt, env=env)
     assert again.returncode == 0, again.stderr
