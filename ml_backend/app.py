@@ -139,7 +139,7 @@ def celery_enqueue(celery: Callable[[], Celery]) -> Callable[..., None]:
             elif kind == "adopt":
                 app.send_task(
                     "agile.adopt_project",
-                    kwargs={k: kwargs[k] for k in ("project_id", "concept", "positive", "negative")},
+                    kwargs={k: kwargs.get(k) for k in ADOPTION_KWARGS},
                     ignore_result=True,
                 )
         except OperationalError as exc:
@@ -151,6 +151,9 @@ def celery_enqueue(celery: Callable[[], Celery]) -> Callable[..., None]:
 
     return enqueue
 
+
+#: what the worker's agile.adopt_project takes
+ADOPTION_KWARGS = ("project_id", "concept", "positive", "negative", "positive_choice", "negative_choice")
 
 #: seconds during which the same adoption (project, params) is not enqueued again
 ADOPTION_REPEAT_S = 600.0
@@ -323,6 +326,8 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
                 concept=adoption.concept,
                 positive=list(adoption.positive),
                 negative=list(adoption.negative),
+                positive_choice=adoption.positive_choice,
+                negative_choice=adoption.negative_choice,
             )
             adoptions.sent(key)  # only once the broker took it: a failed enqueue is retried by the next /setup
             log.info("/setup project %s: adoption as %r requested", project_id, adoption.concept)

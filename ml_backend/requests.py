@@ -81,7 +81,7 @@ def annotation_event(body: dict) -> dict | None:
 MAX_CONCEPT_CHARS = 100
 MAX_PHRASE_CHARS = 200
 MAX_PHRASES = 50
-EXTRA_PARAM_KEYS = ("concept", "positive", "negative", "model_version")
+EXTRA_PARAM_KEYS = ("concept", "positive", "negative", "positive_choice", "negative_choice", "model_version")
 EXTRA_PARAMS_EXAMPLE = '{"concept": "gourmet tuna", "positive": ["tuna steak"], "negative": ["canned tuna"]}'
 
 
@@ -92,6 +92,8 @@ class Adoption:
     concept: str
     positive: tuple[str, ...] = ()
     negative: tuple[str, ...] = ()
+    positive_choice: str | None = None  # the project's choice that means positive (default "Positive")
+    negative_choice: str | None = None
 
 
 def extra_params(value: Any) -> dict:
@@ -155,4 +157,10 @@ def adoption(params: dict) -> Adoption | None:
         raise UnprocessableEntity(
             f'extra param "concept" must be a non-empty name of at most {MAX_CONCEPT_CHARS} characters'
         )
-    return Adoption(concept, _phrases(params, "positive"), _phrases(params, "negative"))
+    choices = {}
+    for key in ("positive_choice", "negative_choice"):
+        value = params.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > MAX_PHRASE_CHARS):
+            raise UnprocessableEntity(f'extra param "{key}" must be the value of one of the project\'s <Choice> tags')
+        choices[key] = value.strip() if isinstance(value, str) else None
+    return Adoption(concept, _phrases(params, "positive"), _phrases(params, "negative"), **choices)

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
 TASK_FIELDS = "id,data,annotations,predictions"  # what iter_tasks reads of a task
+DELETE_TIMEOUT_S = 900  # deleting a model version's predictions on a large project
 
 
 class LabelStudioError(AgileError):
@@ -289,6 +290,8 @@ class LabelStudioClient:
                 f"api/projects/{int(project_id)}/model-versions/",
                 method="DELETE",
                 json={"model_version": model_version},
+                # slow on a large project: Label Studio deletes them and recounts the tasks in one request
+                request_options={"timeout_in_seconds": DELETE_TIMEOUT_S},
             )
             if response.status_code >= 400:
                 raise ApiError(status_code=response.status_code, body=response.text)

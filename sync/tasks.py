@@ -87,14 +87,27 @@ def sync_all() -> list[str] | None:
 
 @app.task(name="agile.adopt_project")
 def adopt_project(
-    project_id: int, concept: str, positive: list[str] | None = None, negative: list[str] | None = None
+    project_id: int,
+    concept: str,
+    positive: list[str] | None = None,
+    negative: list[str] | None = None,
+    positive_choice: str | None = None,
+    negative_choice: str | None = None,
 ) -> list[str] | None:
     """Adopt a project connected in Label Studio's UI with extra params (``/setup``); idempotent."""
     from sync.adoption import adopt_project as adopt
 
     return _run(
         f"adopting project {project_id} for {concept!r}",
-        lambda: adopt(concept_sync(), concept, int(project_id), positive or (), negative or ()),
+        lambda: adopt(
+            concept_sync(),
+            concept,
+            int(project_id),
+            positive or (),
+            negative or (),
+            positive_choice=positive_choice,
+            negative_choice=negative_choice,
+        ),
     )
 
 

@@ -72,6 +72,8 @@ def test_the_docs_exist_and_link_to_each_other():
         "docs/configuration.md",
         "docs/label-studio-instructions.png",
         "docs/label-studio-stream.png",
+        "docs/label-studio-projects.md",
+        "docs/label-studio-connect.png",
     ):
         assert doc in readme_links, f"README.md does not link to {doc}"
 

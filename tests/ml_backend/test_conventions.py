@@ -60,6 +60,8 @@ def test_setup_with_a_concept_in_the_extra_params_requests_an_adoption_once_per_
         "concept": "gourmet tuna",
         "positive": ["tuna steak", "sashimi"],
         "negative": ["canned tuna"],  # a single text is a list of one
+        "positive_choice": None,
+        "negative_choice": None,
     }
     assert adoptions(queued) == [expected]
     for _ in range(5):  # Label Studio calls /setup on every listing and before every predict
@@ -87,6 +89,7 @@ def test_setup_with_a_concept_in_the_extra_params_requests_an_adoption_once_per_
         ({"concept": "tuna", "positive": ["p"] * 51}, "at most 50 texts"),
         ({"concept": "tuna", "postive": ["p"]}, "unknown extra param(s) 'postive'"),
         ({"concept": "tuna", "model_version": 3}, '"model_version" must be the name'),
+        ({"concept": "tuna", "positive_choice": ["Tuna"]}, '"positive_choice" must be the value'),
         ("{concept: tuna}", "not a JSON object"),
         ("[1, 2]", "must be a JSON object"),
         ([1], "must be a JSON object"),
@@ -114,6 +117,13 @@ def test_an_adoption_the_broker_did_not_take_is_requested_again_by_the_next_setu
     assert calls == ["adopt", "adopt"]
 
 
+def test_the_projects_own_choice_names_go_to_the_worker(client, queued):
+    params = {**PARAMS, "positive_choice": "Tuna", "negative_choice": " Not tuna "}
+    assert client.post("/setup", json=setup_body(extra_params=params)).status_code == 200
+    (adoption,) = adoptions(queued)
+    assert (adoption["positive_choice"], adoption["negative_choice"]) == ("Tuna", "Not tuna")
+
+
 def test_a_linked_project_ignores_the_adoption_params_left_in_its_connection(client, queued):
     response = client.post("/setup", json=setup_body(PROJECT, PARAMS))
     assert response.status_code == 200 and response.json == {"model_version": None}
@@ -128,12 +138,19 @@ def test_celery_enqueue_sends_the_adoption_task_with_its_kwargs():
             sent.append((name, args, kwargs, options))
 
     enqueue = celery_enqueue(lambda: FakeCelery())  # type: ignore[arg-type,return-value]
-    enqueue("adopt", project_id=3, concept="tuna", positive=["a"], negative=[])
+    enqueue("adopt", project_id=3, concept="tuna", positive=["a"], negative=[], positive_choice="Tuna")
     assert sent == [
         (
             "agile.adopt_project",
             None,
-            {"project_id": 3, "concept": "tuna", "positive": ["a"], "negative": []},
+            {
+                "project_id": 3,
+                "concept": "tuna",
+                "positive": ["a"],
+                "negative": [],
+                "positive_choice": "Tuna",
+                "negative_choice": None,
+            },
             {"ignore_result": True},
         )
     ]
