@@ -20,7 +20,11 @@ from agile_modeling.errors import AgileError, ConfigurationError
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
-TASK_FIELDS = "id,data,annotations,predictions"  # what iter_tasks reads of a task
+# what iter_tasks reads of a task, its annotations and predictions: Label Studio 1.23.2 applies the names of
+# `include` to the nested annotations and predictions too (with only "id", an annotation is {"id": 1})
+TASK_FIELDS = (
+    "id,data,annotations,predictions,result,completed_by,created_at,updated_at,lead_time,was_cancelled,model_version"
+)
 DELETE_TIMEOUT_S = 900  # deleting a model version's predictions on a large project
 
 

@@ -75,3 +75,17 @@ def test_listing_every_task_asks_for_no_page_past_the_last(rating_projects, labe
         with open(label_studio.log_path, "rb") as log:
             log.seek(before)
             assert b"Invalid page" not in log.read()
+
+
+def test_a_listed_task_carries_what_the_sync_reads_of_its_annotations_and_predictions(rating_projects):
+    """The listing asks Label Studio for named fields only (fast on large projects); those names apply to
+    the nested annotations and predictions too, so each must still carry its result, author and times."""
+    client, (project, _), schema = rating_projects
+    (task_id,) = client.import_tasks(project, [task(0, schema, 0.8)])
+    annotation_id = client.create_annotation(task_id, schema.rating(1), lead_time=2.5)
+    (listed,) = [t for t in client.iter_tasks(project) if t.id == task_id]
+    (annotation,) = listed.annotations
+    assert annotation.id == annotation_id and schema.label_of(annotation.result) == (1, None)
+    assert annotation.completed_by is not None and annotation.updated_at and annotation.lead_time == 2.5
+    assert annotation.was_cancelled is False
+    assert listed.prediction_version == "m-v1" and listed.data["image"]
