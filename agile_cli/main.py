@@ -14,7 +14,7 @@ import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -217,6 +217,21 @@ def cmd_concept_apply(args: argparse.Namespace) -> int:
     report = apply_predictions(_concept_sync(args), args.name, args.version, chunk=args.chunk, progress=not args.quiet)
     print(report.summary())
     return 0
+
+
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high], else a usage error saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _pool_ids(store: EmbeddingStore, images: list[str]) -> list[int]:
@@ -830,7 +845,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     apply.add_argument("name")
     apply.add_argument("--version", help="the model version to write (default: the newest; see `concept status`)")
-    apply.add_argument("--chunk", type=int, default=1000, help="predictions per request (default 1000)")
+    apply.add_argument(
+        "--chunk", type=_whole_number(1, 10_000), default=1000, help="predictions per request (default 1000)"
+    )
     apply.add_argument("--quiet", action="store_true", help="no progress bar")
     apply.set_defaults(func=cmd_concept_apply)
     lab = csub.add_parser(

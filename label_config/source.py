@@ -9,6 +9,7 @@ can be named (given, or the values ``Positive`` and ``Negative``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from xml.etree.ElementTree import Element
 
 from label_config.schema import NEGATIVE, POSITIVE, LabelConfigError, RatingSchema, _parse_xml
 
@@ -54,26 +55,20 @@ def parse_source_config(
         )
     by_name = {str(el.get("name")): el for el in images}
     choices = [el for el in root.iter("Choices") if el.get("toName") in by_name and el.get("name")]
-    image = images[0] if not choices else by_name[str(choices[0].get("toName"))]
-    value = image.get("value", "")
-    if not value.startswith("$") or len(value) < 2:
-        raise LabelConfigError(
-            f'the <Image name="{image.get("name")}"> tag reads no task field (value="{value}"): '
-            'it needs value="$<field>", e.g. value="$image"'
-        )
-    field = value[1:]
     positive, negative = positive_choice or POSITIVE, negative_choice or NEGATIVE
     for tag in choices:
         values = {el.get("value") for el in tag.iter("Choice")}
         if positive in values and negative in values:
+            image = by_name[str(tag.get("toName"))]  # the image these ratings are about
             schema = RatingSchema(
-                image=str(tag.get("toName")),
-                image_field=field,
+                image=str(image.get("name")),
+                image_field=_field_of(image),
                 choices=str(tag.get("name")),
                 positive=positive,
                 negative=negative,
             )
-            return SourceSchema(field, schema)
+            return SourceSchema(schema.image_field, schema)
+    field = _field_of(by_name[str(choices[0].get("toName"))] if choices else images[0])
     if positive_choice or negative_choice:
         offered = sorted({str(el.get("value")) for tag in choices for el in tag.iter("Choice")})
         raise LabelConfigError(
@@ -87,3 +82,14 @@ def parse_source_config(
         "(name yours with --positive-choice and --negative-choice)"
     )
     return SourceSchema(field, None, why)
+
+
+def _field_of(image: Element) -> str:
+    """The task data key an ``<Image>`` reads (``value="$photo"`` -> ``photo``)."""
+    value = image.get("value", "")
+    if not value.startswith("$") or len(value) < 2:
+        raise LabelConfigError(
+            f'the <Image name="{image.get("name")}"> tag reads no task field (value="{value}"): '
+            'it needs value="$<field>", e.g. value="$image"'
+        )
+    return value[1:]

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import BadRequest, UnprocessableEntity
 
+from agile_modeling.concepts import slugify
+
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request
 
@@ -157,6 +159,10 @@ def adoption(params: dict) -> Adoption | None:
         raise UnprocessableEntity(
             f'extra param "concept" must be a non-empty name of at most {MAX_CONCEPT_CHARS} characters'
         )
+    try:
+        slugify(concept)  # what the worker names it by: refused here, not later in the worker's log
+    except ValueError as exc:
+        raise UnprocessableEntity(f'extra param "concept": {exc}') from None
     choices = {}
     for key in ("positive_choice", "negative_choice"):
         value = params.get(key)

@@ -35,7 +35,7 @@ from sync.client import TaskRecord
 from sync.label_studio_images import LabelStudioImages
 from sync.rounds import ConceptSync, latest_annotation, parse_timestamp
 from sync.safe_fetch import FetchPolicy
-from sync.state import SOURCE, ProjectLink
+from sync.state import SOURCE, ProjectLink, UnknownProjectError
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +107,16 @@ def embed_tasks(
     """Map each task not mapped yet to its pool image, embedding images the pool lacks.
 
     Args:
-        tasks: the project's tasks (those mapped before are passed over).
+        tasks: every task of the project now (those mapped before are passed over; mapped ones that
+            are no longer there are forgotten).
         image_field: the task data key of the image.
         retry_skipped: read again the tasks skipped before (an explicit adoption does; the periodic
             sync does not, so a broken image costs one read, not one per sync).
     """
     state = concepts.state
+    gone = state.known_source_tasks(project_id) - {t.id for t in tasks}
+    if gone:  # deleted in Label Studio since the last look
+        state.forget_source_tasks(project_id, gone)
     done = set(state.source_tasks(project_id)) if retry_skipped else state.known_source_tasks(project_id)
     todo = [t for t in tasks if t.id not in done]
     report = EmbedReport(tasks=len(tasks))
@@ -174,15 +178,31 @@ def import_annotations(
     return recorded
 
 
-def source_link(concepts: ConceptSync, slug: str, project_id: int) -> ProjectLink:
-    """Link the project as the concept's source (once); a concept adopts one project."""
-    link = concepts.state.link(ProjectLink(slug, SOURCE, project_id))
-    if link.project_id != project_id:
+def check_adoptable(concepts: ConceptSync, slug: str, project_id: int) -> None:
+    """Before any work: the project is not another concept's (or one of our own projects), and the
+    concept has adopted no other project."""
+    try:
+        other = concepts.state.for_project(project_id)
+    except UnknownProjectError:
+        other = None
+    if other is not None and (other.concept, other.purpose) != (slug, SOURCE):
+        what = "adopted by" if other.purpose == SOURCE else f"the {other.purpose} project of"
         raise AdoptionError(
-            f"concept {slug!r} already adopted Label Studio project {link.project_id}; "
+            f"Label Studio project {project_id} is already {what} concept {other.concept!r}: adopt it under that "
+            "name (a project feeds one concept), or pick another project"
+        )
+    mine = concepts.state.for_concept(slug, SOURCE)
+    if mine is not None and mine.project_id != project_id:
+        raise AdoptionError(
+            f"concept {slug!r} already adopted Label Studio project {mine.project_id}; "
             "adopt another project under another concept name"
         )
-    return link
+
+
+def source_link(concepts: ConceptSync, slug: str, project_id: int) -> ProjectLink:
+    """Link the project as the concept's source (once), after :func:`check_adoptable`."""
+    check_adoptable(concepts, slug, project_id)
+    return concepts.state.link(ProjectLink(slug, SOURCE, project_id))
 
 
 def adopt_project(
@@ -209,16 +229,18 @@ def adopt_project(
     )
     slug = slugify(concept_name)
     names = set(concepts.workspace.sessions.names())
-    link = source_link(concepts, slug, project_id)
-    if positive_choice or negative_choice:
-        concepts.state.set_source_choices(project_id, positive_choice, negative_choice)
-    concepts.connect_backend(link)  # /predict on its tasks, and its TASKS_CREATED webhooks
+    check_adoptable(concepts, slug, project_id)
+    concept = Concept(concept_name, tuple(positive), tuple(negative), description)
+    if slug not in names and concept_name not in names:  # a phrase that cannot be embedded: fail before the work
+        concepts.workspace.text_encoder().encode_texts(list(concept.phrases))
     tasks = list(client.iter_tasks(project_id))
     embedding = embed_tasks(concepts, project_id, tasks, schema.image_field, retry_skipped=True, progress=progress)
+    # linked only once its images are in: a failed adoption leaves no half-adopted project behind
+    link = source_link(concepts, slug, project_id)
+    concepts.state.set_source_choices(project_id, positive_choice, negative_choice)
     if slug not in names and concept_name not in names:
-        concept = Concept(concept_name, tuple(positive), tuple(negative), description)
-        concepts.workspace.text_encoder().encode_texts(list(concept.phrases))  # a phrase that cannot be embedded
         concepts.workspace.sessions.create(concept)
+    concepts.connect_backend(link)  # /predict on its tasks, and its TASKS_CREATED webhooks
     imported = import_annotations(concepts, concept_name, project_id, tasks, schema.ratings) if schema.ratings else 0
     concepts.workspace.loop(concept_name, LoopConfig(seed_size=seed_size, seed=seed)).start()
     rating = concepts.publish(

@@ -86,7 +86,13 @@ class LabelStudioClient:
                 "(or run `agile up`, which starts a local server and sets both)"
             )
         self.url = url.rstrip("/")
-        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+        try:
+            self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+        except ApiError as exc:  # the SDK checks a personal access token's expiry itself
+            raise LabelStudioError(
+                f"Label Studio at {self.url} cannot be used with this LABEL_STUDIO_API_KEY: "
+                f"{str(exc.body)[:200]}; create a new access token in Label Studio (Account & Settings)"
+            ) from None
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``, an SDK call (its answer, an SDK model, as it is), with errors a person can fix
@@ -104,7 +110,7 @@ class LabelStudioClient:
                 ) from None
             raise LabelStudioError(
                 f"Label Studio at {self.url} rejected the request to {what}: "
-                f"HTTP {exc.status_code} {str(exc.body)[:300]}"
+                f"HTTP {exc.status_code} {str(exc.body)[:1000]}"
             ) from None
         except httpx.HTTPError as exc:
             raise LabelStudioError(
@@ -205,8 +211,10 @@ class LabelStudioClient:
         return False
 
     # --- tasks -------------------------------------------------------------------------------
-    def iter_tasks(self, project_id: int) -> Iterator[TaskRecord]:
-        """Every task of a project with its annotations (all pages)."""
+    def _task_pages(self, project_id: int, include: str) -> Iterator[list[Any]]:
+        """The project's tasks, a page at a time, with the fields named in ``include`` only (Label Studio
+        then skips the Data Manager's per-task columns: counts, comments, results; 50,000 tasks list in
+        about 40 s instead of about 250 s)."""
         # Page by page here rather than with the SDK's pager: the pager asks for the page after the
         # last, which Label Studio answers with an "Invalid page" traceback in its log on every sync.
         page = 1
@@ -216,13 +224,20 @@ class LabelStudioClient:
                 self.sdk.tasks.list,
                 project=project_id,
                 fields="all",
-                # only what we read: Label Studio then skips the Data Manager's per-task columns
-                # (counts, comments, results): 50,000 tasks list in about 40 s instead of about 250 s
-                include=TASK_FIELDS,
+                include=include,
                 page=page,
                 page_size=PAGE_SIZE,
             )
-            items = pager.items or []
+            items = list(pager.items or [])
+            yield items
+            total = _field(pager.response, "total")
+            if len(items) < PAGE_SIZE or (isinstance(total, int) and page * PAGE_SIZE >= total):
+                return
+            page += 1
+
+    def iter_tasks(self, project_id: int) -> Iterator[TaskRecord]:
+        """Every task of a project with its annotations (all pages)."""
+        for items in self._task_pages(project_id, TASK_FIELDS):
             for task in items:
                 task_id = int(_field(task, "id"))
                 annotations = tuple(annotation_from_payload(a, task_id) for a in (_field(task, "annotations") or []))
@@ -234,10 +249,10 @@ class LabelStudioClient:
                     annotations=annotations,
                     prediction_version=_field(newest, "model_version") if newest else None,
                 )
-            total = _field(pager.response, "total")
-            if len(items) < PAGE_SIZE or (isinstance(total, int) and page * PAGE_SIZE >= total):
-                return
-            page += 1
+
+    def task_ids(self, project_id: int) -> set[int]:
+        """The ids of every task of the project (a quick listing)."""
+        return {int(_field(task, "id")) for items in self._task_pages(project_id, "id") for task in items}
 
     def import_tasks(self, project_id: int, tasks: Sequence[dict]) -> list[int]:
         """Create ``tasks`` (each may carry inline ``predictions``); their ids, in order.

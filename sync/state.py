@@ -256,6 +256,13 @@ class SyncState:
                 [(int(project_id), int(t), why, now) for t, why in skipped.items()],
             )
 
+    def forget_source_tasks(self, project_id: int, task_ids: Iterable[int]) -> None:
+        """Tasks deleted from the adopted project: no longer mapped, nothing written onto them."""
+        gone = [(int(project_id), int(t)) for t in task_ids]
+        with self.db.transaction():
+            self.db.executemany("DELETE FROM source_tasks WHERE project_id = ? AND task_id = ?", gone)
+            self.db.executemany("DELETE FROM written_predictions WHERE project_id = ? AND task_id = ?", gone)
+
     def source_tasks(self, project_id: int) -> dict[int, int]:
         """``{task id: pool image id}`` of every task of the project whose image is in the pool."""
         return dict(

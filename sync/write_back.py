@@ -99,6 +99,9 @@ def apply_predictions(
     client, state = concepts.client, concepts.state
     pid = link.project_id
     schema = source_config(concepts, pid)
+    gone = state.known_source_tasks(pid) - client.task_ids(pid)
+    if gone:  # deleted in Label Studio: Label Studio would refuse a whole chunk for one of them
+        state.forget_source_tasks(pid, gone)
     mapped = state.source_tasks(pid)
     done = state.written_with(pid, version.name)
     todo = sorted(t for t in mapped if t not in done)

@@ -74,7 +74,9 @@ def decode_image(uri: str, data: bytes, draft_size: int | None = None) -> Image.
                 im.draft("RGB", (draft_size, draft_size))
             im.load()
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:  # PIL's message names its in-memory file object, of no use to a person
+        raise ImageReadError(f"{uri} is not a readable image (not a format PIL knows)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"{uri} is not a readable image ({type(exc).__name__}: {exc})") from exc
 
 

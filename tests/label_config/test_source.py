@@ -44,3 +44,12 @@ def test_configs_without_a_task_image_are_refused_with_what_to_do(xml, words):
 def test_choices_named_but_absent_are_an_error_listing_the_real_ones():
     with pytest.raises(LabelConfigError, match="its choices: Not tuna, Tuna"):
         parse_source_config(TUNA, "Yes", "No")
+
+
+def test_with_several_images_the_rated_image_is_the_one_the_positive_negative_choices_are_about():
+    xml = """<View><Image name="a" value="$left"/><Image name="b" value="$right"/>
+    <Choices name="blur" toName="a"><Choice value="Blurry"/><Choice value="Sharp"/></Choices>
+    <Choices name="verdict" toName="b"><Choice value="Positive"/><Choice value="Negative"/></Choices></View>"""
+    schema = parse_source_config(xml)
+    assert schema.ratings is not None and schema.image_field == "right" and schema.ratings.image == "b"
+    assert schema.prediction_record(0.9, "v1")["result"][0]["to_name"] == "b"

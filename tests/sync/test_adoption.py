@@ -268,3 +268,44 @@ def test_tasks_whose_image_cannot_be_read_are_listed_with_the_reason(tmp_path, l
     reasons = " ".join(report.embedding.skipped.values())
     assert "ftp://example.org/a.jpg" in reasons and "10.0.0.1" in reasons
     assert set(concepts.state.skipped_source_tasks(project_id)) == set(report.embedding.skipped)
+
+
+def test_tasks_deleted_in_the_source_project_are_forgotten_and_apply_goes_on(tmp_path, label_studio):
+    from agile_modeling.loop import LoopConfig
+    from sync.adoption import adopt_project
+    from sync.write_back import apply_predictions
+
+    client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
+    project_id = client.create_project("Deletions", SOURCE_CONFIG)
+    upload_images(label_studio, project_id, {f"d{i}.jpg": jpeg(200 + i) for i in range(6)})
+    concepts = _adopting_sync(tmp_path, label_studio)
+    adopt_project(concepts, "deleted", project_id, ["tuna"], seed_size=6)
+    loop = concepts.workspace.loop("deleted", LoopConfig(seed_size=6))
+    loop.session.record_labels([(i, n % 2) for n, i in enumerate(loop.session.batch(0))])
+    loop.train()
+    doomed = sorted(concepts.state.source_tasks(project_id))[:2]
+    for task_id in doomed:
+        client.sdk.tasks.delete(id=task_id)
+    report = apply_predictions(concepts, "deleted", chunk=2)
+    assert report.written == 4 and set(concepts.state.source_tasks(project_id)).isdisjoint(doomed)
+
+
+def test_a_failed_adoption_links_nothing_and_a_taken_project_is_named(tmp_path, label_studio):
+    from agile_modeling.simulate.shared_pool import SHARED_ENCODER
+    from sync.adoption import AdoptionError, adopt_project
+    from sync.state import UnknownProjectError
+
+    client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
+    project_id = client.create_project("Mismatch", SOURCE_CONFIG)
+    upload_images(label_studio, project_id, {"m.jpg": jpeg(300)})
+    concepts = _adopting_sync(tmp_path, label_studio)
+    concepts.workspace.store(512, SHARED_ENCODER)  # a pool of another encoder's space: embedding is refused
+    with pytest.raises(Exception, match="holds 512-d embeddings"):
+        adopt_project(concepts, "mismatch", project_id, ["tuna"])
+    with pytest.raises(UnknownProjectError):
+        concepts.state.for_project(project_id)  # nothing half-adopted for the worker to keep syncing
+
+    ok = _adopting_sync(tmp_path / "second", label_studio)
+    adopt_project(ok, "first", project_id, ["tuna"], seed_size=1)
+    with pytest.raises(AdoptionError, match=f"project {project_id} is already adopted by concept 'first'"):
+        adopt_project(ok, "second", project_id, ["tuna"])
