@@ -240,3 +240,13 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code < 500
     except httpx.HTTPError:
         return False
+
+
+@pytest.fixture
+def chromium():
+    """Headless Chromium, tall enough for Label Studio's whole Connect dialog with basic auth on (1400 x 857
+    shown) and for a Data Manager table."""
+    from tests.browser import headless_chromium
+
+    with headless_chromium(1400, 1000) as driver:
+        yield driver

@@ -25,38 +25,19 @@ from agile_modeling.workspace import Workspace
 from label_config import parse_rating_config
 from sync.client import LabelStudioClient
 from sync.rounds import ROUND, ConceptSync, latest_annotation
+from tests.browser import headless_chromium
 from tests.sync.conftest import wait_for
 from tests.sync.test_label_studio_loop import rate
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SEED, BATCH = 10, 10
 
 
 @pytest.fixture
 def browser():
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("Debian's chromium and chromium-driver are not installed: `make test` installs them")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--window-size=1400,900",
-    ):
-        options.add_argument(flag)
-    options.binary_location = str(CHROMIUM)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    yield driver
-    driver.quit()
+    with headless_chromium(1400, 900) as driver:
+        yield driver
 
 
 def log_in(driver, label_studio) -> None:

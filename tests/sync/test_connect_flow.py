@@ -30,7 +30,7 @@ from sync.rounds import BACKEND_TITLE
 from sync.state import SOURCE, SyncState
 from tests.sync.conftest import wait_for
 from tests.sync.test_adoption import jpeg, upload_images
-from tests.sync.test_browser_rating import CHROMEDRIVER, CHROMIUM, log_in
+from tests.sync.test_browser_rating import log_in
 
 pytestmark = pytest.mark.slow
 
@@ -44,32 +44,6 @@ SOURCE_CONFIG = """<View>
   </Choices>
 </View>"""
 PARAMS = {"concept": "gourmet tuna", "positive": ["seared tuna", "tuna sushi"], "negative": ["canned tuna"]}
-
-
-@pytest.fixture
-def chromium():
-    """Headless Chromium, tall enough for the whole Connect dialog with basic auth on (1400 x 857 shown)."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("Debian's chromium and chromium-driver are not installed: `make test` installs them")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(flag)
-    options.binary_location = str(CHROMIUM)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    yield driver
-    driver.quit()
 
 
 def fill_connect_dialog(driver, label_studio, project_id: int, backend_url: str, extra_params: str | None) -> None:
