@@ -46,6 +46,7 @@ from label_config import LabelConfigError
 from ml_backend import requests as parse
 from ml_backend.predictor import Predictor, UnknownModelVersionError
 from sync.image_signing import NO_KEY, ImageSignatureError, ImageSigner
+from sync.label_studio_images import LabelStudioImages
 from sync.rounds import WEBHOOK_SECRET_HEADER
 from sync.safe_fetch import FetchPolicy
 from sync.settings import Settings
@@ -211,6 +212,15 @@ def _source_pool_ids(predictor: Predictor, project_id: int, tasks: list[dict]) -
     return predictor.state.source_image_ids(project_id, task_ids)
 
 
+def _source_reader(settings: Settings) -> Callable[[int], LabelStudioImages] | None:
+    """Reads an adopted project's images with this backend's Label Studio credentials (None without them)."""
+    url, key = settings.label_studio_url, settings.label_studio_api_key
+    if not (url and key):
+        return None
+    policy = FetchPolicy.from_settings(settings)
+    return lambda project_id: LabelStudioImages(url, key, project_id, policy, cloud=settings.cloud_images)
+
+
 def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -> Flask:
     """The backend for ``settings`` (built by the composition root, ``ml_backend.wsgi``).
 
@@ -224,6 +234,7 @@ def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -
         workspace,
         FetchPolicy.from_settings(settings),
         images_base_url=settings.images_base_url,
+        source_reader=_source_reader(settings),
     )
     signer = ImageSigner.from_settings(settings)
     cors_origin = settings.browser_origin

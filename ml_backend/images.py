@@ -22,6 +22,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -151,6 +152,14 @@ class EmbeddingCache:
             return self.key(url) in self._items
 
 
+class TaskImageReader(Protocol):
+    """Reads a task's image where Label Studio keeps it (:class:`sync.label_studio_images.LabelStudioImages`)."""
+
+    def pool_uri(self, value: str) -> str: ...
+
+    def read(self, uri: str) -> bytes: ...
+
+
 class TaskEmbeddings:
     """Embeddings for tasks' images, with an in-process cache of images embedded on the fly.
 
@@ -204,12 +213,18 @@ class TaskEmbeddings:
         return [i if i is not None else by_uri.get(u) for i, u in zip(ids, urls)]
 
     def embed(
-        self, tasks: Sequence[dict], image_field: str, task_pool_ids: Mapping[int, int] | None = None
+        self,
+        tasks: Sequence[dict],
+        image_field: str,
+        task_pool_ids: Mapping[int, int] | None = None,
+        reader: TaskImageReader | None = None,
     ) -> tuple[np.ndarray, int, dict[int, str]]:
         """``((len(tasks), d) float32, number embedded on the fly, {task index: why it has no embedding})``.
 
-        ``task_pool_ids`` maps task ids to pool ids the caller knows (see :meth:`pool_ids`). A task whose image
-        cannot be read or embedded keeps a zero row and its reason: the caller answers every other task.
+        ``task_pool_ids`` maps task ids to pool ids the caller knows (see :meth:`pool_ids`). ``reader`` reads
+        images that are not in the pool where Label Studio keeps them (an adopted project's new tasks); without
+        it only web and data: URLs are read. A task whose image cannot be read or embedded keeps a zero row and
+        its reason: the caller answers every other task.
         """
         ids = self.pool_ids(tasks, image_field, task_pool_ids)
         view = self.workspace.store().vectors()
@@ -242,7 +257,7 @@ class TaskEmbeddings:
         urls = list(misses)
         # fetched and decoded concurrently (bounded), then embedded in one batch
         with ThreadPoolExecutor(min(self.fetch_workers, len(urls))) as pool:
-            fetched = list(pool.map(self._fetch, urls))
+            fetched = list(pool.map(lambda url: self._fetch(url, reader), urls))
         good = [(u, im) for u, im in zip(urls, fetched) if not isinstance(im, str)]
         for u, im in zip(urls, fetched):
             if isinstance(im, str):
@@ -259,9 +274,11 @@ class TaskEmbeddings:
                 out[misses[u]] = vectors[n]
         return out, len(good), errors
 
-    def _fetch(self, url: str) -> Image.Image | str:
+    def _fetch(self, url: str, reader: TaskImageReader | None = None) -> Image.Image | str:
         """The decoded image, or the reason it cannot be read (a string)."""
         try:
+            if reader is not None:
+                return decode_limited(url[:100], reader.read(reader.pool_uri(url)), self.policy.max_pixels)
             return fetch_task_image(url, self.policy)
         except AgileError as exc:
             return str(exc)

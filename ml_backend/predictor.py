@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from agile_modeling.errors import AgileError, SessionError
 from agile_modeling.workspace import Workspace
 from label_config import LabelConfigError, RatingSchema, load_config, parse_rating_config
 from label_config.source import SourceSchema, parse_source_config
-from ml_backend.images import TaskEmbeddings
+from ml_backend.images import TaskEmbeddings, TaskImageReader
 from sync.safe_fetch import FetchPolicy
 from sync.state import SOURCE, ProjectLink, SyncState
 
@@ -35,15 +35,32 @@ class Predictor:
     """Answers ``/setup``, ``/predict`` and ``/versions`` for every project of one workspace."""
 
     def __init__(
-        self, workspace: Workspace, policy: FetchPolicy | None = None, images_base_url: str | None = None
+        self,
+        workspace: Workspace,
+        policy: FetchPolicy | None = None,
+        images_base_url: str | None = None,
+        source_reader: Callable[[int], TaskImageReader] | None = None,
     ) -> None:
+        """``source_reader(project id)`` reads an adopted project's images where Label Studio keeps them
+        (for its tasks not in the pool yet); None: only web and data: URLs are read."""
         self.workspace = workspace
+        self._source_reader = source_reader
+        self._readers: dict[int, TaskImageReader] = {}
         self.state = SyncState(workspace.root / "label_studio.sqlite")
         self.embeddings = TaskEmbeddings(workspace, policy, images_base_url)
         self._models: OrderedDict[str, tuple[ModelVersion, ConceptClassifier]] = OrderedDict()  # by version name
         self._pins: dict[int, str] = {}  # project id -> version its latest /setup pinned
         self._lock = threading.Lock()
         self.model_loads = 0
+
+    def source_images(self, project_id: int) -> TaskImageReader | None:
+        """The reader of an adopted project's images (one per project, reused), if this backend has one."""
+        if self._source_reader is None:
+            return None
+        with self._lock:
+            if project_id not in self._readers:
+                self._readers[project_id] = self._source_reader(project_id)
+            return self._readers[project_id]
 
     def link(self, project_id: int) -> ProjectLink:
         return self.state.for_project(project_id)  # UnknownProjectError names what to do
@@ -142,7 +159,8 @@ class Predictor:
         if model is None:
             return [[] for _ in tasks], 0, {}
         version, classifier = model
-        x, fresh, errors = self.embeddings.embed(tasks, schema.image_field, pool_ids)
+        reader = self.source_images(project_id) if self.link(project_id).purpose == SOURCE else None
+        x, fresh, errors = self.embeddings.embed(tasks, schema.image_field, pool_ids, reader)
         probs = classifier.predict_proba(x) if len(tasks) else np.zeros(0)
         return (
             [[] if n in errors else [schema.prediction_record(float(p), version.name)] for n, p in enumerate(probs)],

@@ -309,3 +309,34 @@ def test_a_failed_adoption_links_nothing_and_a_taken_project_is_named(tmp_path, 
     adopt_project(ok, "first", project_id, ["tuna"], seed_size=1)
     with pytest.raises(AdoptionError, match=f"project {project_id} is already adopted by concept 'first'"):
         adopt_project(ok, "second", project_id, ["tuna"])
+
+
+def test_predict_reads_a_new_task_of_an_adopted_project_through_label_studio(tmp_path, label_studio):
+    """A task imported after the last sync is not in the pool yet: /predict reads its image where Label
+    Studio keeps it (an upload, with the backend's API key) instead of answering nothing."""
+    from agile_modeling.loop import LoopConfig
+    from ml_backend.app import create_app
+    from sync.adoption import adopt_project
+
+    client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
+    project_id = client.create_project("Late arrivals", SOURCE_CONFIG)
+    upload_images(label_studio, project_id, {f"l{i}.jpg": jpeg(500 + i) for i in range(4)})
+    concepts = _adopting_sync(tmp_path, label_studio)
+    adopt_project(
+        concepts, "late", project_id, ["tuna"], seed_size=4, positive_choice="Tuna", negative_choice="Not tuna"
+    )
+    loop = concepts.workspace.loop("late", LoopConfig(seed_size=4))
+    loop.session.record_labels([(i, n % 2) for n, i in enumerate(loop.session.batch(0))])
+    loop.train()
+    upload_images(label_studio, project_id, {"late.jpg": jpeg(599)})
+    (late,) = client.task_ids(project_id) - set(concepts.state.source_tasks(project_id))
+    photo = next(t.data["photo"] for t in client.iter_tasks(project_id) if t.id == late)
+
+    backend = create_app(concepts.settings, enqueue=lambda *a, **k: None).test_client()
+    task = {"id": late, "data": {"photo": photo}}
+    answer = backend.post(
+        "/predict", json={"project": f"{project_id}.1", "label_config": SOURCE_CONFIG, "tasks": [task]}
+    )
+    assert answer.status_code == 200 and not answer.json.get("errors"), answer.json
+    ((prediction,),) = answer.json["results"]
+    assert prediction["result"][0]["value"]["choices"][0] in ("Tuna", "Not tuna")
