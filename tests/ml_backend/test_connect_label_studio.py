@@ -55,7 +55,14 @@ def test_connect_dialog_adopts_an_unlinked_project_through_its_extra_params(labe
     for _ in range(3):
         assert sdk.ml.get(id=ml.id).state == "CO"
     sdk.ml.list(project=pid)
-    expected = {"project_id": pid, "concept": "gourmet tuna", "positive": ["tuna steak"], "negative": ["canned tuna"]}
+    expected = {
+        "project_id": pid,
+        "concept": "gourmet tuna",
+        "positive": ["tuna steak"],
+        "negative": ["canned tuna"],
+        "positive_choice": None,
+        "negative_choice": None,
+    }
     assert queued == [("adopt", expected)]
 
     # what Label Studio asks for the model versions: a bare GET /versions, answered as it is
@@ -81,7 +88,10 @@ def test_extra_params_saved_as_a_json_string_are_read_too(label_studio, backend)
         timeout=30,
     )
     assert response.status_code == 201 and response.json()["state"] == "CO", response.text
-    assert queued == [("adopt", {"project_id": pid, "concept": "tuna", "positive": ["tuna"], "negative": []})]
+    no_choices = {"positive_choice": None, "negative_choice": None}
+    assert queued == [
+        ("adopt", {"project_id": pid, "concept": "tuna", "positive": ["tuna"], "negative": [], **no_choices})
+    ]
     # a typo is refused with the reason, and the connection is not saved
     bad = httpx.post(
         f"{label_studio.url}/api/ml",
