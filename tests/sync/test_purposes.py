@@ -12,7 +12,7 @@ from sync.deliberation import DELIBERATION, SCOPING
 from sync.purposes import HANDLERS, CrowdHandler, FailedSync, UnknownPurposeError, handler_for, sync_all, sync_project
 from sync.rounds import ConceptSync
 from sync.settings import Settings
-from sync.state import RATING, ProjectLink, RoundSettings
+from sync.state import RATING, SOURCE, ProjectLink, RoundSettings
 
 
 @pytest.fixture
@@ -22,8 +22,8 @@ def concepts(tmp_path):
 
 
 def test_every_purpose_has_its_own_handler_and_an_unknown_one_is_an_error():
-    assert set(HANDLERS) == {RATING, CROWD, EVALUATION, SCOPING, DELIBERATION}
-    assert len({type(h) for h in HANDLERS.values()}) == 5
+    assert set(HANDLERS) == {RATING, CROWD, EVALUATION, SCOPING, DELIBERATION, SOURCE}
+    assert len({type(h) for h in HANDLERS.values()}) == 6
     assert isinstance(handler_for(CROWD), CrowdHandler)
     with pytest.raises(UnknownPurposeError, match="'mystery'"):
         handler_for("mystery")
