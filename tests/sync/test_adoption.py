@@ -234,10 +234,11 @@ def test_projects_on_local_files_and_s3_storage_are_adopted_and_shown_in_the_rat
     client.sdk.import_storage.s3.sync(id=s3_storage.id)
 
     concepts = _adopting_sync(tmp_path, label_studio)
-    local = adopt_project(concepts, "local tuna", local_id, ["tuna"], seed_size=4)
+    tuna = {"positive_choice": "Tuna", "negative_choice": "Not tuna"}
+    local = adopt_project(concepts, "local tuna", local_id, ["tuna"], seed_size=4, **tuna)
     assert (local.embedding.mapped, local.embedding.embedded, local.embedding.skipped) == (8, 8, {})
     # the same bytes in the bucket: mapped onto the images already embedded, nothing read twice into the pool
-    remote = adopt_project(concepts, "s3 tuna", s3_id, ["tuna"], seed_size=4)
+    remote = adopt_project(concepts, "s3 tuna", s3_id, ["tuna"], seed_size=4, **tuna)
     assert (remote.embedding.mapped, remote.embedding.skipped) == (8, {})
     store = concepts.workspace.store()
     assert len(store) == 8
@@ -249,6 +250,22 @@ def test_projects_on_local_files_and_s3_storage_are_adopted_and_shown_in_the_rat
             url = task.data["image"]
             assert url.startswith(label_studio.url)
             assert httpx.get(url, headers=token, follow_redirects=True, timeout=30).content in files.values()
+
+    # rated in the companion projects (through Label Studio, recorded by a sync), then written back to both
+    from sync.write_back import apply_predictions
+
+    for name, report, source_id in (("local tuna", local, local_id), ("s3 tuna", remote, s3_id)):
+        assert report.rating_project_id is not None
+        for n, task in enumerate(client.iter_tasks(report.rating_project_id)):
+            client.create_annotation(task.id, _rating("Positive" if n % 2 else "Negative"))
+        assert concepts.sync(name).trained is not None
+        assert apply_predictions(concepts, name).written == 8
+        version = concepts.workspace.registry(name).latest()
+        assert version is not None
+        for task_id in concepts.state.source_tasks(source_id):
+            (prediction,) = _predictions(label_studio, task_id)
+            assert prediction["model_version"] == version.name and 0.5 <= prediction["score"] <= 1.0
+            assert prediction["result"][0]["value"]["choices"][0] in ("Tuna", "Not tuna")
 
 
 def test_tasks_whose_image_cannot_be_read_are_listed_with_the_reason(tmp_path, label_studio):
