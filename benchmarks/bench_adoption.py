@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import sys
@@ -161,12 +162,20 @@ def upload(server: LabelStudioServer, project_id: int, paths: list[Path], chunk:
         response.raise_for_status()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (and its waited-for children) used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def embedding_rates(server: LabelStudioServer, tmp: Path, count: int, repeats: int = 2) -> dict:
-    """images/s of `pool add` from disk and of adopting the same images uploaded to Label Studio."""
+    """images/s of `pool add` from disk and of adopting the same images uploaded to Label Studio, with the
+    CPU seconds Label Studio spent serving the files meanwhile (on a small machine, taken from the model)."""
     paths = jpegs(tmp / "jpegs", count)
     client = LabelStudioClient(server.url, server.credentials.token)
     spec = OpenClipSpec(model="ViT-B-32", pretrained=None)
     rates: dict[str, list[float]] = {"pool add (disk)": [], "adoption (Label Studio uploads)": []}
+    server_cpu: list[float] = []  # Label Studio's CPU seconds per second of adoption
     for r in range(repeats):
         ws = Workspace(tmp / f"ws-disk-{r}")
         encoder = ws.image_encoder(spec)
@@ -186,11 +195,14 @@ def embedding_rates(server: LabelStudioServer, tmp: Path, count: int, repeats: i
         tasks = list(concepts.client.iter_tasks(project_id))
         from sync.adoption import embed_tasks
 
-        started = time.perf_counter()
+        assert server.process is not None
+        cpu_before, started = cpu_seconds(server.process.pid), time.perf_counter()
         report = embed_tasks(concepts, project_id, tasks, "image")
-        rates["adoption (Label Studio uploads)"].append(report.embedded / (time.perf_counter() - started))
+        seconds = time.perf_counter() - started
+        rates["adoption (Label Studio uploads)"].append(report.embedded / seconds)
+        server_cpu.append((cpu_seconds(server.process.pid) - cpu_before) / seconds)
         print(f"  round {r}: " + ", ".join(f"{k} {v[-1]:.1f} images/s" for k, v in rates.items()))
-    return {"images": count, "rates": rates}
+    return {"images": count, "rates": rates, "label_studio_cores_busy": server_cpu}
 
 
 def markdown(record: dict) -> str:
@@ -202,6 +214,24 @@ def markdown(record: dict) -> str:
         "",
         environment_markdown(record["environment"]),
         "",
+    ]
+    if b is not None:
+        lines += bookkeeping_lines(b)
+    lines += [
+        f"## Embedding rate, {e['images']} JPEGs of 500x375 (open_clip ViT-B-32), each run",
+        "",
+        "| path | images/s |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {', '.join(f'{v:.1f}' for v in vs)} |" for k, vs in e["rates"].items()]
+    if e.get("label_studio_cores_busy"):
+        busy = ", ".join(f"{v:.2f}" for v in e["label_studio_cores_busy"])
+        lines += ["", f"Label Studio's own CPU while it served the files to the adoption: {busy} cores."]
+    return "\n".join(lines) + "\n"
+
+
+def bookkeeping_lines(b: dict) -> list[str]:
+    return [
         f"## {b['tasks']:,} tasks whose images are in the pool already",
         "",
         "| step | seconds | |",
@@ -217,13 +247,7 @@ def markdown(record: dict) -> str:
         f"Memory while writing back: peak Python allocations {b['apply_python_peak_mb']:.1f} MB, "
         f"growth of the process's peak RSS {b['apply_rss_growth_mb']:.1f} MB.",
         "",
-        f"## Embedding rate, {e['images']} JPEGs of 500x375 (open_clip ViT-B-32), each run",
-        "",
-        "| path | images/s |",
-        "|---|---|",
     ]
-    lines += [f"| {k} | {', '.join(f'{v:.1f}' for v in vs)} |" for k, vs in e["rates"].items()]
-    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -232,6 +256,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--venv", default=str(Path(__file__).resolve().parents[1] / ".venv-label-studio"))
     parser.add_argument("--out", default=str(RESULTS / "adoption"))
+    parser.add_argument("--embedding-only", action="store_true", help="only the embedding-rate comparison")
     args = parser.parse_args()
     env = describe_environment()
     data = load_shared_data()
@@ -241,7 +266,7 @@ def main() -> int:
         record = {
             "command": " ".join(["benchmarks/bench_adoption.py", *sys.argv[1:]]),
             "environment": env,
-            "bookkeeping": bookkeeping_and_write_back(server, tmp, args.tasks, data),
+            "bookkeeping": None if args.embedding_only else bookkeeping_and_write_back(server, tmp, args.tasks, data),
             "embedding": embedding_rates(server, tmp, args.images),
         }
     finally:
