@@ -125,29 +125,29 @@ def embed_tasks(
     report = EmbedReport(tasks=len(tasks))
     if not todo:
         return report
-    reader = project_images(concepts, project_id)
-    uri_of: dict[int, str] = {}
-    for task in todo:
-        try:
-            uri_of[task.id] = reader.pool_uri(task.data.get(image_field))  # type: ignore[arg-type]
-        except ImageReadError as exc:
-            report.skipped[task.id] = str(exc)
-    uris = list(dict.fromkeys(uri_of.values()))
-    ws = concepts.workspace
-    pool_ids: dict[str, int] = {}
-    if (ws.root / "pool").exists():
-        pool_ids = ws.store().ids_of_uris(uris)
-    missing = [u for u in uris if u not in pool_ids]
-    if missing:
-        encoder = ws.image_encoder().with_runtime(device=concepts.settings.device)
-        store: EmbeddingStore = ws.store(encoder.dim, encoder.name)
-        added = store.add_images(missing, encoder, progress=progress, read=reader.read, fetch_workers=FETCH_WORKERS)
-        pool_ids.update(added.ids)
-        report.embedded = len(added.added_ids)
-        why = dict(added.skipped)
-        for task_id, uri in uri_of.items():
-            if uri not in pool_ids:
-                report.skipped[task_id] = f"{uri[:120]}: {why.get(uri, 'not embedded')}"
+    with project_images(concepts, project_id) as reader:  # its HTTP connections closed after the reads
+        uri_of: dict[int, str] = {}
+        for task in todo:
+            try:
+                uri_of[task.id] = reader.pool_uri(task.data.get(image_field))  # type: ignore[arg-type]
+            except ImageReadError as exc:
+                report.skipped[task.id] = str(exc)
+        uris = list(dict.fromkeys(uri_of.values()))
+        ws = concepts.workspace
+        pool_ids: dict[str, int] = {}
+        if (ws.root / "pool").exists():
+            pool_ids = ws.store().ids_of_uris(uris)
+        missing = [u for u in uris if u not in pool_ids]
+        if missing:
+            encoder = ws.image_encoder().with_runtime(device=concepts.settings.device)
+            store: EmbeddingStore = ws.store(encoder.dim, encoder.name)
+            added = store.add_images(missing, encoder, progress=progress, read=reader.read, fetch_workers=FETCH_WORKERS)
+            pool_ids.update(added.ids)
+            report.embedded = len(added.added_ids)
+            why = dict(added.skipped)
+            for task_id, uri in uri_of.items():
+                if uri not in pool_ids:
+                    report.skipped[task_id] = f"{uri[:120]}: {why.get(uri, 'not embedded')}"
     mapped = {t: pool_ids[u] for t, u in uri_of.items() if u in pool_ids}
     state.record_source_tasks(project_id, mapped, report.skipped)
     report.mapped = len(mapped)
