@@ -224,6 +224,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             workspace=workspace.root,
             backend_url=f"http://127.0.0.1:{backend_port}",
             webhook_secret=base.webhook_secret or secrets.token_hex(16),
+            # the same machine: the backend and the worker read Label Studio's files from the disk
+            label_studio_data_dir=server.data_dir,
+            local_files_root=server.local_files_root,
         )
         env = service_env(settings)
         backend = start_process(backend_command(f"127.0.0.1:{backend_port}"), env, logs / "backend.log")

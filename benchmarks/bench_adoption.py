@@ -11,8 +11,10 @@ On a real Label Studio (its own venv, SQLite, this machine):
    and RSS growth while writing (memory must stay flat: chunks are streamed). Then the same
    version again (a no-op), then a second version (writes and removes the first one's predictions).
 3. **Embedding rate.** ``--images`` JPEGs of 500x375: ``agile pool add`` from disk against adoption
-   of a project holding the same files uploaded to Label Studio, same encoder (open_clip
-   ViT-B-32, randomly initialised: the weights do not change the cost), alternated, twice each.
+   of a project holding the same files uploaded to Label Studio, read through the server and read
+   from Label Studio's data folder mounted here (``LABEL_STUDIO_BASE_DATA_DIR``), same encoder
+   (open_clip ViT-B-32, randomly initialised: the weights do not change the cost), alternated,
+   twice each.
 
     .venv/bin/python benchmarks/bench_adoption.py --tasks 50000 --images 200
 """
@@ -168,14 +170,37 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def adoption_rate(server: LabelStudioServer, ws_root: Path, project_id: int, mounted: bool) -> tuple[float, float]:
+    """images/s of adopting the project's images, and Label Studio's CPU (cores) meanwhile; ``mounted``:
+    Label Studio's data folder is given (``LABEL_STUDIO_BASE_DATA_DIR``), so uploads are read from the disk."""
+    from sync.adoption import embed_tasks
+
+    settings = Settings(
+        label_studio_url=server.url,
+        label_studio_api_key=server.credentials.token,
+        workspace=ws_root,
+        label_studio_data_dir=server.data_dir if mounted else None,
+    )
+    concepts = ConceptSync(settings, Workspace(ws_root))
+    tasks = list(concepts.client.iter_tasks(project_id))
+    assert server.process is not None
+    cpu_before, started = cpu_seconds(server.process.pid), time.perf_counter()
+    report = embed_tasks(concepts, project_id, tasks, "image")
+    seconds = time.perf_counter() - started
+    assert report.embedded == len(tasks), report
+    return report.embedded / seconds, (cpu_seconds(server.process.pid) - cpu_before) / seconds
+
+
 def embedding_rates(server: LabelStudioServer, tmp: Path, count: int, repeats: int = 2) -> dict:
-    """images/s of `pool add` from disk and of adopting the same images uploaded to Label Studio, with the
-    CPU seconds Label Studio spent serving the files meanwhile (on a small machine, taken from the model)."""
+    """images/s of `pool add` from disk and of adopting the same images uploaded to Label Studio (read
+    through the server, and from its data folder mounted here), alternated, with the CPU Label Studio
+    spent serving the files meanwhile (on a small machine, taken from the model)."""
     paths = jpegs(tmp / "jpegs", count)
     client = LabelStudioClient(server.url, server.credentials.token)
     spec = OpenClipSpec(model="ViT-B-32", pretrained=None)
-    rates: dict[str, list[float]] = {"pool add (disk)": [], "adoption (Label Studio uploads)": []}
-    server_cpu: list[float] = []  # Label Studio's CPU seconds per second of adoption
+    adoptions = {"adoption (uploads, through Label Studio)": False, "adoption (uploads, its folder mounted)": True}
+    rates: dict[str, list[float]] = {"pool add (disk)": [], **{k: [] for k in adoptions}}
+    server_cpu: dict[str, list[float]] = {k: [] for k in adoptions}  # Label Studio's cores busy
     for r in range(repeats):
         ws = Workspace(tmp / f"ws-disk-{r}")
         encoder = ws.image_encoder(spec)
@@ -184,23 +209,14 @@ def embedding_rates(server: LabelStudioServer, tmp: Path, count: int, repeats: i
         added = store.add_images([str(p) for p in paths], encoder, progress=False)
         rates["pool add (disk)"].append(len(added.added_ids) / (time.perf_counter() - started))
 
-        ws = Workspace(tmp / f"ws-adopt-{r}")
-        ws.image_encoder(spec)
-        project_id = client.create_project(f"uploads {r}", SOURCE_CONFIG)
-        upload(server, project_id, paths)
-        settings = Settings(
-            label_studio_url=server.url, label_studio_api_key=server.credentials.token, workspace=ws.root
-        )
-        concepts = ConceptSync(settings, ws)
-        tasks = list(concepts.client.iter_tasks(project_id))
-        from sync.adoption import embed_tasks
-
-        assert server.process is not None
-        cpu_before, started = cpu_seconds(server.process.pid), time.perf_counter()
-        report = embed_tasks(concepts, project_id, tasks, "image")
-        seconds = time.perf_counter() - started
-        rates["adoption (Label Studio uploads)"].append(report.embedded / seconds)
-        server_cpu.append((cpu_seconds(server.process.pid) - cpu_before) / seconds)
+        for i, (name, mounted) in enumerate(adoptions.items()):
+            ws = Workspace(tmp / f"ws-adopt-{r}-{i}")
+            ws.image_encoder(spec)
+            project_id = client.create_project(f"uploads {r} {i}", SOURCE_CONFIG)
+            upload(server, project_id, paths)
+            rate, cores = adoption_rate(server, ws.root, project_id, mounted)
+            rates[name].append(rate)
+            server_cpu[name].append(cores)
         print(f"  round {r}: " + ", ".join(f"{k} {v[-1]:.1f} images/s" for k, v in rates.items()))
     return {"images": count, "rates": rates, "label_studio_cores_busy": server_cpu}
 
@@ -224,9 +240,11 @@ def markdown(record: dict) -> str:
         "|---|---|",
     ]
     lines += [f"| {k} | {', '.join(f'{v:.1f}' for v in vs)} |" for k, vs in e["rates"].items()]
-    if e.get("label_studio_cores_busy"):
-        busy = ", ".join(f"{v:.2f}" for v in e["label_studio_cores_busy"])
-        lines += ["", f"Label Studio's own CPU while it served the files to the adoption: {busy} cores."]
+    busy = e.get("label_studio_cores_busy") or {}
+    if isinstance(busy, list):  # records before the mounted folder: one adoption path
+        busy = {"adoption (Label Studio uploads)": busy}
+    lines += ["", "Label Studio's own CPU while the adoption read the files (cores):", ""]
+    lines += [f"- {k}: {', '.join(f'{v:.2f}' for v in vs)}" for k, vs in busy.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -256,6 +274,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--venv", default=str(Path(__file__).resolve().parents[1] / ".venv-label-studio"))
     parser.add_argument("--out", default=str(RESULTS / "adoption"))
+    parser.add_argument("--repeats", type=int, default=2, help="alternated runs of each embedding path")
     parser.add_argument("--embedding-only", action="store_true", help="only the embedding-rate comparison")
     args = parser.parse_args()
     env = describe_environment()
@@ -267,7 +286,7 @@ def main() -> int:
             "command": " ".join(["benchmarks/bench_adoption.py", *sys.argv[1:]]),
             "environment": env,
             "bookkeeping": None if args.embedding_only else bookkeeping_and_write_back(server, tmp, args.tasks, data),
-            "embedding": embedding_rates(server, tmp, args.images),
+            "embedding": embedding_rates(server, tmp, args.images, args.repeats),
         }
     finally:
         server.stop()

@@ -214,11 +214,9 @@ def _source_pool_ids(predictor: Predictor, project_id: int, tasks: list[dict]) -
 
 def _source_reader(settings: Settings) -> Callable[[int], LabelStudioImages] | None:
     """Reads an adopted project's images with this backend's Label Studio credentials (None without them)."""
-    url, key = settings.label_studio_url, settings.label_studio_api_key
-    if not (url and key):
+    if not (settings.label_studio_url and settings.label_studio_api_key):
         return None
-    policy = FetchPolicy.from_settings(settings)
-    return lambda project_id: LabelStudioImages(url, key, project_id, policy, cloud=settings.cloud_images)
+    return lambda project_id: LabelStudioImages.for_project(settings, project_id)
 
 
 def create_app(settings: Settings, enqueue: Callable[..., None] | None = None) -> Flask:

@@ -34,7 +34,6 @@ from label_config.source import SourceSchema, parse_source_config
 from sync.client import TaskRecord
 from sync.label_studio_images import LabelStudioImages
 from sync.rounds import ConceptSync, latest_annotation, parse_timestamp
-from sync.safe_fetch import FetchPolicy
 from sync.state import SOURCE, ProjectLink, UnknownProjectError
 
 log = logging.getLogger(__name__)
@@ -89,14 +88,7 @@ class AdoptionReport:
 
 def project_images(concepts: ConceptSync, project_id: int) -> LabelStudioImages:
     """The reader of the project's images, with the worker's Label Studio credentials and fetch policy."""
-    s = concepts.settings
-    return LabelStudioImages(
-        str(s.label_studio_url),
-        str(s.label_studio_api_key),
-        project_id,
-        FetchPolicy.from_settings(s),
-        cloud=s.cloud_images,
-    )
+    return LabelStudioImages.for_project(concepts.settings, project_id)
 
 
 def embed_tasks(

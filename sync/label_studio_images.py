@@ -8,6 +8,10 @@ Where an image value points, and how it is read (checked against label-studio 1.
   through the server with the API key. A legacy token is sent as ``Authorization: Token <key>``; a
   personal access token (a JWT refresh token) is exchanged at ``POST /api/token/refresh/`` for an
   access token sent as ``Bearer`` (exchanged again when it expires or is refused).
+  Where Label Studio's folders are mounted on this machine too (:class:`LabelStudioFolders`: settings
+  ``LOCAL_FILES_DOCUMENT_ROOT`` and ``LABEL_STUDIO_BASE_DATA_DIR``, Label Studio's own names), the file is
+  read from the disk instead, as ``get_local_path`` does: no HTTP round trip, and no work for a server that
+  may share the machine's cores with the embedding. A file not found there is read through the server.
 - ``s3://``, ``gs://``, ``azure-blob://`` (a cloud storage of the project): with ``cloud="presign"``
   (the default) through Label Studio's resolve endpoint ``GET /projects/<pid>/presign/?fileuri=<uri
   in URL-safe base64>`` (no ``/api`` prefix). When the storage presigns, it answers ``303`` to a
@@ -39,14 +43,16 @@ import json
 import re
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
+from urllib.parse import parse_qs, unquote, unquote_to_bytes, urlsplit
 
 import httpx
 
 from agile_modeling.errors import ImageReadError
 from sync.safe_fetch import CONNECT_S, MAX_REDIRECTS, FetchPolicy, fetch_image_bytes
+from sync.settings import Settings
 
 CLOUD_SCHEMES = ("s3", "gs", "gcs", "azure-blob", "azure")
 CLOUD_MODES = ("presign", "direct")
@@ -85,6 +91,45 @@ def resolve_url(label_studio_url: str, project_id: int, uri: str) -> str:
     return f"{label_studio_url.rstrip('/')}/projects/{int(project_id)}/presign/?fileuri={fileuri}"
 
 
+def _inside(root: Path, relative: str) -> Path | None:
+    """``root/relative`` with symbolic links resolved, or None if that leaves ``root`` (``..``, a link out)."""
+    base = root.resolve()
+    candidate = (base / relative.lstrip("/")).resolve()
+    return candidate if candidate.is_relative_to(base) and candidate != base else None
+
+
+@dataclass(frozen=True)
+class LabelStudioFolders:
+    """Label Studio's file folders, where they are mounted on this machine too (a backend beside Label
+    Studio, or a shared volume in docker compose).
+
+    Attributes:
+        local_files_root: Label Studio's ``LOCAL_FILES_DOCUMENT_ROOT``; ``?d=`` of a local-files URL is
+            relative to it.
+        data_dir: Label Studio's ``LABEL_STUDIO_BASE_DATA_DIR``; uploads are in its ``media/upload/<pid>/``.
+    """
+
+    local_files_root: Path | None = None
+    data_dir: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LabelStudioFolders:
+        return cls(settings.local_files_root, settings.label_studio_data_dir)
+
+    def file_of(self, path: str, query: str) -> Path | None:
+        """The file on this machine behind a Label Studio ``path`` (``/data/upload/...``,
+        ``/data/local-files/``) and ``query``, or None (not mounted here, not there, or outside the folder:
+        then the server decides, with its own rules)."""
+        if path.startswith("/data/local-files/") and self.local_files_root is not None:
+            values = parse_qs(query, keep_blank_values=True).get("d")  # decoded once, the last wins: as Django
+            found = _inside(self.local_files_root, values[-1]) if values and values[-1] else None
+        elif path.startswith("/data/upload/") and self.data_dir is not None:
+            found = _inside(self.data_dir / "media" / "upload", unquote(path.removeprefix("/data/upload/")))
+        else:
+            return None
+        return found if found is not None and found.is_file() else None
+
+
 class LabelStudioImages:
     """Reads the images of one Label Studio project's tasks (thread-safe).
 
@@ -97,6 +142,7 @@ class LabelStudioImages:
         cloud: ``presign`` (through Label Studio) or ``direct`` (fsspec, this environment's credentials).
         storage_options: keyword arguments of the fsspec file system of ``direct`` reads, e.g.
             ``{"endpoint_url": ..., "key": ..., "secret": ...}`` for s3fs.
+        folders: Label Studio's folders mounted here, read from the disk (default: none).
     """
 
     def __init__(
@@ -107,6 +153,7 @@ class LabelStudioImages:
         policy: FetchPolicy | None = None,
         cloud: str = "presign",
         storage_options: dict | None = None,
+        folders: LabelStudioFolders | None = None,
     ) -> None:
         if cloud not in CLOUD_MODES:
             raise ValueError(f"cloud must be one of {', '.join(CLOUD_MODES)}, not {cloud!r}")
@@ -114,6 +161,7 @@ class LabelStudioImages:
         self.project_id = int(project_id)
         self.cloud = cloud
         self.storage_options = dict(storage_options or {})
+        self.folders = folders or LabelStudioFolders()
         own = FetchPolicy.from_urls(self.url)
         self.policy = own if policy is None else replace(policy, allowed=policy.allowed | own.allowed)
         self._key = api_key
@@ -125,6 +173,21 @@ class LabelStudioImages:
         self._ls = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
         self._storage = httpx.Client(
             timeout=timeout, follow_redirects=True, max_redirects=MAX_REDIRECTS, trust_env=False
+        )
+
+    @classmethod
+    def for_project(cls, settings: Settings, project_id: int) -> LabelStudioImages:
+        """The reader of a project's images with the Label Studio credentials, fetch policy, cloud mode
+        and mounted folders of ``settings`` (which must name a Label Studio and its API key)."""
+        if not (settings.label_studio_url and settings.label_studio_api_key):
+            raise ValueError("reading a project's images needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY")
+        return cls(
+            settings.label_studio_url,
+            settings.label_studio_api_key,
+            project_id,
+            FetchPolicy.from_settings(settings),
+            cloud=settings.cloud_images,
+            folders=LabelStudioFolders.from_settings(settings),
         )
 
     def close(self) -> None:
@@ -183,8 +246,13 @@ class LabelStudioImages:
         if uri.startswith("/"):
             uri = self.url + uri
         if uri.startswith(self.url + "/"):
-            path = urlsplit(uri).path[len(urlsplit(self.url).path) :]
-            if path.startswith(_AUTH_PATHS) or _RESOLVE_PATH.match(path):
+            parts = urlsplit(uri)
+            path = parts.path[len(urlsplit(self.url).path) :]
+            if path.startswith(_AUTH_PATHS):
+                local = self.folders.file_of(path, parts.query)
+                data = self._from_disk(local, uri) if local else None
+                return data if data is not None else self._from_label_studio(uri, uri)
+            if _RESOLVE_PATH.match(path):
                 return self._from_label_studio(uri, uri)
         return fetch_image_bytes(uri, self.policy)
 
@@ -196,6 +264,18 @@ class LabelStudioImages:
             raise ImageReadError("the task's data: URL is not valid (base64)") from None
         if len(data) > self.policy.max_bytes:
             raise ImageReadError(f"the task's data: image is larger than {self.policy.max_bytes} bytes")
+        return data
+
+    def _from_disk(self, path: Path, uri: str) -> bytes | None:
+        """The file's bytes, or None if this process may not read it (e.g. another user's file in a shared
+        volume): then the server is asked."""
+        try:
+            with path.open("rb") as f:
+                data = f.read(self.policy.max_bytes + 1)
+        except OSError:
+            return None
+        if len(data) > self.policy.max_bytes:
+            raise self._too_large(uri)
         return data
 
     # --- through Label Studio --------------------------------------------------------------------

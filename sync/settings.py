@@ -161,6 +161,18 @@ class Settings:
     label_studio_api_key: str | None = setting(
         "LABEL_STUDIO_API_KEY", "its API token (legacy token or personal access token)", secret=True
     )
+    local_files_root: Path | None = setting(
+        "LOCAL_FILES_DOCUMENT_ROOT",
+        "Label Studio's local-files document root where it is mounted on this machine too (as Label Studio's "
+        "own variable): `/data/local-files/?d=` images are read from the disk, not through the server",
+        parse=Path,
+    )
+    label_studio_data_dir: Path | None = setting(
+        "LABEL_STUDIO_BASE_DATA_DIR",
+        "Label Studio's data folder where it is mounted on this machine too (as Label Studio's own variable): "
+        "uploaded images (`/data/upload/...`) are read from its `media/upload`, not through the server",
+        parse=Path,
+    )
     workspace: Path = setting(
         ("AGILE_WORKSPACE", "MODEL_DIR"),
         "the workspace folder (pool, sessions, models); `MODEL_DIR` is an alias",

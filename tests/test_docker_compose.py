@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sync.label_studio_images import LabelStudioFolders
+from sync.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 _VAR = re.compile(
     r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])((?:[^{}]|\{[^{}]*\})*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
@@ -87,6 +90,17 @@ def test_compose_has_label_studio_redis_backend_workers_and_one_beat():
         assert env["AGILE_SHARDED_SCORING"] == "1"
     assert services["worker"]["command"][-1] == "--no-beat"  # scaling workers never multiplies the periodic sync
     assert services["backend"]["command"][:2] == ["agile", "backend"]
+
+
+def test_the_readers_of_task_images_mount_label_studio_s_volume_read_only():
+    services = compose_config(DOTENV)["services"]
+    volume, target = services["label-studio"]["volumes"][0].split(":")[:2]
+    for name in ("backend", "worker"):  # /predict and the adoption read uploads from the disk
+        env = services[name]["environment"]
+        assert f"{volume}:{target}:ro" in services[name]["volumes"]
+        settings = Settings.from_env(env)
+        assert settings.label_studio_data_dir == Path(target)
+        assert LabelStudioFolders.from_settings(settings).data_dir == Path(target)
 
 
 @pytest.mark.parametrize(

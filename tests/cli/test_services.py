@@ -71,6 +71,10 @@ def test_up_starts_the_stack_with_a_visible_demo_and_down_stops_it(tmp_path, sha
         # started again with the stack's settings, not those of the shell that revived it
         worker_env = Path(f"/proc/{stack['pids']['worker']}/environ").read_bytes().split(b"\0")
         assert b"AGILE_PREFETCH=0.0" in worker_env
+        # Label Studio runs on this machine: the worker reads its uploads and local files from the disk
+        ls_data = (ws / "label-studio").resolve()
+        assert f"LABEL_STUDIO_BASE_DATA_DIR={ls_data}".encode() in worker_env
+        assert f"LOCAL_FILES_DOCUMENT_ROOT={ls_data / 'local-files'}".encode() in worker_env
         wait_for(lambda: len(Workspace(ws).sessions.open("cat").labels()) == 3, 120, "the revived worker to record")
         assert "not running" not in agile("concept", "status", "cat", workspace=ws).stderr
     finally:

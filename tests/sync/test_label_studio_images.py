@@ -16,7 +16,7 @@ from PIL import Image
 
 from agile_modeling.errors import ImageReadError
 from sync.client import LabelStudioClient
-from sync.label_studio_images import LabelStudioImages
+from sync.label_studio_images import LabelStudioFolders, LabelStudioImages
 from sync.safe_fetch import FetchPolicy
 
 CONFIG = (
@@ -77,6 +77,44 @@ def test_a_missing_fsspec_backend_names_the_extra_to_install():
         images.read("gs://bucket/a.jpg")
 
 
+def test_files_in_label_studio_folders_mounted_here_are_read_from_the_disk(tmp_path):
+    root, data = tmp_path / "local-files", tmp_path / "ls-data"
+    (root / "photos").mkdir(parents=True)
+    (data / "media" / "upload" / "7").mkdir(parents=True)
+    (root / "photos" / "a b.png").write_bytes(png := image("red", "PNG"))
+    (data / "media" / "upload" / "7" / "1a2b-c d.jpg").write_bytes(jpg := image("blue"))
+    (tmp_path / "secret.jpg").write_bytes(b"not Label Studio's")
+    (root / "photos" / "out.jpg").symlink_to(tmp_path / "secret.jpg")
+    folders = LabelStudioFolders(local_files_root=root, data_dir=data)
+
+    # no server at this address: every read below comes from the disk, or fails on the connection
+    images = LabelStudioImages("http://127.0.0.1:9", "t", 7, folders=folders)
+    assert images.read(images.pool_uri("/data/local-files/?d=photos/a%20b.png")) == png
+    assert images.read(images.pool_uri("/data/local-files/?d=/photos/a b.png")) == png
+    assert images.read(images.pool_uri("/data/upload/7/1a2b-c%20d.jpg")) == jpg
+    small = LabelStudioImages("http://127.0.0.1:9", "t", 7, policy=FetchPolicy(max_bytes=10), folders=folders)
+    with pytest.raises(ImageReadError, match="larger than 10 bytes"):
+        small.read(small.pool_uri("/data/upload/7/1a2b-c%20d.jpg"))
+
+    # outside the folders, missing there, or not a file: left to the server (and its rules), never read here
+    for path, query in [
+        ("/data/local-files/", "d=../secret.jpg"),
+        ("/data/local-files/", "d=photos/../../secret.jpg"),
+        ("/data/local-files/", "d=photos/out.jpg"),  # a link out of the root
+        ("/data/local-files/", "d=photos"),
+        ("/data/local-files/", "d="),
+        ("/data/local-files/", ""),
+        ("/data/local-files/", "d=photos/missing.png"),
+        ("/data/upload/", ""),
+        ("/data/upload/7/../../../../secret.jpg", ""),
+        ("/data/upload/7/%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.jpg", ""),
+    ]:
+        assert folders.file_of(path, query) is None, (path, query)
+    with pytest.raises(ImageReadError, match="cannot reach Label Studio"):
+        images.read(images.pool_uri("/data/local-files/?d=../secret.jpg"))
+    assert LabelStudioFolders().file_of("/data/upload/7/1a2b-c%20d.jpg", "") is None  # nothing mounted
+
+
 # --- a real Label Studio ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_uploaded_files_are_read_with_a_legacy_token_and_a_personal_access_token(label_studio):
@@ -103,6 +141,11 @@ def test_uploaded_files_are_read_with_a_legacy_token_and_a_personal_access_token
     images = LabelStudioImages(label_studio.url, label_studio.credentials.token, pid, policy=FetchPolicy(max_bytes=100))
     with pytest.raises(ImageReadError, match="larger than 100 bytes"):
         images.read(images.pool_uri(values[0]))
+
+    folders = LabelStudioFolders(label_studio.local_files_root, label_studio.data_dir)
+    on_disk = LabelStudioImages(label_studio.url, "0" * 40, pid, folders=folders)  # a key the server refuses
+    for value in values:
+        assert on_disk.read(on_disk.pool_uri(value)) == files[value.rsplit("/", 1)[1].split("-", 1)[1]]
 
     # bad inputs: a wrong key, an upload Label Studio never had, one whose file was deleted
     wrong = LabelStudioImages(label_studio.url, "0" * 40, pid)
@@ -134,6 +177,11 @@ def test_local_files_storage_images_are_read(label_studio):
     images = LabelStudioImages(label_studio.url, label_studio.credentials.token, pid)
     for value in values:
         assert images.read(images.pool_uri(value)) == files[value.rsplit("/", 1)[1]]
+    # Label Studio's folders mounted here: read from the disk (a key the server refuses cannot matter)
+    folders = LabelStudioFolders(label_studio.local_files_root, label_studio.data_dir)
+    on_disk = LabelStudioImages(label_studio.url, "0" * 40, pid, folders=folders)
+    for value in values:
+        assert on_disk.read(on_disk.pool_uri(value)) == files[value.rsplit("/", 1)[1]]
     (folder / "a.png").unlink()
     with pytest.raises(ImageReadError, match="the file is gone from Label Studio"):
         images.read(images.pool_uri(f"/data/local-files/?d={folder.name}/a.png"))
