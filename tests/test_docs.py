@@ -74,6 +74,8 @@ def test_the_docs_exist_and_link_to_each_other():
         "docs/label-studio-stream.png",
         "docs/label-studio-projects.md",
         "docs/label-studio-connect.png",
+        "docs/label-studio-rate-adopted.png",
+        "docs/label-studio-apply.png",
     ):
         assert doc in readme_links, f"README.md does not link to {doc}"
 

@@ -9,7 +9,8 @@ connection", saved and sent to ``/setup`` as the JSON *string* typed), "Interact
 and "Validate and Save". A refused ``/setup`` shows "Runtime error / Validation error" with our reason,
 both in a modal and inside the dialog, and nothing is saved.
 
-``AGILE_TEST_SCREENSHOTS=docs`` writes the README's ``label-studio-connect.png`` (the filled dialog).
+``AGILE_TEST_SCREENSHOTS=docs`` writes the README's ``label-studio-connect.png`` (the filled dialog) and
+``label-studio-rate-adopted.png`` (a seed task of the companion project, showing the source's upload).
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``make test`` installs them) and selenium.
 """
@@ -30,7 +31,7 @@ from sync.rounds import BACKEND_TITLE
 from sync.state import SOURCE, SyncState
 from tests.sync.conftest import wait_for
 from tests.sync.test_adoption import jpeg, upload_images
-from tests.sync.test_browser_rating import log_in
+from tests.sync.test_browser_rating import log_in, shown_task
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +98,9 @@ def project_titled(client: LabelStudioClient, title: str) -> int | None:
 
 
 def test_connect_model_in_the_ui_adopts_the_project_through_the_worker(tmp_path, label_studio, services, chromium):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
     source = client.create_project("Fish market photos", SOURCE_CONFIG)
@@ -148,6 +151,19 @@ def test_connect_model_in_the_ui_adopts_the_project_through_the_worker(tmp_path,
     assert state.for_concept("gourmet-tuna").project_id == rating
     assert state.for_concept("gourmet-tuna", SOURCE).project_id == source
     assert ws.sessions.names() == [PARAMS["concept"]]
+    # the user rates in the companion project: its tasks show the source project's uploads, loaded by the
+    # signed-in browser from Label Studio itself
+    chromium.get(f"{label_studio.url}/projects/{rating}/data?labeling=1")
+    wait_for(lambda: "Labeling Instructions" in chromium.page_source, 60, "the rating project's instructions")
+    ActionChains(chromium).send_keys(Keys.ESCAPE).perform()
+    wait_for(lambda: (t := shown_task(chromium)) and t[2], 120, "a seed task with its image loaded")
+    loaded = chromium.execute_script(
+        "return [...document.images].filter(i => i.complete && i.naturalWidth > 0).map(i => i.naturalWidth)"
+    )
+    assert 64 in loaded, loaded  # the 64x48 upload of the source project, not a placeholder
+    rate_shot = tmp_path / "label-studio-rate-adopted.png"
+    chromium.save_screenshot(str(rate_shot))
+
     # the connection made in the UI is the one the adoption uses, and it stays connected for the concept
     [still] = ml_backends(label_studio, source)
     assert still["id"] == saved["id"] and still["state"] == "CO", still
@@ -166,4 +182,5 @@ def test_connect_model_in_the_ui_adopts_the_project_through_the_worker(tmp_path,
     assert ml_backends(label_studio, other) == []
 
     if os.environ.get("AGILE_TEST_SCREENSHOTS"):  # docs/: the README's screenshot, taken on request
-        Path(os.environ["AGILE_TEST_SCREENSHOTS"], shot.name).write_bytes(shot.read_bytes())
+        for taken in (shot, rate_shot):
+            Path(os.environ["AGILE_TEST_SCREENSHOTS"], taken.name).write_bytes(taken.read_bytes())
