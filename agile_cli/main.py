@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 STRATEGY_NAMES = ["margin", "margin+positive", "random"]
 #: classifier kinds: agile_modeling.classifier.CLASSIFIERS (as above)
 CLASSIFIER_KINDS = ["mlp", "logistic"]
+#: seed batches of a simulated session: agile_modeling.simulate.runner.SEED_BATCHES (as above)
+SEED_BATCHES = ["phrases", "random"]
 #: label sources `concept label` records: session.USER, quality.EVALUATION, sync.crowd.CROWD (as above)
 LABEL_SOURCES = ["user", "evaluation", "crowd"]
 
@@ -634,6 +636,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 prefetch=args.prefetch,
                 classifier=args.classifier,
+                seed_batch=args.seed_batch,
                 on_round=lambda rr: print(
                     f"  round {rr.round}: {rr.num_labels:4d} ratings ({rr.num_positive} positive)  "
                     f"AUC-PR {rr.metrics['auc_pr']:.3f}  train {rr.train_seconds:.1f}s  select {rr.select_seconds:.2f}s"
@@ -986,6 +989,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rounds", type=int, default=5, help="active-learning rounds after the seed (default 5)")
     sim.add_argument("--batch-size", type=int, default=100, help="images per round (default 100)")
     sim.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin")
+    sim.add_argument(
+        "--seed-batch",
+        choices=SEED_BATCHES,
+        default="phrases",
+        help="the seed batch: the phrases' neighbours (default, the paper) or a uniform random draw "
+        "(with --strategy random: passive learning from the first image)",
+    )
     sim.add_argument(
         "--classifier",
         choices=CLASSIFIER_KINDS,

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agile_modeling.classifier import DEFAULT_RECIPE, ConceptClassifier, ModelRegistry, TrainingRecipe
 from agile_modeling.index import ExactIndex, NeighbourIndex
 from agile_modeling.loop import AgileLoop, LoopConfig
 from agile_modeling.metrics import binary_metrics
 from agile_modeling.seeding import NEIGHBOURS_PER_QUERY
+from agile_modeling.selection import RandomSelection
 from agile_modeling.session import SessionStore
 from agile_modeling.simulate.data import SharedData
 from agile_modeling.simulate.suite import SimulatedConcept
@@ -61,6 +63,23 @@ class SimulationContext:
         return cls(data, pool, ExactIndex(pool))
 
 
+#: how a simulated session's seed batch is chosen
+SEED_BATCHES = ("phrases", "random")
+
+
+def _random_draw(n: int, k: int, exclude: NDArray[np.int64], seed: int) -> NDArray[np.int64]:
+    """``(k,)`` pool ids drawn uniformly from ``range(n)`` minus ``exclude`` (``RandomSelection``'s draw)."""
+    return RandomSelection(seed).select(np.zeros(n, np.float32), k, exclude, lambda ids: np.zeros(len(ids)))
+
+
+def _next_random_batch(loop: AgileLoop, seed: int) -> list[int]:
+    """The next round's random batch while there is no model yet (no positive rated)."""
+    request = loop.selection_request()
+    if request is None:
+        return []
+    return loop.record_batch(request, _random_draw(len(loop.pool), request.k, request.exclude, seed + request.round))
+
+
 def simulate_session(
     spec: SimulatedConcept,
     ctx: SimulationContext,
@@ -77,6 +96,7 @@ def simulate_session(
     then_crowd_batch: int = 0,
     prefetch: float = 0.0,
     classifier: str = "mlp",
+    seed_batch: str = "phrases",
 ) -> SessionResult:
     """Run one concept: seed of ``batch_size``... then ``rounds`` rounds, retraining after each.
 
@@ -88,9 +108,15 @@ def simulate_session(
     then the crowd's. ``prefetch`` > 0 prepares each next batch when that fraction of a batch is
     still to rate (the product's queue that never runs dry, ``LoopConfig.prefetch``): every model
     but the last then trains on fewer ratings. ``classifier``: the model trained each round
-    (``LoopConfig.classifier``). The session, its labels and model versions are written under ``workdir``
-    with the real session store and registry, exactly as the service would.
+    (``LoopConfig.classifier``). ``seed_batch``: ``phrases`` (the paper: neighbours of the concept's
+    phrases) or ``random`` (a uniform draw from the pool: with ``strategy="random"``, passive learning from
+    the start). A round whose ratings hold no positive has no model: it is scored as a constant score
+    (AUC-PR = the test set's share of positives) and only ``random`` can select the next batch. The session,
+    its labels and model versions are written under ``workdir`` with the real session store and registry,
+    exactly as the service would.
     """
+    if seed_batch not in SEED_BATCHES:
+        raise ValueError(f"seed_batch must be one of {', '.join(SEED_BATCHES)}, not {seed_batch!r}")
     data = ctx.data
     concept = spec.concept()
     workdir = Path(workdir)
@@ -133,7 +159,10 @@ def simulate_session(
     def evaluate(classifier: ConceptClassifier) -> dict[str, float]:
         return binary_metrics(test_truth, classifier.predict_proba(test_x), 0.5).as_dict()
 
+    if seed_batch == "random":
+        session.start_round(0, "random", _random_draw(len(ctx.pool), batch_size, loop.held_out_ids(), seed).tolist())
     queue = list(loop.start())  # the rater's queue: open images, oldest round first
+    no_model = binary_metrics(test_truth, np.full(len(test_truth), 0.5), 0.5).as_dict()
     for r in range(rounds + 1):
         # the rater works down the queue until only the prefetch share of a batch is left (all of
         # it in the last round); the model trains and selects the next batch at that point
@@ -141,20 +170,25 @@ def simulate_session(
         rated, queue = queue[: max(len(queue) - keep, 0)], queue[max(len(queue) - keep, 0) :]
         session.record_labels(zip(rated, raters.rate(rated)), rater=f"simulated-{rater}", source=rater)
         t0 = time.perf_counter()
-        version, trained = loop.train(evaluate)
+        trained: ConceptClassifier | None = None
+        if any(session.labels(rater).values()) or strategy != "random":
+            version, trained = loop.train(evaluate)
+            name, metrics = version.name, version.metrics
+        else:  # passive learning has drawn no positive yet: nothing to train
+            name, metrics = "-", no_model
         t1 = time.perf_counter()
         if r < rounds:
-            queue += loop.next_batch(trained)
+            queue += loop.next_batch(trained) if trained is not None else _next_random_batch(loop, seed)
         t2 = time.perf_counter()
         labels = session.labels(rater)
-        rr = RoundResult(
-            r, len(labels), sum(labels.values()), version.name, version.metrics, t1 - t0, t2 - t1 if r < rounds else 0.0
-        )
+        rr = RoundResult(r, len(labels), sum(labels.values()), name, metrics, t1 - t0, t2 - t1 if r < rounds else 0.0)
         result.rounds.append(rr)
         if on_round:
             on_round(rr)
     if then_crowd_batch:
         crowd = SimulatedCrowd(spec.crowd_truth(data.pool), raters=3, error_rate=crowd_error_rate, seed=seed + 1)
+        if trained is None:
+            raise ValueError("the crowd step selects with the user's last model: the user rated no positive")
         batch = loop.next_batch(trained, size=then_crowd_batch)
         session.record_labels(zip(batch, crowd.rate(batch)), rater="simulated-crowd", source="crowd")
         loop.config = replace(loop.config, label_source=(rater, "crowd"))

@@ -1,7 +1,8 @@
 """The simulated study of the paper (sections 4-5, figures 3, 4, 7, 8, 11), over the concept suite.
 
 Per concept: zero-shot CLIP; the user's loop with batches of 50, 100 and 200; margin against
-margin + positive mining; who rates (User-100, Crowd-100, Crowd-500, User-100 + Crowd-500); an
+margin + positive mining and against the passive baselines (the phrase seed then random batches,
+and random from the first image); who rates (User-100, Crowd-100, Crowd-500, User-100 + Crowd-500); an
 oracle (the same MLP trained on every pool label) as the ceiling; and the stratified evaluation
 estimate of the final user model against its exact metrics on the test rows. Results are written
 after every concept to ``study.json``, and a run resumes from it.
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,14 +34,28 @@ from agile_modeling.session import SessionStore
 from agile_modeling.simulate.runner import SessionResult, SimulationContext, simulate_session
 from agile_modeling.simulate.suite import SimulatedConcept
 
-#: name -> (rater, batch size, strategy, then_crowd_batch)
+
+class Condition(NamedTuple):
+    """One way of running the loop in the study."""
+
+    rater: str  # who rates every batch: "user" or "crowd"
+    batch: int  # images per batch, the seed batch included
+    strategy: str  # the selection strategy of the rounds
+    then_crowd: int = 0  # > 0: a last round of that many images rated by the crowd
+    seed_batch: str = "phrases"  # "random": the seed batch is a uniform draw, not the phrases' neighbours
+
+
 CONDITIONS = {
-    "user-50": ("user", 50, "margin", 0),
-    "user-100": ("user", 100, "margin", 500),  # its last round is the User-100 + Crowd-500 step
-    "user-200": ("user", 200, "margin", 0),
-    "user-100-positive-mining": ("user", 100, "margin+positive", 0),
-    "crowd-100": ("crowd", 100, "margin", 0),
-    "crowd-500": ("crowd", 500, "margin", 0),
+    "user-50": Condition("user", 50, "margin"),
+    "user-100": Condition("user", 100, "margin", 500),  # its last round is the User-100 + Crowd-500 step
+    "user-200": Condition("user", 200, "margin"),
+    "user-100-positive-mining": Condition("user", 100, "margin+positive"),
+    "crowd-100": Condition("crowd", 100, "margin"),
+    "crowd-500": Condition("crowd", 500, "margin"),
+    # the baselines active learning is measured against: the phrase seed then random batches, and random
+    # from the first image (passive learning)
+    "user-100-seed-random": Condition("user", 100, "random"),
+    "user-100-random": Condition("user", 100, "random", seed_batch="random"),
 }
 
 
@@ -58,7 +73,7 @@ class StudyError(AgileError):
 
 def images_rated(config: StudyConfig) -> int:
     """The most pool images one condition of ``config`` has rated (seed + rounds + a crowd step)."""
-    return max(batch * (config.rounds + 1) + crowd for _, batch, _, crowd in CONDITIONS.values())
+    return max(c.batch * (config.rounds + 1) + c.then_crowd for c in CONDITIONS.values())
 
 
 def _curve(result: SessionResult) -> list[dict[str, float]]:
@@ -116,7 +131,8 @@ def run_concept(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"title": spec.title, "difficulty": spec.difficulty, "runs": {}}
     for name in config.conditions:
-        rater, batch, strategy, then_crowd = CONDITIONS[name]
+        condition = CONDITIONS[name]
+        then_crowd = condition.then_crowd
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             result = simulate_session(
@@ -124,12 +140,13 @@ def run_concept(
                 ctx,
                 tmp,
                 rounds=config.rounds,
-                batch_size=batch,
-                strategy=strategy,
+                batch_size=condition.batch,
+                strategy=condition.strategy,
                 seed=config.seed,
-                rater=rater,
+                rater=condition.rater,
                 crowd_error_rate=config.crowd_error_rate,
                 then_crowd_batch=then_crowd,
+                seed_batch=condition.seed_batch,
             )
             out["zero_shot"] = result.zero_shot
             curve = _curve(result)
@@ -241,6 +258,9 @@ def summary_table(results: list[dict[str, Any]], metric: str = "auc_pr") -> str:
     line(
         "User-100 with positive mining, 600 ratings", lambda r: _at(r["runs"]["user-100-positive-mining"], 600, metric)
     )
+    for name, label in (("user-100-seed-random", "seed + random"), ("user-100-random", "random")):
+        for ratings in (300, 600):
+            line(f"User-100, {label}, {ratings} ratings", partial(at_ratings, name, ratings))
     line("oracle (every pool label)", lambda r: r["oracle"][metric])
     line("stratified estimate of User-100 at 600", lambda r: r["stratified"]["estimate"][metric])
     line("exact (test rows) of the same model", lambda r: r["stratified"]["exact"][metric])
@@ -254,10 +274,10 @@ def _f(value: float) -> str:
 def per_concept_table(results: list[dict[str, Any]], metric: str = "auc_pr") -> str:
     head = (
         "| concept | kind | zero-shot | User-100 at 100 / 300 / 600 | User-50 / User-200 after 5 rounds | "
-        "positive mining at 600 | Crowd-100 at 600 | Crowd-500 at 3000 | "
+        "positive mining at 600 | seed + random / random at 600 | Crowd-100 at 600 | Crowd-500 at 3000 | "
         "User+Crowd | oracle | stratified estimate (positives of images) / exact |"
     )
-    rows = [head, "|" + "---|" * 11]
+    rows = [head, "|" + "---|" * 12]
     for r in results:
         u = r["runs"]["user-100"]
         rows.append(
@@ -265,6 +285,8 @@ def per_concept_table(results: list[dict[str, Any]], metric: str = "auc_pr") -> 
             f"{_f(_at(u, 100, metric))} / {_f(_at(u, 300, metric))} / {_f(_at(u, 600, metric))} | "
             f"{_f(r['runs']['user-50'][-1][metric])} / {_f(r['runs']['user-200'][-1][metric])} | "
             f"{_f(_at(r['runs']['user-100-positive-mining'], 600, metric))} | "
+            f"{_f(_at(r['runs']['user-100-seed-random'], 600, metric))} / "
+            f"{_f(_at(r['runs']['user-100-random'], 600, metric))} | "
             f"{_f(_at(r['runs']['crowd-100'], 600, metric))} | {_f(_at(r['runs']['crowd-500'], 3000, metric))} | "
             f"{_f(r['runs']['user-100+crowd-500'][-1][metric])} | {_f(r['oracle'][metric])} | "
             f"{_f(r['stratified']['estimate'][metric])} ({r['stratified']['positives']}+ of {r['stratified']['images']}) / "
@@ -286,7 +308,15 @@ def plot_study(results: list[dict[str, Any]], path: str | Path, metric: str = "a
             ],
         ),
         ("batch size", [("user-50", "50"), ("user-100", "100"), ("user-200", "200")]),
-        ("active learning", [("user-100", "margin"), ("user-100-positive-mining", "margin + positive mining")]),
+        (
+            "selection",
+            [
+                ("user-100", "margin"),
+                ("user-100-positive-mining", "margin + positive mining"),
+                ("user-100-seed-random", "seed + random"),
+                ("user-100-random", "random"),
+            ],
+        ),
     ]
     fig, axes = plots.subplots(len(rows), len(GROUPS), figsize=(13, 10))
     for i, (row_title, series) in enumerate(rows):

@@ -184,10 +184,11 @@ def test_a_failed_step_leaves_the_workspace_usable(tmp_path, image_folder):
 
 def test_the_help_is_plain_text_and_names_what_the_engine_knows():
     """No reST markup in any --help; the strategy and label-source choices are the engine's."""
-    from agile_cli.main import CLASSIFIER_KINDS, LABEL_SOURCES, STRATEGY_NAMES
+    from agile_cli.main import CLASSIFIER_KINDS, LABEL_SOURCES, SEED_BATCHES, STRATEGY_NAMES
     from agile_modeling.classifier import CLASSIFIERS
     from agile_modeling.selection import STRATEGIES
     from agile_modeling.session import EVALUATION, USER
+    from agile_modeling.simulate.runner import SEED_BATCHES as RUNNER_SEED_BATCHES
     from sync.crowd import CROWD
 
     def parsers(parser, path=()):
@@ -203,5 +204,6 @@ def test_the_help_is_plain_text_and_names_what_the_engine_knows():
         assert "``" not in parser.format_help(), path
     assert STRATEGY_NAMES == sorted(STRATEGIES) and LABEL_SOURCES == [USER, EVALUATION, CROWD]
     assert CLASSIFIER_KINDS == list(CLASSIFIERS)
+    assert SEED_BATCHES == list(RUNNER_SEED_BATCHES)
     assert {"strategy", "batch_size"} <= {a.dest for a in every[("concept", "new")]._actions}
     assert "source" in {a.dest for a in every[("concept", "label")]._actions}

@@ -5,6 +5,7 @@ import pytest
 
 from agile_modeling.simulate import SimulatedUser, SimulationContext, load_suite, simulate_session
 from agile_modeling.simulate.report import results_table, write_report
+from agile_modeling.simulate.runner import _random_draw
 
 
 def test_simulated_user_answers_from_truth_with_its_error_rate():
@@ -71,3 +72,27 @@ def test_on_a_hard_concept_the_users_model_beats_the_crowds(shared_data, tmp_pat
         crowd.rounds[-1].num_labels == 300
         and crowd.rounds[-1].metrics["auc_pr"] < user.rounds[-1].metrics["auc_pr"] - 0.05
     )
+
+
+def test_passive_learning_draws_every_batch_at_random_and_has_no_model_before_a_positive(shared_data, tmp_path):
+    # the rarest concept of the suite (0.1% of the pool), and a seed whose first random batch of 20 misses it
+    suite = load_suite()
+    spec = min(suite, key=lambda s: s.ground_truth(shared_data.pool).mean())
+    truth = spec.ground_truth(shared_data.pool)
+    nothing = np.zeros(0, np.int64)
+    seed = next(k for k in range(50) if not truth[_random_draw(len(truth), 20, nothing, k)].any())
+    ctx = SimulationContext.build(shared_data)
+    res = simulate_session(
+        spec, ctx, tmp_path / "a", rounds=3, batch_size=20, strategy="random", seed_batch="random", seed=seed
+    )
+    truth_test = spec.ground_truth(shared_data.test)
+    assert [r.num_labels for r in res.rounds] == [20, 40, 60, 80]
+    no_model = [r for r in res.rounds if r.num_positive == 0]
+    assert no_model and no_model[0].round == 0
+    for r in no_model:  # nothing to train on: a constant score, whose AUC-PR is the share of positives
+        assert r.model_version == "-" and r.metrics["auc_pr"] == pytest.approx(truth_test.mean(), abs=1e-9)
+    # the seed batch is a uniform draw, not the phrases' neighbours: few of it are positives
+    phrase = simulate_session(spec, ctx, tmp_path / "b", rounds=0, batch_size=20)
+    assert phrase.rounds[0].num_positive > res.rounds[0].num_positive
+    with pytest.raises(ValueError, match="seed_batch must be one of phrases, random"):
+        simulate_session(spec, ctx, tmp_path / "c", rounds=0, seed_batch="uniform")
