@@ -26,10 +26,13 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -170,9 +173,12 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def adoption_rate(server: LabelStudioServer, ws_root: Path, project_id: int, mounted: bool) -> tuple[float, float]:
-    """images/s of adopting the project's images, and Label Studio's CPU (cores) meanwhile; ``mounted``:
-    Label Studio's data folder is given (``LABEL_STUDIO_BASE_DATA_DIR``), so uploads are read from the disk."""
+def adoption_rate(
+    server: LabelStudioServer, ws_root: Path, project_id: int, mounted: bool
+) -> tuple[float, float, float]:
+    """images/s of adopting the project's images, our CPU seconds per image, and Label Studio's CPU (cores)
+    meanwhile; ``mounted``: Label Studio's data folder is given (``LABEL_STUDIO_BASE_DATA_DIR``), so uploads
+    are read from the disk."""
     from sync.adoption import embed_tasks
 
     settings = Settings(
@@ -185,40 +191,60 @@ def adoption_rate(server: LabelStudioServer, ws_root: Path, project_id: int, mou
     tasks = list(concepts.client.iter_tasks(project_id))
     assert server.process is not None
     cpu_before, started = cpu_seconds(server.process.pid), time.perf_counter()
+    own_before = cpu_seconds(os.getpid())
     report = embed_tasks(concepts, project_id, tasks, "image")
     seconds = time.perf_counter() - started
+    own = (cpu_seconds(os.getpid()) - own_before) / report.embedded
     assert report.embedded == len(tasks), report
-    return report.embedded / seconds, (cpu_seconds(server.process.pid) - cpu_before) / seconds
+    return report.embedded / seconds, own, (cpu_seconds(server.process.pid) - cpu_before) / seconds
 
 
 def embedding_rates(server: LabelStudioServer, tmp: Path, count: int, repeats: int = 2) -> dict:
     """images/s of `pool add` from disk and of adopting the same images uploaded to Label Studio (read
-    through the server, and from its data folder mounted here), alternated, with the CPU Label Studio
+    through the server, and from its data folder mounted here), in a rotating order, with the CPU Label Studio
     spent serving the files meanwhile (on a small machine, taken from the model)."""
     paths = jpegs(tmp / "jpegs", count)
     client = LabelStudioClient(server.url, server.credentials.token)
     spec = OpenClipSpec(model="ViT-B-32", pretrained=None)
     adoptions = {"adoption (uploads, through Label Studio)": False, "adoption (uploads, its folder mounted)": True}
     rates: dict[str, list[float]] = {"pool add (disk)": [], **{k: [] for k in adoptions}}
+    cpu_per_image: dict[str, list[float]] = {k: [] for k in rates}  # this process's CPU seconds per image
     server_cpu: dict[str, list[float]] = {k: [] for k in adoptions}  # Label Studio's cores busy
+    # every project uploaded first, so that no run overlaps Label Studio's work on an import
+    projects = {}
     for r in range(repeats):
+        for i, name in enumerate(adoptions):
+            projects[r, name] = client.create_project(f"uploads {r} {i}", SOURCE_CONFIG)
+            upload(server, projects[r, name], paths)
+
+    def pool_add(r: int) -> None:
         ws = Workspace(tmp / f"ws-disk-{r}")
         encoder = ws.image_encoder(spec)
         store: EmbeddingStore = ws.store(encoder.dim, encoder.name)
-        started = time.perf_counter()
+        started, own_before = time.perf_counter(), cpu_seconds(os.getpid())
         added = store.add_images([str(p) for p in paths], encoder, progress=False)
         rates["pool add (disk)"].append(len(added.added_ids) / (time.perf_counter() - started))
+        cpu_per_image["pool add (disk)"].append((cpu_seconds(os.getpid()) - own_before) / len(added.added_ids))
 
-        for i, (name, mounted) in enumerate(adoptions.items()):
-            ws = Workspace(tmp / f"ws-adopt-{r}-{i}")
-            ws.image_encoder(spec)
-            project_id = client.create_project(f"uploads {r} {i}", SOURCE_CONFIG)
-            upload(server, project_id, paths)
-            rate, cores = adoption_rate(server, ws.root, project_id, mounted)
-            rates[name].append(rate)
-            server_cpu[name].append(cores)
+    def adoption(r: int, name: str) -> None:
+        ws = Workspace(tmp / f"ws-adopt-{r}-{name}")
+        ws.image_encoder(spec)
+        rate, own, cores = adoption_rate(server, ws.root, projects[r, name], adoptions[name])
+        rates[name].append(rate)
+        cpu_per_image[name].append(own)
+        server_cpu[name].append(cores)
+
+    runs: list[Callable[[int], None]] = [pool_add, *(partial(lambda n, r: adoption(r, n), n) for n in adoptions)]
+    for r in range(repeats):
+        for k in range(len(runs)):  # the order rotates: no path always runs first or last
+            runs[(r + k) % len(runs)](r)
         print(f"  round {r}: " + ", ".join(f"{k} {v[-1]:.1f} images/s" for k, v in rates.items()))
-    return {"images": count, "rates": rates, "label_studio_cores_busy": server_cpu}
+    return {
+        "images": count,
+        "rates": rates,
+        "cpu_seconds_per_image": cpu_per_image,
+        "label_studio_cores_busy": server_cpu,
+    }
 
 
 def markdown(record: dict) -> str:
@@ -236,10 +262,16 @@ def markdown(record: dict) -> str:
     lines += [
         f"## Embedding rate, {e['images']} JPEGs of 500x375 (open_clip ViT-B-32), each run",
         "",
-        "| path | images/s |",
-        "|---|---|",
+        "| path | images/s, each run | median | this process's CPU s per image, each run | median |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| {k} | {', '.join(f'{v:.1f}' for v in vs)} |" for k, vs in e["rates"].items()]
+    cpu = e.get("cpu_seconds_per_image", {})
+    for k, vs in e["rates"].items():
+        own = cpu.get(k, [])
+        lines.append(
+            f"| {k} | {', '.join(f'{v:.1f}' for v in vs)} | {statistics.median(vs):.1f} | "
+            f"{', '.join(f'{v:.3f}' for v in own)} | {statistics.median(own) if own else float('nan'):.3f} |"
+        )
     busy = e.get("label_studio_cores_busy") or {}
     if isinstance(busy, list):  # records before the mounted folder: one adoption path
         busy = {"adoption (Label Studio uploads)": busy}
