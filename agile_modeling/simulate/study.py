@@ -128,9 +128,14 @@ def run_concept(
     config: StudyConfig,
     hashes: NDArray[np.uint64],
     log: Callable[[str], None] = print,
+    done: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"title": spec.title, "difficulty": spec.difficulty, "runs": {}}
+    """The concept's results under every condition of ``config``; those already in ``done`` (its saved
+    results: a study extended by a condition) are kept, not run again."""
+    out: dict[str, Any] = done or {"title": spec.title, "difficulty": spec.difficulty, "runs": {}}
     for name in config.conditions:
+        if name in out["runs"]:
+            continue
         condition = CONDITIONS[name]
         then_crowd = condition.then_crowd
         t0 = time.perf_counter()
@@ -161,7 +166,8 @@ def run_concept(
             f"  {name}: AUC-PR {curve[0]['auc_pr']:.3f} -> {curve[-1]['auc_pr']:.3f} at {curve[-1]['ratings']} "
             f"ratings ({time.perf_counter() - t0:.0f} s)"
         )
-    out["oracle"] = oracle_metrics(spec, ctx, config.seed)
+    if "oracle" not in out:
+        out["oracle"] = oracle_metrics(spec, ctx, config.seed)
     log(f"  oracle AUC-PR {out['oracle']['auc_pr']:.3f}; zero-shot {out['zero_shot']['auc_pr']:.3f}")
     return out
 
@@ -173,7 +179,8 @@ def run_study(
     config: StudyConfig = StudyConfig(),
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Every concept of ``suite`` (resuming from ``out_dir/study.json``)."""
+    """Every concept of ``suite`` (resuming from ``out_dir/study.json``: a study made with fewer
+    conditions and otherwise the same configuration is extended by the missing ones)."""
     needed = images_rated(config) + NUM_STRATA * PER_STRATUM  # and an evaluation set beside them
     if len(ctx.pool) < needed:
         raise StudyError(
@@ -186,15 +193,21 @@ def run_study(
     path = out_dir / "study.json"
     wanted = json.loads(json.dumps(asdict(config)))
     saved = json.loads(path.read_text()) if path.exists() else {"config": wanted, "concepts": []}
-    if saved["config"] != wanted:
+    if {**saved["config"], "conditions": None} != {**wanted, "conditions": None}:
         raise StudyError(f"{path} was made with another configuration ({saved['config']}); use another --out")
-    done = {c["title"] for c in saved["concepts"]}
+    saved["config"]["conditions"] = [
+        c for c in CONDITIONS if c in {*saved["config"]["conditions"], *wanted["conditions"]}
+    ]
+    done = {c["title"]: c for c in saved["concepts"]}
     hashes = url_hashes([f"shared://{d}/{i}" for i, d in enumerate(ctx.data.pool.dataset)])
     for n, spec in enumerate(suite, 1):
-        if spec.title in done:
+        if spec.title in done and set(config.conditions) <= set(done[spec.title]["runs"]):
             continue
         log(f"[{n}/{len(suite)}] {spec.title} ({spec.difficulty})")
-        saved["concepts"].append(run_concept(spec, ctx, config, hashes, log))
+        if spec.title in done:
+            run_concept(spec, ctx, config, hashes, log, done=done[spec.title])
+        else:
+            saved["concepts"].append(run_concept(spec, ctx, config, hashes, log))
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(saved, indent=1))
         tmp.replace(path)
