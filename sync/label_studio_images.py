@@ -11,7 +11,9 @@ Where an image value points, and how it is read (checked against label-studio 1.
   Where Label Studio's folders are mounted on this machine too (:class:`LabelStudioFolders`: settings
   ``LOCAL_FILES_DOCUMENT_ROOT`` and ``LABEL_STUDIO_BASE_DATA_DIR``, Label Studio's own names), the file is
   read from the disk instead, as ``get_local_path`` does: no HTTP round trip, and no work for a server that
-  may share the machine's cores with the embedding. A file not found there is read through the server.
+  may share the machine's cores with the embedding. Only files the server would serve for the project
+  are read so (its uploads; local files inside one of its local-files storages, listed once from
+  ``/api/storages/localfiles``); anything else, or a file not there, is read through the server.
 - ``s3://``, ``gs://``, ``azure-blob://`` (a cloud storage of the project): with ``cloud="presign"``
   (the default) through Label Studio's resolve endpoint ``GET /projects/<pid>/presign/?fileuri=<uri
   in URL-safe base64>`` (no ``/api`` prefix). When the storage presigns, it answers ``303`` to a
@@ -40,9 +42,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
+import stat
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -92,16 +97,53 @@ def resolve_url(label_studio_url: str, project_id: int, uri: str) -> str:
 
 
 def _inside(root: Path, relative: str) -> Path | None:
-    """``root/relative`` with symbolic links resolved, or None if that leaves ``root`` (``..``, a link out)."""
-    base = root.resolve()
-    candidate = (base / relative.lstrip("/")).resolve()
+    """``root/relative`` with symbolic links resolved, or None if that leaves ``root`` (``..``, a link out) or
+    cannot name a file here (a NUL byte, a name too long, a link loop, a folder this process may not search)."""
+    try:
+        base = root.resolve()
+        candidate = (base / relative.lstrip("/")).resolve()
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a link loop (Python 3.11)
+        return None
     return candidate if candidate.is_relative_to(base) and candidate != base else None
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or path.is_relative_to(folder)
+
+
+def read_regular_file(path: Path, root: Path, limit: int) -> bytes | None:
+    """At most ``limit + 1`` bytes of ``path``, or None unless it is, once opened, a regular file inside
+    ``root``: never a FIFO or a device (opened without blocking), never a link swapped in after ``path``
+    was resolved (the opened file's own path is checked where /proc tells it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except (OSError, ValueError):
+        return None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        regular = False
+    if not regular:
+        os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            opened = Path(f"/proc/self/fd/{fd}")
+            if opened.exists() and not _within(Path(os.readlink(opened)), root.resolve()):
+                return None
+            return f.read(limit + 1)
+        except OSError:
+            return None
 
 
 @dataclass(frozen=True)
 class LabelStudioFolders:
-    """Label Studio's file folders, where they are mounted on this machine too (a backend beside Label
-    Studio, or a shared volume in docker compose).
+    """Label Studio's file folders, where they are mounted on this machine too, at the same paths Label
+    Studio sees them (a backend beside Label Studio, or a volume mounted at the same path in docker compose).
+
+    Only files Label Studio would serve for the project are read from them: uploads of the project
+    (``media/upload/<pid>/``), and local files inside one of the project's local-files storages. Anything
+    else goes to the server, which applies its own rules (``LOCAL_FILES_SERVING_ENABLED``, permissions).
 
     Attributes:
         local_files_root: Label Studio's ``LOCAL_FILES_DOCUMENT_ROOT``; ``?d=`` of a local-files URL is
@@ -116,18 +158,26 @@ class LabelStudioFolders:
     def from_settings(cls, settings: Settings) -> LabelStudioFolders:
         return cls(settings.local_files_root, settings.label_studio_data_dir)
 
-    def file_of(self, path: str, query: str) -> Path | None:
-        """The file on this machine behind a Label Studio ``path`` (``/data/upload/...``,
-        ``/data/local-files/``) and ``query``, or None (not mounted here, not there, or outside the folder:
-        then the server decides, with its own rules)."""
-        if path.startswith("/data/local-files/") and self.local_files_root is not None:
-            values = parse_qs(query, keep_blank_values=True).get("d")  # decoded once, the last wins: as Django
-            found = _inside(self.local_files_root, values[-1]) if values and values[-1] else None
-        elif path.startswith("/data/upload/") and self.data_dir is not None:
-            found = _inside(self.data_dir / "media" / "upload", unquote(path.removeprefix("/data/upload/")))
-        else:
+    def upload_of(self, project_id: int, path: str) -> tuple[Path, Path] | None:
+        """``(file, its folder)`` of an upload path ``/data/upload/<project_id>/<name>`` of the project, or None."""
+        prefix = f"/data/upload/{int(project_id)}/"
+        if self.data_dir is None or not path.startswith(prefix):
             return None
-        return found if found is not None and found.is_file() else None
+        folder = self.data_dir / "media" / "upload" / str(int(project_id))
+        found = _inside(folder, unquote(path.removeprefix(prefix)))
+        return (found, folder) if found is not None else None
+
+    def local_file_of(self, query: str, storages: Sequence[Path]) -> tuple[Path, Path] | None:
+        """``(file, its folder)`` of a local-files URL's ``query`` (``d=<path>``) inside one of ``storages``
+        (the project's local-files storage folders, resolved), or None."""
+        if self.local_files_root is None:
+            return None
+        values = parse_qs(query, keep_blank_values=True).get("d")  # decoded once, the last wins: as Django
+        found = _inside(self.local_files_root, values[-1]) if values and values[-1] else None
+        if found is None:
+            return None
+        folder = next((f for f in storages if _within(found.parent, f)), None)
+        return (found, folder) if folder is not None else None
 
 
 class LabelStudioImages:
@@ -169,6 +219,8 @@ class LabelStudioImages:
         self._access: str | None = None
         self._lock = threading.Lock()
         self._filesystems: dict[str, Any] = {}
+        self._storage_folders: list[Path] | None = None
+        self._storages_lock = threading.Lock()
         timeout = httpx.Timeout(self.policy.timeout_s, connect=min(CONNECT_S, self.policy.timeout_s))
         self._ls = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
         self._storage = httpx.Client(
@@ -249,8 +301,7 @@ class LabelStudioImages:
             parts = urlsplit(uri)
             path = parts.path[len(urlsplit(self.url).path) :]
             if path.startswith(_AUTH_PATHS):
-                local = self.folders.file_of(path, parts.query)
-                data = self._from_disk(local, uri) if local else None
+                data = self._from_disk(path, parts.query, uri)
                 return data if data is not None else self._from_label_studio(uri, uri)
             if _RESOLVE_PATH.match(path):
                 return self._from_label_studio(uri, uri)
@@ -266,17 +317,40 @@ class LabelStudioImages:
             raise ImageReadError(f"the task's data: image is larger than {self.policy.max_bytes} bytes")
         return data
 
-    def _from_disk(self, path: Path, uri: str) -> bytes | None:
-        """The file's bytes, or None if this process may not read it (e.g. another user's file in a shared
-        volume): then the server is asked."""
-        try:
-            with path.open("rb") as f:
-                data = f.read(self.policy.max_bytes + 1)
-        except OSError:
-            return None
-        if len(data) > self.policy.max_bytes:
+    def _from_disk(self, path: str, query: str, uri: str) -> bytes | None:
+        """The bytes of a Label Studio file path from its folder mounted here, or None (not mounted, not a
+        file Label Studio would serve for this project, not there, not readable): then the server is asked."""
+        if path.startswith("/data/upload/"):
+            found = self.folders.upload_of(self.project_id, path)
+        elif self.folders.local_files_root is not None:
+            found = self.folders.local_file_of(query, self._local_storages())
+        else:
+            found = None
+        data = read_regular_file(*found, self.policy.max_bytes) if found else None
+        if data is not None and len(data) > self.policy.max_bytes:
             raise self._too_large(uri)
         return data
+
+    def _local_storages(self) -> list[Path]:
+        """The folders of the project's local-files import storages (asked once; none if the server says no)."""
+        with self._storages_lock:
+            if self._storage_folders is None:
+                folders: list[Path] = []
+                try:
+                    answer = self._ls.get(
+                        f"{self.url}/api/storages/localfiles",
+                        params={"project": self.project_id},
+                        headers={"Authorization": self._authorization()},
+                    )
+                    listed = answer.json() if answer.status_code == 200 else []
+                    for storage in listed if isinstance(listed, list) else []:
+                        where = storage.get("path") if isinstance(storage, dict) else None
+                        if isinstance(where, str) and where:
+                            folders.append(Path(where).resolve())
+                except (httpx.HTTPError, ValueError, OSError, ImageReadError):
+                    folders = []
+                self._storage_folders = folders
+            return self._storage_folders
 
     # --- through Label Studio --------------------------------------------------------------------
     def _authorization(self, stale: str | None = None) -> str:

@@ -43,6 +43,13 @@ def _url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _absolute_path(value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ValueError("expected an absolute path, e.g. /label-studio/data")
+    return path
+
+
 def _flag(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -163,15 +170,17 @@ class Settings:
     )
     local_files_root: Path | None = setting(
         "LOCAL_FILES_DOCUMENT_ROOT",
-        "Label Studio's local-files document root where it is mounted on this machine too (as Label Studio's "
-        "own variable): `/data/local-files/?d=` images are read from the disk, not through the server",
-        parse=Path,
+        "Label Studio's local-files document root, where it is mounted on this machine at the same path (as "
+        "Label Studio's own variable): images of a project's local-files storages are read from the disk, not "
+        "through the server",
+        parse=_absolute_path,
     )
     label_studio_data_dir: Path | None = setting(
         "LABEL_STUDIO_BASE_DATA_DIR",
-        "Label Studio's data folder where it is mounted on this machine too (as Label Studio's own variable): "
-        "uploaded images (`/data/upload/...`) are read from its `media/upload`, not through the server",
-        parse=Path,
+        "Label Studio's data folder, where it is mounted on this machine (as Label Studio's own variable; its "
+        "default is `~/.local/share/label-studio`): a project's uploads are read from its `media/upload`, not "
+        "through the server",
+        parse=_absolute_path,
     )
     workspace: Path = setting(
         ("AGILE_WORKSPACE", "MODEL_DIR"),

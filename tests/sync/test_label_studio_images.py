@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import io
+import os
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from agile_modeling.errors import ImageReadError
 from sync.client import LabelStudioClient
 from sync.label_studio_images import LabelStudioFolders, LabelStudioImages
 from sync.safe_fetch import FetchPolicy
+from sync.settings import Settings
+from tests.sync.conftest import wait_for
 
 CONFIG = (
     '<View><Image name="image" value="$image"/><Choices name="label" toName="image">'
@@ -77,42 +80,73 @@ def test_a_missing_fsspec_backend_names_the_extra_to_install():
         images.read("gs://bucket/a.jpg")
 
 
-def test_files_in_label_studio_folders_mounted_here_are_read_from_the_disk(tmp_path):
-    root, data = tmp_path / "local-files", tmp_path / "ls-data"
-    (root / "photos").mkdir(parents=True)
-    (data / "media" / "upload" / "7").mkdir(parents=True)
-    (root / "photos" / "a b.png").write_bytes(png := image("red", "PNG"))
-    (data / "media" / "upload" / "7" / "1a2b-c d.jpg").write_bytes(jpg := image("blue"))
+def test_uploads_of_the_project_in_a_mounted_data_folder_are_read_from_the_disk(tmp_path):
+    data = tmp_path / "ls-data"
+    uploads = data / "media" / "upload"
+    (uploads / "7").mkdir(parents=True)
+    (uploads / "8").mkdir()
+    (uploads / "7" / "1a2b-c d.jpg").write_bytes(jpg := image("blue"))
+    (uploads / "8" / "other.jpg").write_bytes(image("red"))
     (tmp_path / "secret.jpg").write_bytes(b"not Label Studio's")
-    (root / "photos" / "out.jpg").symlink_to(tmp_path / "secret.jpg")
-    folders = LabelStudioFolders(local_files_root=root, data_dir=data)
+    (uploads / "7" / "out.jpg").symlink_to(tmp_path / "secret.jpg")
+    (uploads / "7" / "loop.jpg").symlink_to(uploads / "7" / "loop.jpg")
+    os.mkfifo(uploads / "7" / "pipe.jpg")
+    (uploads / "7" / "folder.jpg").mkdir()
 
-    # no server at this address: every read below comes from the disk, or fails on the connection
-    images = LabelStudioImages("http://127.0.0.1:9", "t", 7, folders=folders)
-    assert images.read(images.pool_uri("/data/local-files/?d=photos/a%20b.png")) == png
-    assert images.read(images.pool_uri("/data/local-files/?d=/photos/a b.png")) == png
+    # no server at this address: a read either comes from the disk or fails on the connection
+    images = LabelStudioImages("http://127.0.0.1:9", "t", 7, folders=LabelStudioFolders(data_dir=data))
     assert images.read(images.pool_uri("/data/upload/7/1a2b-c%20d.jpg")) == jpg
-    small = LabelStudioImages("http://127.0.0.1:9", "t", 7, policy=FetchPolicy(max_bytes=10), folders=folders)
+    small = LabelStudioImages(
+        "http://127.0.0.1:9", "t", 7, policy=FetchPolicy(max_bytes=10), folders=LabelStudioFolders(data_dir=data)
+    )
     with pytest.raises(ImageReadError, match="larger than 10 bytes"):
         small.read(small.pool_uri("/data/upload/7/1a2b-c%20d.jpg"))
 
-    # outside the folders, missing there, or not a file: left to the server (and its rules), never read here
-    for path, query in [
-        ("/data/local-files/", "d=../secret.jpg"),
-        ("/data/local-files/", "d=photos/../../secret.jpg"),
-        ("/data/local-files/", "d=photos/out.jpg"),  # a link out of the root
-        ("/data/local-files/", "d=photos"),
-        ("/data/local-files/", "d="),
-        ("/data/local-files/", ""),
-        ("/data/local-files/", "d=photos/missing.png"),
-        ("/data/upload/", ""),
-        ("/data/upload/7/../../../../secret.jpg", ""),
-        ("/data/upload/7/%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.jpg", ""),
+    # another project's upload, outside the folder, not a regular file, not a name: left to the server
+    for value in [
+        "/data/upload/8/other.jpg",
+        "/data/upload/7/../../../../secret.jpg",
+        "/data/upload/7/%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.jpg",
+        "/data/upload/7/out.jpg",  # a link out of the folder
+        "/data/upload/7/loop.jpg",  # a link loop
+        "/data/upload/7/pipe.jpg",  # a FIFO: never opened to block
+        "/data/upload/7/folder.jpg",
+        "/data/upload/7/missing.jpg",
+        "/data/upload/7/x%00.jpg",  # a NUL byte
+        "/data/upload/7/" + "x" * 300 + ".jpg",  # longer than a file name may be
+        "/data/upload/7/",
     ]:
-        assert folders.file_of(path, query) is None, (path, query)
+        with pytest.raises(ImageReadError, match="cannot reach Label Studio"):
+            images.read(images.pool_uri(value))
+    nothing_mounted = LabelStudioImages("http://127.0.0.1:9", "t", 7)
     with pytest.raises(ImageReadError, match="cannot reach Label Studio"):
-        images.read(images.pool_uri("/data/local-files/?d=../secret.jpg"))
-    assert LabelStudioFolders().file_of("/data/upload/7/1a2b-c%20d.jpg", "") is None  # nothing mounted
+        nothing_mounted.read(nothing_mounted.pool_uri("/data/upload/7/1a2b-c%20d.jpg"))
+
+
+def test_a_local_file_is_read_from_the_disk_only_inside_one_of_the_project_s_storages(tmp_path):
+    root = tmp_path / "local-files"
+    (root / "photos").mkdir(parents=True)
+    (root / "photos-private").mkdir()
+    (root / "photos" / "a b.png").write_bytes(image("red", "PNG"))
+    (root / "photos-private" / "p.png").write_bytes(image("red", "PNG"))
+    (tmp_path / "secret.jpg").write_bytes(b"not Label Studio's")
+    (root / "photos" / "out.jpg").symlink_to(tmp_path / "secret.jpg")
+    folders = LabelStudioFolders(local_files_root=root)
+    storages = [(root / "photos").resolve()]
+    assert folders.local_file_of("d=photos/a%20b.png", storages) == ((root / "photos" / "a b.png"), storages[0])
+    assert folders.local_file_of("d=/photos/a b.png", storages) is not None  # relative to the root, as Django
+    for query in [
+        "d=photos-private/p.png",  # under the root, in no storage of the project (a prefix is not a folder)
+        "d=../secret.jpg",
+        "d=photos/../../secret.jpg",
+        "d=photos/out.jpg",  # a link out of the root
+        "d=photos/x%00.png",
+        "d=",
+        "",
+    ]:
+        assert folders.local_file_of(query, storages) is None, query
+    assert folders.local_file_of("d=photos/a%20b.png", []) is None  # the project has no local storage
+    assert LabelStudioFolders().local_file_of("d=photos/a%20b.png", storages) is None  # nothing mounted
 
 
 # --- a real Label Studio ---------------------------------------------------------------------------
@@ -177,11 +211,31 @@ def test_local_files_storage_images_are_read(label_studio):
     images = LabelStudioImages(label_studio.url, label_studio.credentials.token, pid)
     for value in values:
         assert images.read(images.pool_uri(value)) == files[value.rsplit("/", 1)[1]]
-    # Label Studio's folders mounted here: read from the disk (a key the server refuses cannot matter)
-    folders = LabelStudioFolders(label_studio.local_files_root, label_studio.data_dir)
-    on_disk = LabelStudioImages(label_studio.url, "0" * 40, pid, folders=folders)
-    for value in values:
-        assert on_disk.read(on_disk.pool_uri(value)) == files[value.rsplit("/", 1)[1]]
+    # Label Studio's folders mounted here (the settings of `agile up`): the project's local files are read from
+    # the disk, Label Studio is asked only for the project's storages; a file under the root in none of them
+    # is left to Label Studio, which refuses it
+    unshared = label_studio.local_files_root / f"unshared-{uuid.uuid4().hex[:8]}"
+    unshared.mkdir()
+    (unshared / "private.png").write_bytes(image("red", "PNG"))
+    settings = Settings(
+        label_studio_url=label_studio.url,
+        label_studio_api_key=label_studio.credentials.token,
+        local_files_root=label_studio.local_files_root,
+        label_studio_data_dir=label_studio.data_dir,
+    )
+    log_start = label_studio.log_path.stat().st_size
+    with LabelStudioImages.for_project(settings, pid) as on_disk:
+        for value in values:
+            assert on_disk.read(on_disk.pool_uri(value)) == files[value.rsplit("/", 1)[1]]
+        with pytest.raises(ImageReadError, match="the file is gone from Label Studio"):
+            on_disk.read(on_disk.pool_uri(f"/data/local-files/?d={unshared.name}/private.png"))
+
+    def logged_since() -> str | None:  # the server logs every request in order: once the refusal is there,
+        log = label_studio.log_path.read_text()[log_start:]  # every request before it is too
+        return log if unshared.name in log else None
+
+    served = wait_for(logged_since, 30, "Label Studio's log of the refused request")
+    assert "/api/storages/localfiles" in served and folder.name not in served, served
     (folder / "a.png").unlink()
     with pytest.raises(ImageReadError, match="the file is gone from Label Studio"):
         images.read(images.pool_uri(f"/data/local-files/?d={folder.name}/a.png"))
