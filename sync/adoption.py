@@ -39,7 +39,7 @@ from sync.state import SOURCE, ProjectLink, UnknownProjectError
 log = logging.getLogger(__name__)
 
 # concurrent reads from Label Studio: on 2 cores 4 kept the model fed (12.6 images/s against 11.2 with 16,
-# benchmarks/results/adoption_embedding.md) and ask less of the user's server
+# benchmarks/results/adoption_embedding_http.md) and ask less of the user's server
 FETCH_WORKERS = 4
 SOURCE_RATER = "source-project"  # rater of an imported annotation: source-project:<project id>:<user id>
 
