@@ -219,6 +219,13 @@ class Settings:
         default=0.5,
         parse=_fraction,
     )
+    apply_each_round: bool = setting(
+        "AGILE_APPLY_EACH_ROUND",
+        "`1`: each new model of an adopted project's concept is written onto every task of that project, as "
+        "`agile concept apply` does (the worker, after each round)",
+        default=False,
+        parse=_flag,
+    )
     prefill_predictions: bool = setting(
         "AGILE_PREFILL_PREDICTIONS",
         "`1`: tasks open with the model's choice "

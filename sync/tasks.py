@@ -20,6 +20,7 @@ from sync import purposes, sharded
 from sync.celery_app import app
 from sync.client import LabelStudioError
 from sync.rounds import ConceptSync
+from sync.state import SOURCE
 
 if TYPE_CHECKING:
     from celery import Task
@@ -59,7 +60,28 @@ def _run(what: str, fn: Callable[..., Any], *args: Any, task: Task | None = None
     reports = result if isinstance(result, list) else [result]
     for report in reports:
         log.info("%s", report.summary())
+    _write_back_new_models(reports)
     return [r.summary() for r in reports]
+
+
+def _write_back_new_models(reports: list[Any]) -> None:
+    """With ``AGILE_APPLY_EACH_ROUND``, queue the write-back of each concept a report trained a model for,
+    where the concept adopted a Label Studio project."""
+    if not app.settings.apply_each_round:
+        return
+    state = None
+    for concept in dict.fromkeys(r.concept for r in reports if getattr(r, "trained", None)):
+        state = state or concept_sync().state
+        if state.for_concept(concept, SOURCE) is not None:
+            apply_newest.delay(concept)
+
+
+@app.task(name="agile.apply_newest")
+def apply_newest(concept: str) -> list[str] | None:
+    """Write the concept's newest model onto every task of its adopted project (a no-op if it is there)."""
+    from sync.write_back import apply_predictions
+
+    return _run(f"writing {concept!r}'s newest model back", lambda: apply_predictions(concept_sync(), concept))
 
 
 @app.task(name="agile.sync_project", bind=True)

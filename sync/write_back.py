@@ -20,6 +20,7 @@ from tqdm import tqdm
 from agile_modeling.classifier import ModelVersion
 from agile_modeling.concepts import slugify
 from agile_modeling.errors import AgileError
+from agile_modeling.file_lock import file_lock
 from sync.adoption import source_config
 from sync.rounds import ConceptSync
 from sync.state import SOURCE, ProjectLink
@@ -92,9 +93,19 @@ def apply_predictions(
     chunk: int = DEFAULT_CHUNK,
     progress: bool = False,
 ) -> ApplyReport:
-    """Write ``version_name``'s (default: the newest version's) prediction onto every mapped task."""
-    started = time.perf_counter()
+    """Write ``version_name``'s (default: the newest version's) prediction onto every mapped task.
+
+    One write-back per concept at a time, across processes (the CLI, a worker after a round): a second
+    one waits, then writes only what the first left to do."""
     link = source_project(concepts, concept_name)
+    with file_lock(concepts.workspace.root / "locks" / f"{link.concept}-apply.lock"):
+        return _apply(concepts, link, concept_name, version_name, chunk, progress)
+
+
+def _apply(
+    concepts: ConceptSync, link: ProjectLink, concept_name: str, version_name: str | None, chunk: int, progress: bool
+) -> ApplyReport:
+    started = time.perf_counter()
     version = model_version(concepts, concept_name, version_name)
     client, state = concepts.client, concepts.state
     pid = link.project_id

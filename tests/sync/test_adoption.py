@@ -18,7 +18,7 @@ from sync.client import LabelStudioClient
 from sync.rounds import IMAGE_ID
 from sync.settings import Settings
 from sync.state import SOURCE, SyncState
-from tests.sync.conftest import run_agile
+from tests.sync.conftest import run_agile, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -357,3 +357,36 @@ def test_predict_reads_a_new_task_of_an_adopted_project_through_label_studio(tmp
     assert answer.status_code == 200 and not answer.json.get("errors"), answer.json
     ((prediction,),) = answer.json["results"]
     assert prediction["result"][0]["value"]["choices"][0] in ("Tuna", "Not tuna")
+
+
+def test_with_apply_each_round_the_worker_writes_each_new_model_onto_the_source_project(
+    tmp_path, label_studio, services
+):
+    """AGILE_APPLY_EACH_ROUND=1: the real worker trains on the companion project's ratings, then writes the new
+    model onto every task of the user's project; the next round's model replaces it."""
+    from sync.adoption import adopt_project
+
+    client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
+    project_id = client.create_project("Applied every round", SOURCE_CONFIG)
+    upload_images(label_studio, project_id, {f"r{i}.jpg": jpeg(700 + i) for i in range(6)})
+    source_tasks = sorted(client.task_ids(project_id))
+    concepts = _adopting_sync(tmp_path, label_studio)
+    report = adopt_project(concepts, "applied", project_id, ["tuna"], seed_size=4, batch_size=2)
+    rating = report.rating_project_id
+    assert rating is not None
+    services(concepts.workspace.root, sync_seconds=2, apply_each_round=True)
+
+    def versions_on_source() -> set[str]:
+        return {p["model_version"] for t in source_tasks for p in _predictions(label_studio, t)}
+
+    def rate_open_tasks() -> None:
+        for n, task in enumerate(t for t in client.iter_tasks(rating) if not t.annotations):
+            client.create_annotation(task.id, _rating("Positive" if n % 2 else "Negative"))
+
+    rate_open_tasks()  # the seed batch
+    wait_for(lambda: versions_on_source() == {"applied-v1"}, 240, "the worker to write applied-v1 onto every task")
+    assert all(len(_predictions(label_studio, t)) == 1 for t in source_tasks)
+    wait_for(lambda: len(list(client.iter_tasks(rating))) == 6, 120, "round 1's batch in the rating project")
+    rate_open_tasks()
+    wait_for(lambda: versions_on_source() == {"applied-v2"}, 240, "applied-v2 to replace applied-v1")
+    assert all(len(_predictions(label_studio, t)) == 1 for t in source_tasks)
