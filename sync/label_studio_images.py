@@ -12,8 +12,9 @@ Where an image value points, and how it is read (checked against label-studio 1.
   ``LOCAL_FILES_DOCUMENT_ROOT`` and ``LABEL_STUDIO_BASE_DATA_DIR``, Label Studio's own names), the file is
   read from the disk instead, as ``get_local_path`` does: no HTTP round trip, and no work for a server that
   may share the machine's cores with the embedding. Only files the server would serve for the project
-  are read so (its uploads; local files inside one of its local-files storages, listed once from
-  ``/api/storages/localfiles``); anything else, or a file not there, is read through the server.
+  are read so, and only while the API key lists the project's local-files storages
+  (``/api/storages/localfiles``, asked again every minute): its uploads, and local files inside one of
+  those storages. Anything else, or a file not there, is read through the server.
 - ``s3://``, ``gs://``, ``azure-blob://`` (a cloud storage of the project): with ``cloud="presign"``
   (the default) through Label Studio's resolve endpoint ``GET /projects/<pid>/presign/?fileuri=<uri
   in URL-safe base64>`` (no ``/api`` prefix). When the storage presigns, it answers ``303`` to a
@@ -42,7 +43,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
+import posixpath
 import re
 import stat
 import threading
@@ -66,6 +69,9 @@ _FSSPEC_PACKAGE = {"s3": "s3fs", "gs": "gcsfs", "az": "adlfs"}
 _RESOLVE_PATH = re.compile(r"^/(?:tasks|projects)/\d+/(?:resolve|presign)/?$")
 _AUTH_PATHS = ("/data/upload/", "/data/local-files/")
 _STORAGE_SETTINGS = "Settings > Cloud Storage"
+STORAGES_TTL_S = 60.0  # how long a project's list of local-files storages is trusted
+STORAGES_RETRY_S = 10.0  # how soon a list that could not be had is asked again
+log = logging.getLogger(__name__)
 
 
 def _scheme(uri: str) -> str:
@@ -101,7 +107,8 @@ def _inside(root: Path, relative: str) -> Path | None:
     cannot name a file here (a NUL byte, a name too long, a link loop, a folder this process may not search)."""
     try:
         base = root.resolve()
-        candidate = (base / relative.lstrip("/")).resolve()
+        # ".." as text first, as Label Studio does (posixpath.normpath), then the links
+        candidate = (base / posixpath.normpath("/" + relative).lstrip("/")).resolve()
     except (OSError, ValueError, RuntimeError):  # RuntimeError: a link loop (Python 3.11)
         return None
     return candidate if candidate.is_relative_to(base) and candidate != base else None
@@ -112,20 +119,26 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def read_regular_file(path: Path, root: Path, limit: int) -> bytes | None:
-    """At most ``limit + 1`` bytes of ``path``, or None unless it is, once opened, a regular file inside
-    ``root``: never a FIFO or a device (opened without blocking), never a link swapped in after ``path``
-    was resolved (the opened file's own path is checked where /proc tells it)."""
+    """At most ``limit + 1`` bytes of ``path``, or None if it is not there, not readable, or (once opened)
+    not inside ``root``: a link swapped in after ``path`` was resolved is caught where /proc tells the
+    opened file's path (Linux; elsewhere only a link as the last component is refused, by O_NOFOLLOW).
+
+    Raises ImageReadError for a FIFO, a device or a folder, which is opened without blocking and never
+    handed to the server either (Label Studio would block a thread on a FIFO)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except IsADirectoryError:
+        raise ImageReadError(f"{path.name} in Label Studio's folder is a folder, not an image file") from None
     except (OSError, ValueError):
         return None
     try:
         regular = stat.S_ISREG(os.fstat(fd).st_mode)
     except OSError:
-        regular = False
-    if not regular:
         os.close(fd)
         return None
+    if not regular:
+        os.close(fd)
+        raise ImageReadError(f"{path.name} in Label Studio's folder is not a regular file (a FIFO, a device?)")
     with os.fdopen(fd, "rb") as f:
         try:
             opened = Path(f"/proc/self/fd/{fd}")
@@ -154,6 +167,11 @@ class LabelStudioFolders:
     local_files_root: Path | None = None
     data_dir: Path | None = None
 
+    def __post_init__(self) -> None:
+        for folder in (self.local_files_root, self.data_dir):
+            if folder is not None and not Path(folder).is_absolute():
+                raise ValueError(f"Label Studio's folders are absolute paths, not {str(folder)!r}")
+
     @classmethod
     def from_settings(cls, settings: Settings) -> LabelStudioFolders:
         return cls(settings.local_files_root, settings.label_studio_data_dir)
@@ -164,7 +182,7 @@ class LabelStudioFolders:
         if self.data_dir is None or not path.startswith(prefix):
             return None
         folder = self.data_dir / "media" / "upload" / str(int(project_id))
-        found = _inside(folder, unquote(path.removeprefix(prefix)))
+        found = _inside(folder, unquote(path.removeprefix(prefix)))  # posixpath.normpath there, as Django's
         return (found, folder) if found is not None else None
 
     def local_file_of(self, query: str, storages: Sequence[Path]) -> tuple[Path, Path] | None:
@@ -220,6 +238,7 @@ class LabelStudioImages:
         self._lock = threading.Lock()
         self._filesystems: dict[str, Any] = {}
         self._storage_folders: list[Path] | None = None
+        self._storages_until = 0.0  # monotonic time until which _storage_folders holds
         self._storages_lock = threading.Lock()
         timeout = httpx.Timeout(self.policy.timeout_s, connect=min(CONNECT_S, self.policy.timeout_s))
         self._ls = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
@@ -320,37 +339,57 @@ class LabelStudioImages:
     def _from_disk(self, path: str, query: str, uri: str) -> bytes | None:
         """The bytes of a Label Studio file path from its folder mounted here, or None (not mounted, not a
         file Label Studio would serve for this project, not there, not readable): then the server is asked."""
-        if path.startswith("/data/upload/"):
-            found = self.folders.upload_of(self.project_id, path)
-        elif self.folders.local_files_root is not None:
-            found = self.folders.local_file_of(query, self._local_storages())
-        else:
+        if self.folders.data_dir is None and self.folders.local_files_root is None:
+            return None
+        storages = self._local_storages()  # None: the key did not open the project, so the server decides
+        if storages is None:
             found = None
+        elif path.startswith("/data/upload/"):
+            found = self.folders.upload_of(self.project_id, path)
+        else:
+            found = self.folders.local_file_of(query, storages)
         data = read_regular_file(*found, self.policy.max_bytes) if found else None
         if data is not None and len(data) > self.policy.max_bytes:
             raise self._too_large(uri)
         return data
 
-    def _local_storages(self) -> list[Path]:
-        """The folders of the project's local-files import storages (asked once; none if the server says no)."""
+    def _local_storages(self) -> list[Path] | None:
+        """The folders of the project's local-files import storages, as Label Studio lists them to this key
+        (asked again after STORAGES_TTL_S; None while the key cannot list them, asked again after
+        STORAGES_RETRY_S): files are read from the disk only while the key opens the project."""
         with self._storages_lock:
-            if self._storage_folders is None:
-                folders: list[Path] = []
-                try:
-                    answer = self._ls.get(
-                        f"{self.url}/api/storages/localfiles",
-                        params={"project": self.project_id},
-                        headers={"Authorization": self._authorization()},
-                    )
-                    listed = answer.json() if answer.status_code == 200 else []
-                    for storage in listed if isinstance(listed, list) else []:
-                        where = storage.get("path") if isinstance(storage, dict) else None
-                        if isinstance(where, str) and where:
-                            folders.append(Path(where).resolve())
-                except (httpx.HTTPError, ValueError, OSError, ImageReadError):
-                    folders = []
-                self._storage_folders = folders
-            return self._storage_folders
+            now = time.monotonic()
+            if self._storages_until > now:
+                return self._storage_folders
+            folders: list[Path] | None = None
+            why = ""
+            try:
+                answer = self._ls.get(
+                    f"{self.url}/api/storages/localfiles",
+                    params={"project": self.project_id},
+                    headers={"Authorization": self._authorization()},
+                )
+                listed = answer.json() if answer.status_code == 200 else None
+                if isinstance(listed, list):
+                    folders = [
+                        Path(entry["path"]).resolve()
+                        for entry in listed
+                        if isinstance(entry, dict) and isinstance(entry.get("path"), str) and entry["path"]
+                    ]
+                else:
+                    why = f"HTTP {answer.status_code}"
+            except (httpx.HTTPError, ValueError, OSError, ImageReadError) as exc:
+                why = exc.__class__.__name__
+            if folders is None:
+                log.warning(
+                    "cannot list project %d's storages at %s (%s): its files are read through the server",
+                    self.project_id,
+                    self.url,
+                    why,
+                )
+            self._storage_folders = folders
+            self._storages_until = now + (STORAGES_TTL_S if folders is not None else STORAGES_RETRY_S)
+            return folders
 
     # --- through Label Studio --------------------------------------------------------------------
     def _authorization(self, stale: str | None = None) -> str:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from agile_modeling.errors import ImageReadError
 from sync.client import LabelStudioClient
-from sync.label_studio_images import LabelStudioFolders, LabelStudioImages
+from sync.label_studio_images import LabelStudioFolders, LabelStudioImages, read_regular_file
 from sync.safe_fetch import FetchPolicy
 from sync.settings import Settings
 from tests.sync.conftest import wait_for
@@ -41,6 +41,18 @@ def project(label_studio, title: str) -> tuple[LabelStudioClient, int]:
 
 def task_images(client: LabelStudioClient, project_id: int) -> list[str]:
     return [t.data["image"] for t in client.iter_tasks(project_id)]
+
+
+def served_since(label_studio, start: int, marker: str) -> str:
+    """Label Studio's request log from byte ``start`` on, once a request naming ``marker`` is in it: the
+    server logs requests in order, so every request before that one is there too."""
+
+    def logged() -> str | None:
+        log = label_studio.log_path.read_text()[start:]
+        return log if marker in log else None
+
+    served: str = wait_for(logged, 30, f"Label Studio's log of the request for {marker}")
+    return served
 
 
 # --- without a server ------------------------------------------------------------------------------
@@ -80,7 +92,7 @@ def test_a_missing_fsspec_backend_names_the_extra_to_install():
         images.read("gs://bucket/a.jpg")
 
 
-def test_uploads_of_the_project_in_a_mounted_data_folder_are_read_from_the_disk(tmp_path):
+def test_an_upload_is_taken_from_the_disk_only_in_the_project_s_own_folder(tmp_path):
     data = tmp_path / "ls-data"
     uploads = data / "media" / "upload"
     (uploads / "7").mkdir(parents=True)
@@ -92,35 +104,39 @@ def test_uploads_of_the_project_in_a_mounted_data_folder_are_read_from_the_disk(
     (uploads / "7" / "loop.jpg").symlink_to(uploads / "7" / "loop.jpg")
     os.mkfifo(uploads / "7" / "pipe.jpg")
     (uploads / "7" / "folder.jpg").mkdir()
+    folders = LabelStudioFolders(data_dir=data)
 
-    # no server at this address: a read either comes from the disk or fails on the connection
-    images = LabelStudioImages("http://127.0.0.1:9", "t", 7, folders=LabelStudioFolders(data_dir=data))
-    assert images.read(images.pool_uri("/data/upload/7/1a2b-c%20d.jpg")) == jpg
-    small = LabelStudioImages(
-        "http://127.0.0.1:9", "t", 7, policy=FetchPolicy(max_bytes=10), folders=LabelStudioFolders(data_dir=data)
-    )
-    with pytest.raises(ImageReadError, match="larger than 10 bytes"):
-        small.read(small.pool_uri("/data/upload/7/1a2b-c%20d.jpg"))
-
-    # another project's upload, outside the folder, not a regular file, not a name: left to the server
+    found = folders.upload_of(7, "/data/upload/7/1a2b-c%20d.jpg")
+    assert found == (uploads / "7" / "1a2b-c d.jpg", uploads / "7")
+    assert read_regular_file(*found, 10**6) == jpg
+    assert read_regular_file(*found, 10) == jpg[:11]  # the caller sees it is over its limit
+    # another project's upload, outside the folder, not there, not a name: nothing read here
     for value in [
         "/data/upload/8/other.jpg",
+        "/data/upload/7/../8/other.jpg",
         "/data/upload/7/../../../../secret.jpg",
         "/data/upload/7/%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.jpg",
         "/data/upload/7/out.jpg",  # a link out of the folder
         "/data/upload/7/loop.jpg",  # a link loop
-        "/data/upload/7/pipe.jpg",  # a FIFO: never opened to block
-        "/data/upload/7/folder.jpg",
         "/data/upload/7/missing.jpg",
         "/data/upload/7/x%00.jpg",  # a NUL byte
         "/data/upload/7/" + "x" * 300 + ".jpg",  # longer than a file name may be
         "/data/upload/7/",
+        "/data/upload/07/1a2b-c%20d.jpg",
     ]:
-        with pytest.raises(ImageReadError, match="cannot reach Label Studio"):
-            images.read(images.pool_uri(value))
-    nothing_mounted = LabelStudioImages("http://127.0.0.1:9", "t", 7)
+        where = folders.upload_of(7, value)
+        assert where is None or read_regular_file(*where, 10**6) is None, value
+    # a FIFO or a folder: an error, never opened to block (here or on the server)
+    for special in ("pipe.jpg", "folder.jpg"):
+        with pytest.raises(ImageReadError, match="not a regular file|is a folder"):
+            read_regular_file(*folders.upload_of(7, f"/data/upload/7/{special}"), 10**6)  # type: ignore[misc]
+
+    # only while the key opens the project (its storages listed) is anything read from the disk
+    offline = LabelStudioImages("http://127.0.0.1:9", "t", 7, folders=folders)
     with pytest.raises(ImageReadError, match="cannot reach Label Studio"):
-        nothing_mounted.read(nothing_mounted.pool_uri("/data/upload/7/1a2b-c%20d.jpg"))
+        offline.read(offline.pool_uri("/data/upload/7/1a2b-c%20d.jpg"))
+    with pytest.raises(ValueError, match="absolute"):
+        LabelStudioFolders(data_dir=Path("relative/data"))
 
 
 def test_a_local_file_is_read_from_the_disk_only_inside_one_of_the_project_s_storages(tmp_path):
@@ -135,6 +151,14 @@ def test_a_local_file_is_read_from_the_disk_only_inside_one_of_the_project_s_sto
     storages = [(root / "photos").resolve()]
     assert folders.local_file_of("d=photos/a%20b.png", storages) == ((root / "photos" / "a b.png"), storages[0])
     assert folders.local_file_of("d=/photos/a b.png", storages) is not None  # relative to the root, as Django
+    # ".." is text before links are followed, as Label Studio reads it: photos/link/../a b.png is photos/a b.png
+    (root / "other" / "sub").mkdir(parents=True)
+    (root / "other" / "a b.png").write_bytes(b"another file")
+    (root / "photos" / "link").symlink_to(root / "other" / "sub")
+    assert folders.local_file_of("d=photos/link/../a%20b.png", storages) == (
+        (root / "photos" / "a b.png"),
+        storages[0],
+    )
     for query in [
         "d=photos-private/p.png",  # under the root, in no storage of the project (a prefix is not a folder)
         "d=../secret.jpg",
@@ -176,10 +200,25 @@ def test_uploaded_files_are_read_with_a_legacy_token_and_a_personal_access_token
     with pytest.raises(ImageReadError, match="larger than 100 bytes"):
         images.read(images.pool_uri(values[0]))
 
-    folders = LabelStudioFolders(label_studio.local_files_root, label_studio.data_dir)
-    on_disk = LabelStudioImages(label_studio.url, "0" * 40, pid, folders=folders)  # a key the server refuses
-    for value in values:
-        assert on_disk.read(on_disk.pool_uri(value)) == files[value.rsplit("/", 1)[1].split("-", 1)[1]]
+    # Label Studio's data folder mounted here: the project's uploads are read from the disk, and Label Studio
+    # serves none of them (its request log)
+    settings = Settings(
+        label_studio_url=label_studio.url,
+        label_studio_api_key=label_studio.credentials.token,
+        label_studio_data_dir=label_studio.data_dir,
+    )
+    start, marker = label_studio.log_path.stat().st_size, f"never-{uuid.uuid4().hex[:8]}.jpg"
+    with LabelStudioImages.for_project(settings, pid) as on_disk:
+        for value in values:
+            assert on_disk.read(on_disk.pool_uri(value)) == files[value.rsplit("/", 1)[1].split("-", 1)[1]]
+        with pytest.raises(ImageReadError, match="the file is gone from Label Studio"):  # not on disk: the server
+            on_disk.read(on_disk.pool_uri(f"/data/upload/{pid}/{marker}"))
+    served = served_since(label_studio, start, marker)
+    assert "/api/storages/localfiles" in served and not any(value in served for value in values), served
+    # a key that does not open the project reads nothing from the disk either
+    refused = LabelStudioImages(label_studio.url, "0" * 40, pid, folders=LabelStudioFolders.from_settings(settings))
+    with pytest.raises(ImageReadError, match="check LABEL_STUDIO_API_KEY"):
+        refused.read(refused.pool_uri(values[0]))
 
     # bad inputs: a wrong key, an upload Label Studio never had, one whose file was deleted
     wrong = LabelStudioImages(label_studio.url, "0" * 40, pid)
@@ -229,12 +268,7 @@ def test_local_files_storage_images_are_read(label_studio):
             assert on_disk.read(on_disk.pool_uri(value)) == files[value.rsplit("/", 1)[1]]
         with pytest.raises(ImageReadError, match="the file is gone from Label Studio"):
             on_disk.read(on_disk.pool_uri(f"/data/local-files/?d={unshared.name}/private.png"))
-
-    def logged_since() -> str | None:  # the server logs every request in order: once the refusal is there,
-        log = label_studio.log_path.read_text()[log_start:]  # every request before it is too
-        return log if unshared.name in log else None
-
-    served = wait_for(logged_since, 30, "Label Studio's log of the refused request")
+    served = served_since(label_studio, log_start, unshared.name)
     assert "/api/storages/localfiles" in served and folder.name not in served, served
     (folder / "a.png").unlink()
     with pytest.raises(ImageReadError, match="the file is gone from Label Studio"):
