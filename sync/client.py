@@ -297,6 +297,11 @@ class LabelStudioClient:
                 request=list(predictions),
             )
 
+    def prediction_versions(self, task_id: int) -> list[str]:
+        """The model version of each prediction the task has (one entry per prediction)."""
+        found = self._call(f"list the predictions of task {task_id}", self.sdk.predictions.list, task=int(task_id))
+        return [str(_field(p, "model_version")) for p in found or []]
+
     def delete_model_version(self, project_id: int, model_version: str) -> int:
         """Delete every prediction of ``model_version`` in the project; how many were deleted.
 

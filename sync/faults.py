@@ -4,7 +4,8 @@ no cleanup, like a power cut or the OOM killer) the ``n``-th time (default the f
 named point. Unarmed in normal use; the check is one comparison.
 
 Points: ``training`` (after an epoch of a retraining), ``push`` (after a chunk of a batch was
-imported into Label Studio), ``after-train`` (model saved, next batch not yet selected).
+imported into Label Studio), ``after-train`` (model saved, next batch not yet selected),
+``predictions-imported`` (a write-back chunk taken by Label Studio, not yet recorded).
 """
 
 from __future__ import annotations

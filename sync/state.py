@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS source_tasks (
 CREATE TABLE IF NOT EXISTS written_predictions (
     project_id INTEGER NOT NULL, model_version TEXT NOT NULL, task_id INTEGER NOT NULL, written REAL NOT NULL,
     PRIMARY KEY (project_id, model_version, task_id));
+CREATE TABLE IF NOT EXISTS writing_predictions (
+    project_id INTEGER NOT NULL, model_version TEXT NOT NULL, task_id INTEGER NOT NULL,
+    PRIMARY KEY (project_id, model_version, task_id));
 CREATE TABLE IF NOT EXISTS pushed_images (
     project_id INTEGER NOT NULL, image_id INTEGER NOT NULL, round INTEGER, recorded REAL NOT NULL,
     PRIMARY KEY (project_id, image_id));
@@ -312,11 +315,38 @@ class SyncState:
         return {int(r[0]) for r in rows}
 
     # --- predictions written onto an adopted project's tasks --------------------------------------
+    def record_writing(self, project_id: int, task_ids: Iterable[int], model_version: str) -> None:
+        """A chunk of ``model_version``'s predictions is about to be sent: if the process dies before
+        :meth:`record_written`, the next write-back asks Label Studio whether it took them."""
+        self.db.executemany(
+            "INSERT OR REPLACE INTO writing_predictions VALUES (?, ?, ?)",
+            [(int(project_id), model_version, int(t)) for t in task_ids],
+        )
+
+    def writing(self, project_id: int, model_version: str) -> set[int]:
+        """Tasks whose ``model_version`` prediction was sent and not confirmed (an interrupted write-back)."""
+        rows = self.db.execute(
+            "SELECT task_id FROM writing_predictions WHERE project_id = ? AND model_version = ?",
+            (int(project_id), model_version),
+        )
+        return {int(r[0]) for r in rows}
+
     def record_written(self, project_id: int, task_ids: Iterable[int], model_version: str) -> None:
         now = time.time()
-        self.db.executemany(
-            "INSERT OR REPLACE INTO written_predictions VALUES (?, ?, ?, ?)",
-            [(int(project_id), model_version, int(t), now) for t in task_ids],
+        rows = [(int(project_id), model_version, int(t)) for t in task_ids]
+        with self.db.transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO written_predictions VALUES (?, ?, ?, ?)", [(*r, now) for r in rows]
+            )
+            self.db.executemany(
+                "DELETE FROM writing_predictions WHERE project_id = ? AND model_version = ? AND task_id = ?", rows
+            )
+
+    def forget_writing(self, project_id: int, model_version: str) -> None:
+        """Label Studio did not take the interrupted chunk: it is sent again."""
+        self.db.execute(
+            "DELETE FROM writing_predictions WHERE project_id = ? AND model_version = ?",
+            (int(project_id), model_version),
         )
 
     def written_versions(self, project_id: int) -> set[str]:

@@ -11,6 +11,7 @@ the new one, and the project's model version points at the new one.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -22,9 +23,11 @@ from agile_modeling.concepts import slugify
 from agile_modeling.errors import AgileError
 from agile_modeling.file_lock import file_lock
 from sync.adoption import source_config
+from sync.faults import fault_point
 from sync.rounds import ConceptSync
 from sync.state import SOURCE, ProjectLink
 
+log = logging.getLogger(__name__)
 DEFAULT_CHUNK = 1000  # predictions per import request: about 1 s of Label Studio's time on SQLite
 
 
@@ -114,6 +117,7 @@ def _apply(
     if gone:  # deleted in Label Studio: Label Studio would refuse a whole chunk for one of them
         state.forget_source_tasks(pid, gone)
     mapped = state.source_tasks(pid)
+    _confirm_interrupted_chunk(concepts, pid, version.name)
     done = state.written_with(pid, version.name)
     todo = sorted(t for t in mapped if t not in done)
     classifier = version.load()
@@ -127,7 +131,9 @@ def _apply(
             records = [
                 {"task": task, **schema.prediction_record(float(p), version.name)} for task, p in zip(tasks, probs)
             ]
+            state.record_writing(pid, tasks, version.name)
             client.import_predictions(pid, records)
+            fault_point("predictions-imported")
             state.record_written(pid, tasks, version.name)
             bar.update(len(tasks))
     finally:
@@ -147,6 +153,18 @@ def _apply(
         replaced,
         time.perf_counter() - started,
     )
+
+
+def _confirm_interrupted_chunk(concepts: ConceptSync, project_id: int, version: str) -> None:
+    """A chunk sent just before the process died may or may not have been taken: ask Label Studio, task
+    by task (one chunk at most, after a crash only), so that resuming never writes a prediction twice."""
+    sent = concepts.state.writing(project_id, version)
+    if not sent:
+        return
+    taken = [t for t in sorted(sent) if version in concepts.client.prediction_versions(t)]
+    log.info("%s: %d of %d predictions of an interrupted chunk were taken", version, len(taken), len(sent))
+    concepts.state.record_written(project_id, taken, version)
+    concepts.state.forget_writing(project_id, version)
 
 
 def _replace_older(concepts: ConceptSync, link: ProjectLink, current: str) -> tuple[str, ...]:

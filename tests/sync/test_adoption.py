@@ -123,10 +123,16 @@ def test_adopt_rate_and_write_back_an_uploaded_project(tmp_path, label_studio, s
     source_annotations = [len(t.annotations) for t in sorted(client.iter_tasks(project_id), key=lambda t: t.id)]
     assert source_annotations[:3] == [1, 1, 1] and sum(source_annotations) == 3
 
-    # write back: one prediction of tuna-v1 on every mapped task, score = probability of the chosen choice
+    # write back, killed (SIGKILL) once Label Studio took its second chunk of 10 and before it was recorded:
+    # the next apply asks Label Studio about that chunk and writes the 4 left, nothing twice
+    killed = run_agile(
+        "concept", "apply", "tuna", "--chunk", "10", env={**env, "AGILE_FAULT_POINT": "predictions-imported:2"}
+    )
+    assert killed.returncode == -9, (killed.returncode, killed.stderr)
     applied = run_agile("concept", "apply", "tuna", "--chunk", "10", env=env)
     assert applied.returncode == 0, applied.stderr
-    assert "tuna-v1 written onto 24 tasks" in applied.stdout
+    assert "tuna-v1 written onto 4 tasks" in applied.stdout and "20 had it already" in applied.stdout, applied.stdout
+    # one prediction of tuna-v1 on every mapped task, score = probability of the chosen choice
     by_task = {t.id: t for t in client.iter_tasks(project_id)}
     version = ws.registry("tuna").latest()
     assert version is not None
