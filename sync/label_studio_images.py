@@ -287,8 +287,17 @@ class LabelStudioImages:
                 f"the task's image value {value[:100]!r} is no image reference "
                 "(expected /data/..., http(s)://, data:, s3://, gs:// or azure-blob://)"
             )
+        absolute = self._own_origin(absolute)
         cloud = self._resolved_cloud_uri(absolute)
         return cloud or absolute
+
+    def _own_origin(self, url: str) -> str:
+        """``url`` with Label Studio's origin spelt as in ``self.url`` when it names it in another case
+        (``HTTP://LS:8080/...``: scheme and host are case-blind), so that it is read with the API key."""
+        parts, own = urlsplit(url), urlsplit(self.url)
+        if (parts.scheme.lower(), parts.netloc.lower()) != (own.scheme.lower(), own.netloc.lower()):
+            return url
+        return f"{own.scheme}://{own.netloc}{url[len(parts.scheme) + 3 + len(parts.netloc) :]}"
 
     def _resolved_cloud_uri(self, url: str) -> str | None:
         """The cloud URI inside a Label Studio resolve URL (``/tasks/<tid>/resolve/?fileuri=...``)."""

@@ -60,6 +60,9 @@ def test_pool_uri_makes_label_studio_paths_absolute_and_keeps_the_rest():
     images = LabelStudioImages("http://ls.example:8080/", "token", 3)
     assert images.pool_uri("/data/upload/3/a.jpg") == "http://ls.example:8080/data/upload/3/a.jpg"
     assert images.pool_uri("/data/local-files/?d=x/a.png") == "http://ls.example:8080/data/local-files/?d=x/a.png"
+    # scheme and host are case-blind: Label Studio's own URL in capitals is still its own (read with the key)
+    assert images.pool_uri("HTTP://LS.Example:8080/data/upload/3/A.jpg") == "http://ls.example:8080/data/upload/3/A.jpg"
+    assert images.pool_uri("http://other.example:8080/data/upload/3/a.jpg").startswith("http://other.example")
     for kept in ("s3://b/k.jpg", "gs://b/k.jpg", "azure-blob://c/k.jpg", "https://img.example/a.jpg", "data:,x"):
         assert images.pool_uri(kept) == kept
     # the task API hands cloud URIs out resolved: the pool keeps the cloud URI, not the task's proxy URL
