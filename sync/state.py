@@ -265,6 +265,7 @@ class SyncState:
         with self.db.transaction():
             self.db.executemany("DELETE FROM source_tasks WHERE project_id = ? AND task_id = ?", gone)
             self.db.executemany("DELETE FROM written_predictions WHERE project_id = ? AND task_id = ?", gone)
+            self.db.executemany("DELETE FROM writing_predictions WHERE project_id = ? AND task_id = ?", gone)
 
     def source_tasks(self, project_id: int) -> dict[int, int]:
         """``{task id: pool image id}`` of every task of the project whose image is in the pool."""
@@ -341,6 +342,13 @@ class SyncState:
             self.db.executemany(
                 "DELETE FROM writing_predictions WHERE project_id = ? AND model_version = ? AND task_id = ?", rows
             )
+
+    def writing_versions(self, project_id: int) -> set[str]:
+        """The model versions with a chunk sent and not confirmed (an interrupted write-back)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT model_version FROM writing_predictions WHERE project_id = ?", (int(project_id),)
+        )
+        return {str(r[0]) for r in rows}
 
     def forget_writing(self, project_id: int, model_version: str) -> None:
         """Label Studio did not take the interrupted chunk: it is sent again."""

@@ -76,12 +76,15 @@ def _write_back_new_models(reports: list[Any]) -> None:
             apply_newest.delay(concept)
 
 
-@app.task(name="agile.apply_newest")
-def apply_newest(concept: str) -> list[str] | None:
-    """Write the concept's newest model onto every task of its adopted project (a no-op if it is there)."""
+@app.task(name="agile.apply_newest", bind=True, acks_late=True, reject_on_worker_lost=True)
+def apply_newest(self: Task, concept: str) -> list[str] | None:
+    """Write the concept's newest model onto every task of its adopted project (a no-op if it is there).
+    Retried while Label Studio is unreachable, and run again if the worker dies: it resumes exactly."""
     from sync.write_back import apply_predictions
 
-    return _run(f"writing {concept!r}'s newest model back", lambda: apply_predictions(concept_sync(), concept))
+    return _run(
+        f"writing {concept!r}'s newest model back", lambda: apply_predictions(concept_sync(), concept), task=self
+    )
 
 
 @app.task(name="agile.sync_project", bind=True)

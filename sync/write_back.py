@@ -101,7 +101,7 @@ def apply_predictions(
     One write-back per concept at a time, across processes (the CLI, a worker after a round): a second
     one waits, then writes only what the first left to do."""
     link = source_project(concepts, concept_name)
-    with file_lock(concepts.workspace.root / "locks" / f"{link.concept}-apply.lock"):
+    with file_lock(concepts.workspace.root / "locks" / "apply" / f"{link.concept}.lock"):
         return _apply(concepts, link, concept_name, version_name, chunk, progress)
 
 
@@ -113,11 +113,12 @@ def _apply(
     client, state = concepts.client, concepts.state
     pid = link.project_id
     schema = source_config(concepts, pid)
-    gone = state.known_source_tasks(pid) - client.task_ids(pid)
+    existing = client.task_ids(pid)
+    gone = state.known_source_tasks(pid) - existing
     if gone:  # deleted in Label Studio: Label Studio would refuse a whole chunk for one of them
         state.forget_source_tasks(pid, gone)
     mapped = state.source_tasks(pid)
-    _confirm_interrupted_chunk(concepts, pid, version.name)
+    _confirm_interrupted_chunks(concepts, pid, existing)
     done = state.written_with(pid, version.name)
     todo = sorted(t for t in mapped if t not in done)
     classifier = version.load()
@@ -155,16 +156,18 @@ def _apply(
     )
 
 
-def _confirm_interrupted_chunk(concepts: ConceptSync, project_id: int, version: str) -> None:
-    """A chunk sent just before the process died may or may not have been taken: ask Label Studio, task
-    by task (one chunk at most, after a crash only), so that resuming never writes a prediction twice."""
-    sent = concepts.state.writing(project_id, version)
-    if not sent:
-        return
-    taken = [t for t in sorted(sent) if version in concepts.client.prediction_versions(t)]
-    log.info("%s: %d of %d predictions of an interrupted chunk were taken", version, len(taken), len(sent))
-    concepts.state.record_written(project_id, taken, version)
-    concepts.state.forget_writing(project_id, version)
+def _confirm_interrupted_chunks(concepts: ConceptSync, project_id: int, existing: set[int]) -> None:
+    """A chunk sent just before a write-back died, of any version, may or may not have been taken: ask
+    Label Studio about each of its tasks that still exists (one chunk per version at most, after a crash
+    only), so that resuming never writes a prediction twice and an older version's taken predictions
+    are known, to be deleted once a newer version covers every task."""
+    state = concepts.state
+    for version in sorted(state.writing_versions(project_id)):
+        sent = sorted(state.writing(project_id, version) & existing)
+        taken = [t for t in sent if version in concepts.client.prediction_versions(t)]
+        log.info("%s: %d of %d predictions of an interrupted chunk were taken", version, len(taken), len(sent))
+        state.record_written(project_id, taken, version)
+        state.forget_writing(project_id, version)
 
 
 def _replace_older(concepts: ConceptSync, link: ProjectLink, current: str) -> tuple[str, ...]:

@@ -396,3 +396,35 @@ def test_with_apply_each_round_the_worker_writes_each_new_model_onto_the_source_
     rate_open_tasks()
     wait_for(lambda: versions_on_source() == {"applied-v2"}, 240, "applied-v2 to replace applied-v1")
     assert all(len(_predictions(label_studio, t)) == 1 for t in source_tasks)
+
+
+def test_a_chunk_in_flight_when_an_apply_died_is_settled_by_the_next_apply_of_any_version(tmp_path, label_studio):
+    """The state a write-back killed after Label Studio took its chunk leaves behind (the chunk sent, not
+    recorded), one of its tasks then deleted by the user, and the next apply being of a newer version (as
+    with AGILE_APPLY_EACH_ROUND): the old version's predictions are found and removed, nothing fails."""
+    from agile_modeling.loop import LoopConfig
+    from sync.adoption import adopt_project, source_config
+    from sync.write_back import apply_predictions
+
+    client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
+    project_id = client.create_project("Interrupted", SOURCE_CONFIG)
+    upload_images(label_studio, project_id, {f"i{i}.jpg": jpeg(800 + i) for i in range(6)})
+    concepts = _adopting_sync(tmp_path, label_studio)
+    adopt_project(
+        concepts, "resumed", project_id, ["tuna"], seed_size=4, positive_choice="Tuna", negative_choice="Not tuna"
+    )
+    loop = concepts.workspace.loop("resumed", LoopConfig(seed_size=4))
+    loop.session.record_labels([(i, n % 2) for n, i in enumerate(loop.session.batch(0))])
+    v1, _ = loop.train()
+    state, schema = concepts.state, source_config(concepts, project_id)
+    chunk = sorted(state.source_tasks(project_id))[:3]
+    state.record_writing(project_id, chunk, v1.name)
+    client.import_predictions(project_id, [{"task": t, **schema.prediction_record(0.7, v1.name)} for t in chunk])
+    client.sdk.tasks.delete(id=chunk[0])  # deleted while in flight: Label Studio answers 400 about it
+    v2, _ = loop.train()
+
+    report = apply_predictions(concepts, "resumed")
+    assert report.model_version == v2.name and report.written == 5 and report.replaced == (v1.name,)
+    for task in sorted(client.task_ids(project_id)):
+        assert [p["model_version"] for p in _predictions(label_studio, task)] == [v2.name]
+    assert state.writing_versions(project_id) == set()
