@@ -334,22 +334,30 @@ def test_a_failed_adoption_links_nothing_and_a_taken_project_is_named(tmp_path, 
         adopt_project(ok, "second", project_id, ["tuna"])
 
 
-def test_predict_reads_a_new_task_of_an_adopted_project_through_label_studio(tmp_path, label_studio):
-    """A task imported after the last sync is not in the pool yet: /predict reads its image where Label
-    Studio keeps it (an upload, with the backend's API key) instead of answering nothing."""
+def _adopted_with_seed_rated(tmp_path, label_studio, concept: str, images: int, first_seed: int):
+    """A project of ``images`` uploads adopted as ``concept`` (seed batch of 4, its ratings recorded):
+    ``(client, project id, ConceptSync, the concept's loop)``."""
     from agile_modeling.loop import LoopConfig
-    from ml_backend.app import create_app
     from sync.adoption import adopt_project
 
     client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
-    project_id = client.create_project("Late arrivals", SOURCE_CONFIG)
-    upload_images(label_studio, project_id, {f"l{i}.jpg": jpeg(500 + i) for i in range(4)})
+    project_id = client.create_project(f"{concept} photos", SOURCE_CONFIG)
+    upload_images(label_studio, project_id, {f"p{i}.jpg": jpeg(first_seed + i) for i in range(images)})
     concepts = _adopting_sync(tmp_path, label_studio)
     adopt_project(
-        concepts, "late", project_id, ["tuna"], seed_size=4, positive_choice="Tuna", negative_choice="Not tuna"
+        concepts, concept, project_id, ["tuna"], seed_size=4, positive_choice="Tuna", negative_choice="Not tuna"
     )
-    loop = concepts.workspace.loop("late", LoopConfig(seed_size=4))
+    loop = concepts.workspace.loop(concept, LoopConfig(seed_size=4))
     loop.session.record_labels([(i, n % 2) for n, i in enumerate(loop.session.batch(0))])
+    return client, project_id, concepts, loop
+
+
+def test_predict_reads_a_new_task_of_an_adopted_project_through_label_studio(tmp_path, label_studio):
+    """A task imported after the last sync is not in the pool yet: /predict reads its image where Label
+    Studio keeps it (an upload, with the backend's API key) instead of answering nothing."""
+    from ml_backend.app import create_app
+
+    client, project_id, concepts, loop = _adopted_with_seed_rated(tmp_path, label_studio, "late", 4, 500)
     loop.train()
     upload_images(label_studio, project_id, {"late.jpg": jpeg(599)})
     (late,) = client.task_ids(project_id) - set(concepts.state.source_tasks(project_id))
@@ -402,19 +410,10 @@ def test_a_chunk_in_flight_when_an_apply_died_is_settled_by_the_next_apply_of_an
     """The state a write-back killed after Label Studio took its chunk leaves behind (the chunk sent, not
     recorded), one of its tasks then deleted by the user, and the next apply being of a newer version (as
     with AGILE_APPLY_EACH_ROUND): the old version's predictions are found and removed, nothing fails."""
-    from agile_modeling.loop import LoopConfig
-    from sync.adoption import adopt_project, source_config
+    from sync.adoption import source_config
     from sync.write_back import apply_predictions
 
-    client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
-    project_id = client.create_project("Interrupted", SOURCE_CONFIG)
-    upload_images(label_studio, project_id, {f"i{i}.jpg": jpeg(800 + i) for i in range(6)})
-    concepts = _adopting_sync(tmp_path, label_studio)
-    adopt_project(
-        concepts, "resumed", project_id, ["tuna"], seed_size=4, positive_choice="Tuna", negative_choice="Not tuna"
-    )
-    loop = concepts.workspace.loop("resumed", LoopConfig(seed_size=4))
-    loop.session.record_labels([(i, n % 2) for n, i in enumerate(loop.session.batch(0))])
+    client, project_id, concepts, loop = _adopted_with_seed_rated(tmp_path, label_studio, "resumed", 6, 800)
     v1, _ = loop.train()
     state, schema = concepts.state, source_config(concepts, project_id)
     chunk = sorted(state.source_tasks(project_id))[:3]
