@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 #: the selection strategies a command may name: agile_modeling.selection.STRATEGIES (spelled out so that
 #: `agile --help` does not import torch; a test keeps them equal)
-STRATEGY_NAMES = ["margin", "margin+positive", "random"]
+STRATEGY_NAMES = ["margin", "margin+coverage", "margin+positive", "random"]
 #: classifier kinds: agile_modeling.classifier.CLASSIFIERS (as above)
 CLASSIFIER_KINDS = ["mlp", "logistic"]
 #: seed batches of a simulated session: agile_modeling.simulate.runner.SEED_BATCHES (as above)

@@ -31,12 +31,17 @@ from agile_modeling.encoders.base import TextEncoder
 from agile_modeling.errors import SessionError
 from agile_modeling.index.base import NeighbourIndex
 from agile_modeling.scoring import pool_scorer
-from agile_modeling.seeding import NEIGHBOURS_PER_QUERY, SEED_BATCH_SIZE, seed_batch
-from agile_modeling.selection import strategy_by_name
+from agile_modeling.seeding import NEIGHBOURS_PER_QUERY, SEED_BATCH_SIZE, expand_queries, seed_batch
+from agile_modeling.selection import Neighbourhood, strategy_by_name
 from agile_modeling.session import EVALUATION, USER, Session
 from agile_modeling.store.embedding_store import PoolView
 
 log = logging.getLogger(__name__)
+
+#: the concept's neighbourhood for exploring strategies: this many nearest images of each phrase and
+#: example image (3x the seed's depth: beyond what the seed drew from), and of each rated positive
+NEAR_PER_QUERY = 3 * NEIGHBOURS_PER_QUERY
+NEAR_PER_POSITIVE = 10
 
 
 @dataclass(frozen=True)
@@ -254,7 +259,22 @@ class AgileLoop:
         """The request's batch, scored over the whole pool in this process (``(<= k,)`` int64)."""
         scorer = pool_scorer(classifier)
         approx = scorer.approximate_logits(self.pool)
-        return self.strategy.select(approx, request.k, request.exclude, lambda i: scorer.exact_logits(self.pool, i))
+        near = self.neighbourhood(request.exclude) if self.strategy.explores else None
+        return self.strategy.select(
+            approx, request.k, request.exclude, lambda i: scorer.exact_logits(self.pool, i), near
+        )
+
+    def neighbourhood(self, covered: NDArray[np.int64]) -> Neighbourhood:
+        """The concept's neighbourhood in the pool: the nearest images of its phrases and example
+        images (``NEAR_PER_QUERY`` each) and of its rated positives (``NEAR_PER_POSITIVE`` each);
+        ``covered`` ``(r,)``: the ids already rated, queued or held out."""
+        near = [expand_queries(self.index, self.query_vectors(), NEAR_PER_QUERY)]
+        positives = np.array(sorted(i for i, v in self.labels().items() if v), dtype=np.int64)
+        if len(positives):
+            near.append(expand_queries(self.index, self.pool.take(positives).astype(np.float32), NEAR_PER_POSITIVE))
+        return Neighbourhood(
+            np.unique(np.concatenate(near)), covered, lambda ids: self.pool.take(ids).astype(np.float32)
+        )
 
     def record_batch(self, request: SelectionRequest, ids: NDArray[np.integer[Any]] | list[int]) -> list[int]:
         """Record ``ids`` as the batch of ``request.round`` (idempotent: if that round is already

@@ -1,5 +1,5 @@
-"""Active-learning selection over the whole pool: margin, margin + positive mining, and random (the
-passive baseline).
+"""Active-learning selection over the whole pool: margin, margin + positive mining, margin + coverage
+(explores the concept's neighbourhood), and random (the passive baseline).
 
 Strategies read approximate logits of every pool image (bf16 or fp32, see ``scoring``) and
 return exactly the images that float64 scoring of the whole pool would choose (ties by id).
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -80,10 +81,28 @@ def _eligible_keys(key: NDArray[np.floating[Any]], excluded: NDArray[np.integer[
     return key
 
 
+@dataclass(frozen=True)
+class Neighbourhood:
+    """Where the concept lives in the pool, for strategies that explore (``SelectionStrategy.explores``).
+
+    Attributes:
+        near_ids: ``(m,)`` int64 pool ids nearest the concept's queries (its phrases, example images
+            and rated positives), sorted; may include rated images.
+        covered_ids: ``(r,)`` int64 ids already rated or queued: what the user has seen.
+        embeddings: maps ids ``(m,)`` to their unit embeddings ``(m, d)``.
+    """
+
+    near_ids: NDArray[np.int64]
+    covered_ids: NDArray[np.int64]
+    embeddings: Callable[[NDArray[np.int64]], NDArray[np.floating[Any]]]
+
+
 class SelectionStrategy(ABC):
     """Chooses the next batch to rate from pool logits."""
 
     name: str
+    #: whether :meth:`select` needs a :class:`Neighbourhood` (the caller builds one only then)
+    explores: ClassVar[bool] = False
 
     @abstractmethod
     def select(
@@ -92,6 +111,7 @@ class SelectionStrategy(ABC):
         k: int,
         exclude: Sequence[int] | NDArray[np.integer[Any]],
         exact_logits: ExactLogits,
+        neighbourhood: Neighbourhood | None = None,
     ) -> NDArray[np.int64]:
         """Pick ``k`` image ids.
 
@@ -102,6 +122,7 @@ class SelectionStrategy(ABC):
             k: batch size.
             exclude: int ids never to pick (already rated or queued).
             exact_logits: maps ids ``(m,)`` to their exact (float64) logits ``(m,)``.
+            neighbourhood: the concept's neighbourhood; required by strategies that explore.
 
         Returns:
             ``(min(k, eligible),)`` int64 ids, most informative first.
@@ -125,6 +146,7 @@ class MarginSelection(SelectionStrategy):
         k: int,
         exclude: Sequence[int] | NDArray[np.integer[Any]],
         exact_logits: ExactLogits,
+        neighbourhood: Neighbourhood | None = None,
     ) -> NDArray[np.int64]:
         key = _eligible_keys(np.abs(approx_logits), np.asarray(exclude, dtype=np.int64))
         return _exact_smallest(
@@ -151,6 +173,7 @@ class MarginPositiveMining(SelectionStrategy):
         k: int,
         exclude: Sequence[int] | NDArray[np.integer[Any]],
         exact_logits: ExactLogits,
+        neighbourhood: Neighbourhood | None = None,
     ) -> NDArray[np.int64]:
         exclude = np.asarray(exclude, dtype=np.int64)
         k_pos = int(round(k * self.positive_fraction))
@@ -184,6 +207,7 @@ class RandomSelection(SelectionStrategy):
         k: int,
         exclude: Sequence[int] | NDArray[np.integer[Any]],
         exact_logits: ExactLogits,
+        neighbourhood: Neighbourhood | None = None,
     ) -> NDArray[np.int64]:
         exclude = np.asarray(exclude, dtype=np.int64)
         rng = np.random.default_rng([self.seed, len(approx_logits), len(exclude)])
@@ -193,9 +217,87 @@ class RandomSelection(SelectionStrategy):
         return order.astype(np.int64)
 
 
+class MarginCoverage(SelectionStrategy):
+    """Margin sampling, with a share of every batch spent covering the concept's neighbourhood.
+
+    Margin refines the boundary the model has and never looks where it has not been: a mode of the
+    concept that neither the phrases nor the model reach stays unseen (issue 12's outdoor pools).
+    Here ``coverage_fraction`` of the batch goes to the images of the concept's neighbourhood (the
+    nearest images of its phrases, examples and rated positives, and the model's highest-scoring
+    images) that are farthest from everything already rated: greedy k-center (Sener & Savarese,
+    "Active Learning for Convolutional Neural Networks: A Core-Set Approach", ICLR 2018) restricted
+    to that neighbourhood, so that coverage is spent near the concept, not on the whole pool's
+    outliers. The rest of the batch is margin's, chosen exactly as :class:`MarginSelection`.
+    """
+
+    name = "margin+coverage"
+    explores = True
+
+    def __init__(self, coverage_fraction: float = 0.25, top_scored: int = 1000, frontier_factor: int = 5) -> None:
+        if not 0.0 <= coverage_fraction <= 1.0:
+            raise ValueError(f"coverage_fraction is a share of the batch in [0, 1], not {coverage_fraction}")
+        self.coverage_fraction = coverage_fraction
+        self.top_scored = top_scored
+        self.frontier_factor = frontier_factor
+
+    def select(
+        self,
+        approx_logits: NDArray[np.float32],
+        k: int,
+        exclude: Sequence[int] | NDArray[np.integer[Any]],
+        exact_logits: ExactLogits,
+        neighbourhood: Neighbourhood | None = None,
+    ) -> NDArray[np.int64]:
+        if neighbourhood is None:
+            raise ValueError(f"{self.name} explores the concept's neighbourhood: pass one (Neighbourhood)")
+        exclude = np.asarray(exclude, dtype=np.int64)
+        frontier = max(MIN_FRONTIER, self.frontier_factor * k)
+        scored = _exact_smallest(
+            _eligible_keys(-approx_logits, exclude), self.top_scored, lambda ids: -exact_logits(ids), frontier
+        )
+        candidates = np.setdiff1d(np.union1d(neighbourhood.near_ids, scored), exclude)
+        covering = k_center_greedy(
+            neighbourhood.embeddings(candidates),
+            neighbourhood.embeddings(neighbourhood.covered_ids),
+            int(round(k * self.coverage_fraction)),
+        )
+        chosen: NDArray[np.int64] = candidates[covering]
+        uncertain = _exact_smallest(
+            _eligible_keys(np.abs(approx_logits), np.concatenate([exclude, chosen])),
+            k - len(chosen),
+            lambda ids: np.abs(exact_logits(ids)),
+            frontier,
+        )
+        return np.concatenate([uncertain, chosen]).astype(np.int64)
+
+
+def k_center_greedy(
+    candidates: NDArray[np.floating[Any]], centres: NDArray[np.floating[Any]], k: int
+) -> NDArray[np.int64]:
+    """Greedy k-center: ``k`` rows of ``candidates`` ``(m, d)``, each the farthest (cosine) from
+    ``centres`` ``(r, d)`` and the rows picked before it; ties go to the lower row. Returns
+    ``(min(k, m),)`` row indices in pick order. Float64, so the picks do not depend on the BLAS."""
+    m = len(candidates)
+    k = min(k, m)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    x = np.asarray(candidates, dtype=np.float64)
+    nearest = np.full(m, -np.inf)  # cosine to the nearest centre
+    if len(centres):
+        nearest = (x @ np.asarray(centres, dtype=np.float64).T).max(axis=1)
+    picks = np.zeros(k, dtype=np.int64)
+    for j in range(k):
+        pick = int(np.argmin(nearest))  # farthest: the smallest best cosine
+        picks[j] = pick
+        nearest = np.maximum(nearest, x @ x[pick])
+        nearest[pick] = np.inf
+    return picks
+
+
 STRATEGIES: dict[str, type[SelectionStrategy]] = {
     MarginSelection.name: MarginSelection,
     MarginPositiveMining.name: MarginPositiveMining,
+    MarginCoverage.name: MarginCoverage,
     RandomSelection.name: RandomSelection,
 }
 

@@ -25,6 +25,14 @@ from agile_modeling.scoring import pool_scorer
 from agile_modeling.selection import MIN_FRONTIER, ExactLogits, MarginPositiveMining, _eligible_keys, _exact_smallest
 from agile_modeling.store.embedding_store import PoolView
 
+#: the strategies whose selection merges exactly from per-shard candidates
+SHARDABLE = frozenset({"margin", MarginPositiveMining.name})
+
+
+def can_shard(strategy: str) -> bool:
+    """Whether ``strategy``'s selection can be split by shard (others are selected in one process)."""
+    return strategy in SHARDABLE
+
 
 def positives_wanted(strategy: str, k: int) -> int:
     """How many of a batch of ``k`` a strategy mines as likely positives."""

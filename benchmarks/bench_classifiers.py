@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_prefetch import run_variants
+from concept_split import SPLITS, split_suite
 from environment import describe_environment, environment_markdown
 
 from agile_modeling.classifier import CLASSIFIERS
@@ -31,7 +32,10 @@ def suite_arguments(description: str, out: str) -> argparse.ArgumentParser:
     """The options every variant benchmark of the suite takes (its own list of variants is added after)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--concepts", nargs="*", help="suite titles (default: all)")
+    parser.add_argument("--concepts", nargs="*", help="suite titles (default: all of --split)")
+    parser.add_argument(
+        "--split", choices=SPLITS, default="all", help="tuning or reported concepts (benchmarks/tuning_concepts.json)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / out))
@@ -42,7 +46,7 @@ def run_and_report(args: argparse.Namespace, variants: dict[str, dict], script: 
     """Run ``variants`` over the suite (interleaved), write ``<out>.json`` and ``<out>.md``, print the table."""
     env = describe_environment()
     ctx = SimulationContext.build(load_shared_data())
-    suite = [s for s in load_suite() if not args.concepts or s.title in args.concepts]
+    suite = [s for s in split_suite(load_suite(), args.split) if not args.concepts or s.title in args.concepts]
     started = time.time()
     rows = run_variants(suite, ctx, args.seeds, variants, args.rounds, args.batch_size)
     record = {

@@ -29,6 +29,7 @@ from agile_modeling.errors import AgileError
 from agile_modeling.file_lock import file_lock
 from agile_modeling.loop import AgileLoop, LoopConfig
 from agile_modeling.session import USER, WITHDRAWN, Label, Session
+from agile_modeling.sharded import can_shard
 from agile_modeling.workspace import Workspace
 from label_config import RatingSchema, load_config, parse_rating_config
 from sync.client import Annotation, LabelStudioClient, TaskRecord, annotation_from_payload
@@ -346,10 +347,16 @@ class ConceptSync:
         if force_retrain or due:
             model = self._model_for_labels(loop, force=force_retrain)
             trained = model[0].name
-            if due and self.launch_selection is not None:
+            if due and self.launch_selection is not None and can_shard(loop.strategy.name):
                 # e.g. scored on the workers by a chord, whose callback records and pushes the batch
                 self.launch_selection(self, link, loop, model[0].name)
             elif due:
+                if self.launch_selection is not None:
+                    log.info(
+                        "%s: %s does not split by shard; this round is selected in this worker",
+                        link.concept,
+                        loop.strategy.name,
+                    )
                 loop.next_batch(model[1])
                 log.info(
                     "%s: round %d selected (%d images)",

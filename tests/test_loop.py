@@ -15,7 +15,7 @@ from agile_modeling.store import PoolView
 FAST = LoopConfig(seed_size=60, batch_size=40, recipe=DEFAULT_RECIPE.with_(epochs=3, epoch_size=1024))
 
 
-def make_loop(tmp_path, clustered_pool, create=True):
+def make_loop(tmp_path, clustered_pool, create=True, config=FAST):
     x, labels = clustered_pool
     view = PoolView([x], x.shape[1])
     # phrases embedded as the cluster centres: "alpha" is cluster 0, "beta" cluster 1
@@ -24,7 +24,9 @@ def make_loop(tmp_path, clustered_pool, create=True):
     )
     store = SessionStore(tmp_path / "sessions.sqlite")
     session = store.create(Concept("alpha", negatives=("beta",))) if create else store.open("alpha")
-    return AgileLoop(session, view, ExactIndex(view), vocab, ModelRegistry(tmp_path / "models", "alpha"), FAST), labels
+    return AgileLoop(
+        session, view, ExactIndex(view), vocab, ModelRegistry(tmp_path / "models", "alpha"), config
+    ), labels
 
 
 def test_seed_then_rounds_of_margin_over_the_whole_pool(tmp_path, clustered_pool):
@@ -130,3 +132,41 @@ def test_images_held_out_for_evaluation_are_never_selected_nor_random_negatives(
     assert version.info["num_labels"] == len(seed)  # evaluation ratings train nothing
     batch = loop.next_batch(clf)
     assert len(batch) == loop.config.batch_size and not set(batch) & set(held_out.tolist())
+
+
+def test_margin_coverage_explores_a_mode_neither_the_phrase_nor_the_model_reached(tmp_path, clustered_pool):
+    """Cluster 0 is the phrase's; cluster 2 also counts as positive but no phrase names it and the
+    seed never shows it: margin alone keeps refining cluster 0's boundary, coverage looks at it."""
+    from dataclasses import replace
+
+    _, labels = clustered_pool
+    truth = np.isin(labels, [0, 2])
+    reached = {}
+    for strategy in ("margin", "margin+coverage"):
+        loop, _ = make_loop(tmp_path / strategy, clustered_pool, config=replace(FAST, strategy=strategy))
+        seed = loop.start()
+        assert not (labels[seed] == 2).any()
+        loop.session.record_labels((i, int(truth[i])) for i in seed)
+        _, clf = loop.train()
+        batch = loop.next_batch(clf)
+        reached[strategy] = int((labels[batch] == 2).sum())
+    assert reached["margin+coverage"] > reached["margin"], reached
+
+
+def test_the_paper_recipe_takes_every_unlabeled_image_up_to_500k_as_random_negatives(tmp_path, clustered_pool):
+    from agile_modeling.classifier import PAPER_RECIPE
+
+    loop, labels = make_loop(tmp_path, clustered_pool)
+    labeled = np.arange(0, 6000, 7)
+    paper = loop.random_negative_ids(PAPER_RECIPE, labeled, round_index=1)
+    available = np.setdiff1d(np.arange(len(labels)), labeled)
+    assert len(paper) == len(available) and np.array_equal(np.sort(paper), available)  # min(500k, 5142)
+    assert not np.array_equal(paper, np.sort(paper))  # in a random order
+    # a cap below the pool: that many distinct unlabeled images, seeded
+    capped = loop.random_negative_ids(PAPER_RECIPE.with_(max_random_negatives=1000), labeled, round_index=1)
+    assert len(set(capped.tolist())) == 1000 and not set(capped.tolist()) & set(labeled.tolist())
+    again = loop.random_negative_ids(PAPER_RECIPE.with_(max_random_negatives=1000), labeled, round_index=1)
+    assert np.array_equal(capped, again)
+    # the default recipe takes only as many as its epochs draw (20,480, from draws with replacement)
+    default = loop.random_negative_ids(DEFAULT_RECIPE, labeled, round_index=1)
+    assert len(default) < len(available)

@@ -225,3 +225,50 @@ def test_random_selection_is_uniform_reproducible_and_ignores_the_model():
     assert abs(np.mean(logits[a])) < 0.5 and 0.2 < np.mean(np.abs(logits[a]) < 2.5) < 0.8
     assert len(RandomSelection().select(logits[:5], 10, np.array([1]), never)) == 4
     assert strategy_by_name("random").name == "random"
+
+
+def test_k_center_greedy_picks_the_farthest_each_time_and_breaks_ties_by_row():
+    from agile_modeling.selection import k_center_greedy
+
+    # unit vectors on a circle; the centre is at angle 0
+    angles = np.array([0.1, 3.0, 1.5, -1.5, 3.0])
+    x = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    picks = k_center_greedy(x, np.array([[1.0, 0.0]]), 3)
+    # row 1 (angle 3.0) is farthest; row 4 duplicates it and loses the tie; then the two at +-1.5
+    assert picks.tolist()[0] == 1
+    assert sorted(picks.tolist()[1:]) == [2, 3]
+    assert k_center_greedy(x, np.zeros((0, 2)), 9).tolist()[:1] == [0]  # no centre: the first row, then spread
+    assert len(k_center_greedy(x, np.zeros((0, 2)), 9)) == 5
+    assert len(k_center_greedy(x, x[:1], 0)) == 0
+
+
+def test_margin_coverage_spends_its_share_on_the_unseen_part_of_the_neighbourhood(real_pool_and_model):
+    from agile_modeling.selection import MarginCoverage, Neighbourhood
+
+    view, clf, train, exact = real_pool_and_model
+    scorer = PoolScorer(clf, chunk_rows=4096)
+    approx = scorer.approximate_logits(view)
+    # the neighbourhood: 300 rows, the first 150 of them "seen" (covered) along with the training rows
+    near = np.arange(1000, 1300, dtype=np.int64)
+    covered = np.union1d(train, near[:150])
+    hood = Neighbourhood(near, covered, lambda ids: view.take(ids).astype(np.float32))
+    strategy = MarginCoverage(coverage_fraction=0.3, top_scored=50)
+    chosen = strategy.select(approx, 100, covered, lambda ids: scorer.exact_logits(view, ids), hood)
+    assert len(chosen) == len(set(chosen.tolist())) == 100 and not set(chosen.tolist()) & set(covered.tolist())
+    margin_part, coverage_part = chosen[:70], chosen[70:]
+    # the margin share is exactly margin's selection once the coverage picks are excluded
+    np.testing.assert_array_equal(margin_part, reference_margin(exact, 70, np.concatenate([covered, coverage_part])))
+    # every coverage pick comes from the unseen neighbourhood or the model's 50 best
+    key = -exact.astype(np.float64)
+    key[covered] = np.inf
+    top = np.lexsort((np.arange(len(key)), key))[:50]
+    assert set(coverage_part.tolist()) <= set(near[150:].tolist()) | set(top.tolist())
+    # each is the candidate farthest from what was seen and picked before it
+    x = view.take(coverage_part).astype(np.float64)
+    seen = view.take(covered).astype(np.float64)
+    first_far = 1 - (x[0] @ seen.T).max()
+    candidates = np.setdiff1d(np.union1d(near, top), covered)
+    all_far = 1 - (view.take(candidates).astype(np.float64) @ seen.T).max(axis=1)
+    assert first_far == pytest.approx(all_far.max())
+    with pytest.raises(ValueError, match="neighbourhood"):
+        strategy.select(approx, 10, covered, lambda ids: scorer.exact_logits(view, ids))

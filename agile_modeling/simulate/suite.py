@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -31,6 +31,9 @@ class SimulatedConcept:
         positives, negatives: further phrases.
         truth: ``{dataset: [class name or index, ...] or "all"}``: the rows the user counts positive.
         difficulty: "easy" or "hard" (a subjective subset the phrase cannot separate).
+        modes: ``{mode name: truth spec}``: the concept's visual modes, which together make
+            ``truth`` (e.g. dalmatians, leopards and polka dots of "spotted"), to measure whether a
+            session reached each one; empty for most concepts.
     """
 
     title: str
@@ -41,6 +44,7 @@ class SimulatedConcept:
     difficulty: str = "easy"
     crowd: TruthSpec | None = None  # what the crowd's literal reading counts positive (default: ``truth``)
     examples: tuple[int, ...] = ()  # pool rows the user offers as example images (extra seed queries)
+    modes: dict[str, TruthSpec] = field(default_factory=dict)
 
     def concept(self) -> Concept:
         return Concept(self.name, self.positives, self.negatives, description=self.title, example_ids=self.examples)
@@ -48,6 +52,16 @@ class SimulatedConcept:
     def ground_truth(self, split: LabeledSplit) -> NDArray[np.bool_]:
         """``(n,)`` bool: which rows of ``split`` the user calls positive."""
         return _rows_of(self.truth, split)
+
+    def mode_truth(self, split: LabeledSplit) -> dict[str, NDArray[np.bool_]]:
+        """``{mode: (n,) bool}``: the rows of ``split`` in each mode; :class:`SuiteError` unless the
+        modes are disjoint and together exactly the ground truth."""
+        masks = {mode: _rows_of(spec, split) for mode, spec in self.modes.items()}
+        if masks:
+            stacked = np.stack(list(masks.values()))
+            if (stacked.sum(axis=0) > 1).any() or not np.array_equal(stacked.any(axis=0), self.ground_truth(split)):
+                raise SuiteError(f"{self.title!r}: its modes must be disjoint and together exactly its truth")
+        return masks
 
     def crowd_truth(self, split: LabeledSplit) -> NDArray[np.bool_]:
         """``(n,)`` bool: which rows a crowd reading the title literally calls positive."""
@@ -111,6 +125,7 @@ def load_suite(path: str | Path | None = None, demo: bool = False) -> list[Simul
             difficulty=c.get("difficulty", "easy"),
             crowd=c.get("crowd"),
             examples=tuple(int(i) for i in c.get("examples", ())),
+            modes=dict(c.get("modes", {})),
         )
         for c in data["concepts"]
     ]

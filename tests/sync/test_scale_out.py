@@ -83,8 +83,9 @@ def test_webhook_driven_sharded_rounds_of_two_concepts_on_two_workers(
     tmp_path, label_studio, services, redis_url, shared_data, monkeypatch
 ):
     """Two concepts' rounds at once on 2 solo workers over Redis, pool scoring sharded: no task waits
-    for another, both rounds complete, and each batch is exactly the single-process selection."""
-    specs = {s.title: s for s in load_suite() if s.title in ("cats", "real stop signs")}
+    for another, both rounds complete, and each batch is exactly the single-process selection. A third
+    concept's strategy (margin+coverage) does not split by shard: its worker selects it whole, exactly."""
+    specs = {s.title: s for s in load_suite() if s.title in ("cats", "real stop signs", "sunflowers")}
     ws = shared_workspace(tmp_path / "ws", shared_data)
     for spec in specs.values():
         ws.sessions.create(spec.concept())
@@ -98,7 +99,8 @@ def test_webhook_driven_sharded_rounds_of_two_concepts_on_two_workers(
     env = {**service_env(settings), "PYTHONPATH": str(REPO), "AGILE_SYNC_SECONDS": "600"}
     second = Service(worker_command(beat=False) + ["-n", "second@%h"], env, tmp_path / "worker2.log").start()
     try:
-        strategies = {"cats": "margin", "real stop signs": "margin+positive"}
+        # margin+coverage does not split by shard: the worker selects it in one process, exactly the same
+        strategies = {"cats": "margin", "real stop signs": "margin+positive", "sunflowers": "margin+coverage"}
         projects = {title: publish(spec, settings, strategies[title]) for title, spec in specs.items()}
         client = LabelStudioClient(label_studio.url, label_studio.credentials.token)
         seeds = {title: list(client.iter_tasks(pid)) for title, pid in projects.items()}
