@@ -35,6 +35,13 @@ STRATEGY_NAMES = ["margin", "margin+coverage", "margin+positive", "random"]
 CLASSIFIER_KINDS = ["mlp", "logistic"]
 #: seed batches of a simulated session: agile_modeling.simulate.runner.SEED_BATCHES (as above)
 SEED_BATCHES = ["phrases", "random"]
+#: training recipes of simulate and study: agile_modeling.classifier.RECIPES (as above)
+RECIPE_NAMES = ["default", "paper"]
+RECIPE_HELP = (
+    "the MLP's training recipe: default (the project's, chosen on the tuning concepts: docs/benchmarks.md) or "
+    "paper (appendix C: lr 1e-4, 10 epochs, each one pass over min(500k, unlabeled pool) random negatives that "
+    "are a quarter of it; much slower)"
+)
 #: label sources `concept label` records: session.USER, quality.EVALUATION, sync.crowd.CROWD (as above)
 LABEL_SOURCES = ["user", "evaluation", "crowd"]
 
@@ -604,7 +611,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # --- simulate ------------------------------------------------------------------------------------
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from agile_modeling.classifier import DEFAULT_RECIPE
+    from agile_modeling.classifier import RECIPES
     from agile_modeling.simulate import SimulationContext, load_shared_data, load_suite, simulate_session
     from agile_modeling.simulate.report import results_table, write_report
 
@@ -619,7 +626,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             )
     print(f"pool: {len(data.pool)} real CLIP ViT-B/32 embeddings, test: {len(data.test)} (from {data.root})")
     ctx = SimulationContext.build(data)
-    recipe = DEFAULT_RECIPE.with_(learning_rate=args.learning_rate or DEFAULT_RECIPE.learning_rate)
+    base = RECIPES[args.recipe]
+    recipe = base.with_(learning_rate=args.learning_rate or base.learning_rate)
     results = []
     for spec in suite:
         print(f"\n{spec.title} ({spec.difficulty}): phrases {list(spec.concept().phrases)}")
@@ -652,6 +660,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "prefetch": args.prefetch,
         "classifier": args.classifier,
+        "recipe_name": args.recipe,
         "recipe": recipe.as_dict(),
     }
     paths = write_report(results, args.out, config)
@@ -673,7 +682,12 @@ def cmd_study(args: argparse.Namespace) -> int:
         f"the simulated study: {len(suite)} concepts, pool {len(data.pool)}, test {len(data.test)}; "
         f"results go to {args.out} (a stopped run resumes)"
     )
-    results = run_study(suite, SimulationContext.build(data), args.out, StudyConfig(rounds=args.rounds, seed=args.seed))
+    results = run_study(
+        suite,
+        SimulationContext.build(data),
+        args.out,
+        StudyConfig(rounds=args.rounds, seed=args.seed, recipe=args.recipe),
+    )
     out = Path(args.out)
     text = (
         "# The simulated study\n\nMean ± standard error of test AUC-PR over concepts (hard / easy / all).\n\n"
@@ -1010,6 +1024,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="select each next batch when this fraction of a batch is still to rate (0: the paper; "
         "the Label Studio loop's default is AGILE_PREFETCH=0.5)",
     )
+    sim.add_argument("--recipe", choices=RECIPE_NAMES, default="default", help=RECIPE_HELP)
     sim.add_argument("--learning-rate", type=float, help="override the recipe's learning rate")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--out", default="agile-workspace/simulation", help="where results and the plot go")
@@ -1028,6 +1043,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--suite", help="a concepts.json of your own (format: docs/studies.md)")
     study.add_argument("--data", help="folder of labeled embeddings (as agile simulate --data)")
     study.add_argument("--rounds", type=int, default=5)
+    study.add_argument("--recipe", choices=RECIPE_NAMES, default="default", help=RECIPE_HELP)
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--out", default="benchmarks/results/study", help="folder for study.json/.md/.png")
     study.set_defaults(func=cmd_study)

@@ -161,15 +161,27 @@ class AgileLoop:
 
         Only as many distinct images as the epochs will draw are taken: sampling them from a
         uniform random subset of ``max_random_negatives`` pool images is the same distribution.
+        With ``recipe.one_pass_over_random_negatives`` (the paper's recipe) every epoch passes over
+        all of them, so ``min(max_random_negatives, unlabeled pool images)`` are taken.
         """
         n = len(self.pool)
         want = int(recipe.epochs * recipe.epoch_size * (1 - recipe.positive_fraction - recipe.negative_fraction))
+        if recipe.one_pass_over_random_negatives:
+            want = recipe.max_random_negatives
         want = min(max(want, 1), recipe.max_random_negatives, max(n - len(labeled), 0))
         if want == 0:
             return np.zeros(0, dtype=np.int64)
         if round_index is None:
             round_index = self.session.current_round()
         rng = np.random.default_rng(recipe.seed + 7919 * (round_index + 1))
+        if recipe.one_pass_over_random_negatives:  # exactly ``want``: every unlabeled image, shuffled,
+            # when ``want`` is most of the pool or a draw with replacement falls short
+            if 2 * want <= n:
+                draw = np.unique(rng.integers(0, n, size=int(want * 1.2) + 16))
+                draw = np.setdiff1d(draw, labeled, assume_unique=True)
+                if len(draw) >= want:
+                    return rng.permutation(draw)[:want]
+            return rng.permutation(np.setdiff1d(np.arange(n, dtype=np.int64), labeled))[:want]
         draw = np.unique(rng.integers(0, n, size=int(want * 1.2) + 16))
         draw = np.setdiff1d(draw, labeled, assume_unique=True)
         return rng.permutation(draw)[:want]

@@ -6,7 +6,14 @@ from agile_modeling.classifier.base import ClassifierInputError, ConceptClassifi
 from agile_modeling.classifier.kinds import CLASSIFIERS, UnknownClassifierError, make_classifier
 from agile_modeling.classifier.logistic import LogisticRegressionClassifier
 from agile_modeling.classifier.mlp import MLPClassifier, build_mlp
-from agile_modeling.classifier.recipe import DEFAULT_RECIPE, SEED_RECIPE, TrainingRecipe, recipe_for_round
+from agile_modeling.classifier.recipe import (
+    DEFAULT_RECIPE,
+    PAPER_RECIPE,
+    RECIPES,
+    SEED_RECIPE,
+    TrainingRecipe,
+    recipe_for_round,
+)
 
 __all__ = [
     "CLASSIFIERS",
@@ -19,6 +26,8 @@ __all__ = [
     "TrainingRecipe",
     "UnknownClassifierError",
     "DEFAULT_RECIPE",
+    "PAPER_RECIPE",
+    "RECIPES",
     "SEED_RECIPE",
     "build_mlp",
     "make_classifier",

@@ -46,15 +46,27 @@ def balanced_epoch_plan(
 
     Positives fill ``positive_fraction`` of an epoch, labeled negatives ``negative_fraction``
     and random pool negatives the rest (labeled negatives' share goes to random ones when the
-    user has rated none, and vice versa).
+    user has rated none, and vice versa). With ``recipe.one_pass_over_random_negatives`` (the
+    paper's recipe) and random negatives, every epoch holds each random negative once, in its own
+    order, and is as large as makes them the random share: ``epoch_size`` is not used.
     """
+    e = recipe.epochs
+    if recipe.one_pass_over_random_negatives and n_random:
+        share = 1.0 - recipe.positive_fraction - (recipe.negative_fraction if n_neg else 0.0)
+        size = int(round(n_random / share)) if share > 0 else n_random
+        pos = int(round(size * recipe.positive_fraction))
+        neg = size - pos - n_random if n_neg else 0
+        return (
+            rng.integers(0, n_pos, size=(e, pos)),
+            rng.integers(0, max(n_neg, 1), size=(e, max(neg, 0))),
+            np.stack([rng.permutation(n_random) for _ in range(e)]),
+        )
     size = recipe.epoch_size
     pos = int(round(size * recipe.positive_fraction))
     neg = int(round(size * recipe.negative_fraction)) if n_neg else 0
     rand = size - pos - neg if n_random else 0
     if not n_random:
         neg = size - pos
-    e = recipe.epochs
     return (
         rng.integers(0, n_pos, size=(e, pos)),
         rng.integers(0, max(n_neg, 1), size=(e, neg)),
@@ -149,26 +161,29 @@ class MLPClassifier(ConceptClassifier):
             logits: torch.Tensor = linears[-1](a)  # nn.Module.__call__ is typed as returning Any
             return logits
 
-        pos_x, neg_x = torch.from_numpy(x[y == 1]), torch.from_numpy(x[y == 0])
-        rnd_x = torch.from_numpy(rnd)
-        pos_i, neg_i, rnd_i = balanced_epoch_plan(len(pos_x), len(neg_x), len(rnd_x), rec, rng)
+        pos_x, neg_x = x[y == 1], x[y == 0]
+        # one table of every training row (positives, labeled negatives, random negatives): an epoch
+        # is a list of rows in it, gathered batch by batch (an epoch of the paper's recipe over 500k
+        # random negatives is 2M rows, 4 GB if copied whole)
+        rows = torch.from_numpy(np.concatenate([pos_x, neg_x, rnd]))
+        pos_i, neg_i, rnd_i = balanced_epoch_plan(len(pos_x), len(neg_x), len(rnd), rec, rng)
         self.model.train()
         self.history = []
         for epoch in range(rec.epochs):
-            ex = torch.cat(
-                [pos_x[pos_i[epoch]], neg_x[neg_i[epoch]], rnd_x[rnd_i[epoch]]]
+            plan = torch.from_numpy(
+                np.concatenate([pos_i[epoch], len(pos_x) + neg_i[epoch], len(pos_x) + len(neg_x) + rnd_i[epoch]])
             )  # empty plans give empty parts
-            ey = torch.cat([torch.ones(pos_i.shape[1]), torch.zeros(len(ex) - pos_i.shape[1])])
-            order = torch.from_numpy(rng.permutation(len(ex)))
+            ey = torch.cat([torch.ones(pos_i.shape[1]), torch.zeros(len(plan) - pos_i.shape[1])])
+            order = torch.from_numpy(rng.permutation(len(plan)))
             total = 0.0
-            for start in range(0, len(ex), rec.batch_size):
+            for start in range(0, len(plan), rec.batch_size):
                 batch = order[start : start + rec.batch_size]
                 optimiser.zero_grad(set_to_none=True)
-                loss = loss_fn(forward(ex[batch]).squeeze(1), ey[batch])
+                loss = loss_fn(forward(rows[plan[batch]]).squeeze(1), ey[batch])
                 loss.backward()
                 optimiser.step()
                 total += loss.item() * len(batch)
-            self.history.append(total / len(ex))
+            self.history.append(total / len(plan))
             if progress:
                 progress(epoch, self.history[-1])
         self.model.eval()

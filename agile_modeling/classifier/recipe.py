@@ -32,6 +32,11 @@ class TrainingRecipe:
     positive_fraction: float = 0.5
     negative_fraction: float = 0.25
     max_random_negatives: int = 500_000
+    #: The paper's reading of its appendix C: take ``min(max_random_negatives, unlabeled pool)``
+    #: random negatives and make every epoch one pass over them, sized so they are its random share
+    #: (``epoch_size`` is then ignored whenever there are random negatives). False: ``epoch_size``
+    #: samples per epoch and only as many distinct random negatives as the epochs draw.
+    one_pass_over_random_negatives: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -51,6 +56,15 @@ class TrainingRecipe:
 DEFAULT_RECIPE = TrainingRecipe()
 #: The first model, on the seed batch alone: 1 hidden layer of 16, to avoid overfitting 100 labels.
 SEED_RECIPE = TrainingRecipe(hidden=(16,))
+#: The paper's recipe as appendix C states it: Adam at lr 1e-4, weight decay 1e-4, dropout 0.5, 10
+#: epochs, 500k random unlabeled images labeled negative, positives upsampled to half of the training
+#: set and labeled and random negatives a quarter each. Every epoch is therefore one pass over the
+#: random negatives and 4x their number of samples (2M per epoch with 500k; a pool with fewer
+#: unlabeled images, such as the shared pool of 34,195, gives all of them and a smaller epoch).
+#: The minibatch size is not stated; 256, as ours.
+PAPER_RECIPE = TrainingRecipe(learning_rate=1e-4, epochs=10, one_pass_over_random_negatives=True)
+#: The recipes ``agile simulate --recipe`` and ``agile study --recipe`` offer, by name.
+RECIPES: dict[str, TrainingRecipe] = {"default": DEFAULT_RECIPE, "paper": PAPER_RECIPE}
 
 
 def recipe_for_round(round_index: int, base: TrainingRecipe = DEFAULT_RECIPE) -> TrainingRecipe:

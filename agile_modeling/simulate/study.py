@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agile_modeling import plots
-from agile_modeling.classifier import DEFAULT_RECIPE, MLPClassifier, recipe_for_round
+from agile_modeling.classifier import RECIPES, MLPClassifier, recipe_for_round
 from agile_modeling.classifier.artifacts import ModelRegistry
 from agile_modeling.errors import AgileError
 from agile_modeling.evaluation import NUM_STRATA, PER_STRATUM, build_evaluation_set, url_hashes
@@ -65,6 +65,8 @@ class StudyConfig:
     seed: int = 0
     crowd_error_rate: float = 0.1
     conditions: tuple[str, ...] = tuple(CONDITIONS)
+    #: a name of ``RECIPES``: how every model of every condition, and the oracle, is trained
+    recipe: str = "default"
 
 
 class StudyError(AgileError):
@@ -83,10 +85,14 @@ def _curve(result: SessionResult) -> list[dict[str, float]]:
     ]
 
 
-def oracle_metrics(spec: SimulatedConcept, ctx: SimulationContext, seed: int = 0) -> dict[str, float]:
-    """The 3x128 MLP with the same recipe, trained on the user's label of every pool image."""
+def oracle_metrics(
+    spec: SimulatedConcept, ctx: SimulationContext, seed: int = 0, recipe: str = "default"
+) -> dict[str, float]:
+    """The 3x128 MLP with the same recipe (``RECIPES[recipe]``), trained on the user's label of every pool image
+    (no random negatives: every pool image is labeled; the paper's recipe then has epochs of ``epoch_size``)."""
     y = spec.ground_truth(ctx.data.pool).astype(np.int64)
-    clf = MLPClassifier(recipe_for_round(1, DEFAULT_RECIPE.with_(seed=seed))).fit(ctx.data.pool.x.astype(np.float32), y)
+    base = RECIPES[recipe].with_(seed=seed)
+    clf = MLPClassifier(recipe_for_round(1, base)).fit(ctx.data.pool.x.astype(np.float32), y)
     test_truth = spec.ground_truth(ctx.data.test)
     return binary_metrics(test_truth, clf.predict_proba(ctx.data.test.x.astype(np.float32)), 0.5).as_dict()
 
@@ -152,6 +158,7 @@ def run_concept(
                 crowd_error_rate=config.crowd_error_rate,
                 then_crowd_batch=then_crowd,
                 seed_batch=condition.seed_batch,
+                recipe=RECIPES[config.recipe],
             )
             out["zero_shot"] = result.zero_shot
             curve = _curve(result)
@@ -167,7 +174,7 @@ def run_concept(
             f"ratings ({time.perf_counter() - t0:.0f} s)"
         )
     if "oracle" not in out:
-        out["oracle"] = oracle_metrics(spec, ctx, config.seed)
+        out["oracle"] = oracle_metrics(spec, ctx, config.seed, config.recipe)
     log(f"  oracle AUC-PR {out['oracle']['auc_pr']:.3f}; zero-shot {out['zero_shot']['auc_pr']:.3f}")
     return out
 
@@ -181,6 +188,8 @@ def run_study(
 ) -> list[dict[str, Any]]:
     """Every concept of ``suite`` (resuming from ``out_dir/study.json``: a study made with fewer
     conditions and otherwise the same configuration is extended by the missing ones)."""
+    if config.recipe not in RECIPES:
+        raise StudyError(f"no recipe named {config.recipe!r}: one of {', '.join(RECIPES)}")
     needed = images_rated(config) + NUM_STRATA * PER_STRATUM  # and an evaluation set beside them
     if len(ctx.pool) < needed:
         raise StudyError(
@@ -193,6 +202,7 @@ def run_study(
     path = out_dir / "study.json"
     wanted = json.loads(json.dumps(asdict(config)))
     saved = json.loads(path.read_text()) if path.exists() else {"config": wanted, "concepts": []}
+    saved["config"].setdefault("recipe", "default")  # a study saved before recipes had names used the default
     if {**saved["config"], "conditions": None} != {**wanted, "conditions": None}:
         raise StudyError(f"{path} was made with another configuration ({saved['config']}); use another --out")
     saved["config"]["conditions"] = [

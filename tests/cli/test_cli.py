@@ -161,6 +161,34 @@ def test_simulate_prints_rounds_and_writes_a_plot(tmp_path, shared_data):
     assert "| sunflowers | easy |" in (tmp_path / "sim" / "results.md").read_text()
 
 
+def test_simulate_trains_with_the_papers_recipe_when_asked(tmp_path, shared_data):
+    """--recipe paper reaches the session: its model is trained at lr 1e-4 over every unlabeled pool image."""
+    import json
+
+    out = agile(
+        "simulate",
+        "--concept",
+        "sunflowers",
+        "--rounds",
+        "0",
+        "--batch-size",
+        "50",
+        "--recipe",
+        "paper",
+        "--keep",
+        str(tmp_path / "keep"),
+        "--out",
+        str(tmp_path / "sim"),
+        cwd=tmp_path,
+    ).stdout
+    assert "round 0:   50 ratings" in out
+    (saved,) = [json.loads(p.read_text()) for p in (tmp_path / "keep").rglob("model.json")]
+    assert saved["recipe"]["learning_rate"] == 1e-4 and saved["recipe"]["one_pass_over_random_negatives"]
+    assert saved["recipe"]["hidden"] == [16]
+    config = json.loads((tmp_path / "sim" / "results.json").read_text())["config"]
+    assert config["recipe_name"] == "paper" and config["recipe"]["learning_rate"] == 1e-4
+
+
 def test_a_failed_step_leaves_the_workspace_usable(tmp_path, image_folder):
     """No pool yet: concept creation fails cleanly and can be retried; a failed download records nothing."""
     proc = agile("concept", "new", "red", cwd=tmp_path, check=False)

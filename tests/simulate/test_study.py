@@ -52,3 +52,17 @@ def test_one_concept_through_every_condition_and_a_resumed_run(shared_data, tmp_
     assert again == json.loads(json.dumps(results))
     with pytest.raises(StudyError, match="another configuration"):
         run_study(spec, ctx, tmp_path, StudyConfig(rounds=2))
+
+
+def test_the_recipe_is_part_of_the_configuration_and_an_older_study_used_the_default(tmp_path):
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    big_pool = SimpleNamespace(pool=range(1_000_000), data=SimpleNamespace(pool=SimpleNamespace(dataset=[])))
+    with pytest.raises(StudyError, match="no recipe named 'fast'"):
+        run_study([], big_pool, tmp_path, StudyConfig(recipe="fast"))
+    older = {k: v for k, v in asdict(StudyConfig()).items() if k != "recipe"}
+    (tmp_path / "study.json").write_text(json.dumps({"config": json.loads(json.dumps(older)), "concepts": []}))
+    assert run_study([], big_pool, tmp_path, StudyConfig()) == []  # resumes: it was the default recipe
+    with pytest.raises(StudyError, match="another configuration"):
+        run_study([], big_pool, tmp_path, StudyConfig(recipe="paper"))
