@@ -26,6 +26,7 @@ from environment import describe_environment, environment_markdown
 
 from agile_modeling.classifier import CLASSIFIERS
 from agile_modeling.simulate import SimulationContext, load_shared_data, load_suite
+from agile_modeling.simulate.study import oracle_metrics
 
 
 def suite_arguments(description: str, out: str) -> argparse.ArgumentParser:
@@ -39,6 +40,7 @@ def suite_arguments(description: str, out: str) -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / out))
+    parser.add_argument("--oracle", action="store_true", help="also the oracle: the MLP trained on every pool label")
     return parser
 
 
@@ -48,16 +50,20 @@ def run_and_report(args: argparse.Namespace, variants: dict[str, dict], script: 
     ctx = SimulationContext.build(load_shared_data())
     suite = [s for s in split_suite(load_suite(), args.split) if not args.concepts or s.title in args.concepts]
     started = time.time()
-    rows = run_variants(suite, ctx, args.seeds, variants, args.rounds, args.batch_size)
-    record = {
-        "command": " ".join([f"benchmarks/{script}", *sys.argv[1:]]),
-        "environment": env,
-        "minutes": (time.time() - started) / 60,
-        "rows": rows,
-    }
+    record: dict = {"command": " ".join([f"benchmarks/{script}", *sys.argv[1:]]), "environment": env, "rows": []}
+    if args.oracle:
+        record["oracle"] = []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    for spec in suite:  # written after every concept: a long run that is cut short keeps what it measured
+        record["rows"] += run_variants([spec], ctx, args.seeds, variants, args.rounds, args.batch_size)
+        if args.oracle:
+            record["oracle"] += [
+                {"concept": spec.title, "difficulty": spec.difficulty, "seed": seed, **oracle_metrics(spec, ctx, seed)}
+                for seed in args.seeds
+            ]
+        record["minutes"] = (time.time() - started) / 60
+        out.with_suffix(".json").write_text(json.dumps(record, indent=2))
     out.with_suffix(".md").write_text(markdown(record, args, title, protocol))
     print(out.with_suffix(".md").read_text())
     return 0
@@ -106,6 +112,32 @@ def markdown(record: dict, args: argparse.Namespace, title: str, protocol: str) 
             lines.append(
                 f"| {group} ({len(sel)}) | {kind} | " + " | ".join(f"{a:.3f}" for a in curve) + f" | {seconds:.2f} |"
             )
+        if record.get("oracle"):
+            sel = [o for o in record["oracle"] if group == "all" or o["difficulty"] == group]
+            if sel:
+                auc = float(np.mean([o["auc_pr"] for o in sel]))
+                lines.append(
+                    f"| {group} ({len(sel)}) | oracle (every pool label) | "
+                    + " | ".join([f"{auc:.3f}"] * len(rows[0]["curve"]))
+                    + " | |"
+                )
+    lines += [
+        "",
+        "## Round over round: mean change of test AUC-PR, and sessions whose model got worse by more than 0.005",
+        "",
+        "| concepts | variant | " + " | ".join(f"round {i}" for i in range(1, len(rows[0]["curve"]))) + " |",
+        "|---|---|" + "---|" * (len(rows[0]["curve"]) - 1),
+    ]
+    for group in ("all", "easy", "hard"):
+        for kind in kinds:
+            sel = [r for r in rows if r["variant"] == kind and (group == "all" or r["difficulty"] == group)]
+            if not sel:
+                continue
+            change = np.diff(np.array([[a for _, a in r["curve"]] for r in sel]), axis=1)
+            cells = [
+                f"{m:+.3f} ({int(n)} of {len(sel)})" for m, n in zip(change.mean(axis=0), (change < -0.005).sum(axis=0))
+            ]
+            lines.append(f"| {group} ({len(sel)}) | {kind} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Every session: final test AUC-PR",

@@ -80,7 +80,7 @@ def run_variants(
                         "difficulty": spec.difficulty,
                         "seed": seed,
                         "variant": label,
-                        **kwargs,
+                        **{k: v.as_dict() if hasattr(v, "as_dict") else v for k, v in kwargs.items()},
                         "curve": curve,
                         "final_auc_pr": curve[-1][1],
                         "train_seconds": [r.train_seconds for r in res.rounds],
