@@ -98,9 +98,10 @@ def run_row(
     seeds: list[int],
     ctx: SimulationContext,
     partial: Path | None = None,
+    env: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One row: every concept of ``suite`` and seed; each concept's curve is also written to
-    ``partial`` as it comes (a row stopped half way keeps what it measured)."""
+    ``partial`` as it comes (a row stopped half way keeps what it measured; ``--reuse`` reads it)."""
     per_concept: dict[str, list[list[float]]] = {}
     train_s: dict[str, list[float]] = {}
     t0 = time.perf_counter()
@@ -112,11 +113,44 @@ def run_row(
             train_s.setdefault(spec.title, []).append(res.rounds[-1].train_seconds)
             print(f"  {name} {spec.title} seed {seed}: {per_concept[spec.title][-1][-1]:.3f}", flush=True)
             if partial:
-                done = {"recipe": name, "settings": recipe.as_dict(), "auc_pr": per_concept, "train_seconds": train_s}
+                done = {
+                    "recipe": name,
+                    "settings": recipe.as_dict(),
+                    "seeds": seeds,
+                    "environment": env,
+                    "auc_pr": per_concept,
+                    "train_seconds": train_s,
+                }
                 partial.write_text(json.dumps(done, indent=2))
     row = summarise(name, recipe, suite, per_concept, train_s)
     row["wall_seconds"] = time.perf_counter() - t0
     return row
+
+
+def as_results(saved: dict[str, Any]) -> dict[str, Any]:
+    """A results file as it is, or a ``.partial.json`` (one row stopped half way) as results of its concepts."""
+    if "auc_pr" not in saved:
+        return saved
+    row = {
+        "recipe": saved["recipe"],
+        "settings": json.loads(json.dumps(saved["settings"])),
+        "per_concept_curves": saved["auc_pr"],
+        "per_concept_train_seconds_600": saved["train_seconds"],
+    }
+    env = saved.get("environment") or {"command": "(not recorded)", "date": "?", "load_average_1m_5m": "?"}
+    return {"environment": env, "seeds": saved.get("seeds", [0]), "concepts": list(saved["auc_pr"]), "rows": [row]}
+
+
+def covered(name: str, recipe: TrainingRecipe, seeds: list[int], files: list[dict[str, Any]]) -> set[str]:
+    """Concepts earlier results hold for the row ``name`` (same settings and seeds)."""
+    settings = json.loads(json.dumps(recipe.as_dict()))
+    out: set[str] = set()
+    for saved in map(as_results, files):
+        if saved.get("seeds") == seeds:
+            for row in saved["rows"]:
+                if row["recipe"] == name and row["settings"] == settings:
+                    out |= set(row.get("per_concept_curves", row.get("per_concept_auc_pr", {})))
+    return out
 
 
 def reused_row(
@@ -128,6 +162,7 @@ def reused_row(
     titles = [s.title for s in suite]
     per_concept: dict[str, list[list[float]]] = {}
     train_s: dict[str, list[float]] = {}
+    files = [as_results(f) for f in files]
     for saved in files:
         if saved.get("seeds") != seeds:
             continue
@@ -203,8 +238,20 @@ def main() -> None:
         "--recipes", nargs="*", default=["paper"], choices=sorted(RECIPES), help="named recipes, rows of their own"
     )
     parser.add_argument("--concepts", nargs="*", help="only these concepts (titles) of the split: a part of a run")
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_RECIPE.hidden),
+        help="hidden layers of the grid's model after the seed (default DEFAULT_RECIPE's; the 2026-12-03 grid: 128 128 128)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--reuse", nargs="*", default=[], help="results JSON files whose rows are taken, not rerun")
+    parser.add_argument(
+        "--no-run",
+        action="store_true",
+        help="run nothing: the table of what --reuse files hold, over the concepts every row has",
+    )
     parser.add_argument("--name", default="recipe_tuning", help="results go to benchmarks/results/NAME.{json,md}")
     args = parser.parse_args()
     env = describe_environment()
@@ -216,24 +263,34 @@ def main() -> None:
     if args.concepts:
         suite = [s for s in suite if s.title in args.concepts]
     wanted: list[tuple[str, TrainingRecipe]] = [
-        (f"lr {lr:g}, epoch {size}", DEFAULT_RECIPE.with_(learning_rate=lr, epoch_size=size))
+        (f"lr {lr:g}, epoch {size}", DEFAULT_RECIPE.with_(hidden=tuple(args.hidden), learning_rate=lr, epoch_size=size))
         for lr in args.learning_rates
         for size in args.epoch_sizes
     ] + [(name, RECIPES[name]) for name in args.recipes]
     titles = [s.title for s in suite]
     files = [json.loads(Path(path).read_text()) for path in args.reuse]
+    if args.no_run:  # only what earlier runs measured: the concepts every row has
+        have = set(titles)
+        for name, recipe in wanted:
+            have &= covered(name, recipe, args.seeds, files)
+        suite = [s for s in suite if s.title in have]
+        titles = [s.title for s in suite]
     RESULTS.mkdir(exist_ok=True)
     rows: list[dict[str, Any]] = []
     for name, recipe in wanted:
         row = reused_row(name, recipe, suite, args.seeds, files)
+        if row is None and args.no_run:
+            print(f"{name}: not in the --reuse files for these concepts; left out", flush=True)
+            continue
         if row is None:
-            row = run_row(name, recipe, suite, args.seeds, ctx, RESULTS / f"{args.name}.partial.json")
+            row = run_row(name, recipe, suite, args.seeds, ctx, RESULTS / f"{args.name}.partial.json", env)
             row["environment"] = env  # where and when this row was measured
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("recipe", "mean_auc_pr", "train_seconds_600")}), flush=True)
         result = {"environment": env, "split": args.split, "concepts": titles, "seeds": args.seeds, "rows": rows}
         (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
-    chosen = choose(rows)["recipe"] if args.split == "tuning" and not (args.concepts or args.demo) and rows else None
+    whole = len(suite) == len(split_suite(load_suite(), args.split))
+    chosen = choose(rows)["recipe"] if args.split == "tuning" and whole and rows else None
     result = {"environment": env, "split": args.split, "concepts": titles, "seeds": args.seeds, "rows": rows}
     if chosen:
         result["chosen"] = chosen

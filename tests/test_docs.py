@@ -198,6 +198,20 @@ def figure_prefetch_quality_readme() -> tuple[str, str]:
     return "README.md", f"600 ratings is {means.pop()} either way"
 
 
+def recipe_row(r: dict) -> str:
+    m, h = r["mean_auc_pr"], r["hard_auc_pr"]
+    epoch = f"{r['epoch_size']:,}" if isinstance(r["epoch_size"], int) else "paper: one pass over the random negatives"
+    return (
+        f"| {r['learning_rate']:g} | {epoch} | {m[0]:.3f} / {m[2]:.3f} / {m[-1]:.3f} | "
+        f"{h[0]:.3f} / {h[2]:.3f} / {h[-1]:.3f} | {(m[2] + m[-1]) / 2:.4f} | {r['train_seconds_600']:.1f} s |"
+    )
+
+
+def figure_recipe_grid_readme() -> tuple[str, str]:
+    """Every row of the recipe grid on the tuning concepts, in the README."""
+    return "README.md", " ".join(recipe_row(r) for r in load("recipe_tuning.json")["rows"])
+
+
 FIGURES = [
     figure_label_studio_stream_table,
     figure_label_studio_stream_readme,
@@ -207,6 +221,7 @@ FIGURES = [
     figure_embedding_images_per_s,
     figure_prefetch_quality,
     figure_prefetch_quality_readme,
+    figure_recipe_grid_readme,
 ]
 
 
@@ -236,3 +251,17 @@ def test_a_changed_results_file_is_caught(figure, monkeypatch):
     except AssertionError:  # the figure's own check saw the change (the README's "either way")
         return
     assert squeeze(expected) not in doc_text(doc)
+
+
+def test_the_recipe_choice_is_the_rule_applied_to_the_tuning_results():
+    """recipe_tuning.json covers exactly the tuning concepts and names the row bench_recipe.py's rule picks."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_recipe import choose
+    from concept_split import tuning_titles
+
+    results = load("recipe_tuning.json")
+    assert results["split"] == "tuning" and set(results["concepts"]) == tuning_titles()
+    assert results["chosen"] == choose(results["rows"])["recipe"]
+    assert "paper" in {r["recipe"] for r in results["rows"]}
