@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 #: the selection strategies a command may name: agile_modeling.selection.STRATEGIES (spelled out so that
 #: `agile --help` does not import torch; a test keeps them equal)
 STRATEGY_NAMES = ["margin", "margin+coverage", "margin+positive", "random"]
+DEFAULT_STRATEGY = "margin+coverage"  # agile_modeling.selection.DEFAULT_STRATEGY (as above)
 #: classifier kinds: agile_modeling.classifier.CLASSIFIERS (as above)
 CLASSIFIER_KINDS = ["mlp", "logistic"]
 #: seed batches of a simulated session: agile_modeling.simulate.runner.SEED_BATCHES (as above)
@@ -181,7 +182,7 @@ def cmd_concept_new(args: argparse.Namespace) -> int:
         )
     else:
         _print_batch(ws, batch)
-        if args.strategy != "margin" or args.batch_size != 100:
+        if args.strategy != DEFAULT_STRATEGY or args.batch_size != 100:
             print(
                 "note: --strategy and --batch-size set the Label Studio rounds; without Label Studio pass them to "
                 f"`agile concept train` (e.g. agile concept train {shlex.quote(args.name)} --strategy {args.strategy} "
@@ -830,8 +831,9 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument(
         "--strategy",
         choices=STRATEGY_NAMES,
-        default="margin",
-        help="how the rounds after the seed pick images to rate in Label Studio (default margin)",
+        default=DEFAULT_STRATEGY,
+        help=f"how the rounds after the seed pick images to rate in Label Studio (default {DEFAULT_STRATEGY}; "
+        "margin is the paper's)",
     )
     new.add_argument(
         "--no-publish",
@@ -889,12 +891,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = csub.add_parser(
         "train",
         help="retrain on all labels, then select the next batch",
-        description="Train a new model version on every label so far (1x16 MLP on the seed batch, 3x128 "
+        description="Train a new model version on every label so far (1x16 MLP on the seed batch, 1x128 "
         "after), then select the next batch over the whole pool.",
     )
     train.add_argument("name")
     train.add_argument("--batch-size", type=int, default=100)
-    train.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin")
+    train.add_argument("--strategy", choices=STRATEGY_NAMES, default=DEFAULT_STRATEGY)
     train.add_argument(
         "--labels",
         choices=["user", "crowd", "user+crowd"],
@@ -920,7 +922,7 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("name")
     pub.add_argument("--size", type=int, default=100, help="seed batch size (default 100)")
     pub.add_argument("--batch-size", type=int, default=100, help="images per active-learning round (default 100)")
-    pub.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin")
+    pub.add_argument("--strategy", choices=STRATEGY_NAMES, default=DEFAULT_STRATEGY)
     pub.add_argument("--seed", type=int, default=0)
     pub.set_defaults(func=cmd_concept_publish)
     syn = csub.add_parser(
@@ -1002,7 +1004,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--rounds", type=int, default=5, help="active-learning rounds after the seed (default 5)")
     sim.add_argument("--batch-size", type=int, default=100, help="images per round (default 100)")
-    sim.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin")
+    sim.add_argument("--strategy", choices=STRATEGY_NAMES, default=DEFAULT_STRATEGY)
     sim.add_argument(
         "--seed-batch",
         choices=SEED_BATCHES,

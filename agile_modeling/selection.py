@@ -86,9 +86,11 @@ class Neighbourhood:
     """Where the concept lives in the pool, for strategies that explore (``SelectionStrategy.explores``).
 
     Attributes:
-        near_ids: ``(m,)`` int64 pool ids nearest the concept's queries (its phrases, example images
-            and rated positives), sorted; may include rated images.
-        covered_ids: ``(r,)`` int64 ids already rated or queued: what the user has seen.
+        near_ids: ``(m,)`` int64 pool ids nearest the concept's queries (its positive and negative
+            phrases, example images and rated positives), sorted; may include rated images.
+        covered_ids: ``(r,)`` int64 ids already rated for training or queued: what the loop has
+            looked at (images held out for evaluation are not: they would steer coverage away from
+            their region; they are never picked, being excluded).
         embeddings: maps ids ``(m,)`` to their unit embeddings ``(m, d)``.
     """
 
@@ -259,7 +261,7 @@ class MarginCoverage(SelectionStrategy):
         covering = k_center_greedy(
             neighbourhood.embeddings(candidates),
             neighbourhood.embeddings(neighbourhood.covered_ids),
-            int(round(k * self.coverage_fraction)),
+            int(k * self.coverage_fraction + 0.5),  # half up: a batch of 10 spends 3, not 2
         )
         chosen: NDArray[np.int64] = candidates[covering]
         uncertain = _exact_smallest(
@@ -276,7 +278,9 @@ def k_center_greedy(
 ) -> NDArray[np.int64]:
     """Greedy k-center: ``k`` rows of ``candidates`` ``(m, d)``, each the farthest (cosine) from
     ``centres`` ``(r, d)`` and the rows picked before it; ties go to the lower row. Returns
-    ``(min(k, m),)`` row indices in pick order. Float64, so the picks do not depend on the BLAS."""
+    ``(min(k, m),)`` row indices in pick order. In float64, so that a BLAS's rounding can only
+    reorder candidates whose distances agree to about 1e-15. Costs ``m x r`` float64 (``m`` is a
+    few thousand: the neighbourhood), then ``k`` matrix-vector products."""
     m = len(candidates)
     k = min(k, m)
     if k <= 0:
@@ -300,6 +304,13 @@ STRATEGIES: dict[str, type[SelectionStrategy]] = {
     MarginCoverage.name: MarginCoverage,
     RandomSelection.name: RandomSelection,
 }
+
+
+#: the paper's strategy (section 4.2)
+PAPER_STRATEGY = MarginSelection.name
+#: the loop's default: better than the paper's on concepts it was not chosen on, and it explores
+#: (docs/benchmarks.md "The loop's default"); sharded scoring selects it in one worker
+DEFAULT_STRATEGY = MarginCoverage.name
 
 
 def strategy_by_name(name: str) -> SelectionStrategy:

@@ -22,11 +22,18 @@ from numpy.typing import NDArray
 from agile_modeling.classifier.base import ConceptClassifier
 from agile_modeling.errors import AgileError
 from agile_modeling.scoring import pool_scorer
-from agile_modeling.selection import MIN_FRONTIER, ExactLogits, MarginPositiveMining, _eligible_keys, _exact_smallest
+from agile_modeling.selection import (
+    MIN_FRONTIER,
+    ExactLogits,
+    MarginPositiveMining,
+    MarginSelection,
+    _eligible_keys,
+    _exact_smallest,
+)
 from agile_modeling.store.embedding_store import PoolView
 
 #: the strategies whose selection merges exactly from per-shard candidates
-SHARDABLE = frozenset({"margin", MarginPositiveMining.name})
+SHARDABLE = frozenset({MarginSelection.name, MarginPositiveMining.name})
 
 
 def can_shard(strategy: str) -> bool:

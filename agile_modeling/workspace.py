@@ -43,6 +43,8 @@ class Workspace:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root else Path(DEFAULT_WORKSPACE)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._index: LazyIndex | None = None  # see index()
+        self._index_root: Path | None = None
 
     # --- configuration ---------------------------------------------------------------------
     @property
@@ -107,9 +109,14 @@ class Workspace:
         return ModelRegistry(self.root / "models" / slug, slug)
 
     def index(self, store: EmbeddingStore) -> NeighbourIndex:
-        """The pool's neighbour index, built on its first search."""
+        """The pool's neighbour index, built on its first search and kept by this workspace object
+        while the pool holds as many images (it only grows): a worker's rounds of an exploring
+        strategy search it every round, and above 2M images building it (IVF) takes minutes."""
         view = store.vectors()
-        return LazyIndex(lambda: build_index(view), len(view))
+        if self._index is None or len(self._index) != len(view) or self._index_root != store.root:
+            self._index = LazyIndex(lambda: build_index(view), len(view))
+            self._index_root = store.root
+        return self._index
 
     # --- Agile Deliberation ------------------------------------------------------------------
     def provider(self, name: str = "offline", gemini: GeminiSettings | None = None) -> ModelProvider:

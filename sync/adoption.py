@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from agile_modeling.concepts import Concept, slugify
 from agile_modeling.errors import AgileError, ImageReadError
 from agile_modeling.loop import LoopConfig
+from agile_modeling.selection import DEFAULT_STRATEGY
 from agile_modeling.store import EmbeddingStore
 from label_config import RatingSchema
 from label_config.source import SourceSchema, parse_source_config
@@ -211,7 +212,7 @@ def adopt_project(
     negative_choice: str | None = None,
     seed_size: int = 100,
     batch_size: int = 100,
-    strategy: str = "margin",
+    strategy: str = DEFAULT_STRATEGY,
     seed: int = 0,
     progress: bool = False,
 ) -> AdoptionReport:

@@ -28,6 +28,7 @@ from agile_modeling.concepts import Concept, slugify
 from agile_modeling.errors import AgileError
 from agile_modeling.file_lock import file_lock
 from agile_modeling.loop import AgileLoop, LoopConfig
+from agile_modeling.selection import DEFAULT_STRATEGY
 from agile_modeling.session import USER, WITHDRAWN, Label, Session
 from agile_modeling.sharded import can_shard
 from agile_modeling.workspace import Workspace
@@ -210,7 +211,7 @@ class ConceptSync:
         concept_name: str,
         seed_size: int = 100,
         batch_size: int = 100,
-        strategy: str = "margin",
+        strategy: str = DEFAULT_STRATEGY,
         seed: int = 0,
         title: str | None = None,
     ) -> SyncReport:

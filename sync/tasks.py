@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agile_modeling.errors import AgileError
+from agile_modeling.selection import DEFAULT_STRATEGY
 from sync import purposes, sharded
 from sync.celery_app import app
 from sync.client import LabelStudioError
@@ -138,7 +139,7 @@ def adopt_project(
 
 @app.task(name="agile.publish")
 def publish(
-    concept: str, seed_size: int = 100, batch_size: int = 100, strategy: str = "margin", seed: int = 0
+    concept: str, seed_size: int = 100, batch_size: int = 100, strategy: str = DEFAULT_STRATEGY, seed: int = 0
 ) -> list[str] | None:
     return _run(
         f"publishing {concept!r}", lambda: concept_sync().publish(concept, seed_size, batch_size, strategy, seed)

@@ -44,7 +44,7 @@ def test_seed_then_rounds_of_margin_over_the_whole_pool(tmp_path, clustered_pool
     assert loop.next_batch(clf) == batch  # nothing rated yet: the same batch, no new round
     loop.session.record_labels((i, int(labels[i] == 0)) for i in batch)
     version, clf = loop.train()
-    assert version.name == "alpha-v2" and clf.recipe.hidden == (128, 128, 128)
+    assert version.name == "alpha-v2" and clf.recipe.hidden == (128,)
     assert loop.session.models()[-1]["num_labels"] == 100
 
 

@@ -49,7 +49,7 @@ def test_small_shards_and_unknown_strategies(pool_and_model):
     parts = [shard_candidates(clf, x[i : i + 3], i, 10, 0, []) for i in range(0, 9, 3)]
     assert len(merge_candidates(parts, 10, 0)) == 9  # fewer eligible images than k
     assert merge_candidates([], 5, 2).tolist() == []
-    with pytest.raises(ValueError, match="sharded selection \(AGILE_SHARDED_SCORING\) supports"):
+    with pytest.raises(ValueError, match=r"sharded selection \(AGILE_SHARDED_SCORING\) supports"):
         positives_wanted("random", 10)
 
 
@@ -58,15 +58,20 @@ def test_selection_split_records_what_next_batch_would(tmp_path, pool_and_model)
     next_batch gives, and recording is idempotent per round."""
     from agile_modeling.classifier import ModelRegistry
     from agile_modeling.concepts import Concept
-    from agile_modeling.loop import AgileLoop
+    from agile_modeling.loop import AgileLoop, LoopConfig
     from agile_modeling.session import SessionStore
 
     x, clf = pool_and_model
     sessions = SessionStore(tmp_path / "sessions.sqlite")
     sessions.create(Concept("thing"))
-    # no text encoder nor index: only seeding needs them
+    # no text encoder nor index: only seeding and exploring strategies need them
     loop = AgileLoop(
-        sessions.open("thing"), PoolView([x], x.shape[1]), None, None, ModelRegistry(tmp_path / "models", "thing")
+        sessions.open("thing"),
+        PoolView([x], x.shape[1]),
+        None,
+        None,
+        ModelRegistry(tmp_path / "models", "thing"),
+        LoopConfig(strategy="margin"),
     )
     loop.session.start_round(0, "seed", list(range(20)))
     assert loop.selection_request() is None  # the seed batch is still open

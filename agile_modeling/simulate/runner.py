@@ -16,7 +16,7 @@ from agile_modeling.index import ExactIndex, NeighbourIndex
 from agile_modeling.loop import AgileLoop, LoopConfig
 from agile_modeling.metrics import binary_metrics
 from agile_modeling.seeding import NEIGHBOURS_PER_QUERY
-from agile_modeling.selection import RandomSelection
+from agile_modeling.selection import DEFAULT_STRATEGY, RandomSelection
 from agile_modeling.session import SessionStore
 from agile_modeling.simulate.data import SharedData
 from agile_modeling.simulate.suite import SimulatedConcept
@@ -86,7 +86,7 @@ def simulate_session(
     workdir: str | Path,
     rounds: int = 5,
     batch_size: int = 100,
-    strategy: str = "margin",
+    strategy: str = DEFAULT_STRATEGY,
     recipe: TrainingRecipe = DEFAULT_RECIPE,
     error_rate: float = 0.0,
     seed: int = 0,

@@ -88,7 +88,7 @@ def _curve(result: SessionResult) -> list[dict[str, float]]:
 def oracle_metrics(
     spec: SimulatedConcept, ctx: SimulationContext, seed: int = 0, recipe: str = "default"
 ) -> dict[str, float]:
-    """The 3x128 MLP with the same recipe (``RECIPES[recipe]``), trained on the user's label of every pool image
+    """The rounds' MLP with the same recipe (``RECIPES[recipe]``), trained on the user's label of every pool image
     (no random negatives: every pool image is labeled; the paper's recipe then has epochs of ``epoch_size``)."""
     y = spec.ground_truth(ctx.data.pool).astype(np.int64)
     base = RECIPES[recipe].with_(seed=seed)

@@ -25,7 +25,7 @@ def test_versions_are_numbered_stable_names_of_loadable_artifacts(tmp_path, trai
     np.testing.assert_array_equal(again.load().decision_function(x), clf.decision_function(x))
     info = json.loads((v1.path / "model.json").read_text())
     assert info["metrics"] == {"auc_pr": 0.7} and info["round"] == 0 and len(info["weights_sha256"]) == 64
-    assert info["recipe"]["hidden"] == [128, 128, 128]
+    assert info["recipe"]["hidden"] == [128]
     with pytest.raises(SessionError):
         reg.get("gourmet-tuna-v9")
 

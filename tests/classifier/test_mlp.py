@@ -6,7 +6,10 @@ from agile_modeling.classifier import DEFAULT_RECIPE, MLPClassifier, TrainingRec
 from agile_modeling.classifier.mlp import balanced_epoch_plan
 from agile_modeling.errors import NotEnoughLabelsError
 
-FAST = DEFAULT_RECIPE.with_(epochs=4, epoch_size=2048)
+# the paper's 3x128, which learns these noisy synthetic clusters to 0.97 in 4 short epochs; the
+# default's 1x128 reaches 0.87 so, and 0.94 with its full 10 epochs of 8,192 samples (on the real
+# embeddings it is as good or better: docs/benchmarks.md). The architecture rule is tested below.
+FAST = DEFAULT_RECIPE.with_(hidden=(128, 128, 128), epochs=4, epoch_size=2048)
 
 
 def concept_data(clustered_pool, positive_clusters=(0, 1)):
@@ -15,9 +18,12 @@ def concept_data(clustered_pool, positive_clusters=(0, 1)):
     return x.astype(np.float32), y
 
 
-def test_architectures_follow_the_paper():
-    assert recipe_for_round(0).hidden == (16,)
-    assert recipe_for_round(1).hidden == recipe_for_round(5).hidden == (128, 128, 128)
+def test_architectures_seed_1x16_then_1x128_or_the_papers_3x128():
+    from agile_modeling.classifier import PAPER_RECIPE
+
+    assert recipe_for_round(0).hidden == recipe_for_round(0, PAPER_RECIPE).hidden == (16,)
+    assert recipe_for_round(1).hidden == recipe_for_round(5).hidden == (128,)
+    assert recipe_for_round(1, PAPER_RECIPE).hidden == (128, 128, 128)
     clf = MLPClassifier(recipe_for_round(0)).fit(np.eye(4, 8, dtype=np.float32), np.array([1, 0, 1, 0]))
     shapes = [tuple(w.shape) for w, _ in clf.linear_layers()]
     assert shapes == [(16, 8), (1, 16)]

@@ -104,10 +104,13 @@ def test_a_whole_loop_from_the_command_line(tmp_path, image_folder, shared_data)
     evaluation = agile("concept", "label", "red", str(tmp_path / "eval.csv"), "--source", "evaluation", cwd=tmp_path)
     assert "stored 1 evaluation labels: they train nothing" in evaluation.stdout
     trained = agile("concept", "train", "red", "--batch-size", "2", cwd=tmp_path).stdout
-    assert "trained red-v1 on 6 labels (3 positive)" in trained and "next batch (round 1, margin): 1 images" in trained
+    assert (
+        "trained red-v1 on 6 labels (3 positive)" in trained
+        and "next batch (round 1, margin+coverage): 1 images" in trained
+    )
     assert str(held_out) not in [line.split("\t")[0] for line in trained.splitlines()[2:]]
     status = agile("concept", "status", "red", cwd=tmp_path).stdout
-    assert "round 0 (seed): 6/6 rated, model red-v1" in status and "round 1 (margin): 0/1 rated" in status
+    assert "round 0 (seed): 6/6 rated, model red-v1" in status and "round 1 (margin+coverage): 0/1 rated" in status
     exported = agile("concept", "export", "red", "--output", str(tmp_path / "exported"), cwd=tmp_path)
     assert "exported red-v1" in exported.stdout
     assert {p.name for p in (tmp_path / "exported").iterdir()} == {"weights.pt", "model.json", "embedding.json"}
@@ -212,7 +215,8 @@ def test_a_failed_step_leaves_the_workspace_usable(tmp_path, image_folder):
 
 def test_the_help_is_plain_text_and_names_what_the_engine_knows():
     """No reST markup in any --help; the strategy and label-source choices are the engine's."""
-    from agile_cli.main import CLASSIFIER_KINDS, LABEL_SOURCES, SEED_BATCHES, STRATEGY_NAMES
+    from agile_cli.main import CLASSIFIER_KINDS, DEFAULT_STRATEGY, LABEL_SOURCES, SEED_BATCHES, STRATEGY_NAMES
+    from agile_modeling import selection
     from agile_modeling.classifier import CLASSIFIERS
     from agile_modeling.selection import STRATEGIES
     from agile_modeling.session import EVALUATION, USER
@@ -230,7 +234,8 @@ def test_the_help_is_plain_text_and_names_what_the_engine_knows():
     assert len(every) > 30
     for path, parser in every.items():
         assert "``" not in parser.format_help(), path
-    assert STRATEGY_NAMES == sorted(STRATEGIES) and LABEL_SOURCES == [USER, EVALUATION, CROWD]
+    assert STRATEGY_NAMES == sorted(STRATEGIES) and DEFAULT_STRATEGY == selection.DEFAULT_STRATEGY
+    assert LABEL_SOURCES == [USER, EVALUATION, CROWD]
     assert CLASSIFIER_KINDS == list(CLASSIFIERS)
     assert SEED_BATCHES == list(RUNNER_SEED_BATCHES)
     assert {"strategy", "batch_size"} <= {a.dest for a in every[("concept", "new")]._actions}

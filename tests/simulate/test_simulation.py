@@ -96,3 +96,23 @@ def test_passive_learning_draws_every_batch_at_random_and_has_no_model_before_a_
     assert phrase.rounds[0].num_positive > res.rounds[0].num_positive
     with pytest.raises(ValueError, match="seed_batch must be one of phrases, random"):
         simulate_session(spec, ctx, tmp_path / "c", rounds=0, seed_batch="uniform")
+
+
+def test_a_multi_mode_concept_names_disjoint_modes_that_make_its_truth(shared_data):
+    from dataclasses import replace
+    from pathlib import Path
+
+    from agile_modeling.simulate.suite import SuiteError
+
+    (spotted,) = load_suite(Path(__file__).parents[2] / "benchmarks" / "multimode_concepts.json")
+    modes = spotted.mode_truth(shared_data.test)
+    assert set(modes) == {"dalmatians", "leopards", "polka dots"}
+    assert all(m.sum() >= 20 for m in modes.values())
+    np.testing.assert_array_equal(np.any(list(modes.values()), axis=0), spotted.ground_truth(shared_data.test))
+    overlapping = replace(spotted, modes={**spotted.modes, "big cats": {"caltech101": ["leopard"]}})
+    with pytest.raises(SuiteError, match="disjoint"):
+        overlapping.mode_truth(shared_data.test)
+    incomplete = replace(spotted, modes={"dalmatians": spotted.modes["dalmatians"]})
+    with pytest.raises(SuiteError, match="exactly its truth"):
+        incomplete.mode_truth(shared_data.test)
+    assert load_suite()[0].mode_truth(shared_data.test) == {}  # most concepts have no modes

@@ -153,12 +153,12 @@ class ManualLoop:
 
 @pytest.fixture
 def manual_loop(tmp_path, label_studio, shared_data):
-    """``start(suite title, seed size, batch size)`` -> a :class:`ManualLoop` with its seed batch pushed."""
+    """``start(suite title, seed size, batch size, strategy)`` -> a :class:`ManualLoop` with its seed batch pushed."""
     from agile_modeling.simulate import load_suite
     from sync.rounds import ConceptSync
     from tests.sync.test_label_studio_loop import shared_workspace
 
-    def start(title: str, seed_size: int = 20, batch_size: int = 10) -> ManualLoop:
+    def start(title: str, seed_size: int = 20, batch_size: int = 10, strategy: str | None = None) -> ManualLoop:
         spec = next(s for s in load_suite() if s.title == title)
         ws = shared_workspace(tmp_path / "ws", shared_data)
         ws.sessions.create(spec.concept())
@@ -169,7 +169,8 @@ def manual_loop(tmp_path, label_studio, shared_data):
             prefetch=0.0,
         )  # the paper's rounds: every batch once the last is rated
         sync = ConceptSync(settings, ws)
-        project_id = sync.publish(spec.concept().name, seed_size=seed_size, batch_size=batch_size).project_id
+        rounds = {"strategy": strategy} if strategy else {}  # else the default strategy
+        project_id = sync.publish(spec.concept().name, seed_size=seed_size, batch_size=batch_size, **rounds).project_id
         return ManualLoop(ws, settings, sync, spec, spec.ground_truth(shared_data.pool), project_id)
 
     return start

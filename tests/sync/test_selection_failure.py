@@ -71,7 +71,7 @@ def test_a_failed_shard_ends_the_round_at_once_and_the_next_sync_relaunches_it(t
     import sync.sharded as sharded
     from sync.celery_app import make_celery
 
-    ml = manual_loop("cats", seed_size=20, batch_size=10)
+    ml = manual_loop("cats", seed_size=20, batch_size=10, strategy="margin")  # a strategy that splits by shard
     ml.sync.settings = ml.settings.with_(shard_rows=10000)
     name = ml.spec.concept().name
     service = worker(tmp_path, ml.settings, "w")  # starts while the seed is rated and the model trained

@@ -69,7 +69,7 @@ def test_selection_in_flight_is_launched_once_and_recorded_once(manual_loop, bro
     from sync.sharded import finish_selection, ledger_of, start_sharded_selection
     from sync.tasks import score_shard
 
-    ml = manual_loop("cats", seed_size=20, batch_size=10)
+    ml = manual_loop("cats", seed_size=20, batch_size=10, strategy="margin")  # a strategy that splits by shard
     ml.sync.settings = ml.settings.with_(shard_rows=8000)
     ml.sync.launch_selection = start_sharded_selection
     name = ml.spec.concept().name
