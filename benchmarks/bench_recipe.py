@@ -1,6 +1,7 @@
 """Choose the MLP's learning rate and epoch size by measurement, on the tuning concepts only.
 
-Runs the simulated session (seed of 100 + 5 margin rounds of 100) over one split of the concept
+Runs the simulated session (seed of 100 + 5 rounds of 100, ``--strategy``: the loop's default unless
+given; the 2026-12-03 grid for 3x128 ran with ``margin``) over one split of the concept
 suite (``benchmarks/tuning_concepts.json``, ``concept_split.py``) for every row of a grid of
 (learning rate, epoch size) plus named recipes (default: the paper's, ``PAPER_RECIPE``), and records
 for every row the test AUC-PR of every concept after 100 ... 600 ratings, their means (all, hard,
@@ -37,6 +38,7 @@ from concept_split import SPLITS, split_suite  # noqa: E402
 from environment import describe_environment, environment_markdown  # noqa: E402
 
 from agile_modeling.classifier import DEFAULT_RECIPE, RECIPES, TrainingRecipe  # noqa: E402
+from agile_modeling.selection import DEFAULT_STRATEGY, STRATEGIES  # noqa: E402
 from agile_modeling.simulate import SimulationContext, load_shared_data, load_suite, simulate_session  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,6 +101,7 @@ def run_row(
     ctx: SimulationContext,
     partial: Path | None = None,
     env: dict[str, Any] | None = None,
+    strategy: str = DEFAULT_STRATEGY,
 ) -> dict[str, Any]:
     """One row: every concept of ``suite`` and seed; each concept's curve is also written to
     ``partial`` as it comes (a row stopped half way keeps what it measured; ``--reuse`` reads it)."""
@@ -108,7 +111,7 @@ def run_row(
     for spec in suite:
         for seed in seeds:
             with tempfile.TemporaryDirectory() as d:
-                res = simulate_session(spec, ctx, d, recipe=recipe, seed=seed)
+                res = simulate_session(spec, ctx, d, recipe=recipe, seed=seed, strategy=strategy)
             per_concept.setdefault(spec.title, []).append([r.metrics["auc_pr"] for r in res.rounds])
             train_s.setdefault(spec.title, []).append(res.rounds[-1].train_seconds)
             print(f"  {name} {spec.title} seed {seed}: {per_concept[spec.title][-1][-1]:.3f}", flush=True)
@@ -239,6 +242,9 @@ def main() -> None:
     )
     parser.add_argument("--concepts", nargs="*", help="only these concepts (titles) of the split: a part of a run")
     parser.add_argument(
+        "--strategy", choices=sorted(STRATEGIES), default=DEFAULT_STRATEGY, help="selection after the seed"
+    )
+    parser.add_argument(
         "--hidden",
         type=int,
         nargs="+",
@@ -283,11 +289,20 @@ def main() -> None:
             print(f"{name}: not in the --reuse files for these concepts; left out", flush=True)
             continue
         if row is None:
-            row = run_row(name, recipe, suite, args.seeds, ctx, RESULTS / f"{args.name}.partial.json", env)
+            row = run_row(
+                name, recipe, suite, args.seeds, ctx, RESULTS / f"{args.name}.partial.json", env, args.strategy
+            )
             row["environment"] = env  # where and when this row was measured
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("recipe", "mean_auc_pr", "train_seconds_600")}), flush=True)
-        result = {"environment": env, "split": args.split, "concepts": titles, "seeds": args.seeds, "rows": rows}
+        result = {
+            "environment": env,
+            "split": args.split,
+            "strategy": args.strategy,
+            "concepts": titles,
+            "seeds": args.seeds,
+            "rows": rows,
+        }
         (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     whole = len(suite) == len(split_suite(load_suite(), args.split))
     chosen = choose(rows)["recipe"] if args.split == "tuning" and whole and rows else None
