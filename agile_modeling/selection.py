@@ -99,6 +99,30 @@ class Neighbourhood:
     embeddings: Callable[[NDArray[np.int64]], NDArray[np.floating[Any]]]
 
 
+def most_uncertain(
+    approx_logits: NDArray[np.float32],
+    k: int,
+    exclude: NDArray[np.integer[Any]],
+    exact_logits: ExactLogits,
+    frontier: int,
+) -> NDArray[np.int64]:
+    """The ``k`` eligible ids with the smallest exact ``|logit|`` (ties by id): margin's choice."""
+    return _exact_smallest(
+        _eligible_keys(np.abs(approx_logits), exclude), k, lambda ids: np.abs(exact_logits(ids)), frontier
+    )
+
+
+def highest_scored(
+    approx_logits: NDArray[np.float32],
+    k: int,
+    exclude: NDArray[np.integer[Any]],
+    exact_logits: ExactLogits,
+    frontier: int,
+) -> NDArray[np.int64]:
+    """The ``k`` eligible ids with the largest exact logit (ties by id): the likeliest positives."""
+    return _exact_smallest(_eligible_keys(-approx_logits, exclude), k, lambda ids: -exact_logits(ids), frontier)
+
+
 class SelectionStrategy(ABC):
     """Chooses the next batch to rate from pool logits."""
 
@@ -150,10 +174,8 @@ class MarginSelection(SelectionStrategy):
         exact_logits: ExactLogits,
         neighbourhood: Neighbourhood | None = None,
     ) -> NDArray[np.int64]:
-        key = _eligible_keys(np.abs(approx_logits), np.asarray(exclude, dtype=np.int64))
-        return _exact_smallest(
-            key, k, lambda ids: np.abs(exact_logits(ids)), max(MIN_FRONTIER, self.frontier_factor * k)
-        )
+        frontier = max(MIN_FRONTIER, self.frontier_factor * k)
+        return most_uncertain(approx_logits, k, np.asarray(exclude, dtype=np.int64), exact_logits, frontier)
 
 
 class MarginPositiveMining(SelectionStrategy):
@@ -180,16 +202,9 @@ class MarginPositiveMining(SelectionStrategy):
         exclude = np.asarray(exclude, dtype=np.int64)
         k_pos = int(round(k * self.positive_fraction))
         frontier = max(MIN_FRONTIER, self.frontier_factor * k)
-        positives = _exact_smallest(
-            _eligible_keys(-approx_logits, exclude), k_pos, lambda ids: -exact_logits(ids), frontier
-        )
+        positives = highest_scored(approx_logits, k_pos, exclude, exact_logits, frontier)
         rest = np.concatenate([exclude, positives])
-        uncertain = _exact_smallest(
-            _eligible_keys(np.abs(approx_logits), rest),
-            k - len(positives),
-            lambda ids: np.abs(exact_logits(ids)),
-            frontier,
-        )
+        uncertain = most_uncertain(approx_logits, k - len(positives), rest, exact_logits, frontier)
         return np.concatenate([positives, uncertain]).astype(np.int64)
 
 
@@ -254,9 +269,7 @@ class MarginCoverage(SelectionStrategy):
             raise ValueError(f"{self.name} explores the concept's neighbourhood: pass one (Neighbourhood)")
         exclude = np.asarray(exclude, dtype=np.int64)
         frontier = max(MIN_FRONTIER, self.frontier_factor * k)
-        scored = _exact_smallest(
-            _eligible_keys(-approx_logits, exclude), self.top_scored, lambda ids: -exact_logits(ids), frontier
-        )
+        scored = highest_scored(approx_logits, self.top_scored, exclude, exact_logits, frontier)
         candidates = np.setdiff1d(np.union1d(neighbourhood.near_ids, scored), exclude)
         covering = k_center_greedy(
             neighbourhood.embeddings(candidates),
@@ -264,12 +277,8 @@ class MarginCoverage(SelectionStrategy):
             int(k * self.coverage_fraction + 0.5),  # half up: a batch of 10 spends 3, not 2
         )
         chosen: NDArray[np.int64] = candidates[covering]
-        uncertain = _exact_smallest(
-            _eligible_keys(np.abs(approx_logits), np.concatenate([exclude, chosen])),
-            k - len(chosen),
-            lambda ids: np.abs(exact_logits(ids)),
-            frontier,
-        )
+        rest = np.concatenate([exclude, chosen])
+        uncertain = most_uncertain(approx_logits, k - len(chosen), rest, exact_logits, frontier)
         return np.concatenate([uncertain, chosen]).astype(np.int64)
 
 
