@@ -108,7 +108,7 @@ def test_selection_in_flight_is_launched_once_and_recorded_once(manual_loop, bro
     assert done.pushed == 10 and done.round == 1
 
     session = ml.workspace.sessions.open("cat")
-    loop = ml.workspace.loop("cat", LoopConfig(batch_size=10))
+    loop = ml.workspace.loop("cat", LoopConfig(batch_size=10, strategy="margin"))
     exclude = np.union1d(session.batch(0), list(loop.labels())).astype(np.int64)
     single = loop.select(loop.registry.get("cat-v1").load(), SelectionRequest(1, "margin", 10, exclude)).tolist()
     assert session.batch(1) == single  # exactly the single-process selection
