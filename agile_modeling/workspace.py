@@ -43,8 +43,7 @@ class Workspace:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root else Path(DEFAULT_WORKSPACE)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._index: LazyIndex | None = None  # see index()
-        self._index_root: Path | None = None
+        self._index: LazyIndex | None = None  # see index(); the store is one per workspace object
 
     # --- configuration ---------------------------------------------------------------------
     @property
@@ -113,9 +112,8 @@ class Workspace:
         while the pool holds as many images (it only grows): a worker's rounds of an exploring
         strategy search it every round, and above 2M images building it (IVF) takes minutes."""
         view = store.vectors()
-        if self._index is None or len(self._index) != len(view) or self._index_root != store.root:
+        if self._index is None or len(self._index) != len(view):
             self._index = LazyIndex(lambda: build_index(view), len(view))
-            self._index_root = store.root
         return self._index
 
     # --- Agile Deliberation ------------------------------------------------------------------
