@@ -765,8 +765,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         default="auto",
         choices=["auto", "fp32", "bf16", "int8", "fp16"],
-        help="the image tower's arithmetic (same embedding space, cosine >= 0.999 to fp32): auto = bf16 "
-        "on CPUs with native bf16, int8 Linear layers on other CPUs, fp16 autocast on a GPU",
+        help="the image tower's arithmetic (same embedding space, cosine >= 0.999 to fp32): auto = fp16 "
+        "autocast on a GPU; on a CPU the fastest of fp32, bf16 (where native) and int8 Linear layers, "
+        "measured by a short probe",
     )
     add.add_argument("--batch-size", type=int, default=64, help="images per model call (default 64)")
     add.add_argument(

@@ -25,6 +25,7 @@ reference selection is checked for every method.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -166,6 +167,13 @@ def main() -> int:
         default=[],
         help="sizes run for the project alone (auto and forced fp32), e.g. 10000000; no fp64 reference",
     )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=[128, 128, 128],
+        help="hidden layers of the MLP (default: the issue's 512-128-128-128-1; the product's default is 128)",
+    )
     args = parser.parse_args()
 
     env = describe_environment()
@@ -184,13 +192,14 @@ def main() -> int:
     direction = rng.normal(size=512).astype(np.float32)
     proj = xl @ direction
     yl = (proj > np.median(proj)).astype(int)
-    clf = MLPClassifier(DEFAULT_RECIPE).fit(xl, yl, np.asarray(full[rng.choice(min(args.sizes), 5000)], np.float32))
+    recipe = dataclasses.replace(DEFAULT_RECIPE, hidden=tuple(args.hidden))
+    clf = MLPClassifier(recipe).fit(xl, yl, np.asarray(full[rng.choice(min(args.sizes), 5000)], np.float32))
     layers = clf.linear_layers()
     layers64 = [(w.double().numpy(), b.double().numpy()) for w, b in layers]
 
     from sklearn.neural_network import MLPClassifier as SkMLP
 
-    sk = SkMLP(hidden_layer_sizes=DEFAULT_RECIPE.hidden, activation="relu")
+    sk = SkMLP(hidden_layer_sizes=recipe.hidden, activation="relu")
     sk.fit(xl[:8], yl[:8])  # shapes only; the weights are replaced by ours below
     sk.coefs_ = [w.T.numpy().astype(np.float32).copy() for w, _ in layers]
     sk.intercepts_ = [b.numpy().astype(np.float32).copy() for _, b in layers]
@@ -203,11 +212,12 @@ def main() -> int:
     except ImportError:
         BreakingTies = None
 
-    first_flops = 2 * 512 * 128  # per row, first layer (the bulk: 512x128 of 512x128 + 2x128x128 + 128)
-    total_flops = 2 * (512 * 128 + 2 * 128 * 128 + 128)
+    first_flops = 2 * layers[0][0].numel()  # per row, first layer (the bulk of the model's products)
+    total_flops = 2 * sum(w.numel() for w, _ in layers)
     rows_out, agreement, used = [], {}, {}
     probe_scorer = PoolScorer(clf, compute=chosen)
     env["model"] = {
+        "layers": [512, *recipe.hidden, 1],
         "operator_norms": [round(float(np.linalg.norm(w, 2)), 2) for w, _ in layers64],
         "bf16_bound": float(
             __import__("agile_modeling.bf16", fromlist=["x"]).layers_error_bound(

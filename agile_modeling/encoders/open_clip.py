@@ -1,18 +1,10 @@
 """open_clip image and text encoder, loaded once per process.
 
-The image tower runs in one of several *precisions*, chosen by the machine's capability (see
-:func:`choose_precision`), all in the same embedding space as the fp32 model (cosine >= 0.999,
-checked at load on a calibration batch; a variant that fails the check falls back to fp32):
-
-- ``bf16``: the tower's weights cast to bfloat16 (CPUs with native bf16, AVX512_BF16 / AMX / ARM
-  BF16: measured 5.6x fp32 for ViT-B-32 on a Sapphire Rapids; where bf16 is emulated it is slower
-  than fp32, so it is never chosen there);
-- ``int8``: dynamic int8 quantization of the Linear layers (fbgemm): about 1.7-3x fp32 where the
-  CPU has int8 dot-product instructions (VNNI, AMX-INT8), and 1.4x on a real AVX2-only AMD EPYC
-  (fbgemm's AVX2 kernels; an earlier emulation, torch capped at AVX2 on a VNNI Xeon, had measured it
-  slower): the choice wherever bf16 is not native;
-- ``fp16``: autocast on a GPU (``cuda``, ``mps``);
-- ``fp32``: the reference.
+The image tower runs in one of several *precisions*, chosen by device and, on a CPU, by measured
+speed (:mod:`agile_modeling.encoders.precision`), all in the same embedding space as the fp32 model
+(cosine >= 0.999, checked at load on a calibration batch; a variant that fails the check falls back
+to fp32): ``bf16`` weights, ``int8`` dynamic quantization of the Linear layers (fbgemm), ``fp16``
+autocast on a GPU (``cuda``, ``mps``), and ``fp32``, the reference.
 
 Measured figures: ``benchmarks/results/embedding.md``. The text tower always runs in fp32.
 """
@@ -24,7 +16,7 @@ import functools
 import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +27,8 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from agile_modeling.encoders.base import ImageEncoder, TextEncoder, l2_normalise
-from agile_modeling.errors import AgileError, EncoderUnavailableError
+from agile_modeling.encoders.precision import DeviceUnavailableError, choose_precision
+from agile_modeling.errors import EncoderUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +59,8 @@ class OpenClipSpec:
 RANDOM_WEIGHTS_SEED = 0
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
 #: a faster variant must embed the calibration batch within this cosine of the fp32 tower
 MIN_VARIANT_COSINE = 0.999
-
-
-class DeviceUnavailableError(AgileError):
-    """The device or precision asked for does not exist on this machine."""
 
 
 def _has_cuda() -> bool:
@@ -107,54 +95,6 @@ def resolve_device(requested: str | None, has_cuda: bool | None = None, has_mps:
             "here; use --device cpu or auto"
         )
     return requested
-
-
-INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "i8mm", "asimddp"})
-#: CPUs where fbgemm's int8 kernels beat fp32: int8 dot products, or AVX2's vpmaddubsw (measured on an
-#: AMD EPYC with AVX2 only: ViT-B-32 14.5 images/s int8 against 10.1 fp32, cosine to fp32 >= 0.9998;
-#: ``benchmarks/results/embedding_avx2.md``)
-INT8_FAST_FLAGS = INT8_DOT_FLAGS | {"avx2"}
-
-
-def choose_precision(
-    requested: str | None, device: str, native_bf16: bool | None = None, int8_dot: bool | None = None
-) -> tuple[str, str]:
-    """``(precision, why)`` of the image tower on ``device``.
-
-    ``native_bf16`` / ``int8_dot``: whether the CPU has native bf16 / fast int8 kernels (int8 dot
-    products or AVX2, :data:`INT8_FAST_FLAGS`) (default: read from the CPU flags by
-    :class:`agile_modeling.compute.CpuInfo`; tests pass them to force each kind).
-    """
-    requested = (requested or "auto").strip().lower()
-    if requested not in PRECISIONS:
-        raise DeviceUnavailableError(f"unknown precision {requested!r}: use one of {', '.join(PRECISIONS)}")
-    gpu = not device.startswith("cpu")
-    if gpu:
-        if requested == "int8":
-            raise DeviceUnavailableError("int8 (dynamic quantization) runs on the CPU only; use fp16 or fp32 on a GPU")
-        if requested in ("auto", "fp16"):
-            return "fp16", f"{device}: fp16 autocast"
-        return requested, f"{device}: {requested} asked for"
-    if native_bf16 is None or int8_dot is None:
-        from agile_modeling.compute import CpuInfo
-
-        cpu = CpuInfo.read()
-        native_bf16 = cpu.native_bf16() if native_bf16 is None else native_bf16
-        int8_dot = bool(cpu.flags & INT8_FAST_FLAGS) if int8_dot is None else int8_dot
-    if requested == "fp16":
-        raise DeviceUnavailableError("fp16 on the CPU is emulated (about 2 GFLOP/s): use auto, bf16, int8 or fp32")
-    if requested == "auto":
-        if native_bf16:
-            return "bf16", "cpu with native bf16 (AVX512_BF16/AMX/ARM BF16): bf16 weights"
-        if int8_dot:
-            return (
-                "int8",
-                "cpu without native bf16 (bf16 would be emulated), with fast int8 kernels: dynamic int8 Linear",
-            )
-        return "fp32", "cpu without native bf16, int8 dot products or AVX2: fp32"
-    if requested == "bf16" and not native_bf16:
-        log.warning("bf16 asked for on a CPU without native bf16: it is emulated and slower than fp32")
-    return requested, f"cpu: {requested} asked for"
 
 
 @functools.lru_cache(maxsize=4)
@@ -204,17 +144,16 @@ class OpenClipEncoder(ImageEncoder, TextEncoder):
         batch_size: int = 64,
         device: str | None = None,
         precision: str = "fp32",
-        native_bf16: bool | None = None,
-        int8_dot: bool | None = None,
+        cpu_rates: Mapping[str, float] | None = None,
     ) -> None:
         """``device``: where the image tower runs (default ``spec.device``; ``auto`` picks a GPU if there
         is one); ``precision``: ``fp32`` (the reference, the default), ``auto`` (chosen by capability,
         see :func:`choose_precision`), ``bf16``, ``int8`` or ``fp16`` (GPU). Neither changes the
-        embedding space nor :attr:`name`. ``native_bf16``, ``int8_dot`` override the CPU detection (tests)."""
+        embedding space nor :attr:`name`. ``cpu_rates`` overrides the CPU's measured speeds (tests)."""
         self.spec = spec
         self.batch_size = batch_size
         self.device = resolve_device(device or spec.device)
-        self.precision, self.precision_reason = choose_precision(precision, self.device, native_bf16, int8_dot)
+        self.precision, self.precision_reason = choose_precision(precision, self.device, cpu_rates)
 
     def with_runtime(
         self, device: str | None = None, precision: str | None = None, batch_size: int | None = None

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agile_modeling.encoders import OpenClipEncoder
+from agile_modeling.encoders import OpenClipEncoder, precision
 from agile_modeling.encoders.open_clip import DeviceUnavailableError, choose_precision, resolve_device
 from agile_modeling.store import EmbeddingStore, list_image_files
 from agile_modeling.store.image_source import load_image
@@ -134,36 +134,54 @@ def test_cuda_asked_on_a_machine_without_it_fails_from_the_cli(tmp_path, image_f
 
 
 def test_the_precision_chooser_forced_each_way(tiny_clip):
-    assert choose_precision("auto", "cpu", native_bf16=True)[0] == "bf16"
-    assert choose_precision("auto", "cpu", native_bf16=False, int8_dot=True)[0] == "int8"
-    assert choose_precision("auto", "cpu", native_bf16=False, int8_dot=False)[0] == "fp32"  # no AVX2 either
-    assert choose_precision("auto", "cuda", native_bf16=False)[0] == "fp16"
-    assert choose_precision("fp32", "cpu", native_bf16=True)[0] == "fp32"
+    fast_bf16 = {"fp32": 1.0, "bf16": 5.6, "int8": 2.1}  # Sapphire Rapids with AMX
+    slow_bf16 = {"fp32": 1.0, "bf16": 0.55, "int8": 1.55}  # AVX512_BF16 without AMX (2026-12-04)
+    assert choose_precision("auto", "cpu", fast_bf16)[0] == "bf16"
+    assert choose_precision("auto", "cpu", slow_bf16)[0] == "int8"
+    assert choose_precision("auto", "cpu", {"fp32": 1.0, "int8": 1.4})[0] == "int8"  # AVX2 only
+    assert choose_precision("auto", "cpu", {"fp32": 1.0, "int8": 1.1})[0] == "fp32"  # not worth it
+    assert choose_precision("auto", "cpu", {"fp32": 1.0})[0] == "fp32"
+    assert choose_precision("auto", "cuda", {"fp32": 1.0})[0] == "fp16"
+    assert choose_precision("fp32", "cpu", fast_bf16)[0] == "fp32"
+    assert "int8 measured fastest" in choose_precision("auto", "cpu", slow_bf16)[1]
     with pytest.raises(DeviceUnavailableError, match="emulated"):
-        choose_precision("fp16", "cpu", native_bf16=True)
+        choose_precision("fp16", "cpu", fast_bf16)
     with pytest.raises(DeviceUnavailableError, match="CPU only"):
         choose_precision("int8", "cuda")
     images = [Image.new("RGB", (60, 50), color=(25 * i, 90, 180 - 15 * i)) for i in range(5)]
     reference = tiny_clip.encode_images(images)
-    for native, dot, expected in ((True, True, "cpu/bf16"), (False, True, "cpu/int8"), (False, False, "cpu/fp32")):
-        encoder = OpenClipEncoder(tiny_clip.spec, batch_size=4, precision="auto", native_bf16=native, int8_dot=dot)
+    for rates, expected in ((fast_bf16, "cpu/bf16"), (slow_bf16, "cpu/int8"), ({"fp32": 1.0}, "cpu/fp32")):
+        encoder = OpenClipEncoder(tiny_clip.spec, batch_size=4, precision="auto", cpu_rates=rates)
         assert encoder.runtime == expected and encoder.name == tiny_clip.name  # same space, same name
         assert ((encoder.encode_images(images) * reference).sum(1)).min() >= 0.999
 
 
-def test_an_avx2_cpu_without_vnni_or_native_bf16_gets_int8(monkeypatch):
-    """fbgemm's AVX2 kernels: int8 1.4x fp32 on an AMD EPYC with AVX2 only (benchmarks/results/embedding_avx2.md)."""
+def test_the_cpu_candidates_follow_the_flags(monkeypatch):
+    """fbgemm's AVX2 kernels: int8 1.4x fp32 on an AMD EPYC with AVX2 only (benchmarks/results/embedding_avx2.md);
+    bf16 only where it is native (emulated it runs at 1-3 images/s)."""
     from agile_modeling import compute
 
     read = compute.CpuInfo.read
     for flags, expected in (
-        ("fpu sse4_2 avx2 fma f16c", "int8"),
-        ("fpu sse4_2", "fp32"),
-        ("avx2 avx512_bf16 amx_bf16", "bf16"),
+        ("fpu sse4_2 avx2 fma f16c", ("fp32", "int8")),
+        ("fpu sse4_2", ("fp32",)),
+        ("avx2 avx512_bf16 avx512_vnni", ("fp32", "bf16", "int8")),
     ):
         cpu = read(f"model name\t: some CPU\nflags\t\t: {flags}\n", "x86_64")
         monkeypatch.setattr(compute.CpuInfo, "read", classmethod(lambda cls, *a, cpu=cpu: cpu))
-        assert choose_precision("auto", "cpu")[0] == expected, flags
+        assert precision.detected_candidates() == expected, flags
+
+
+def test_the_measured_choice_is_the_fastest_candidate_on_this_machine():
+    """The real probe: every candidate measured, fp32 the unit, and auto takes the fastest
+    that beats fp32 by MIN_SPEEDUP (which one depends on the machine running the test)."""
+    candidates = precision.detected_candidates()
+    rates = precision.measured_rates(candidates)
+    assert set(rates) == set(candidates) and rates["fp32"] == 1.0
+    assert all(rate > 0 for rate in rates.values())
+    chosen, why = choose_precision("auto", "cpu")
+    best = max(rates, key=lambda kind: rates[kind])
+    assert chosen == (best if rates[best] >= precision.MIN_SPEEDUP else "fp32"), why
 
 
 def test_a_variant_failing_the_calibration_check_falls_back_to_fp32(tiny_clip, monkeypatch):
