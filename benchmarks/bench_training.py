@@ -8,7 +8,7 @@ round:
 - the project: ``MLPClassifier(DEFAULT_RECIPE)`` with the loop's random pool negatives (as
   ``AgileLoop.train`` draws them), on the training threads ``agile_modeling.compute`` chooses (1 by
   default) and on 2 threads;
-- scikit-learn ``MLPClassifier(hidden_layer_sizes=(128, 128, 128))`` (adam, lr 1e-3, its defaults)
+- scikit-learn ``MLPClassifier(hidden_layer_sizes=DEFAULT_RECIPE.hidden)`` (the same layers; adam, lr 1e-3, its defaults)
   on the 600 labels alone, and on the labels plus the same random negatives.
 
 Reported per concept and method: best and median fit seconds, the load average beside each, and the
