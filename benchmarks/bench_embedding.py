@@ -7,8 +7,9 @@ architecture and the cost are the real ones, so the speeds are real; the cosines
 on the real pixels through the random-weight model.
 
 (a) decode alone: read + hash + decode + preprocess, one thread and the pipeline's thread pool;
-(b) the model alone, images/s per variant (fp32, bf16 weights, bf16 autocast, int8 dynamic Linear,
-    fp32 channels-last; torch.compile with ``--compile``), and its cosine to fp32 (min over images);
+(b) the model alone, images/s per variant (fp32, bf16 weights, bf16 autocast, int8 dynamic Linear in
+    torch, int8 in ONNX Runtime (what ``--precision int8`` runs where onnxruntime is installed), fp32
+    channels-last; torch.compile with ``--compile``), and its cosine to fp32 (min over images);
 (c) the full ``agile pool add`` pipeline (``EmbeddingStore.add_images``: parallel decode + batched
     inference) with the precision chosen by capability (native bf16 here) and forced as on a CPU
     without native bf16 (``native_bf16=False`` -> int8), each as a fraction of the model-bound rate
@@ -43,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from environment import describe_environment, environment_markdown  # noqa: E402
 
 from agile_modeling.compute import CpuInfo  # noqa: E402
-from agile_modeling.encoders import OpenClipEncoder, OpenClipSpec  # noqa: E402
+from agile_modeling.encoders import OpenClipEncoder, OpenClipSpec, onnx_int8  # noqa: E402
 from agile_modeling.encoders.open_clip import _load  # noqa: E402
 from agile_modeling.store import EmbeddingStore  # noqa: E402
 from agile_modeling.store.image_source import load_image  # noqa: E402
@@ -103,6 +104,11 @@ def variants(visual):
     t = time.perf_counter()
     q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(visual), {torch.nn.Linear}, dtype=torch.qint8)
     out["int8 dynamic Linear"] = (lambda x: q(x), time.perf_counter() - t)
+    if onnx_int8.available():  # what --precision int8 runs where onnxruntime is installed
+        t = time.perf_counter()
+        size = visual.image_size
+        ort_tower = onnx_int8.OnnxInt8Tower(visual, int(size[0] if isinstance(size, (tuple, list)) else size))
+        out["int8 ONNX Runtime"] = (ort_tower, time.perf_counter() - t)
     cl = copy.deepcopy(visual).to(memory_format=torch.channels_last)
     out["fp32 channels-last"] = (lambda x: cl(x.contiguous(memory_format=torch.channels_last)), 0.0)
     return out
@@ -133,7 +139,7 @@ def model_alone(x: torch.Tensor, x_cos: torch.Tensor, names=None, compile_too=Fa
                 len(xs)
                 if emulated
                 else len(x_cos)
-                if name in ("fp32", "bf16 weights", "int8 dynamic Linear")
+                if name in ("fp32", "bf16 weights", "int8 dynamic Linear", "int8 ONNX Runtime")
                 else min(128, len(x_cos))
             )
             got = torch.nn.functional.normalize(fn(x_cos[:m]).float(), dim=1)
@@ -354,7 +360,7 @@ def main() -> None:
     cases = [
         (f"auto (chosen here: {auto})", "auto", 2, len(paths)),
         (f"auto (chosen here: {auto})", "auto", 1, args.small),
-        ("forced int8 (dynamic int8 Linear)", "int8", 2, args.small),
+        ("forced int8", "int8", 2, args.small),
         ("forced fp32", "fp32", 2, args.small // 2),
     ]
     for label, precision, workers, count in cases:

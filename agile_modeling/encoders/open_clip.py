@@ -3,8 +3,9 @@
 The image tower runs in one of several *precisions*, chosen by device and, on a CPU, by measured
 speed (:mod:`agile_modeling.encoders.precision`), all in the same embedding space as the fp32 model
 (cosine >= 0.999, checked at load on a calibration batch; a variant that fails the check falls back
-to fp32): ``bf16`` weights, ``int8`` dynamic quantization of the Linear layers (fbgemm), ``fp16``
-autocast on a GPU (``cuda``, ``mps``), and ``fp32``, the reference.
+to fp32): ``bf16`` weights, ``int8`` dynamic quantization of the matrix products (in ONNX Runtime,
+:mod:`agile_modeling.encoders.onnx_int8`, or torch's fbgemm without it), ``fp16`` autocast on a GPU
+(``cuda``, ``mps``), and ``fp32``, the reference.
 
 Measured figures: ``benchmarks/results/embedding.md``. The text tower always runs in fp32.
 """
@@ -15,6 +16,7 @@ import copy
 import functools
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
+from agile_modeling.encoders import onnx_int8
 from agile_modeling.encoders.base import ImageEncoder, TextEncoder, l2_normalise
 from agile_modeling.encoders.precision import DeviceUnavailableError, choose_precision
 from agile_modeling.errors import EncoderUnavailableError
@@ -38,6 +41,9 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 #: ``(model, preprocess, tokenizer)`` of one loaded open_clip model. open_clip ships no type
 #: information, so the model (an ``open_clip.CLIP`` module, with ``visual`` and ``encode_text``) is Any.
 ClipParts = tuple[Any, Callable[[Image.Image], torch.Tensor], Callable[[list[str]], torch.Tensor]]
+#: an image tower: preprocessed pixels ``(b, 3, h, w)`` -> embeddings ``(b, dim)`` (a torch module or
+#: an ONNX Runtime session behind the same call)
+Tower = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,7 @@ class OpenClipEncoder(ImageEncoder, TextEncoder):
     @property
     def runtime(self) -> str:
         """``device/precision`` as used, e.g. ``cpu/bf16`` (after the load-time check)."""
-        return f"{self.device}/{_image_tower(self.spec, self.device, self.precision)[1]}"
+        return f"{self.device}/{_locked_tower(self.spec, self.device, self.precision)[1]}"
 
     @property
     def decode_size(self) -> int:
@@ -194,7 +200,7 @@ class OpenClipEncoder(ImageEncoder, TextEncoder):
     @torch.inference_mode()
     def encode_preprocessed(self, batch: Sequence[torch.Tensor] | torch.Tensor) -> NDArray[np.float32]:
         """Embed images already passed through :meth:`preprocess_image`, ``batch_size`` at a time."""
-        tower, precision = _image_tower(self.spec, self.device, self.precision)
+        tower, precision = _locked_tower(self.spec, self.device, self.precision)
         if not len(batch):
             return np.zeros((0, self.dim), dtype=np.float32)
         out: list[NDArray[np.float32]] = []
@@ -243,29 +249,53 @@ def _calibration_batch(size: int, n: int = 4) -> torch.Tensor:
     return torch.stack(imgs)
 
 
+def _int8_tower(visual: torch.nn.Module, image_size: int) -> Tower:
+    """Dynamic int8: through ONNX Runtime where it is installed (faster, see ``onnx_int8``), else
+    torch's ``quantize_dynamic`` of the Linear layers (fbgemm); an export that fails falls back too."""
+    if onnx_int8.available():
+        try:
+            return onnx_int8.OnnxInt8Tower(visual, image_size)
+        except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: torch's int8 still works
+            log.warning("could not run the image tower in ONNX Runtime (%s): using torch's dynamic int8", exc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notices; the kernels are current
+        # torch leaves quantize_dynamic's parameters unannotated
+        quantized: torch.nn.Module = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+            copy.deepcopy(visual), {torch.nn.Linear}, dtype=torch.qint8
+        )
+    return quantized.eval()
+
+
+_TOWER_LOCK = threading.Lock()
+
+
+def _locked_tower(spec: OpenClipSpec, device: str, precision: str) -> tuple[Tower, str]:
+    """:func:`_image_tower`, one thread at a time: concurrent first requests of a threaded server
+    would otherwise each build (and export) the same tower."""
+    with _TOWER_LOCK:
+        return _image_tower(spec, device, precision)
+
+
 @functools.lru_cache(maxsize=8)
-def _image_tower(spec: OpenClipSpec, device: str, precision: str) -> tuple[torch.nn.Module, str]:
-    """``(module, precision used)``: the image tower of ``spec`` prepared for ``device`` and ``precision``,
+def _image_tower(spec: OpenClipSpec, device: str, precision: str) -> tuple[Tower, str]:
+    """``(tower, precision used)``: the image tower of ``spec`` prepared for ``device`` and ``precision``,
     built once per process. A variant whose embeddings of a calibration batch are not within
     :data:`MIN_VARIANT_COSINE` of the fp32 tower's is replaced by the fp32 tower (logged)."""
     visual = _load(spec)[0].visual
     if device == "cpu" and precision == "fp32":
         return visual, "fp32"
-    tower = copy.deepcopy(visual)
+    size = visual.image_size
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    tower: Tower
     if precision == "int8":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.ao's deprecation notices; the kernels are current
-            # torch leaves quantize_dynamic's parameters unannotated
-            tower = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-                tower, {torch.nn.Linear}, dtype=torch.qint8
-            )
+        tower = _int8_tower(visual, size)
     elif precision == "bf16" and device == "cpu":
-        tower = tower.to(torch.bfloat16)
-    tower = tower.to(device).eval()
+        tower = copy.deepcopy(visual).to(torch.bfloat16).eval()
+    else:
+        tower = copy.deepcopy(visual).to(device).eval()
     if device != "cpu":
         return tower, precision  # the check runs where a GPU is: see benchmarks/bench_embedding.py
-    size = visual.image_size
-    x = _calibration_batch(int(size[0] if isinstance(size, (tuple, list)) else size))
+    x = _calibration_batch(size)
     with torch.inference_mode():
         ref = l2_normalise(visual(x).float().numpy())
         got = l2_normalise(_run_tower(tower, precision, x, device))

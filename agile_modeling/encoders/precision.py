@@ -9,12 +9,14 @@ them (:func:`measured_rates`, once per process, about 0.3 s):
 
 - ``fp32``: always a candidate, the reference;
 - ``bf16``: where bf16 is native (AVX512_BF16, AMX, ARM BF16; emulated bf16 runs at 1-3 images/s);
-- ``int8``: dynamic int8 quantization of the Linear layers (fbgemm), where the CPU has int8 dot
-  products (VNNI, AMX-INT8, ARM dot product) or AVX2 (fbgemm's AVX2 kernels: ViT-B-32 14.5 images/s
-  int8 against 10.1 fp32 on an AMD EPYC with AVX2 only, ``benchmarks/results/embedding_avx2.md``).
+- ``int8``: dynamic int8 quantization of the matrix products (ONNX Runtime where installed, else
+  torch's fbgemm; ``onnx_int8``), where the CPU has int8 dot products (VNNI, AMX-INT8, ARM dot
+  product) or AVX2 (torch's int8 on an AMD EPYC with AVX2 only: ViT-B-32 14.5 images/s against 10.1
+  for fp32, ``benchmarks/results/embedding_avx2.md``).
 
 The probe times a transformer's dominant product (a Linear of 768 -> 3,072 over 1,024 tokens, the
-MLP of a ViT-B block) in each candidate's arithmetic, as the tower would run it. A variant is chosen
+MLP of a ViT-B block) in each candidate's arithmetic, through torch (ONNX Runtime's int8 product runs
+at the same speed; its tower is faster still by fusing the rest, which the probe does not credit). A variant is chosen
 over fp32 only if it is :data:`MIN_SPEEDUP` times faster. Every variant keeps the embedding space:
 the tower checks it against fp32 at load (``open_clip._image_tower``).
 """
