@@ -163,6 +163,38 @@ def figure_exact_search_1m() -> tuple[str, str]:
     )
 
 
+def _speed_row(peers: str, auto: str, selection_method: str, embedding: str, note: str = "") -> tuple[str, str]:
+    rows = load(peers)["rows"]
+    margin = [r for r in rows if r["task"] == "margin selection" and r["n"] == 1_000_000]
+    fastest_peer = min(r["best_s"] for r in margin if r["backend_used"] == "fp32 (peer)")
+    search = "exact k=100 search, 1 query"
+    ours = peer_row(rows, search, 1_000_000, f"project ExactIndex auto ({auto})")["best_s"]
+    faiss = peer_row(rows, search, 1_000_000, "faiss IndexFlatIP")["best_s"]
+    embed = load(embedding)
+    (pipeline,) = [r for r in embed["pipeline"] if r["case"].startswith("auto") and r["decode_threads"] == 2]
+    peer = embed["peers"]["plain_open_clip_dataloader_fp32_images_per_s"]
+    selection = peer_row(rows, "margin selection", 1_000_000, selection_method)["best_s"]
+    return (
+        f"{selection:.2f} s; fastest peer {fastest_peer:.2f} s",
+        f"{ours:.2f} s; faiss {faiss:.2f} s | {pipeline['images_per_s']:.1f} images/s{note}; DataLoader loop {peer:.1f} |",
+    )
+
+
+def figure_speed_readme_avx2() -> tuple[str, str]:
+    auto = "project auto (chosen fp32, torch)"
+    # measured before int8 ran in ONNX Runtime
+    selection, rest = _speed_row("peers_avx2.json", "fp32", auto, "embedding_avx2.json", " (torch int8)")
+    return "README.md", f"| AMD EPYC, AVX2 only (MLP 3x128) | {selection} | {rest}"
+
+
+def figure_speed_readme_avx512() -> tuple[str, str]:
+    auto = "project auto (chosen fp32, torch)"
+    selection, rest = _speed_row("peers_avx512bf16_1x128.json", "fp32", auto, "embedding_avx512bf16.json")
+    rows = load("peers_avx512bf16_1x128.json")["rows"]
+    ten = peer_row(rows, "margin selection", 10_000_000, auto)["best_s"]
+    return "README.md", f"| Xeon, AVX512_BF16, no AMX (1x128) | {selection}; 10M: {ten:.2f} s | {rest}"
+
+
 def figure_training_seconds() -> tuple[str, str]:
     rows = load("training_avx2.json")["rows"]
     order = ["cats", "real stop signs", "small dog breeds", "fluffy dogs"]
@@ -239,6 +271,8 @@ FIGURES = [
     figure_prefetch_quality,
     figure_prefetch_quality_readme,
     figure_recipe_grid_readme,
+    figure_speed_readme_avx2,
+    figure_speed_readme_avx512,
 ]
 
 
