@@ -10,6 +10,8 @@ fp32, measured on an AMD EPYC Zen 3). So the choice is made by capability, not a
    torch (MKL / oneDNN) and through numpy's BLAS, and bf16 through torch only where bf16 is native;
 3. use bf16 only where it beats the fastest fp32 by :data:`BF16_MIN_SPEEDUP` (its scores then need
    a wider exact frontier, see ``scoring``), otherwise fp32 through the faster BLAS.
+   Native is not enough: on a Xeon with AVX512_BF16 but no AMX, oneDNN's bf16 products ran at 0.6x
+   fp32 (148 against 220-266 GFLOP/s, 2026-12-04), and the probe keeps fp32 there.
 
 The pool sweep may still run fp32 on a bf16 machine: ``scoring.PoolScorer`` sweeps in fp32 a model
 whose proven bf16 bound is too wide for a small exact frontier (large-gain models). Split precision

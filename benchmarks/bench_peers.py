@@ -2,8 +2,10 @@
 
 Margin selection (pick the 100 images closest to p = 0.5, excluding 600 labeled) over a synthetic
 unit-norm float16 pool memory-mapped from disk, with the SAME MLP weights for everyone:
-- the project: ``PoolScorer`` + ``MarginSelection`` on the backend chosen here (auto), and forced
-  ``fp32`` (the path of a CPU without native bf16, e.g. AVX2-only), through torch and numpy BLAS;
+- the project: ``PoolScorer`` + ``MarginSelection`` on the backend chosen here (auto), forced
+  ``fp32`` (the path of a CPU without native bf16, e.g. AVX2-only) through torch and numpy BLAS, and,
+  where bf16 is native, forced ``bf16`` (what ``AGILE_COMPUTE=bf16`` costs: the sweep in bf16 and a
+  frontier as wide as the model's proven bf16 bound re-scored in float64);
 - scikit-learn ``MLPClassifier.predict_proba`` (our weights put into ``coefs_``/``intercepts_``);
 - modAL ``margin_sampling`` and small-text ``BreakingTies`` over that scikit-learn model (when the
   optional ``bench`` extra is installed);
@@ -256,9 +258,12 @@ def main() -> int:
             (f"project auto (chosen {chosen.dtype}, {chosen.blas})", ("auto",)),
             ("project fp32 forced (torch BLAS; the AVX2-only path)", (compute.FP32, compute.TORCH)),
             ("project fp32 forced (numpy BLAS)", (compute.FP32, compute.NUMPY)),
+            ("project bf16 forced (AGILE_COMPUTE=bf16)", (compute.BF16, compute.TORCH)),
         ):
-            if project_only and "numpy" in label:
+            if project_only and ("numpy" in label or "bf16" in label):
                 continue
+            if "bf16" in label and not chosen.native_bf16:
+                continue  # emulated bf16 runs at 1-3 GFLOP/s: minutes per row, and never chosen there
             methods[label] = project(*args_, label=label)
 
         def sklearn_run():  # noqa: E306

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -70,11 +71,40 @@ def main() -> int:
     parser.add_argument("--concepts", nargs="+", default=["cats", "real stop signs", "small dog breeds", "fluffy dogs"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="training", help="results name under benchmarks/results/ (.json, .md)")
+    parser.add_argument(
+        "--background-load",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K single-threaded busy processes run beside the fits (a busy machine; `make up`'s idle services "
+        "use far less)",
+    )
+    parser.add_argument(
+        "--skip-sklearn-negatives", action="store_true", help="leave out scikit-learn on the labels + negatives (slow)"
+    )
     args = parser.parse_args()
+    hogs = [start_busy_process() for _ in range(args.background_load)]
+    try:
+        return run(args, parser)
+    finally:
+        for hog in hogs:
+            hog.kill()
 
+
+#: a single-threaded process that keeps one core busy with float32 matrix products
+BUSY = "import numpy as np\na = np.random.rand(256, 256).astype(np.float32)\nwhile True:\n    a @ a\n"
+
+
+def start_busy_process() -> subprocess.Popen:
+    one_thread = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    return subprocess.Popen([sys.executable, "-c", BUSY], env={**os.environ, **one_thread})
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     env = describe_environment()
     env["training_threads_default"] = compute.training_threads()
     env["load_at_start"] = load()
+    env["background_load_processes"] = args.background_load
     data = load_shared_data()
     suite = {s.title: s for s in load_suite()}
     unknown = [c for c in args.concepts if c not in suite]
@@ -121,8 +151,9 @@ def main() -> int:
             ),
             "project MLP, 2 threads": project(2),
             "scikit-learn MLPClassifier, 600 labels": sklearn(False),
-            f"scikit-learn MLPClassifier, 600 labels + {len(neg):,} random negatives": sklearn(True),
         }
+        if not args.skip_sklearn_negatives:
+            methods[f"scikit-learn MLPClassifier, 600 labels + {len(neg):,} random negatives"] = sklearn(True)
         times = {m: [] for m in methods}
         loads = {m: [] for m in methods}
         quality = {}
@@ -160,7 +191,8 @@ def main() -> int:
         "# Training on 600 labels: the project against scikit-learn (one run, interleaved)",
         "",
         environment_markdown(env),
-        f"- default training threads: {env['training_threads_default']}; load average at the end: {env['load_at_end']}",
+        f"- default training threads: {env['training_threads_default']}; load average at the end: {env['load_at_end']}; "
+        f"busy background processes: {args.background_load}",
         f"- test AUC-PR on the shared test split ({len(data.test):,} rows); {LABELS} labels, positives "
         f"up to {MAX_POSITIVES}",
         "",
