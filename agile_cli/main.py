@@ -96,6 +96,8 @@ def cmd_pool_add(args: argparse.Namespace) -> int:
         device=args.device, precision=args.precision, batch_size=args.batch_size
     )
     store = ws.store(encoder.dim, encoder.name)
+    if not args.quiet and not args.distributed:
+        print(f"image model {encoder.spec.model}, {encoder.precision_reason}", file=sys.stderr)
     if args.distributed:
         from sync.celery_app import app_for
         from sync.sharded import fan_out_embedding

@@ -9,14 +9,17 @@ the rest of the transformer (attention, layer norms, GELU): ViT-B-32 ran 44-53 i
 tower is checked against fp32 at load like every variant (``open_clip._image_tower``).
 
 The tower is exported (torch's TorchScript-based ONNX exporter, opset 17, any batch size) and
-quantized into a temporary folder when first needed, about 7 s on 2 cores, once per process; the
-session keeps the model in memory and the files are removed. Nothing is cached on disk, so nothing
-can go stale or be planted by another user.
+quantized into a temporary folder when first needed, about 7-13 s on 2 cores and about 1.2 GB more
+memory at its peak (ViT-B-32), once per process; the session keeps the model in memory and the
+files are removed (those of a process killed mid-export by the next export). Nothing is cached on
+disk, so nothing can go stale or be planted by another user.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -28,16 +31,56 @@ import torch
 log = logging.getLogger(__name__)
 
 OPSET = 17
+#: temporary folders are named ``agile-onnx-<pid>-<random>``, so that a later process can remove those
+#: of a process that was killed mid-export (336 MB for ViT-B-32) and never cleaned up
+FOLDER_PREFIX = "agile-onnx-"
 
 
 def available() -> bool:
-    """True where onnxruntime and onnx (its quantizer's dependency) import."""
+    """True where onnxruntime and onnx (its quantizer's dependency) import. Any failure counts as
+    absent (a protobuf version clash raises TypeError, a broken shared library OSError): torch's
+    int8 is then used, and the reason logged."""
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
-    except ImportError:
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        if not isinstance(exc, ImportError):
+            log.warning("onnxruntime is installed but does not load (%s): int8 runs in torch", exc)
         return False
     return True
+
+
+def remove_folders_of_dead_processes(root: Path | None = None) -> list[Path]:
+    """Remove this prefix's temporary folders whose process no longer exists; returns them."""
+    root = Path(root or tempfile.gettempdir())
+    removed = []
+    for folder in root.glob(f"{FOLDER_PREFIX}*-*"):
+        pid = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to clean
+        return True
+    return True
+
+
+class _QuantizerAdvice(logging.Filter):
+    """onnxruntime's quantizer logs to the root logger: advice on every call ("Please consider to run
+    pre-processing before quantization") and hundreds of INFO lines per tower ("Ignore MatMul due to
+    non constant B"), about the tool, not for our users. Only records logged on the root logger
+    itself pass this filter (our modules log on their own loggers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING and "pre-processing before quantization" not in record.getMessage()
 
 
 class OnnxInt8Tower:
@@ -53,13 +96,17 @@ class OnnxInt8Tower:
         options.inter_op_num_threads = 1
         # spinning worker threads would take the cores the decode threads need between batches
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        with tempfile.TemporaryDirectory(prefix="agile-onnx-") as folder:
+        remove_folders_of_dead_processes()
+        advice = _QuantizerAdvice()
+        with tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{os.getpid()}-") as folder:
             fp32_path, int8_path = Path(folder) / "tower.onnx", Path(folder) / "tower.int8.onnx"
-            example = torch.zeros(1, 3, image_size, image_size)
-            # with gradients off, nn.MultiheadAttention takes its fused fast path
-            # (aten::_native_multi_head_attention), which the exporter cannot write
+            # Built outside inference mode (the first build usually happens inside it, in
+            # encode_preprocessed): the tracer cannot use inference tensors. With gradients off,
+            # nn.MultiheadAttention would take its fused fast path (aten::_native_multi_head_attention),
+            # which the exporter cannot write.
             with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
                 warnings.simplefilter("ignore")  # the exporter's tracer warnings about Python control flow
+                example = torch.zeros(1, 3, image_size, image_size)
                 torch.onnx.export(
                     tower,
                     (example,),
@@ -70,7 +117,11 @@ class OnnxInt8Tower:
                     opset_version=OPSET,
                     dynamo=False,
                 )
+            logging.getLogger().addFilter(advice)
+            try:
                 quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+            finally:
+                logging.getLogger().removeFilter(advice)
             self._session: Any = onnxruntime.InferenceSession(
                 str(int8_path), options, providers=["CPUExecutionProvider"]
             )

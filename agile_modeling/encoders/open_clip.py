@@ -90,6 +90,8 @@ def resolve_device(requested: str | None, has_cuda: bool | None = None, has_mps:
         raise DeviceUnavailableError(f"unknown device {requested!r}: use one of {', '.join(DEVICES)}")
     if base == "auto":
         return "cuda" if cuda else "mps" if mps else "cpu"
+    if base == "cpu":
+        return "cpu"  # one CPU device: "cpu:0" is the same, and the code compares with "cpu"
     if base == "cuda" and not cuda:
         raise DeviceUnavailableError(
             f"device {requested!r} was asked for, but torch sees no CUDA GPU on this machine "
@@ -298,7 +300,12 @@ def _image_tower(spec: OpenClipSpec, device: str, precision: str) -> tuple[Tower
     x = _calibration_batch(size)
     with torch.inference_mode():
         ref = l2_normalise(visual(x).float().numpy())
-        got = l2_normalise(_run_tower(tower, precision, x, device))
+        try:
+            got = l2_normalise(_run_tower(tower, precision, x, device))
+        except Exception as exc:  # noqa: BLE001 - a variant some architecture breaks (RN50's attention pool
+            # under torch's int8): the fp32 tower still embeds in the same space
+            log.warning("the %s image tower does not run on this model (%s): using fp32", precision, exc)
+            return visual, "fp32"
     worst = float((ref * got).sum(axis=1).min())
     if worst < MIN_VARIANT_COSINE:
         log.warning(

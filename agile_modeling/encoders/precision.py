@@ -98,9 +98,17 @@ def measured_rates(kinds: tuple[str, ...]) -> dict[str, float]:
     """``{kind: probe speed relative to fp32}`` for ``kinds`` (``fp32``, ``bf16``, ``int8``), measured
     once per process: the best call of :data:`PROBE_ROUNDS` interleaved rounds (a burst of load hits
     every kind alike; the best, not the median, since a preempted call says nothing about the kernel)."""
-    steps = {kind: _probe_step(kind) for kind in kinds}
-    for step in steps.values():
-        step()  # first call: kernel selection, packing
+    steps = {}
+    for kind in kinds:
+        try:
+            steps[kind] = _probe_step(kind)
+            steps[kind]()  # first call: kernel selection, packing
+        except Exception as exc:  # noqa: BLE001 - a kernel this build or CPU lacks: not a candidate
+            if kind == "fp32":
+                raise
+            log.warning("the %s probe does not run here (%s): %s is not used", kind, exc, kind)
+            steps.pop(kind, None)
+    kinds = tuple(steps)
     best = dict.fromkeys(kinds, float("inf"))
     for _ in range(PROBE_ROUNDS):
         for kind, step in steps.items():
@@ -120,9 +128,10 @@ def choose_precision(
     here once per process, :func:`measured_rates` over :func:`detected_candidates`); tests pass
     them to force each kind.
     """
-    requested = (requested or "auto").strip().lower()
+    requested = str(requested or "auto").strip().lower()
     if requested not in PRECISIONS:
         raise DeviceUnavailableError(f"unknown precision {requested!r}: use one of {', '.join(PRECISIONS)}")
+    device = str(device or "cpu").strip().lower()
     if not device.startswith("cpu"):
         if requested == "int8":
             raise DeviceUnavailableError("int8 (dynamic quantization) runs on the CPU only; use fp16 or fp32 on a GPU")

@@ -78,4 +78,68 @@ def test_concurrent_first_requests_build_the_tower_once(tiny_clip, fresh_towers,
     for t in threads:
         t.join()
     assert len(builds) == 1
-    assert all(np.array_equal(r, results[0]) for r in results)
+    tower, used = oc._image_tower(tiny_clip.spec, "cpu", "int8")
+    assert used == "int8" and isinstance(tower, onnx_int8.OnnxInt8Tower)  # built, not fallen back
+    assert all((r * results[0]).sum(1).min() >= 0.9999 for r in results)
+
+
+def test_the_first_build_inside_inference_mode_is_still_onnx(tiny_clip, fresh_towers, caplog):
+    """The worker, the backend and `pool add --quiet` first build the tower inside encode_preprocessed
+    (torch.inference_mode): the export must not see inference tensors."""
+    encoder = OpenClipEncoder(tiny_clip.spec, batch_size=4, precision="int8")
+    with caplog.at_level(logging.WARNING), torch.inference_mode():
+        got = encoder.encode_images(_images())
+    tower, used = oc._image_tower(tiny_clip.spec, "cpu", "int8")
+    assert isinstance(tower, onnx_int8.OnnxInt8Tower), caplog.text
+    assert "could not run" not in caplog.text and "pre-processing before quantization" not in caplog.text
+    assert (got * tiny_clip.encode_images(_images())).sum(1).min() >= 0.999
+
+
+def test_a_variant_that_raises_on_this_model_falls_back_to_fp32(tiny_clip, fresh_towers, monkeypatch, caplog):
+    """RN50's attention pool breaks under torch's int8 (a TypeError at the first call): fp32, not a crash."""
+
+    def broken_tower(visual, image_size):
+        def tower(x):
+            raise TypeError("expected Tensor as element 0 in argument 0, but got method")
+
+        return tower
+
+    monkeypatch.setattr(oc, "_int8_tower", broken_tower)
+    with caplog.at_level(logging.WARNING, logger=oc.__name__):
+        encoder = OpenClipEncoder(tiny_clip.spec, batch_size=4, precision="int8")
+        assert encoder.runtime == "cpu/fp32"
+    assert "does not run on this model" in caplog.text
+    np.testing.assert_allclose(encoder.encode_images(_images()), tiny_clip.encode_images(_images()), atol=1e-6)
+
+
+def test_an_onnx_runtime_that_fails_to_load_counts_as_absent(monkeypatch, caplog):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def clashing(name, *args, **kwargs):
+        if name == "onnx":
+            raise TypeError("Descriptors cannot be created directly.")  # protobuf version clash
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", clashing)
+    with caplog.at_level(logging.WARNING):
+        assert onnx_int8.available() is False
+    assert "does not load" in caplog.text and "Descriptors" in caplog.text
+
+
+def test_folders_of_killed_exports_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f"{onnx_int8.FOLDER_PREFIX}{dead_pid}-abc"
+    live = tmp_path / f"{onnx_int8.FOLDER_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "agile-onnx-notapid"
+    for folder in (stale, live, other):
+        folder.mkdir()
+        (folder / "tower.onnx").write_bytes(b"x" * 10)
+    assert onnx_int8.remove_folders_of_dead_processes(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()

@@ -102,6 +102,7 @@ def test_device_is_validated_with_a_clear_error():
     assert resolve_device("auto", has_cuda=False, has_mps=False) == "cpu"
     assert resolve_device("auto", has_cuda=True, has_mps=False) == "cuda"
     assert resolve_device("cpu", has_cuda=False, has_mps=False) == "cpu"
+    assert resolve_device("CPU:0", has_cuda=True, has_mps=False) == "cpu"  # one CPU device
     with pytest.raises(DeviceUnavailableError, match="no CUDA GPU on this machine.*--device cpu or auto"):
         resolve_device("cuda", has_cuda=False, has_mps=False)
     with pytest.raises(DeviceUnavailableError, match="MPS"):
@@ -142,6 +143,8 @@ def test_the_precision_chooser_forced_each_way(tiny_clip):
     assert choose_precision("auto", "cpu", {"fp32": 1.0, "int8": 1.1})[0] == "fp32"  # not worth it
     assert choose_precision("auto", "cpu", {"fp32": 1.0})[0] == "fp32"
     assert choose_precision("auto", "cuda", {"fp32": 1.0})[0] == "fp16"
+    assert choose_precision("auto", "CPU", slow_bf16)[0] == "int8"  # a CPU, however it is spelled
+    assert choose_precision(" Auto ", None, slow_bf16)[0] == "int8"
     assert choose_precision("fp32", "cpu", fast_bf16)[0] == "fp32"
     assert "int8 measured fastest" in choose_precision("auto", "cpu", slow_bf16)[1]
     with pytest.raises(DeviceUnavailableError, match="emulated"):
