@@ -130,6 +130,15 @@ class _Choice:
         return lowered
 
 
+def _log_level(value: str) -> str:
+    """A logging level name, in capitals: Label Studio reads the same variable and Python's logging
+    knows only the capitalised names."""
+    level = value.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR")
+    return level
+
+
 SERVICES = "Label Studio and the services"
 SECURITY = "Security of the ML backend and its images"
 COMPUTE = "Compute"
@@ -247,6 +256,14 @@ class Settings:
         "seconds after which a sharded selection that never finished is launched again",
         default=300.0,
         parse=_seconds,
+    )
+    log_level: str = setting(
+        "LOG_LEVEL",
+        "what the ML backend logs of its own work: `INFO` (the default: model loads, the image tower's "
+        "precision and why), `DEBUG`, `WARNING` or `ERROR`; other libraries log warnings and errors only "
+        "(Label Studio reads the same variable, in capitals)",
+        default="INFO",
+        parse=_log_level,
     )
     # --- security of the backend and its images --------------------------------------------------
     basic_auth_user: str | None = setting(

@@ -56,8 +56,8 @@ def remove_folders_of_dead_processes(root: Path | None = None) -> list[Path]:
     removed = []
     for folder in root.glob(f"{FOLDER_PREFIX}*-*"):
         pid = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
+        if folder.is_symlink() or not folder.is_dir() or not pid.isdigit() or _alive(int(pid)):
+            continue  # a link or a file under our prefix is not ours: left alone
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed

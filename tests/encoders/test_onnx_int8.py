@@ -143,3 +143,52 @@ def test_folders_of_killed_exports_are_removed_and_live_ones_kept(tmp_path):
         (folder / "tower.onnx").write_bytes(b"x" * 10)
     assert onnx_int8.remove_folders_of_dead_processes(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_a_link_under_the_prefix_is_left_alone(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    (tmp_path / f"{onnx_int8.FOLDER_PREFIX}999999999-x").symlink_to(victim)
+    assert onnx_int8.remove_folders_of_dead_processes(tmp_path) == []
+    assert (victim / "keep.txt").read_text() == "mine"
+
+
+def test_a_convolutional_tower_runs_fp32_under_int8_without_an_export(fresh_towers, monkeypatch, caplog):
+    """open_clip's ResNets: ONNX Runtime's quantizer rejects their convolutions and torch's int8 breaks
+    their attention pool; int8 goes straight to fp32 instead of an export and two warnings."""
+    from agile_modeling.encoders import OpenClipSpec
+
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 8, stride=8), torch.nn.Flatten()).eval()
+    conv.image_size = 32
+
+    class Model:
+        visual = conv
+
+    monkeypatch.setattr(oc, "_loaded", lambda spec: (Model(), None, None))
+    monkeypatch.setattr(onnx_int8, "OnnxInt8Tower", None)  # any export attempt would fail loudly
+    with caplog.at_level(logging.INFO, logger=oc.__name__):
+        tower, used = oc._image_tower(OpenClipSpec(model="RN-like", pretrained=None), "cpu", "int8")
+    assert used == "fp32" and tower is conv
+    assert "int8 applies to transformer image towers" in caplog.text and "WARNING" not in caplog.text
+
+
+def test_concurrent_first_uses_load_the_model_once(tiny_clip, monkeypatch):
+    import functools
+    import threading
+
+    loads = []
+    raw = oc._load.__wrapped__
+
+    @functools.lru_cache(maxsize=4)
+    def counting(spec):
+        loads.append(threading.get_ident())
+        return raw(spec)
+
+    monkeypatch.setattr(oc, "_load", counting)
+    threads = [threading.Thread(target=lambda: OpenClipEncoder(tiny_clip.spec)._parts) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(loads) == 1

@@ -160,3 +160,25 @@ def test_the_running_backend_serves_signed_images_and_answers_hostile_requests(t
     assert " 500 " not in text and "Traceback" not in text, text[-3000:]
     assert '"GET /images/1 HTTP/1.1" 200' in text and "sig=" not in text  # logged, without the image's credential
     assert "no prediction for task 2" in text and "no prediction for task 3" in text  # logged, with the reason
+
+
+def test_the_backend_logs_its_own_work_at_log_level_and_other_libraries_at_warning(tmp_path):
+    """What an operator sees in the backend's log: our once-per-process facts (the model loaded, the
+    image tower's precision and why) at LOG_LEVEL, not every httpx request."""
+    probe = (
+        "import logging, ml_backend.wsgi\n"
+        "logging.getLogger('agile_modeling.encoders.precision').info('probe line')\n"
+        "logging.getLogger('httpx').info('HTTP Request: GET http://x')\n"
+    )
+    for level, shown in (("info", True), ("warning", False)):
+        run = subprocess.run(
+            [sys.executable, "-c", probe],
+            env=bare_env(tmp_path, LOG_LEVEL=level),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert ("INFO agile_modeling.encoders.precision: probe line" in run.stderr) is shown, run.stderr[-2000:]
+        assert "HTTP Request" not in run.stderr

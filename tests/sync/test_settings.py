@@ -68,8 +68,10 @@ def test_values_are_parsed_and_checked_once():
             "MODEL_DIR": "/tmp/ws",
             "LABEL_STUDIO_URL": "http://ls:8080/",
             "AGILE_TORCH_THREADS": "2",
+            "LOG_LEVEL": "warning",
         }
     )
+    assert s.log_level == "WARNING"
     assert (s.sync_seconds, s.prefetch, s.sharded_scoring, s.shard_rows) == (2.5, 0.0, True, 6000)
     assert (s.provider, s.workspace, s.label_studio_url, s.torch_threads) == (
         "gemini",
@@ -95,6 +97,7 @@ def test_values_are_parsed_and_checked_once():
         ("AGILE_COMPUTE", "fp64", "one of auto, bf16, fp32"),
         ("AGILE_PROVIDER", "openai", "one of offline, gemini"),
         ("AGILE_SHARDED_SCORING", "maybe", "1 or 0"),
+        ("LOG_LEVEL", "verbose", "one of DEBUG, INFO, WARNING, ERROR"),
         ("LABEL_STUDIO_URL", "localhost:8080", "http(s) URL"),
     ],
 )
