@@ -120,7 +120,10 @@ def _load(spec: OpenClipSpec) -> ClipParts:
     try:
         # Random weights (no pretrained tag) are seeded: every process must build the same model, or
         # a pool embedded by one process and images scored by another would live in different spaces.
-        with torch.random.fork_rng(devices=[]):
+        # Outside inference mode even when the first use is inside it (encode_preprocessed,
+        # encode_texts): parameters made there are inference tensors, which the ONNX export's tracer
+        # cannot use.
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(False):
             torch.manual_seed(RANDOM_WEIGHTS_SEED)
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.model, pretrained=pretrained, device=spec.device

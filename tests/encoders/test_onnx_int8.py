@@ -192,3 +192,18 @@ def test_concurrent_first_uses_load_the_model_once(tiny_clip, monkeypatch):
     for t in threads:
         t.join()
     assert len(loads) == 1
+
+
+def test_a_model_first_loaded_inside_inference_mode_still_exports(tiny_clip, fresh_towers):
+    """The first use of a model is often a text query (encode_texts runs in inference mode): the
+    model's parameters must still be ordinary tensors, or the export fails and int8 falls back."""
+    oc._load.cache_clear()
+    try:
+        with torch.inference_mode():
+            OpenClipEncoder(tiny_clip.spec).encode_texts(["a dog"])
+            encoder = OpenClipEncoder(tiny_clip.spec, batch_size=4, precision="int8")
+            encoder.encode_images(_images())
+        tower, used = oc._image_tower(tiny_clip.spec, "cpu", "int8")
+        assert used == "int8" and isinstance(tower, onnx_int8.OnnxInt8Tower)
+    finally:
+        oc._load.cache_clear()
