@@ -130,6 +130,3 @@ class OnnxInt8Tower:
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         batch = np.ascontiguousarray(pixels.detach().float().numpy())
         return torch.from_numpy(self._session.run(None, {"pixels": batch})[0])
-
-    def eval(self) -> OnnxInt8Tower:
-        return self

@@ -17,7 +17,6 @@ import functools
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from PIL import Image
 
 from agile_modeling.encoders import onnx_int8
 from agile_modeling.encoders.base import ImageEncoder, TextEncoder, l2_normalise
-from agile_modeling.encoders.precision import DeviceUnavailableError, choose_precision
+from agile_modeling.encoders.precision import DeviceUnavailableError, choose_precision, torch_int8
 from agile_modeling.errors import EncoderUnavailableError
 
 log = logging.getLogger(__name__)
@@ -262,13 +261,7 @@ def _int8_tower(visual: torch.nn.Module, image_size: int) -> Tower:
             return onnx_int8.OnnxInt8Tower(visual, image_size)
         except Exception as exc:  # noqa: BLE001 - any exporter or runtime failure: torch's int8 still works
             log.warning("could not run the image tower in ONNX Runtime (%s): using torch's dynamic int8", exc)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's deprecation notices; the kernels are current
-        # torch leaves quantize_dynamic's parameters unannotated
-        quantized: torch.nn.Module = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-            copy.deepcopy(visual), {torch.nn.Linear}, dtype=torch.qint8
-        )
-    return quantized.eval()
+    return torch_int8(visual)
 
 
 _TOWER_LOCK = threading.Lock()

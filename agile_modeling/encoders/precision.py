@@ -63,20 +63,28 @@ def detected_candidates() -> tuple[str, ...]:
     return cpu_candidates(cpu.native_bf16(), bool(cpu.flags & INT8_FAST_FLAGS))
 
 
+def torch_int8(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` with its Linear layers as torch's dynamic int8 (fbgemm): the int8 the
+    probe measures, and the image tower's int8 where ONNX Runtime is not available."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notices; the kernels are current
+        # torch leaves quantize_dynamic's parameters unannotated
+        quantized: torch.nn.Module = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+            module, {torch.nn.Linear}, dtype=torch.qint8, inplace=False
+        )
+    return quantized.eval()
+
+
 def _probe_step(kind: str, shape: tuple[int, int, int] = PROBE_SHAPE) -> Callable[[], object]:
     """One product of the probe shape in ``kind``'s arithmetic, as the tower variant runs it."""
     tokens, width, out = shape
     gen = torch.Generator().manual_seed(0)
-    linear = torch.nn.Linear(width, out)
+    linear: torch.nn.Module = torch.nn.Linear(width, out)
     x = torch.randn(tokens, width, generator=gen)
     if kind == "bf16":
         linear, x = linear.to(torch.bfloat16), x.to(torch.bfloat16)
     elif kind == "int8":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.ao's deprecation notices; the kernels are current
-            linear = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-                torch.nn.Sequential(linear), {torch.nn.Linear}, dtype=torch.qint8
-            )
+        linear = torch_int8(torch.nn.Sequential(linear))
     elif kind != "fp32":
         raise ValueError(f"no CPU probe for precision {kind!r}")
 
