@@ -240,3 +240,31 @@ def test_the_help_is_plain_text_and_names_what_the_engine_knows():
     assert SEED_BATCHES == list(RUNNER_SEED_BATCHES)
     assert {"strategy", "batch_size"} <= {a.dest for a in every[("concept", "new")]._actions}
     assert "source" in {a.dest for a in every[("concept", "label")]._actions}
+
+
+def test_pool_add_runs_int8_in_onnx_runtime_as_a_user_runs_it(tmp_path, image_folder):
+    """The product path of the int8 tower: `agile pool add` in a subprocess, with --quiet (the first
+    build then happens inside inference mode, where the export once always fell back) and without
+    (the reason for the precision is printed). Embeddings stay in the fp32 space."""
+    import numpy as np
+
+    from agile_modeling.workspace import Workspace
+
+    args = ("pool", "add", str(image_folder), "--model", "ViT-S-32", "--pretrained", "none")
+    for name in ("q", "a", "f"):
+        (tmp_path / name).mkdir()
+    quiet = agile("-v", *args, "--precision", "int8", "--quiet", cwd=tmp_path / "q")
+    assert "exported to ONNX Runtime as dynamic int8" in quiet.stderr, quiet.stderr[-3000:]
+    assert "could not run" not in quiet.stderr and "Ignore MatMul" not in quiet.stderr
+    assert "(on cpu/int8)" in quiet.stdout
+    auto = agile(*args, "--precision", "auto", cwd=tmp_path / "a")
+    assert "image model ViT-S-32, cpu: " in auto.stderr and "speed relative to fp32" in auto.stderr
+    agile(*args, "--precision", "fp32", "--quiet", cwd=tmp_path / "f")
+    x = {}
+    for name in ("q", "f"):
+        store = Workspace(tmp_path / name / "ws").store()
+        ids = list(range(len(store)))
+        by_uri = dict(zip(store.uris(ids), np.asarray(store.vectors().take(ids), np.float32)))
+        x[name] = np.stack([by_uri[uri] for uri in sorted(by_uri)])
+    assert len(x["q"]) == len(x["f"]) == 8
+    assert (x["q"] * x["f"]).sum(1).min() >= 0.999
